@@ -1,0 +1,196 @@
+"""``mech-interp``: the language-model study from the command line.
+
+    mech-interp study                      # all four experiments on the embedded default model
+    mech-interp layerwise --model random:gpt2-tiny --n-seqs 4
+    mech-interp batch runs.toml            # many runs, resumable
+
+Layers are 0-based TransformerLens blocks: ``--layer L`` means ``blocks.L.hook_resid_post``.
+Bad input prints one line to stderr and exits with status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import UsageError
+
+STUDY = ("feature_view", "layerwise", "intervention", "attention")
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # argparse's own errors: one line, status 2
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _flag_type(annotation: Any):
+    """(argparse type, is_list, is_bool) for a dataclass field annotation."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"list": list, "str": str, "int": int, "float": float, "bool": bool, "None": None})
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = args[0]
+        args = list(typing.get_args(annotation))
+    if typing.get_origin(annotation) is list:
+        return str, True, False
+    return annotation, False, annotation is bool
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind, is_list, is_bool = _flag_type(f.type)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if is_bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text,
+                                metavar="A,B" if is_list else f.name.upper())
+
+
+def _collect(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(ns, f.name, None)
+        if value is None:
+            continue
+        kind, is_list, _ = _flag_type(f.type)
+        values[f.name] = [v.strip() for v in value.split(",") if v.strip()] if is_list else value
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .experiments import RunOptions, get_experiment, list_experiments
+
+    parser = _Parser(prog="mech-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        _add_fields(p, RunOptions)
+        p.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
+        p.add_argument("--force", action="store_true", help="rerun even if the run directory is complete")
+
+    study = sub.add_parser("study", help="all four experiments (the main job)")
+    common(study)
+    study.add_argument("--layerwise-n-seqs", type=int, default=None, help="sequences for the layer-wise statistics")
+    study.add_argument("--n-windows", type=int, default=None, help="perplexity windows per dataset (0 = all)")
+    study.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated")
+    for name in list_experiments():
+        experiment = get_experiment(name)
+        p = sub.add_parser(name.replace("_", "-"), help=experiment.doc)
+        common(p)
+        _add_fields(p, experiment.config_cls)
+        p.set_defaults(experiment=name)
+    batch = sub.add_parser("batch", help="run every entry of a TOML/YAML config file; resumable")
+    batch.add_argument("config", type=Path)
+    batch.add_argument("--out", type=Path, default=Path("results"))
+    batch.add_argument("--force", action="store_true")
+    sub.add_parser("models", help="list the registered models")
+    return parser
+
+
+def _print_result(run_dir: Path, result) -> None:
+    if result is None:
+        print(f"[skip] {run_dir} is complete (use --force to rerun)")
+        print((run_dir / "summary.txt").read_text(), end="")
+    else:
+        print(f"[done] {run_dir}")
+        print("\n".join(result.lines))
+
+
+def _study(ns: argparse.Namespace) -> None:
+    from .experiments import RunOptions
+    from .runner import RunSpec, execute, model_for
+
+    options = RunOptions(**_collect(ns, RunOptions))
+    options.criterion  # validate before loading anything
+    params = {
+        "layerwise": {"n_seqs": ns.layerwise_n_seqs} if ns.layerwise_n_seqs is not None else {},
+        "intervention": {k: v for k, v in {
+            "n_windows": ns.n_windows,
+            "datasets": ns.datasets.split(",") if ns.datasets else None}.items() if v is not None},
+    }
+    specs = [RunSpec(name, options, params.get(name, {})) for name in STUDY]
+    for spec in specs:
+        spec.config()
+    loaded = {}
+
+    def model():
+        if "m" not in loaded:
+            loaded["m"] = model_for(options)
+        return loaded["m"]
+
+    print(f"massive-activation study of {options.model} -> {ns.out}/")
+    for spec in specs:
+        _print_result(*execute(spec, ns.out, model, force=ns.force))
+
+
+def _single(ns: argparse.Namespace) -> None:
+    from .experiments import RunOptions, get_experiment
+    from .runner import RunSpec, execute
+
+    options = RunOptions(**_collect(ns, RunOptions))
+    options.criterion
+    spec = RunSpec(ns.experiment, options, _collect(ns, get_experiment(ns.experiment).config_cls))
+    spec.config()
+    _print_result(*execute(spec, ns.out, force=ns.force))
+
+
+def _batch(ns: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from .batch import expand
+    from .runner import execute, model_for
+
+    specs = expand(ns.config)
+    cache: dict[tuple, Any] = {}
+    done = skipped = 0
+    for spec in tqdm(specs, desc="runs", unit="run"):
+        o = spec.options
+        key = (o.model, o.device, o.dtype, o.prepend_bos)
+
+        def model(key=key, o=o):
+            if key not in cache:
+                cache.clear()  # one model in memory at a time
+                cache[key] = model_for(o)
+            return cache[key]
+
+        run_dir, result = execute(spec, ns.out, model, force=ns.force)
+        done, skipped = done + (result is not None), skipped + (result is None)
+        tqdm.write(f"[{'done' if result is not None else 'skip'}] {run_dir}")
+    print(f"{len(specs)} runs: {done} run now, {skipped} already complete")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if ns.command == "models":
+            from .model_registry import list_models
+
+            print("\n".join(list_models()))
+        elif ns.command == "study":
+            _study(ns)
+        elif ns.command == "batch":
+            _batch(ns)
+        else:
+            _single(ns)
+    except UsageError as err:
+        print(f"mech-interp: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

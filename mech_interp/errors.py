@@ -1,0 +1,5 @@
+"""The one exception type that means "the user asked for something that cannot be done"."""
+
+
+class UsageError(ValueError):
+    """Bad input from a user. The CLI prints ``str(err)`` as one line and exits with status 2."""

@@ -1,0 +1,60 @@
+"""Experiment 1: |a| of one layer's residual stream over (token, dim) for one prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from ..figures import feature_view_3d
+from ..layer_stats import check_layer, resid_post
+from ..tokens import encode
+from .prompt_stats import default_layer, prompt_layer_stats
+from .registry import ExperimentResult, RunOptions, register_experiment
+
+PAPER_PROMPT = "Summer is warm. Winter is cold."
+
+
+@dataclass
+class FeatureViewConfig:
+    prompt: str = field(default=PAPER_PROMPT, metadata={"help": "text to run"})
+    layer: int | None = field(default=None, metadata={"help": "0-based block whose resid_post is shown (default: first layer with massive activations)"})
+
+
+@register_experiment("feature_view", FeatureViewConfig)
+def feature_view(model: HookedTransformer, options: RunOptions, config: FeatureViewConfig) -> ExperimentResult:
+    """3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)."""
+    tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
+    if config.layer is not None:
+        check_layer(model, config.layer)
+    stats = prompt_layer_stats(model, tokens, options.criterion)
+    layer = check_layer(model, config.layer) if config.layer is not None else default_layer(stats, model)
+
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens[None].to(model.cfg.device), names_filter=resid_post(layer),
+                                        stop_at_layer=layer + 1, return_type=None)
+    acts = cache[resid_post(layer)][0].float().cpu()  # [pos, d_model]
+    token_strs = [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    n_pos, d_model = acts.shape
+    grid = pd.DataFrame({
+        "position": torch.arange(n_pos).repeat_interleave(d_model).numpy(),
+        "token": [token_strs[p] for p in range(n_pos) for _ in range(d_model)],
+        "dim": torch.arange(d_model).repeat(n_pos).numpy(),
+        "value": acts.flatten().numpy(),
+    })
+    grid["abs"] = grid["value"].abs()
+    massive = stats.massive[stats.massive["layer"] == layer][["position", "token", "dim"]].copy()
+    massive = massive.merge(grid[["position", "dim", "value", "abs"]], on=["position", "dim"])
+    median = float(grid["abs"].median())
+    title = f"{model.cfg.model_name}: |a| at block {layer} resid_post, prompt {config.prompt!r}"
+    lines = [f"feature view, block {layer}: median |a| {median:.3g}, max |a| {grid['abs'].max():.4g}"]
+    lines += [f"  massive: position {r.position} {r.token!r} dim {r.dim} value {r.value:.1f}" for r in massive.itertuples()]
+    return ExperimentResult(
+        tables={"activations": grid, "massive_entries": massive.reset_index(drop=True)},
+        figures={"feature_view_3d": feature_view_3d(grid, massive, title)},
+        summary={"layer": layer, "median_abs": median, "max_abs": float(grid["abs"].max()),
+                 "massive": massive[["position", "dim", "value"]].to_dict("records"), "tokens": token_strs},
+        lines=lines,
+    )

@@ -1,0 +1,56 @@
+"""Perplexity over token windows, optionally under interventions.
+
+PPL = exp(sum of next-token NLL / number of predicted tokens), every window predicting its
+positions 1..T-1 (a prepended BOS is never a target).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from jaxtyping import Float, Int
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from .interventions import Intervention
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    nll_sum: float
+    n_tokens: int
+    n_windows: int
+
+    @property
+    def value(self) -> float:
+        mean = self.nll_sum / self.n_tokens
+        return math.exp(mean) if mean < 700 else float("inf")
+
+
+def next_token_nll(
+    logits: Float[torch.Tensor, "batch pos d_vocab"], tokens: Int[torch.Tensor, "batch pos"]
+) -> Float[torch.Tensor, "batch pos_minus_1"]:
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+
+
+def perplexity(
+    model: HookedTransformer,
+    windows: Int[torch.Tensor, "window pos"],
+    interventions: Sequence[Intervention] = (),
+    batch_size: int = 1,
+    progress: bool = True,
+    desc: str = "perplexity",
+) -> Perplexity:
+    nll_sum, n_tokens = 0.0, 0
+    hooks = [i.as_hook() for i in interventions]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        for batch in tqdm(windows.split(batch_size), desc=desc, unit="batch", disable=not progress):
+            batch = batch.to(model.cfg.device)
+            nll = next_token_nll(model(batch, return_type="logits"), batch)
+            nll_sum += float(nll.double().sum())
+            n_tokens += nll.numel()
+    return Perplexity(nll_sum=nll_sum, n_tokens=n_tokens, n_windows=int(windows.shape[0]))

@@ -1,0 +1,98 @@
+"""Where text comes from: the built-in sample, a local file, or a named/hub dataset.
+
+Named datasets look for a local mirror first (directories in ``$MECH_INTERP_DATA``, separated by
+``os.pathsep``, then ``../shared/data`` beside the checkout), then the Hugging Face hub through
+``datasets``. Upstream conventions: documents joined with "\\n\\n".
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from .errors import UsageError
+
+BUILTIN = "builtin"
+
+
+@dataclass(frozen=True)
+class TextSource:
+    name: str
+    text: str
+    origin: str  # file path or dataset id actually read, for the manifest
+
+
+def data_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("MECH_INTERP_DATA", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data")
+    return [d for d in dirs if d.is_dir()]
+
+
+def _local_mirror(relative: str) -> Path | None:
+    for d in data_dirs():
+        if (d / relative).is_file():
+            return d / relative
+    return None
+
+
+def _from_hub(dataset: str, config: str | None, split: str, limit: int | None = None, field: str = "text") -> TextSource:
+    try:
+        import datasets
+
+        spec = f"{split}[:{limit}]" if limit else split
+        rows = datasets.load_dataset(dataset, config, split=spec)[field]
+    except Exception as err:  # datasets raises many types for "no network / not cached"
+        raise UsageError(
+            f"text source {dataset!r} is not available ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
+            "pass a local text file instead"
+        ) from err
+    return TextSource(name=dataset, text="\n\n".join(rows), origin=f"hf:{dataset}/{config or ''}/{spec}")
+
+
+def _wikitext2() -> TextSource:
+    local = _local_mirror("wikitext-2-raw/wiki.test.raw")
+    if local is not None:
+        return TextSource("wikitext2", local.read_text(encoding="utf-8"), str(local))
+    return _from_hub("Salesforce/wikitext", "wikitext-2-raw-v1", "test")
+
+
+def _c4() -> TextSource:
+    return _from_hub("NeelNanda/c4-10k", None, "train", limit=5000)
+
+
+def _pg19() -> TextSource:
+    return _from_hub("emozilla/pg19", None, "validation", limit=5)
+
+
+def _builtin() -> TextSource:
+    path = resources.files("mech_interp") / "data" / "sample_text.txt"
+    return TextSource(BUILTIN, path.read_text(encoding="utf-8"), "mech_interp/data/sample_text.txt")
+
+
+NAMED: dict[str, Callable[[], TextSource]] = {
+    BUILTIN: _builtin,
+    "wikitext2": _wikitext2,
+    "c4": _c4,
+    "pg19": _pg19,
+}
+
+
+def load_text(spec: str) -> TextSource:
+    """``builtin``, ``wikitext2``, ``c4``, ``pg19``, ``hf:NAME[:CONFIG[:SPLIT]]`` or a text file path."""
+    if spec in NAMED:
+        return NAMED[spec]()
+    if spec.startswith("hf:"):
+        name, config, split = (spec[3:].split(":") + [None, None])[:3]
+        return _from_hub(name, config or None, split or "test")
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise UsageError(
+            f"text file {spec!r} does not exist: expected a file path or one of {', '.join(NAMED)}, hf:NAME[:CONFIG[:SPLIT]]"
+        )
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise UsageError(f"text file {spec!r} is empty")
+    return TextSource(path.name, text, str(path.resolve()))

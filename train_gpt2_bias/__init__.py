@@ -1,0 +1,1 @@
+"""GPT-2 trainer with attention-bias key/value slots (paper Sec. 4.3; not built yet)."""
