@@ -1,0 +1,345 @@
+"""Benchmark: streaming per-layer statistics versus a bare forward and versus ``run_with_cache``.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_layer_stats.py                  # smollm2-135m, 4 x 512 tokens, 1 thread
+    .venv/bin/python bench/bench_layer_stats.py --threads 2 --repeats 5
+    .venv/bin/python bench/bench_layer_stats.py --skip-memory    # timings only
+
+Over the same token windows it compares
+
+  (a) floor: the bare Hugging Face base model, ``hf.model.model(ids, use_cache=False)``, no
+      hooks, no lm_head (``use_cache=False`` so that no KV cache is built: the lowest floor);
+  (b) ``collect_layer_stats(model, batches)`` over every ``blocks.L.hook_resid_post``, with the
+      fused attention path that ``load_model`` turns on by default;
+  (c) ``model.run_with_cache(..., names_filter=resid_post, return_type=None)`` followed by the
+      same statistics (top-3 |a|, median |a| per layer and sequence) computed from the cache;
+  (d) a bare HookedTransformer forward, ``model(tokens, return_type=None)`` (no unembed), to
+      split TransformerLens' own overhead (d/a) from the statistics' overhead (b/d);
+  (e) (b) with fused attention disabled, to show what the fused path buys.
+
+Time: seconds per sequence, the minimum over ``--repeats`` passes over all windows (methods are
+interleaved within each repeat so that a concurrent load hits them alike).
+Memory: each method runs in a fresh ``spawn`` subprocess; after one warm-up pass the peak-RSS
+mark is reset (``/proc/self/clear_refs``), and the reported number is peak RSS during one pass
+over all windows minus the RSS right before it. The children run with a fixed glibc mmap
+threshold so that freed tensors go back to the OS and RSS follows live tensor bytes.
+
+Targets: the statistics pass (b) within 1.10x of the bare HF forward (a), and its memory not
+growing with n_layers x tokens x d_model (the size of a full resid cache, printed for scale).
+The script also checks that (b) and (c) agree on the per-layer top-1 |a| (1e-3 relative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+METHODS = {
+    "a": "HF base forward, no hooks (floor)",
+    "b": "collect_layer_stats (fused attn)",
+    "c": "run_with_cache + stats from cache",
+    "d": "HookedTransformer forward, no hooks",
+    "e": "collect_layer_stats (fused attn off)",
+}
+MIB = 1024 * 1024
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--n-seqs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=1, help="windows per forward (the experiments' default is 1)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument("--methods", default="abcde", help="subset of abcde to run")
+    p.add_argument("--skip-memory", action="store_true", help="timings only (no subprocesses)")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+class Context:
+    """Models and token batches that one process needs for a set of methods."""
+
+    def __init__(self, args: argparse.Namespace, methods: str):
+        import torch
+
+        torch.set_num_threads(args.threads)
+        import mech_interp as mi  # first: makes torchvision importable for transformer_lens
+        from mech_interp.text_sources import load_text
+        from mech_interp.tokens import windows
+
+        self.hf = mi.load_hf(args.model)
+        self.hf.model.eval()
+        self.model = mi.load_model(args.model, device="cpu") if set(methods) - {"a"} else None
+        if "a" not in methods:
+            self.hf = type("TokOnly", (), {"tokenizer": self.hf.tokenizer})()  # drop the HF weights
+            gc.collect()
+        tokens = windows(self.hf.tokenizer, load_text("builtin").text, args.seq_len, args.n_seqs)
+        if tokens.shape[0] < args.n_seqs:
+            print(f"note: builtin text holds only {tokens.shape[0]} windows of {args.seq_len} tokens", file=sys.stderr)
+        self.tokens = tokens
+        self.batches = list(tokens.split(args.batch_size))
+        self.n_seqs = tokens.shape[0]
+
+
+def run_a(ctx: Context):
+    import torch
+
+    with torch.inference_mode():
+        for ids in ctx.batches:
+            ctx.hf.model.model(ids, use_cache=False)
+
+
+def run_b(ctx: Context):
+    from mech_interp.layer_stats import collect_layer_stats
+
+    return collect_layer_stats(ctx.model, ctx.batches, progress=False)
+
+
+def run_c(ctx: Context, k: int = 3):
+    """Cache every resid_post, then top-k |a| and median |a| per (layer, sequence); returns the
+    per-layer means over sequences, [n_layers, k + 1] (top1..topk, median)."""
+    import torch
+    from mech_interp.layer_stats import resid_post
+
+    n_layers = ctx.model.cfg.n_layers
+    sums = torch.zeros(n_layers, k + 1, dtype=torch.float64)
+    count = 0
+    with torch.inference_mode():
+        for tokens in ctx.batches:
+            _, cache = ctx.model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post"), return_type=None)
+            for layer in range(n_layers):
+                mag = cache[resid_post(layer)].flatten(1).abs().float()
+                row = torch.cat([mag.topk(k, dim=1).values, mag.median(dim=1).values[:, None]], dim=1)
+                sums[layer] += row.double().sum(0)
+            count += tokens.shape[0]
+            del cache
+    return sums / count
+
+
+def run_d(ctx: Context):
+    import torch
+
+    with torch.inference_mode():
+        for tokens in ctx.batches:
+            ctx.model(tokens, return_type=None)
+
+
+def run_e(ctx: Context):
+    from mech_interp.fused_attention import disable_fused_attention, enable_fused_attention
+
+    disable_fused_attention(ctx.model)
+    try:
+        return run_b(ctx)
+    finally:
+        enable_fused_attention(ctx.model)
+
+
+RUNNERS = {"a": run_a, "b": run_b, "c": run_c, "d": run_d, "e": run_e}
+
+
+# --------------------------------------------------------------------------- memory (subprocess)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM (peak RSS) to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _trim() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _memory_worker(method: str, args: argparse.Namespace, queue) -> None:
+    try:
+        ctx = Context(args, method)
+        run = RUNNERS[method]
+        run(ctx)  # warm-up: lazy initialisation, first-touch of weights, allocator caches
+        _trim()
+        before = _rss_bytes()
+        reset = _reset_peak_rss()
+        run(ctx)
+        if reset and _status_kib("VmHWM") is not None:
+            peak, how = _status_kib("VmHWM") * 1024, "VmHWM after clear_refs"
+        else:  # ru_maxrss then still holds the loading peak: an upper bound at best
+            peak, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+        queue.put((method, peak - before, before, how, None))
+    except BaseException as err:  # report, never hang the parent
+        queue.put((method, None, None, None, f"{type(err).__name__}: {err}"))
+
+
+def measure_memory(args: argparse.Namespace, methods: str) -> dict[str, tuple[int, int, str]]:
+    env_keys = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072", "OMP_NUM_THREADS": str(args.threads)}
+    saved = {k: os.environ.get(k) for k in env_keys}
+    os.environ.update(env_keys)  # read by the children at start-up only
+    spawn = mp.get_context("spawn")
+    out = {}
+    try:
+        for method in methods:
+            queue = spawn.Queue()
+            proc = spawn.Process(target=_memory_worker, args=(method, args, queue))
+            proc.start()
+            name, growth, before, how, error = queue.get()
+            proc.join()
+            if error:
+                raise RuntimeError(f"memory run of ({method}) failed: {error}")
+            out[name] = (growth, before, how)
+            print(f"  memory ({method}) {METHODS[method]:<38} peak growth {growth / MIB:8.1f} MiB "
+                  f"(RSS before {before / MIB:.0f} MiB, {how})", flush=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine_info(args) -> list[str]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return [
+        f"CPU: {cpu}; os.cpu_count()={os.cpu_count()}, usable cores={affinity}, load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        f"torch {torch.__version__}, torch threads={torch.get_num_threads()} (interop {torch.get_num_interop_threads()}), "
+        f"python {platform.python_version()}",
+    ]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    methods = "".join(m for m in "abcde" if m in args.methods)
+    import torch
+
+    print(f"loading {args.model} ...", flush=True)
+    t0 = time.perf_counter()
+    ctx = Context(args, methods)
+    print(f"loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    cfg = ctx.model.cfg if ctx.model is not None else ctx.hf.model.config
+    n_layers = getattr(cfg, "n_layers", None) or cfg.num_hidden_layers
+    d_model = getattr(cfg, "d_model", None) or cfg.hidden_size
+    n_tokens = ctx.tokens.numel()
+    per_forward = n_layers * min(args.batch_size, ctx.n_seqs) * args.seq_len * d_model * 4
+    everything = n_layers * n_tokens * d_model * 4
+    info = machine_info(args)
+    print(*info, sep="\n")
+    print(f"model {args.model}: n_layers={n_layers}, d_model={d_model}; tokens {tuple(ctx.tokens.shape)}, "
+          f"batch size {args.batch_size} ({len(ctx.batches)} forwards per pass)")
+
+    # ---- time: warm-up once, then interleave methods within each repeat
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    results: dict[str, object] = {}
+    for m in methods:
+        results[m] = RUNNERS[m](ctx)
+    for r in range(args.repeats):
+        for m in methods:
+            gc.collect()
+            t = time.perf_counter()
+            results[m] = RUNNERS[m](ctx)
+            times[m].append((time.perf_counter() - t) / ctx.n_seqs)
+        print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(f"({m}) {times[m][-1]:.3f}" for m in methods) + "  s/seq", flush=True)
+    best = {m: min(v) for m, v in times.items()}
+
+    # ---- correctness: (b) and (c) must agree on the per-layer statistics
+    if "b" in results and "c" in results:
+        summary = results["b"].summary.sort_values("layer")
+        top1_b = torch.tensor(summary["top1"].to_numpy(), dtype=torch.float64)
+        med_b = torch.tensor(summary["median"].to_numpy(), dtype=torch.float64)
+        top1_c, med_c = results["c"][:, 0], results["c"][:, -1]
+        rel_top = ((top1_b - top1_c).abs() / top1_c.abs().clamp_min(1e-12)).max().item()
+        rel_med = ((med_b - med_c).abs() / med_c.abs().clamp_min(1e-12)).max().item()
+        assert rel_top <= 1e-3, f"top-1 |a| differs between (b) and (c): max relative difference {rel_top:.3g}"
+        print(f"check: (b) vs (c) per-layer top-1 |a| max rel diff {rel_top:.2e}, median |a| {rel_med:.2e}  OK")
+    if "e" in results and "b" in results:
+        diff = (results["b"].summary["top1"] - results["e"].summary["top1"]).abs().max()
+        print(f"check: fused vs unfused top-1 |a| max abs diff {diff:.3g}")
+
+    # ---- memory
+    memory = {} if args.skip_memory else measure_memory(args, methods)
+
+    # ---- report
+    floor_t = best.get("a")
+    floor_m = memory.get("a", (None,))[0]
+
+    def ratio(x, base):
+        return f"{x / base:.2f}" if x is not None and base else "-"
+
+    lines = [
+        "| method | s/seq | x floor | peak MB | x floor |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for m in methods:
+        growth = memory.get(m, (None,))[0]
+        mb = f"{growth / MIB:.1f}" if growth is not None else "-"
+        lines.append(f"| ({m}) {METHODS[m]} | {best[m]:.3f} | {ratio(best[m], floor_t)} | {mb} | {ratio(growth, floor_m)} |")
+    print()
+    print(f"### {args.model}, {ctx.n_seqs} x {args.seq_len} tokens, batch {args.batch_size}, "
+          f"min of {args.repeats} repeats, {torch.get_num_threads()} torch thread(s)")
+    print()
+    print(*lines, sep="\n")
+    print()
+    print(f"Full resid cache (n_layers x tokens x d_model x 4 B): {per_forward / MIB:.1f} MiB per forward "
+          f"({n_layers} x {min(args.batch_size, ctx.n_seqs) * args.seq_len} x {d_model}), "
+          f"{everything / MIB:.1f} MiB for all {n_tokens} tokens.")
+    print("peak MB = peak RSS growth (MiB) during one pass over all windows, fresh subprocess per method, after a warm-up pass.")
+    for line in info:
+        print(f"{line}  ")
+    if {"a", "b", "d"} <= set(methods):
+        print(f"\nbreakdown: TransformerLens forward / HF (d/a) {best['d'] / best['a']:.3f}; "
+              f"statistics / bare TL (b/d) {best['b'] / best['d']:.3f}; "
+              f"statistics / HF (b/a) {best['b'] / best['a']:.3f} (target <= 1.10)")
+    if {"b", "e"} <= set(methods):
+        print(f"fused attention: unfused / fused stats pass (e/b) {best['e'] / best['b']:.3f}")
+    if {"b", "c"} <= set(methods):
+        print(f"run_with_cache / streaming (c/b) {best['c'] / best['b']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

