@@ -16,8 +16,8 @@ CPU = torch.device("cpu")
 
 # Planted site: block PLANT_LAYER's MLP writes PLANT_VALUE-scale output to dim PLANT_DIM at every
 # position holding the token PLANT_CHAR, and nowhere else.
-PLANT_LAYER, PLANT_DIM, MARKER_DIM, PLANT_CHAR = 2, 17, 5, "!"
-PLANT_PROMPT = "Hello there! How are you today? Fine!"
+PLANT_LAYER, PLANT_DIM, MARKER_DIM, PLANT_CHAR = 2, 17, 5, "."
+PLANT_PROMPT = "Hello there. How are you today? Fine."
 
 
 @pytest.fixture(scope="session", autouse=True)

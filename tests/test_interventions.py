@@ -46,7 +46,7 @@ def test_set_zero_changes_exactly_the_massive_entries(planted):
 
 def test_set_mean_writes_the_measured_means(planted):
     hf, model, token_id = planted
-    seqs = [encode(hf.tokenizer, t)[None] for t in ["Wow! Great!", "Stop! Now.", PLANT_PROMPT]]
+    seqs = [encode(hf.tokenizer, t)[None] for t in ["Wow. Great.", "Stop. Now.", PLANT_PROMPT]]
     stats = collect_layer_stats(model, seqs, hook_names=[resid_post(PLANT_LAYER)], progress=False)
     means = MassiveMeans.from_stats(stats, PLANT_LAYER)
     assert list(means.other_positions) == [PLANT_DIM] and means.first_position == {}

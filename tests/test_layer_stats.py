@@ -67,7 +67,7 @@ def test_planted_massive_activation_is_found_at_its_place(planted):
     at_plant = massive[massive["layer"] == PLANT_LAYER]
     assert sorted(at_plant["position"]) == positions
     assert set(at_plant["dim"]) == {PLANT_DIM}
-    assert set(at_plant["token"]) == {"!"}
+    assert set(at_plant["token"]) == {"."}
     assert at_plant["mean_abs"].min() > 1000
     # Below the plant nothing is massive, and the summary says so.
     assert (stats.summary.loc[stats.summary["layer"] < PLANT_LAYER, "seq_fraction_with_massive"] == 0).all()

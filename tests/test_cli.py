@@ -1,0 +1,174 @@
+"""The command line: bad input fails in one line with status 2 and writes nothing; runs are
+atomic, skip when complete and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mech_interp import cli
+from mech_interp.figures import png_export_available
+from mech_interp.runner import RunSpec, execute
+from mech_interp.experiments import RunOptions
+
+TINY = ["--model", "random:gpt2-tiny", "--device", "cpu"]
+
+
+def run_cli(args, capsys):
+    code = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["layerwise", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (["feature-view", *TINY, "--layer", "7"], "layer 7 out of range"),
+    (["intervention", *TINY, "--resets", "set_zero,set_one"], "unknown reset type 'set_one'"),
+    (["layerwise", *TINY, "--text", "/no/such/file.txt"], "text file '/no/such/file.txt' does not exist"),
+    (["feature-view", *TINY, "--prompt", "   "], "empty prompt"),
+    (["layerwise", *TINY, "--dtype", "float8"], "unknown dtype 'float8'"),
+    (["layerwise", *TINY, "--min-ratio", "0"], "min_ratio"),
+    (["layerwise", *TINY, "--hooks", "blocks.0.hook_nothing"], "unknown hook point 'blocks.0.hook_nothing'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
+    out = tmp_path / "results"
+    code, stdout, stderr = run_cli([*args, "--out", out], capsys)
+    assert code == 2
+    lines = [line for line in stderr.splitlines() if line.startswith("mech-interp: error:")]
+    assert len(lines) == 1 and needle in lines[0], stderr
+    assert not out.exists() or not any(out.rglob("*.csv")), "a failed run left output behind"
+    assert not any(p.name.endswith(".partial") for p in out.rglob("*")) if out.exists() else True
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("[[runs]\nexperiments = ['layerwise']\n", "malformed config file"),
+    ("[[runs]]\nexperiments = ['layerwise']\nlayerz = [1]\n", "unknown key 'layerz'"),
+    ("[[runs]]\nexperiments = ['no_such']\n", "unknown experiment 'no_such'"),
+    ("[[runs]]\nexperiments = ['layerwise']\nparams = { n_seqz = 2 }\n", "'n_seqz' is not a parameter"),
+    ("[defaults]\ndevic = 'cpu'\n[[runs]]\nexperiments = ['layerwise']\n", "unknown option 'devic'"),
+])
+def test_malformed_config_files(tmp_path, capsys, content, needle):
+    config = tmp_path / "runs.toml"
+    config.write_text(content)
+    code, _, stderr = run_cli(["batch", config, "--out", tmp_path / "results"], capsys)
+    assert code == 2 and needle in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_console_script_exit_code(tmp_path):
+    exe = Path(sys.executable).parent / "mech-interp"
+    proc = subprocess.run([str(exe), "layerwise", "--model", "no-such-model", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("mech-interp: error: unknown model 'no-such-model'")
+
+
+def test_run_writes_tables_figures_and_manifest(tmp_path, capsys):
+    out = tmp_path / "results"
+    code, stdout, _ = run_cli(["layerwise", *TINY, "--n-seqs", "3", "--seq-len", "64", "--out", out], capsys)
+    assert code == 0
+    run_dir = out / "random-gpt2-tiny" / "layerwise__n_seqs=3__seq_len=64"
+    assert str(run_dir) in stdout
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["config"]["n_seqs"] == 3 and manifest["options"]["model"] == "random:gpt2-tiny"
+    assert manifest["tokenization"]["prepend_bos"] is False and manifest["seed"] == 0
+    assert {"torch", "transformer-lens", "transformers"} <= set(manifest["packages"])
+    assert "git_commit" in manifest and manifest["model"]["n_layers"] == 4
+    table = pd.read_parquet(run_dir / "layerwise.parquet")
+    assert list(table["layer"]) == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(table, pd.read_csv(run_dir / "layerwise.csv"), check_dtype=False)
+    html = (run_dir / "layerwise.html").read_text()
+    assert 'src="../../plotly.min.js"' in html and len(html) < 200_000  # shared, not embedded
+    assert (out / "plotly.min.js").is_file()
+    if png_export_available():
+        assert (run_dir / "layerwise.png").stat().st_size > 1000
+    assert set(manifest["files"]) == {p.name for p in run_dir.iterdir()} - {"manifest.json"}
+
+
+def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
+    from mech_interp import run_output
+
+    def broken(self, name, fig):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(run_output.RunWriter, "figure", broken)
+    spec = RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device="cpu"), {"n_seqs": 2, "seq_len": 32})
+    with pytest.raises(RuntimeError, match="disk full"):
+        execute(spec, tmp_path)
+    assert not spec.run_dir(tmp_path).exists()
+    assert not spec.run_dir(tmp_path).with_name(spec.run_dir(tmp_path).name + ".partial").exists()
+
+
+def test_batch_runs_skips_and_resumes(tmp_path, capsys):
+    config = tmp_path / "runs.yaml"
+    config.write_text(
+        "defaults: {device: cpu}\n"
+        "runs:\n"
+        "  - models: [random:gpt2-tiny, random:llama-tiny]\n"
+        "    experiments: [feature_view, layerwise]\n"
+        "    layers: [1, 3]\n"
+        "    params: {n_seqs: 2, seq_len: 32}\n"
+    )
+    out = tmp_path / "results"
+    code, stdout, _ = run_cli(["batch", config, "--out", out], capsys)
+    assert code == 0 and "6 runs: 6 run now, 0 already complete" in stdout
+    dirs = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*"))
+    assert dirs == [f"{m}/{e}" for m in ("random-gpt2-tiny", "random-llama-tiny") for e in
+                    ("feature_view__layer=1", "feature_view__layer=3", "layerwise__n_seqs=2__seq_len=32")]
+
+    # A killed run leaves only a .partial directory, never a complete-looking one; the rerun
+    # redoes exactly that run and skips the rest.
+    victim = out / "random-llama-tiny" / "feature_view__layer=3"
+    victim.rename(victim.with_name(victim.name + ".partial"))
+    (victim.with_name(victim.name + ".partial") / "manifest.json").unlink()
+    code, stdout, _ = run_cli(["batch", config, "--out", out], capsys)
+    assert code == 0 and "6 runs: 1 run now, 5 already complete" in stdout
+    assert (victim / "manifest.json").is_file() and not victim.with_name(victim.name + ".partial").exists()
+
+
+def test_intervention_resumes_from_saved_pieces(tmp_path, planted_dir):
+    """Perplexity results saved before a kill are reused, not recomputed."""
+    spec = RunSpec("intervention", RunOptions(model=str(planted_dir), device="cpu"),
+                   {"datasets": ["builtin"], "n_windows": 2, "seq_len": 128, "n_mean_seqs": 6})
+    partial = spec.run_dir(tmp_path).with_name(spec.run_dir(tmp_path).name + ".partial")
+    (partial / "pieces").mkdir(parents=True)
+    sentinel = {"dataset": "builtin", "origin": "x", "condition": "original", "perplexity": 123.0, "nll_sum": 1.0,
+                "n_tokens": 1, "n_windows": 2, "replaced": 0, "unmatched": 0, "status": "ok"}
+    (partial / "pieces" / "builtin__original.json").write_text(json.dumps(sentinel))
+    run_dir, result = execute(spec, tmp_path)
+    table = result.tables["perplexity"]
+    assert table.loc[0, "original"] == 123.0
+    assert table.loc[0, "set_zero"] > table.loc[0, "set_mean"]
+    assert not partial.exists() and (run_dir / "manifest.json").is_file()
+
+
+@pytest.fixture
+def planted_dir(tmp_path, planted):
+    hf, _, _ = planted
+    target = tmp_path / "planted-gpt2"
+    hf.model.save_pretrained(target)
+    hf.tokenizer.save_pretrained(target)
+    return target
+
+
+def test_study_on_a_planted_model_end_to_end(tmp_path, capsys, planted_dir):
+    out = tmp_path / "results"
+    args = ["study", "--model", planted_dir, "--device", "cpu", "--out", out, "--datasets", "builtin",
+            "--n-windows", "2", "--layerwise-n-seqs", "2"]
+    code, stdout, stderr = run_cli(args, capsys)
+    assert code == 0, stderr
+    root = out / "planted-gpt2"
+    assert {p.name for p in root.iterdir()} == {"feature_view", "layerwise__n_seqs=2", "intervention__datasets=builtin__n_windows=2", "attention"}
+    assert "first massive layer: 2" in stdout
+    feature = json.loads((root / "feature_view" / "manifest.json").read_text())["summary"]
+    assert feature["layer"] == 2 and {m["dim"] for m in feature["massive"]} == {17}
+    ppl = pd.read_csv(root / "intervention__datasets=builtin__n_windows=2" / "perplexity.csv")
+    assert set(ppl.columns) >= {"dataset", "original", "set_zero", "set_mean", "set_zero_change_pct", "set_mean_change_pct"}
+    # Rerunning the study skips every finished run.
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and stdout.count("[skip]") == 4
