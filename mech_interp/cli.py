@@ -107,6 +107,7 @@ def _print_result(run_dir: Path, result) -> None:
 
 
 def _study(ns: argparse.Namespace) -> None:
+    from .errors import NoMassiveActivations
     from .experiments import RunOptions
     from .runner import RunSpec, execute, model_for
 
@@ -130,7 +131,10 @@ def _study(ns: argparse.Namespace) -> None:
 
     print(f"massive-activation study of {options.model} -> {ns.out}/")
     for spec in specs:
-        _print_result(*execute(spec, ns.out, model, force=ns.force))
+        try:
+            _print_result(*execute(spec, ns.out, model, force=ns.force))
+        except NoMassiveActivations as err:  # the other experiments still say something about the model
+            print(f"[skip] {spec.experiment}: {err}")
 
 
 def _single(ns: argparse.Namespace) -> None:

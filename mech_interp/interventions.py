@@ -18,7 +18,7 @@ from jaxtyping import Float
 from transformer_lens.hook_points import HookPoint
 
 from .detection import MassiveCriterion, massive_mask
-from .errors import UsageError
+from .errors import NoMassiveActivations, UsageError
 from .layer_stats import LayerStats, resid_post
 
 RESETS = ("set_zero", "set_mean")
@@ -50,7 +50,7 @@ class MassiveMeans:
     def from_stats(cls, stats: LayerStats, layer: int) -> "MassiveMeans":
         rows = stats.massive[stats.massive["hook"] == resid_post(layer)]
         if rows.empty:
-            raise UsageError(
+            raise NoMassiveActivations(
                 f"no massive activations found at layer {layer} over {stats.n_sequences} sequences: "
                 "choose another --layer or loosen the criterion (--min-abs / --min-ratio)"
             )

@@ -8,6 +8,7 @@ overwrite each other and a finished run is recognised by its manifest.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,7 +53,9 @@ class RunSpec:
 
 def _safe(text: str) -> str:
     clean = "".join(c if c.isalnum() or c in "-_.,=" else "-" for c in text)
-    return clean[:40] + (f"-{abs(hash(text)) % 10**8}" if len(clean) > 40 else "")
+    if len(clean) <= 40:
+        return clean
+    return clean[:32] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]  # stable across processes: resume finds it
 
 
 def model_for(options: RunOptions) -> HookedTransformer:

@@ -7,7 +7,9 @@ Named datasets look for a local mirror first (directories in ``$MECH_INTERP_DATA
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,7 +40,24 @@ def _local_mirror(relative: str) -> Path | None:
     return None
 
 
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection attempt, so an offline run skips hub datasets at once instead of
+    spending ~35 s in ``datasets``' retries for each."""
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _from_hub(dataset: str, config: str | None, split: str, limit: int | None = None, field: str = "text") -> TextSource:
+    offline_mode = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    if not offline_mode and not hub_reachable():
+        raise UsageError(
+            f"text source {dataset!r} is not available (the Hugging Face hub is unreachable; with a cached copy "
+            "set HF_DATASETS_OFFLINE=1): pass a local text file instead"
+        )
     try:
         import datasets
 

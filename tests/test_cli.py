@@ -172,3 +172,13 @@ def test_study_on_a_planted_model_end_to_end(tmp_path, capsys, planted_dir):
     # Rerunning the study skips every finished run.
     code, stdout, _ = run_cli(args, capsys)
     assert code == 0 and stdout.count("[skip]") == 4
+
+
+def test_shipped_batch_configs_are_valid():
+    from mech_interp.batch import expand
+
+    configs = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+    assert configs
+    for config in configs:
+        specs = expand(config)
+        assert specs and len({s.name() + s.options.model for s in specs}) == len(specs)  # no two runs share a directory

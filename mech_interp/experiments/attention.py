@@ -32,10 +32,9 @@ class AttentionConfig:
 def attention(model: HookedTransformer, options: RunOptions, config: AttentionConfig) -> ExperimentResult:
     """Head-averaged pre-softmax logits at one layer; per-head attention to massive tokens (paper Fig. 6)."""
     tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
-    if config.layer is not None:
-        check_layer(model, config.layer)
+    layer = check_layer(model, config.layer) if config.layer is not None else None
     stats = prompt_layer_stats(model, tokens, options.criterion)
-    layer = check_layer(model, config.layer) if config.layer is not None else default_layer(stats, model, offset=1)
+    layer = default_layer(stats, model, offset=1) if layer is None else layer
     massive_positions = sorted(int(p) for p in stats.massive["position"].unique())
     positions_source = "detected"
     if not massive_positions:

@@ -27,10 +27,9 @@ class FeatureViewConfig:
 def feature_view(model: HookedTransformer, options: RunOptions, config: FeatureViewConfig) -> ExperimentResult:
     """3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)."""
     tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
-    if config.layer is not None:
-        check_layer(model, config.layer)
+    layer = check_layer(model, config.layer) if config.layer is not None else None
     stats = prompt_layer_stats(model, tokens, options.criterion)
-    layer = check_layer(model, config.layer) if config.layer is not None else default_layer(stats, model)
+    layer = default_layer(stats, model) if layer is None else layer
 
     with torch.inference_mode():
         _, cache = model.run_with_cache(tokens[None].to(model.cfg.device), names_filter=resid_post(layer),

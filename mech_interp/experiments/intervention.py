@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from ..errors import UsageError
+from ..errors import NoMassiveActivations, UsageError
 from ..interventions import RESETS, MassiveMeans, make_reset
 from ..layer_stats import check_layer, collect_layer_stats, resid_post
 from ..perplexity import perplexity
@@ -43,21 +43,22 @@ def _window_count(n: int | None) -> int | None:
 def intervention(model: HookedTransformer, options: RunOptions, config: InterventionConfig, pieces=None) -> ExperimentResult:
     """Perplexity with massive activations set to zero / to their mean (paper Table 3)."""
     criterion = options.criterion
-    if config.layer is not None:
-        check_layer(model, config.layer)
+    layer = check_layer(model, config.layer) if config.layer is not None else None
+    for name in config.datasets:
+        if name not in NAMED and not name.startswith("hf:"):
+            load_text(name)  # a missing local file fails now, not after the means pass
     pieces = pieces or _NoPieces()
 
     mean_source = load_text(config.mean_text)
     mean_seqs = windows(model.tokenizer, mean_source.text, config.seq_len, config.n_mean_seqs, options.prepend_bos, mean_source.name)
-    hooks = [resid_post(config.layer)] if config.layer is not None else None
+    hooks = [resid_post(layer)] if layer is not None else None
     stats = collect_layer_stats(model, mean_seqs.split(config.batch_size), hook_names=hooks, criterion=criterion,
                                 total=-(-len(mean_seqs) // config.batch_size))
-    if config.layer is not None:
-        layer = check_layer(model, config.layer)
-    else:
+    if layer is None:
         first = stats.first_massive_layer()
         if first is None:
-            raise UsageError(f"no massive activations found in {model.cfg.model_name} by {criterion}: pass --layer or loosen the criterion")
+            raise NoMassiveActivations(
+                f"no massive activations found in {model.cfg.model_name} by {criterion}: pass --layer or loosen the criterion")
         layer = first
     means = MassiveMeans.from_stats(stats, layer)
 

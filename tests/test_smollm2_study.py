@@ -1,0 +1,48 @@
+"""The paper's claims on the real embedded model (SmolLM2-135M): where the massive activation sits,
+and that zeroing it destroys the model while setting it to its mean does not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mech_interp.experiments import RunOptions, get_experiment
+from mech_interp.layer_stats import collect_layer_stats
+from mech_interp.text_sources import load_text
+from mech_interp.tokens import windows
+
+from .conftest import shared_data
+
+
+@pytest.fixture(scope="module")
+def stats(smollm2):
+    _, model = smollm2
+    seqs = windows(model.tokenizer, load_text("builtin").text, 128, 6)
+    return collect_layer_stats(model, seqs.split(3), progress=False)
+
+
+def test_massive_activation_sits_at_the_first_token_in_one_dim(stats):
+    first = stats.first_massive_layer()
+    assert first is not None and 5 <= first < 20  # "from the middle layers on"
+    after = stats.massive[stats.massive["layer"] == first]
+    assert set(after["position"]) == {0}
+    top_dim = after.groupby("dim")["count"].sum().idxmax()
+    row = stats.summary[stats.summary["layer"] == first].iloc[0]
+    assert row["top1"] > 1e4 and row["median"] < 5 and row["ratio_top1_median"] > 1000
+    assert stats.summary.iloc[first - 1]["seq_fraction_with_massive"] < 0.5
+    top_layer = stats.top_entries[stats.top_entries["layer"] == first].iloc[0]
+    assert (top_layer["position"], top_layer["dim"]) == (0, top_dim)
+
+
+def test_set_zero_explodes_and_set_mean_keeps_wikitext_perplexity(smollm2):
+    shared_data("wikitext-2-raw/wiki.test.raw")
+    _, model = smollm2
+    experiment = get_experiment("intervention")
+    config = experiment.make_config({"datasets": ["wikitext2"], "n_windows": 6, "seq_len": 256, "n_mean_seqs": 20})
+    torch.manual_seed(0)
+    result = experiment.fn(model, RunOptions(), config)
+    row = result.tables["perplexity"].iloc[0]
+    assert row["dataset"] == "wikitext2"
+    assert 5 < row["original"] < 200
+    assert row["set_zero"] > 100 * row["original"]
+    assert abs(row["set_mean_change_pct"]) < 1.0
