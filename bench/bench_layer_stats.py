@@ -18,8 +18,10 @@ Over the same token windows it compares
       split TransformerLens' own overhead (d/a) from the statistics' overhead (b/d);
   (e) (b) with fused attention disabled, to show what the fused path buys.
 
-Time: seconds per sequence, the minimum over ``--repeats`` passes over all windows (methods are
-interleaved within each repeat so that a concurrent load hits them alike).
+Time: seconds per sequence; each window goes through every method in turn, ``--repeats`` times,
+and the fastest repeat per (window, method) is kept (wall time; process CPU time is printed too,
+being less sensitive to other processes on the machine). Each timed (b)/(e) call covers one
+window, so it includes ``collect_layer_stats``' per-call set-up and ``result()`` (~15 ms).
 Memory: each method runs in a fresh ``spawn`` subprocess; after one warm-up pass the peak-RSS
 mark is reset (``/proc/self/clear_refs``), and the reported number is peak RSS during one pass
 over all windows minus the RSS right before it. The children run with a fixed glibc mmap
@@ -94,21 +96,21 @@ class Context:
         self.n_seqs = tokens.shape[0]
 
 
-def run_a(ctx: Context):
+def run_a(ctx: Context, batches):
     import torch
 
     with torch.inference_mode():
-        for ids in ctx.batches:
+        for ids in batches:
             ctx.hf.model.model(ids, use_cache=False)
 
 
-def run_b(ctx: Context):
+def run_b(ctx: Context, batches):
     from mech_interp.layer_stats import collect_layer_stats
 
-    return collect_layer_stats(ctx.model, ctx.batches, progress=False)
+    return collect_layer_stats(ctx.model, batches, progress=False)
 
 
-def run_c(ctx: Context, k: int = 3):
+def run_c(ctx: Context, batches, k: int = 3):
     """Cache every resid_post, then top-k |a| and median |a| per (layer, sequence); returns the
     per-layer means over sequences, [n_layers, k + 1] (top1..topk, median)."""
     import torch
@@ -118,7 +120,7 @@ def run_c(ctx: Context, k: int = 3):
     sums = torch.zeros(n_layers, k + 1, dtype=torch.float64)
     count = 0
     with torch.inference_mode():
-        for tokens in ctx.batches:
+        for tokens in batches:
             _, cache = ctx.model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post"), return_type=None)
             for layer in range(n_layers):
                 mag = cache[resid_post(layer)].flatten(1).abs().float()
@@ -129,20 +131,20 @@ def run_c(ctx: Context, k: int = 3):
     return sums / count
 
 
-def run_d(ctx: Context):
+def run_d(ctx: Context, batches):
     import torch
 
     with torch.inference_mode():
-        for tokens in ctx.batches:
+        for tokens in batches:
             ctx.model(tokens, return_type=None)
 
 
-def run_e(ctx: Context):
+def run_e(ctx: Context, batches):
     from mech_interp.fused_attention import disable_fused_attention, enable_fused_attention
 
     disable_fused_attention(ctx.model)
     try:
-        return run_b(ctx)
+        return run_b(ctx, batches)
     finally:
         enable_fused_attention(ctx.model)
 
@@ -190,11 +192,11 @@ def _memory_worker(method: str, args: argparse.Namespace, queue) -> None:
     try:
         ctx = Context(args, method)
         run = RUNNERS[method]
-        run(ctx)  # warm-up: lazy initialisation, first-touch of weights, allocator caches
+        run(ctx, ctx.batches)  # warm-up: lazy initialisation, first-touch of weights, allocator caches
         _trim()
         before = _rss_bytes()
         reset = _reset_peak_rss()
-        run(ctx)
+        run(ctx, ctx.batches)
         if reset and _status_kib("VmHWM") is not None:
             peak, how = _status_kib("VmHWM") * 1024, "VmHWM after clear_refs"
         else:  # ru_maxrss then still holds the loading peak: an upper bound at best
@@ -272,19 +274,27 @@ def main(argv=None) -> int:
     print(f"model {args.model}: n_layers={n_layers}, d_model={d_model}; tokens {tuple(ctx.tokens.shape)}, "
           f"batch size {args.batch_size} ({len(ctx.batches)} forwards per pass)")
 
-    # ---- time: warm-up once, then interleave methods within each repeat
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    results: dict[str, object] = {}
-    for m in methods:
-        results[m] = RUNNERS[m](ctx)
+    # ---- time. The warm-up is one full pass per method over all windows (its results feed the
+    # correctness check). Then, per repeat, every window goes through every method in turn, so a
+    # concurrent load hits the methods alike; per window and method the fastest repeat is kept.
+    results: dict[str, object] = {m: RUNNERS[m](ctx, ctx.batches) for m in methods}
+    n_b = len(ctx.batches)
+    wall = {m: [[float("inf")] * n_b for _ in range(args.repeats)] for m in methods}
+    cpu = {m: [[float("inf")] * n_b for _ in range(args.repeats)] for m in methods}
     for r in range(args.repeats):
-        for m in methods:
-            gc.collect()
-            t = time.perf_counter()
-            results[m] = RUNNERS[m](ctx)
-            times[m].append((time.perf_counter() - t) / ctx.n_seqs)
-        print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(f"({m}) {times[m][-1]:.3f}" for m in methods) + "  s/seq", flush=True)
-    best = {m: min(v) for m, v in times.items()}
+        for i, batch in enumerate(ctx.batches):
+            for m in methods:
+                gc.collect()
+                w0, c0 = time.perf_counter(), time.process_time()
+                RUNNERS[m](ctx, [batch])
+                wall[m][r][i], cpu[m][r][i] = time.perf_counter() - w0, time.process_time() - c0
+        print(f"repeat {r + 1}/{args.repeats} (wall s/seq): "
+              + "  ".join(f"({m}) {sum(wall[m][r]) / ctx.n_seqs:.3f}" for m in methods), flush=True)
+
+    def best_of(t):  # per window: min over repeats; then summed and divided by the sequences
+        return {m: sum(min(t[m][r][i] for r in range(args.repeats)) for i in range(n_b)) / ctx.n_seqs for m in methods}
+
+    best, best_cpu = best_of(wall), best_of(cpu)
 
     # ---- correctness: (b) and (c) must agree on the per-layer statistics
     if "b" in results and "c" in results:
@@ -320,24 +330,33 @@ def main(argv=None) -> int:
         lines.append(f"| ({m}) {METHODS[m]} | {best[m]:.3f} | {ratio(best[m], floor_t)} | {mb} | {ratio(growth, floor_m)} |")
     print()
     print(f"### {args.model}, {ctx.n_seqs} x {args.seq_len} tokens, batch {args.batch_size}, "
-          f"min of {args.repeats} repeats, {torch.get_num_threads()} torch thread(s)")
+          f"wall time, min of {args.repeats} repeats per window, {torch.get_num_threads()} torch thread(s)")
     print()
     print(*lines, sep="\n")
     print()
     print(f"Full resid cache (n_layers x tokens x d_model x 4 B): {per_forward / MIB:.1f} MiB per forward "
           f"({n_layers} x {min(args.batch_size, ctx.n_seqs) * args.seq_len} x {d_model}), "
           f"{everything / MIB:.1f} MiB for all {n_tokens} tokens.")
+    print("CPU time of this process (less sensitive to other processes on the machine; with 1 thread "
+          "it should equal wall time on an idle machine): "
+          + ", ".join(f"({m}) {best_cpu[m]:.3f} s/seq = {ratio(best_cpu[m], best_cpu.get('a'))}x" for m in methods))
     print("peak MB = peak RSS growth (MiB) during one pass over all windows, fresh subprocess per method, after a warm-up pass.")
     for line in info:
         print(f"{line}  ")
-    if {"a", "b", "d"} <= set(methods):
-        print(f"\nbreakdown: TransformerLens forward / HF (d/a) {best['d'] / best['a']:.3f}; "
-              f"statistics / bare TL (b/d) {best['b'] / best['d']:.3f}; "
-              f"statistics / HF (b/a) {best['b'] / best['a']:.3f} (target <= 1.10)")
-    if {"b", "e"} <= set(methods):
-        print(f"fused attention: unfused / fused stats pass (e/b) {best['e'] / best['b']:.3f}")
-    if {"b", "c"} <= set(methods):
-        print(f"run_with_cache / streaming (c/b) {best['c'] / best['b']:.3f}")
+    for label, t in (("wall", best), ("cpu", best_cpu)):
+        parts = []
+        if {"a", "d"} <= set(methods):
+            parts.append(f"TL forward / HF (d/a) {t['d'] / t['a']:.3f}")
+        if {"b", "d"} <= set(methods):
+            parts.append(f"stats pass / bare TL (b/d) {t['b'] / t['d']:.3f}")
+        if {"a", "b"} <= set(methods):
+            parts.append(f"stats pass / HF (b/a) {t['b'] / t['a']:.3f} (target <= 1.10)")
+        if {"b", "e"} <= set(methods):
+            parts.append(f"unfused / fused (e/b) {t['e'] / t['b']:.3f}")
+        if {"b", "c"} <= set(methods):
+            parts.append(f"run_with_cache / streaming (c/b) {t['c'] / t['b']:.3f}")
+        if parts:
+            print(f"breakdown ({label}): " + "; ".join(parts))
     return 0
 
 

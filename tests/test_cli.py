@@ -31,6 +31,8 @@ def run_cli(args, capsys):
     (["intervention", *TINY, "--resets", "set_zero,set_one"], "unknown reset type 'set_one'"),
     (["layerwise", *TINY, "--text", "/no/such/file.txt"], "text file '/no/such/file.txt' does not exist"),
     (["feature-view", *TINY, "--prompt", "   "], "empty prompt"),
+    (["intervention", *TINY, "--datasets", "wikitext2,/no/such.txt"], "text file '/no/such.txt' does not exist"),
+    (["intervention", *TINY, "--layer", "-9"], "layer -9 out of range"),
     (["layerwise", *TINY, "--dtype", "float8"], "unknown dtype 'float8'"),
     (["layerwise", *TINY, "--min-ratio", "0"], "min_ratio"),
     (["layerwise", *TINY, "--hooks", "blocks.0.hook_nothing"], "unknown hook point 'blocks.0.hook_nothing'"),
