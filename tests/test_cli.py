@@ -171,6 +171,7 @@ def test_study_on_a_planted_model_end_to_end(tmp_path, capsys, planted_dir):
     assert feature["layer"] == 2 and {m["dim"] for m in feature["massive"]} == {17}
     ppl = pd.read_csv(root / "intervention__datasets=builtin__n_windows=2" / "perplexity.csv")
     assert set(ppl.columns) >= {"dataset", "original", "set_zero", "set_mean", "set_zero_change_pct", "set_mean_change_pct"}
+    assert (root / "intervention__datasets=builtin__n_windows=2" / "perplexity.html").is_file()
     # Rerunning the study skips every finished run.
     code, stdout, _ = run_cli(args, capsys)
     assert code == 0 and stdout.count("[skip]") == 4

@@ -8,6 +8,7 @@ import pandas as pd
 from transformer_lens import HookedTransformer
 
 from ..errors import NoMassiveActivations, UsageError
+from ..figures import perplexity_bars
 from ..interventions import RESETS, MassiveMeans, make_reset
 from ..layer_stats import check_layer, collect_layer_stats, resid_post
 from ..perplexity import perplexity
@@ -107,7 +108,9 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
     )
     return ExperimentResult(
         tables={"perplexity": table, "perplexity_long": long, "massive_means": means_table, "mean_pass_layerwise": stats.summary},
-        figures={},
+        figures={"perplexity": perplexity_bars(
+            table, ["original", *config.resets],
+            f"{model.cfg.model_name}: perplexity with the massive activations of block {layer} reset")},
         summary={"layer": layer, "mean_text": mean_source.origin, "n_mean_sequences": means.n_sequences,
                  "perplexity": table.to_dict("records")},
         lines=lines,
