@@ -21,6 +21,7 @@ from transformer_lens import loading_from_pretrained as tl_loading
 
 from .errors import UsageError
 from .fused_attention import enable_fused_attention
+from .weight_layout import use_linear_layout
 from .model_registry import HFModel, build_registered, is_registered, list_models
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -114,7 +115,8 @@ def load_model(
     """Load ``spec`` as a HookedTransformer in eval mode.
 
     ``prepend_bos`` becomes ``cfg.default_prepend_bos`` so that ``model.to_tokens`` in a notebook
-    tokenizes as the experiments do. ``fused_attention`` swaps in the fused kernel for layers whose
+    tokenizes as the experiments do. Weights are laid out in memory as HF's (``weight_layout``) so
+    that TransformerLens' forward copies none of them; values and shapes are unchanged. ``fused_attention`` swaps in the fused kernel for layers whose
     attention scores/pattern nobody hooks; hooked layers take TransformerLens' own path.
     """
     torch_device = resolve_device(device)
@@ -128,6 +130,7 @@ def load_model(
         raise UsageError(_unknown_model_message(spec))
     model.cfg.model_name = model_slug(spec)
     model.eval()
+    use_linear_layout(model)
     if fused_attention:
         enable_fused_attention(model)
     return model

@@ -9,6 +9,7 @@ import mech_interp as mi
 from mech_interp.fused_attention import disable_fused_attention, enable_fused_attention
 from mech_interp.loading import Processing, hooked_from_hf
 from mech_interp.tokens import encode
+from mech_interp.weight_layout import use_linear_layout
 
 from .conftest import CPU
 
@@ -79,6 +80,31 @@ def test_pattern_hooks_still_fire_with_fused_attention():
     assert pattern.shape == (1, model.cfg.n_heads, tokens.shape[1], tokens.shape[1])
     torch.testing.assert_close(pattern.sum(-1), torch.ones_like(pattern.sum(-1)))
     assert torch.all(pattern.triu(1) == 0)
+
+
+def test_linear_layout_changes_memory_not_values():
+    hf = mi.load_hf("random:llama-tiny")
+    tokens = encode(hf.tokenizer, TEXT)[None]
+    model = hooked_from_hf(hf, CPU, torch.float32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.inference_mode():
+        expected = model(tokens)
+    use_linear_layout(model)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        assert torch.equal(after[name], value), name
+    w_q = model.blocks[0].attn.W_Q  # [head_index, d_model, d_head], stored as [head_index, d_head, d_model]
+    assert w_q.transpose(1, 2).is_contiguous() and not w_q.is_contiguous()
+    with torch.inference_mode():
+        torch.testing.assert_close(model(tokens), expected, rtol=0, atol=1e-6)
+    # In-place edits through the public names still reach the forward.
+    with torch.no_grad():
+        model.blocks[0].mlp.W_out.zero_()
+        model.blocks[0].attn.W_O.zero_()
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens)
+    torch.testing.assert_close(cache["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_pre"] + model.blocks[0].attn.b_O + model.blocks[0].mlp.b_out)
 
 
 def test_processing_flags_change_values_and_are_off_by_default():
