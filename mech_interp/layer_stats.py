@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from .detection import MassiveCriterion
+from .detection import MassiveCriterion, order_statistics
 from .errors import UsageError
 from .running_stats import Mean, TopK
 
@@ -124,32 +124,41 @@ class LayerStatsRecorder:
         batch, n_pos, d_model = acts.shape
         flat = acts.detach().flatten(1)  # [batch, pos*d_model]
         mag = flat.abs().float()
-        top = mag.topk(self.k, dim=1)
-        median = mag.median(dim=1).values
-        row = torch.cat([top.values, median[:, None], mag.mean(1, keepdim=True), top.values[:, :1]], dim=1)
+        top_values, median = (t.to(mag.device) for t in order_statistics(mag, self.k))
+        row = torch.cat([top_values, median[:, None], mag.mean(1, keepdim=True), top_values[:, :1]], dim=1)
         self.per_sequence[name].add(row)
 
-        seq = torch.arange(batch, device=flat.device)[:, None].expand_as(top.indices)
-        self._add_top(name, mag[seq, top.indices].flatten(), flat[seq, top.indices].flatten(), seq.flatten(), top.indices.flatten(), d_model)
+        # One pass over the hidden state finds both the top-k and the massive entries: everything at
+        # or above the lower of the two thresholds (a handful per sequence), sorted out afterwards.
+        threshold = self.criterion.threshold(median)
+        seq_idx, flat_idx = (mag >= torch.minimum(threshold, top_values[:, -1])[:, None]).nonzero(as_tuple=True)
+        scores, values = mag[seq_idx, flat_idx].cpu(), flat[seq_idx, flat_idx].float().cpu()
+        seq_idx, flat_idx = seq_idx.cpu(), flat_idx.cpu()
+        self._add_top(name, seq_idx, flat_idx, scores, values, d_model)
 
-        mask = mag > self.criterion.threshold(median)[:, None]
-        seq_idx, flat_idx = mask.nonzero(as_tuple=True)
-        self.with_massive[name] += int(mask.any(dim=1).sum())
+        massive = scores > threshold[seq_idx.to(threshold.device)].cpu()
+        seq_idx, flat_idx, values = seq_idx[massive], flat_idx[massive], values[massive]
+        self.with_massive[name] += int(seq_idx.unique().numel())
         if seq_idx.numel():
-            values = flat[seq_idx, flat_idx].float().cpu()
-            pos, dim = (flat_idx // d_model).cpu(), (flat_idx % d_model).cpu()
-            tok = self._tokens[seq_idx.cpu(), pos]
+            pos, dim = flat_idx // d_model, flat_idx % d_model
+            tok = self._tokens[seq_idx, pos]
             for p, d, t, v in zip(pos.tolist(), dim.tolist(), tok.tolist(), values.tolist()):
                 entry = self.massive[(name, p, d, t)]
                 entry[0] += 1
                 entry[1] += v
                 entry[2] += abs(v)
 
-    def _add_top(self, name, scores, values, seq, flat_idx, d_model) -> None:
+    def _add_top(self, name, seq, flat_idx, scores, values, d_model) -> None:
+        """Keep the ``k`` largest candidates of each sequence (there can be more on ties)."""
+        order = scores.argsort(descending=True)
+        order = order[seq[order].argsort(stable=True)]  # grouped by sequence, largest first in each
+        grouped = seq[order]
+        rank = torch.arange(len(order)) - torch.searchsorted(grouped, grouped)
+        keep = order[rank < self.k]
+        seq, flat_idx = seq[keep], flat_idx[keep]
         pos, dim = flat_idx // d_model, flat_idx % d_model
-        tok = self._tokens[seq.cpu(), pos.cpu()]
-        meta = torch.stack([seq.cpu() + self._seq_offset, pos.cpu(), dim.cpu(), tok], dim=1)
-        self.top[name].add(scores, values, meta)
+        meta = torch.stack([seq + self._seq_offset, pos, dim, self._tokens[seq, pos]], dim=1)
+        self.top[name].add(scores[keep], values[keep], meta)
 
     def result(self, tokenizer=None) -> LayerStats:
         def token_str(t: int) -> str:

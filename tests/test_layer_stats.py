@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import mech_interp as mi
-from mech_interp.detection import MassiveCriterion, massive_mask
-from mech_interp.layer_stats import ActivationRangeError, collect_layer_stats, resid_post
+from transformer_lens.hook_points import HookPoint
+
+from mech_interp.detection import MassiveCriterion, massive_mask, order_statistics
+from mech_interp.layer_stats import ActivationRangeError, LayerStatsRecorder, collect_layer_stats, resid_post
 from mech_interp.running_stats import Mean, TopK
 from mech_interp.text_sources import load_text
 from mech_interp.tokens import encode, windows
@@ -31,6 +33,38 @@ def test_mean_and_topk_stream_like_the_whole():
     torch.testing.assert_close(top.scores, expected.values)
     assert top.meta[:, 0].tolist() == expected.indices.tolist()
     torch.testing.assert_close(top.values, -expected.values)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 577])
+def test_order_statistics_equal_torch(n):
+    torch.manual_seed(n)
+    k = min(3, n)
+    for mag in (torch.rand(4, n), torch.randint(0, 3, (4, n)).float()):  # distinct values, then many ties
+        top, median = order_statistics(mag, k)
+        torch.testing.assert_close(top, mag.topk(k, dim=1).values)
+        torch.testing.assert_close(median, mag.median(dim=1).values)
+
+
+def test_recorder_keeps_k_entries_per_sequence_on_ties():
+    """Tied maxima must not crowd other sequences out of the top entries, nor count twice."""
+    acts = torch.rand(2, 4, 8)
+    acts[0, :, :] = 7.0  # sequence 0: 32 tied maxima
+    acts[1, 3, 5] = -500.0  # sequence 1: one massive entry, ~1000x its median
+    recorder = LayerStatsRecorder(["h"], k=3, criterion=MassiveCriterion(min_abs=100, min_ratio=100))
+    recorder.begin_batch(torch.arange(8).reshape(2, 4))
+    hook = HookPoint()
+    hook.name = "h"
+    recorder._hook(acts, hook)
+    stats = recorder.result()
+    top = stats.top_entries
+    assert top.groupby("sequence").size().to_dict() == {0: 3, 1: 3}
+    assert top.iloc[0][["sequence", "position", "dim", "value"]].tolist() == [1, 3, 5, -500.0]
+    mag = acts.abs().flatten(1)
+    row = stats.summary.iloc[0]
+    assert row["top1"] == pytest.approx(mag.topk(3, dim=1).values[:, 0].mean().item())
+    assert row["median"] == pytest.approx(mag.median(dim=1).values.mean().item())
+    assert stats.massive[["position", "dim", "count"]].values.tolist() == [[3, 5, 1]]
+    assert row["seq_fraction_with_massive"] == 0.5
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
