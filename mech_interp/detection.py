@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from jaxtyping import Bool, Float
+
+from .order_statistics import order_statistics
 
 
 @dataclass(frozen=True)
@@ -23,25 +24,6 @@ class MassiveCriterion:
 
     def threshold(self, median: Float[torch.Tensor, "batch"]) -> Float[torch.Tensor, "batch"]:
         return torch.clamp(median * self.min_ratio, min=self.min_abs)
-
-
-def order_statistics(
-    mag: Float[torch.Tensor, "batch n"], k: int
-) -> tuple[Float[torch.Tensor, "batch k"], Float[torch.Tensor, "batch"]]:
-    """The ``k`` largest values of each row (descending) and its lower median (as ``torch.median``).
-
-    Exact either way. On the CPU, numpy's introselect finds the median ~10x faster than
-    ``torch.median`` (0.35 ms vs 4 ms for 512 x 576 values), and the top-k then come from the upper
-    half it leaves; on other devices torch's own kernels run where the data is.
-    """
-    n = mag.shape[1]
-    mid = (n - 1) // 2
-    if mag.device.type != "cpu" or n - mid - 1 < k:
-        return mag.topk(k, dim=1).values, mag.median(dim=1).values
-    part = np.partition(mag.detach().numpy(), mid, axis=1)
-    upper = part[:, mid + 1:]
-    top = np.sort(np.partition(upper, upper.shape[1] - k, axis=1)[:, -k:], axis=1)[:, ::-1]
-    return torch.from_numpy(top.copy()), torch.from_numpy(part[:, mid].copy())
 
 
 def median_abs(acts: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch"]:

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from .detection import MassiveCriterion, order_statistics
+from .detection import MassiveCriterion
+from .order_statistics import at_least, order_statistics
 from .errors import UsageError
 from .running_stats import Mean, TopK
 
@@ -131,12 +132,12 @@ class LayerStatsRecorder:
         # One pass over the hidden state finds both the top-k and the massive entries: everything at
         # or above the lower of the two thresholds (a handful per sequence), sorted out afterwards.
         threshold = self.criterion.threshold(median)
-        seq_idx, flat_idx = (mag >= torch.minimum(threshold, top_values[:, -1])[:, None]).nonzero(as_tuple=True)
-        scores, values = mag[seq_idx, flat_idx].cpu(), flat[seq_idx, flat_idx].float().cpu()
-        seq_idx, flat_idx = seq_idx.cpu(), flat_idx.cpu()
+        seq_idx, flat_idx = at_least(mag, torch.minimum(threshold, top_values[:, -1]))
+        on_device = (seq_idx.to(mag.device), flat_idx.to(mag.device))
+        scores, values = mag[on_device].cpu(), flat[on_device].float().cpu()
         self._add_top(name, seq_idx, flat_idx, scores, values, d_model)
 
-        massive = scores > threshold[seq_idx.to(threshold.device)].cpu()
+        massive = scores > threshold.cpu()[seq_idx]
         seq_idx, flat_idx, values = seq_idx[massive], flat_idx[massive], values[massive]
         self.with_massive[name] += int(seq_idx.unique().numel())
         if seq_idx.numel():

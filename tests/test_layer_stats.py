@@ -8,7 +8,8 @@ import torch
 import mech_interp as mi
 from transformer_lens.hook_points import HookPoint
 
-from mech_interp.detection import MassiveCriterion, massive_mask, order_statistics
+from mech_interp.detection import MassiveCriterion, massive_mask
+from mech_interp.order_statistics import order_statistics
 from mech_interp.layer_stats import ActivationRangeError, LayerStatsRecorder, collect_layer_stats, resid_post
 from mech_interp.running_stats import Mean, TopK
 from mech_interp.text_sources import load_text
@@ -35,14 +36,21 @@ def test_mean_and_topk_stream_like_the_whole():
     torch.testing.assert_close(top.values, -expected.values)
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 6, 577])
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 577, 300_000])
 def test_order_statistics_equal_torch(n):
     torch.manual_seed(n)
     k = min(3, n)
-    for mag in (torch.rand(4, n), torch.randint(0, 3, (4, n)).float()):  # distinct values, then many ties
+    heavy = torch.randn(4, n).abs() * 10 ** torch.randint(-6, 5, (4, n)).float()  # spans many radix bins
+    ties = torch.randint(0, 3, (4, n)).float()
+    special = torch.rand(4, n)
+    special[1, n // 2] = float("inf")
+    special[2, 0] = float("nan")  # rows with inf/nan take torch's path and get its semantics
+    for mag in (torch.rand(4, n), heavy, ties, torch.zeros(4, n), special, heavy.half()):
         top, median = order_statistics(mag, k)
-        torch.testing.assert_close(top, mag.topk(k, dim=1).values)
-        torch.testing.assert_close(median, mag.median(dim=1).values)
+        torch.testing.assert_close(top, mag.topk(k, dim=1).values, equal_nan=True, rtol=0, atol=0)
+        torch.testing.assert_close(median, mag.median(dim=1).values, equal_nan=True, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="k must be in 1..%d" % n):
+        order_statistics(torch.rand(2, n), n + 1)
 
 
 def test_recorder_keeps_k_entries_per_sequence_on_ties():
