@@ -130,11 +130,19 @@ def _study(ns: argparse.Namespace) -> None:
         return loaded["m"]
 
     print(f"massive-activation study of {options.model} -> {ns.out}/")
+    summaries = []
     for spec in specs:
         try:
-            _print_result(*execute(spec, ns.out, model, force=ns.force))
+            run_dir, result = execute(spec, ns.out, model, force=ns.force)
         except NoMassiveActivations as err:  # the other experiments still say something about the model
             print(f"[skip] {spec.experiment}: {err}")
+            summaries.append(f"{spec.experiment}: not run: {err}")
+            continue
+        print(f"[{'skip' if result is None else 'done'}] {run_dir}" + (" is complete (use --force to rerun)" if result is None else ""))
+        summaries.append(f"{(run_dir / 'summary.txt').read_text().rstrip()}\n  -> {run_dir}")
+    # Progress bars scroll the per-experiment results away; the study ends with all of them together.
+    print(f"\n=== summary: {options.model} ===")
+    print("\n\n".join(summaries))
 
 
 def _single(ns: argparse.Namespace) -> None:

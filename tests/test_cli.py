@@ -166,7 +166,8 @@ def test_study_on_a_planted_model_end_to_end(tmp_path, capsys, planted_dir):
     assert code == 0, stderr
     root = out / "planted-gpt2"
     assert {p.name for p in root.iterdir()} == {"feature_view", "layerwise__n_seqs=2", "intervention__datasets=builtin__n_windows=2", "attention"}
-    assert "first massive layer: 2" in stdout
+    summary = stdout.split("=== summary: ")[1]  # one summary at the end, after every progress bar
+    assert "first massive layer: 2" in summary and "set_zero" in summary and "massive-token positions" in summary
     feature = json.loads((root / "feature_view" / "manifest.json").read_text())["summary"]
     assert feature["layer"] == 2 and {m["dim"] for m in feature["massive"]} == {17}
     ppl = pd.read_csv(root / "intervention__datasets=builtin__n_windows=2" / "perplexity.csv")
@@ -174,7 +175,7 @@ def test_study_on_a_planted_model_end_to_end(tmp_path, capsys, planted_dir):
     assert (root / "intervention__datasets=builtin__n_windows=2" / "perplexity.html").is_file()
     # Rerunning the study skips every finished run.
     code, stdout, _ = run_cli(args, capsys)
-    assert code == 0 and stdout.count("[skip]") == 4
+    assert code == 0 and stdout.count("[skip]") == 4 and "first massive layer: 2" in stdout.split("=== summary: ")[1]
 
 
 def test_shipped_batch_configs_are_valid():
