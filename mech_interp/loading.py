@@ -21,6 +21,7 @@ from transformer_lens import loading_from_pretrained as tl_loading
 
 from .errors import UsageError
 from .fused_attention import enable_fused_attention
+from .hub import hub_reachable, offline_mode
 from .weight_layout import use_linear_layout
 from .model_registry import HFModel, build_registered, is_registered, list_models
 
@@ -137,6 +138,11 @@ def load_model(
 
 
 def _from_hub(spec, device, dtype, processing, prepend_bos) -> HookedTransformer:
+    if not offline_mode() and not hub_reachable():
+        raise UsageError(
+            f"cannot load {spec!r}: the Hugging Face hub is unreachable; pass a local HF directory or a .gguf file "
+            "to --model (or, with the model in your HF cache, set HF_HUB_OFFLINE=1)"
+        )
     try:
         return HookedTransformer.from_pretrained(
             spec, device=str(device), dtype=dtype, default_prepend_bos=prepend_bos, **asdict(processing)

@@ -129,6 +129,23 @@ def test_unknown_model_is_a_usage_error_without_network():
         mi.load_model("no-such-model")
 
 
+def test_hub_name_offline_fails_at_once_naming_local_alternatives(monkeypatch):
+    import mech_interp.loading as loading
+
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    with pytest.raises(mi.UsageError, match=r"cannot load 'gpt2': the Hugging Face hub is unreachable; pass a local HF directory or a \.gguf file"):
+        mi.load_model("gpt2")
+    # Told to use the cache (no probe then) but the model is not cached: still one clean error.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def not_cached(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached files.")
+
+    monkeypatch.setattr(loading.HookedTransformer, "from_pretrained", not_cached)
+    with pytest.raises(mi.UsageError, match="cannot load 'gpt2' from the Hugging Face hub"):
+        mi.load_model("gpt2")
+
+
 def test_smollm2_matches_hf(smollm2):
     hf, model = smollm2
     tokens = encode(hf.tokenizer, "Summer is warm. Winter is cold.")[None]
