@@ -20,6 +20,10 @@ _BINS = 1 << 15  # top 16 bits of a non-negative float32
 _INF_BIN = 0x7F80  # the bins of +inf and NaN: left to torch, whose semantics they then get
 
 
+def _on_numpy(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu"
+
+
 def _row_statistics(row: np.ndarray, k: int) -> tuple[np.ndarray, np.float32] | None:
     bits = row.view(np.int32) >> 16
     counts = np.bincount(bits, minlength=_BINS)
@@ -44,7 +48,7 @@ def order_statistics(
     """The ``k`` largest values of each row of ``mag`` (>= 0), descending, and its lower median."""
     if not 1 <= k <= mag.shape[1]:
         raise ValueError(f"k must be in 1..{mag.shape[1]} (the row length), got {k}")
-    if mag.device.type == "cpu" and mag.dtype == torch.float32:
+    if _on_numpy(mag) and mag.dtype == torch.float32:
         rows = [_row_statistics(row, k) for row in mag.detach().contiguous().numpy()]
         if all(r is not None for r in rows):
             top = torch.from_numpy(np.stack([r[0] for r in rows]))
@@ -57,7 +61,7 @@ def at_least(
     mag: Float[torch.Tensor, "batch n"], bound: Float[torch.Tensor, "batch"]
 ) -> tuple[Int[torch.Tensor, "hits"], Int[torch.Tensor, "hits"]]:
     """(row, column) of every entry with ``mag[row, column] >= bound[row]``, on the CPU."""
-    if mag.device.type == "cpu":
+    if _on_numpy(mag):
         values, bounds = mag.detach().contiguous().numpy(), bound.detach().cpu().numpy()
         cols = [np.flatnonzero(row >= b) for row, b in zip(values, bounds)]
         rows = [np.full(len(c), i) for i, c in enumerate(cols)]

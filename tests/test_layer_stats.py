@@ -53,6 +53,21 @@ def test_order_statistics_equal_torch(n):
         order_statistics(torch.rand(2, n), n + 1)
 
 
+def test_torch_path_of_order_statistics_agrees(monkeypatch):
+    """GPUs take torch's kernels; run that path here on the CPU and compare with the numpy one."""
+    import mech_interp.order_statistics as order
+
+    torch.manual_seed(0)
+    mag = torch.randn(3, 5000).abs() * 10 ** torch.randint(-3, 4, (3, 5000)).float()
+    bound = torch.tensor([1.0, 50.0, 1e9])
+    expected = order.order_statistics(mag, 4), order.at_least(mag, bound)
+    monkeypatch.setattr(order, "_on_numpy", lambda t: False)
+    got = order.order_statistics(mag, 4), order.at_least(mag, bound)
+    for e, g in zip([*expected[0], *expected[1]], [*got[0], *got[1]]):
+        assert torch.equal(e, g)
+    assert got[1][0].dtype == torch.long and len(got[1][0]) == int((mag >= bound[:, None]).sum())
+
+
 def test_recorder_keeps_k_entries_per_sequence_on_ties():
     """Tied maxima must not crowd other sequences out of the top entries, nor count twice."""
     acts = torch.rand(2, 4, 8)
