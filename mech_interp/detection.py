@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -12,18 +13,24 @@ from .order_statistics import order_statistics
 
 @dataclass(frozen=True)
 class MassiveCriterion:
-    """An entry is massive when |a| > max(``min_abs``, ``min_ratio`` x median |a|), the median taken
-    over its own sequence's hidden state (all positions x dims of that layer). Paper: 100, ~1000."""
+    """An entry is massive when |a| > ``min_abs`` and |a| >= ``min_ratio`` x median |a|, the median
+    taken over its own sequence's hidden state (all positions x dims of that layer). Paper: 100, ~1000."""
 
     min_abs: float = 100.0
     min_ratio: float = 1000.0
 
     def __post_init__(self) -> None:
-        if self.min_abs < 0 or self.min_ratio <= 0:
-            raise ValueError(f"criterion needs min_abs >= 0 and min_ratio > 0, got {self}")
+        # written so that NaN fails too
+        if not (0 <= self.min_abs < math.inf and 0 < self.min_ratio < math.inf):
+            raise ValueError(f"criterion needs finite --min-abs >= 0 and --min-ratio > 0, got {self}")
 
-    def threshold(self, median: Float[torch.Tensor, "batch"]) -> Float[torch.Tensor, "batch"]:
+    def lower_bound(self, median: Float[torch.Tensor, "batch"]) -> Float[torch.Tensor, "batch"]:
+        """Every massive entry is >= this (so a ``>=`` search finds them all, and a few more)."""
         return torch.clamp(median * self.min_ratio, min=self.min_abs)
+
+    def is_massive(self, mag: torch.Tensor, median: torch.Tensor) -> Bool[torch.Tensor, "..."]:
+        """``mag`` (|a|) against ``median`` broadcast to its shape."""
+        return (mag > self.min_abs) & (mag >= median * self.min_ratio)
 
 
 def median_abs(acts: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch"]:
@@ -34,5 +41,5 @@ def median_abs(acts: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Te
 def massive_mask(
     acts: Float[torch.Tensor, "batch pos d_model"], criterion: MassiveCriterion
 ) -> Bool[torch.Tensor, "batch pos d_model"]:
-    threshold = criterion.threshold(median_abs(acts))
-    return acts.abs() > threshold[:, None, None].to(acts.dtype)
+    median = median_abs(acts).to(acts.dtype)[:, None, None]
+    return criterion.is_massive(acts.abs(), median)

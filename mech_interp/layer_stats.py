@@ -3,13 +3,14 @@
 For every hooked point and every sequence: the top-k |a| with their (position, token, dim), the
 median |a| (exact, over all positions x dims of that sequence), the mean |a|, and the massive
 entries by a ``MassiveCriterion``. Sequences are folded into streaming statistics, so memory is
-fixed whatever the number of sequences, layers or the model size.
+fixed whatever the number of sequences, layers or the model size. Any hook point indexed
+[batch, pos, ...] works; per-head ones ([batch, pos, head, d_head], e.g. ``attn.hook_z``) report
+``dim = head * d_head + i``.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -22,6 +23,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
 from .detection import MassiveCriterion
+from .dtype_range import check_range
 from .order_statistics import at_least, order_statistics
 from .errors import UsageError
 from .running_stats import Mean, TopK
@@ -45,29 +47,16 @@ def check_layer(model: HookedTransformer, layer: int) -> int:
     return layer % n
 
 
+_NOT_PER_POSITION = ("hook_attn_scores", "hook_pattern")  # [batch, head, query_pos, key_pos]
+
+
 def check_hook_names(model: HookedTransformer, hook_names: Sequence[str]) -> None:
     for name in hook_names:
         if name not in model.hook_dict:
             raise UsageError(f"unknown hook point {name!r}: expected a name from model.hook_dict, e.g. {resid_post(0)}")
-
-
-class ActivationRangeError(UsageError):
-    pass
-
-
-def check_range(acts: torch.Tensor, hook_name: str) -> None:
-    """Refuse non-finite activations and warn near the dtype's limit: massive activations reach
-    tens of thousands, close to float16's 65504."""
-    if acts.dtype == torch.float32 or acts.dtype == torch.float64:
-        return
-    peak = acts.abs().max().item()
-    limit = torch.finfo(acts.dtype).max
-    if not peak < float("inf") or peak != peak:
-        raise ActivationRangeError(
-            f"activations at {hook_name} overflowed {acts.dtype} (max {limit:g}): rerun with --dtype float32 or bfloat16"
-        )
-    if peak > limit / 4:
-        warnings.warn(f"activations at {hook_name} reach {peak:g}, within 4x of the {acts.dtype} limit {limit:g}")
+        if name.endswith(_NOT_PER_POSITION):
+            raise UsageError(f"hook point {name!r} is not indexed by [batch, pos, ...]: expected a residual, MLP or "
+                             "per-head output such as blocks.0.hook_resid_post, blocks.0.hook_mlp_out, blocks.0.attn.hook_z")
 
 
 @dataclass
@@ -122,6 +111,7 @@ class LayerStatsRecorder:
             raise RuntimeError("LayerStatsRecorder.begin_batch(tokens) must be called before each forward")
         name = hook.name
         check_range(acts, name)
+        acts = acts.flatten(2)  # per-head hooks [batch, pos, head, d_head]: dim = head * d_head + i
         batch, n_pos, d_model = acts.shape
         flat = acts.detach().flatten(1)  # [batch, pos*d_model]
         mag = flat.abs().float()
@@ -131,13 +121,13 @@ class LayerStatsRecorder:
 
         # One pass over the hidden state finds both the top-k and the massive entries: everything at
         # or above the lower of the two thresholds (a handful per sequence), sorted out afterwards.
-        threshold = self.criterion.threshold(median)
-        seq_idx, flat_idx = at_least(mag, torch.minimum(threshold, top_values[:, -1]))
+        bound = self.criterion.lower_bound(median)
+        seq_idx, flat_idx = at_least(mag, torch.minimum(bound, top_values[:, -1]))
         on_device = (seq_idx.to(mag.device), flat_idx.to(mag.device))
         scores, values = mag[on_device].cpu(), flat[on_device].float().cpu()
         self._add_top(name, seq_idx, flat_idx, scores, values, d_model)
 
-        massive = scores > threshold.cpu()[seq_idx]
+        massive = self.criterion.is_massive(scores, median.cpu()[seq_idx])
         seq_idx, flat_idx, values = seq_idx[massive], flat_idx[massive], values[massive]
         self.with_massive[name] += int(seq_idx.unique().numel())
         if seq_idx.numel():

@@ -15,6 +15,7 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from .dtype_range import ActivationRangeError, range_check_hook
 from .interventions import Intervention
 
 
@@ -27,7 +28,7 @@ class Perplexity:
     @property
     def value(self) -> float:
         mean = self.nll_sum / self.n_tokens
-        return math.exp(mean) if mean < 700 else float("inf")
+        return math.exp(mean) if mean < 700 else (float("inf") if mean >= 700 else float("nan"))
 
 
 def next_token_nll(
@@ -45,12 +46,24 @@ def perplexity(
     progress: bool = True,
     desc: str = "perplexity",
 ) -> Perplexity:
+    """PPL of ``model`` on ``windows`` with ``interventions`` in place.
+
+    In float16/bfloat16 every block's output is checked against the dtype's range, and a
+    non-finite loss stops the run: an overflow would otherwise be reported as a perplexity.
+    """
     nll_sum, n_tokens = 0.0, 0
     hooks = [i.as_hook() for i in interventions]
+    half = model.cfg.dtype in (torch.float16, torch.bfloat16)
+    if half:
+        hooks += [(f"blocks.{i}.hook_resid_post", range_check_hook) for i in range(model.cfg.n_layers)]
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         for batch in tqdm(windows.split(batch_size), desc=desc, unit="batch", disable=not progress):
             batch = batch.to(model.cfg.device)
             nll = next_token_nll(model(batch, return_type="logits"), batch)
-            nll_sum += float(nll.double().sum())
+            batch_sum = float(nll.double().sum())
+            if half and not math.isfinite(batch_sum):
+                raise ActivationRangeError(
+                    f"{desc}: the loss is not finite in {model.cfg.dtype}: rerun with --dtype float32")
+            nll_sum += batch_sum
             n_tokens += nll.numel()
     return Perplexity(nll_sum=nll_sum, n_tokens=n_tokens, n_windows=int(windows.shape[0]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -10,7 +12,9 @@ from transformer_lens.hook_points import HookPoint
 
 from mech_interp.detection import MassiveCriterion, massive_mask
 from mech_interp.order_statistics import order_statistics
-from mech_interp.layer_stats import ActivationRangeError, LayerStatsRecorder, collect_layer_stats, resid_post
+from mech_interp.dtype_range import ActivationRangeError
+from mech_interp.perplexity import perplexity
+from mech_interp.layer_stats import LayerStatsRecorder, collect_layer_stats, resid_post
 from mech_interp.running_stats import Mean, TopK
 from mech_interp.text_sources import load_text
 from mech_interp.tokens import encode, windows
@@ -112,6 +116,20 @@ def test_layer_stats_equal_direct_computation(batch_size):
     assert stats.n_sequences == 6
 
 
+def test_per_head_hook_points_report_head_major_dims():
+    model = mi.load_model("random:gpt2-tiny", device="cpu")
+    seqs = windows(model.tokenizer, load_text("builtin").text, 32, 2)
+    name = "blocks.1.attn.hook_z"
+    stats = collect_layer_stats(model, [seqs], hook_names=[name], k=2, progress=False)
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(seqs, names_filter=name)
+    z = cache[name]  # [batch, pos, head, d_head]
+    best = stats.top_entries.iloc[0]
+    head, i = divmod(int(best["dim"]), model.cfg.d_head)
+    assert abs(z[best["sequence"], best["position"], head, i].item()) == pytest.approx(z.abs().max().item(), rel=1e-6)
+    assert stats.summary.iloc[0]["median"] == pytest.approx(z.abs().flatten(1).median(dim=1).values.mean().item(), rel=1e-6)
+
+
 def test_planted_massive_activation_is_found_at_its_place(planted):
     hf, model, token_id = planted
     tokens = encode(hf.tokenizer, PLANT_PROMPT)
@@ -137,8 +155,19 @@ def test_criterion_thresholds():
     mask = massive_mask(acts, MassiveCriterion(min_abs=100, min_ratio=1000))
     assert mask.nonzero().tolist() == [[0, 2, 3]]
     assert massive_mask(acts, MassiveCriterion(min_abs=100, min_ratio=2000)).sum() == 0
-    with pytest.raises(ValueError):
-        MassiveCriterion(min_abs=-1)
+    # Boundaries as stated: |a| > min_abs (strict), |a| >= min_ratio x median (inclusive).
+    acts[0, 0, 0], acts[0, 3, 9] = 500.0, 100.0  # exactly 1000x the median; exactly min_abs (200x)
+    criterion = MassiveCriterion(min_abs=100, min_ratio=1000)
+    assert massive_mask(acts, criterion).nonzero().tolist() == [[0, 0, 0], [0, 2, 3]]
+    recorder = LayerStatsRecorder(["h"], k=1, criterion=criterion)
+    recorder.begin_batch(torch.zeros(1, 4, dtype=torch.long))
+    hook = HookPoint()
+    hook.name = "h"
+    recorder._hook(acts, hook)
+    assert recorder.result().massive[["position", "dim"]].values.tolist() == [[0, 0], [2, 3]]
+    for bad in ({"min_abs": -1}, {"min_abs": float("nan")}, {"min_ratio": 0}, {"min_ratio": float("inf")}):
+        with pytest.raises(ValueError, match="criterion needs finite"):
+            MassiveCriterion(**bad)
 
 
 def test_float16_overflow_is_refused(planted):
@@ -146,8 +175,25 @@ def test_float16_overflow_is_refused(planted):
     from .conftest import plant_massive_activation
 
     hf, _, token_id = planted
-    plant_massive_activation(hf, token_id, scale=2e4)  # ~7e5 > float16 max 65504
+    plant_massive_activation(hf, token_id, scale=2e4)  # ~4e5 > float16 max 65504
     model = hooked_from_hf(hf, torch.device("cpu"), torch.float16)
     tokens = encode(hf.tokenizer, PLANT_PROMPT)[None]
     with pytest.raises(ActivationRangeError, match="overflowed torch.float16"):
         collect_layer_stats(model, [tokens], progress=False)
+    # A perplexity pass hooks no statistics but must refuse the overflow too, not report a number.
+    with pytest.raises(ActivationRangeError, match="overflowed torch.float16"):
+        perplexity(model, tokens, progress=False)
+
+
+def test_float16_near_its_limit_warns(planted):
+    from mech_interp.loading import hooked_from_hf
+    from .conftest import plant_massive_activation
+
+    hf, _, token_id = planted
+    plant_massive_activation(hf, token_id, scale=1200)  # ~2.4e4: fits float16, within 4x of 65504
+    model = hooked_from_hf(hf, torch.device("cpu"), torch.float16)
+    tokens = encode(hf.tokenizer, PLANT_PROMPT)[None]
+    with pytest.warns(UserWarning, match="within 4x of the torch.float16 limit"):
+        stats = collect_layer_stats(model, [tokens], progress=False)
+    assert stats.first_massive_layer() == PLANT_LAYER
+    assert math.isfinite(perplexity(model, tokens, progress=False).value)
