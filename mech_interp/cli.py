@@ -107,7 +107,7 @@ def _print_result(run_dir: Path, result) -> None:
 
 
 def _study(ns: argparse.Namespace) -> None:
-    from .errors import NoMassiveActivations
+    from .errors import NothingToMeasure
     from .experiments import RunOptions
     from .runner import RunSpec, execute, model_for
 
@@ -134,7 +134,7 @@ def _study(ns: argparse.Namespace) -> None:
     for spec in specs:
         try:
             run_dir, result = execute(spec, ns.out, model, force=ns.force)
-        except NoMassiveActivations as err:  # the other experiments still say something about the model
+        except NothingToMeasure as err:  # the other experiments still say something about the model
             print(f"[skip] {spec.experiment}: {err}")
             summaries.append(f"{spec.experiment}: not run: {err}")
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from urllib.parse import urlsplit
 
 
 def offline_mode(*variables: str) -> bool:
@@ -19,8 +20,14 @@ def offline_mode(*variables: str) -> bool:
 
 @functools.cache
 def hub_reachable(timeout: float = 3.0) -> bool:
+    """A TCP connection to the hub (``HF_ENDPOINT`` if set). Behind a proxy nothing is probed: the
+    libraries reach the hub through it, and a direct connection failing would say nothing."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
     except OSError:
         return False
     return True

@@ -62,7 +62,11 @@ def _from_hub(dataset: str, config: str | None, split: str, limit: int | None = 
 def _wikitext2() -> TextSource:
     local = _local_mirror("wikitext-2-raw/wiki.test.raw")
     if local is not None:
-        return TextSource("wikitext2", local.read_text(encoding="utf-8"), str(local))
+        # The hub dataset's rows are the file's lines (newline kept, blank lines as ""), and the
+        # paper joins rows with "\n\n"; doing the same here makes the local file give the hub's text.
+        with local.open(encoding="utf-8") as f:
+            rows = [line if line.strip() else "" for line in f]
+        return TextSource("wikitext2", "\n\n".join(rows), f"{local} (lines as hub rows, joined with \\n\\n)")
     return _from_hub("Salesforce/wikitext", "wikitext-2-raw-v1", "test")
 
 

@@ -36,14 +36,19 @@ def windows(
     n_windows: int | None,
     prepend_bos: bool = False,
     source_name: str = "text",
+    max_len: int | None = None,
 ) -> Int[torch.Tensor, "window seq_len"]:
     """Consecutive non-overlapping windows of ``seq_len`` tokens (BOS included when prepended).
 
-    ``n_windows=None`` takes every full window. Fewer windows than asked is allowed (the caller
+    ``n_windows=None`` takes every full window; ``max_len`` is the model's context length. Fewer windows than asked is allowed (the caller
     records how many); none at all is an error.
     """
     if seq_len < 2:
         raise UsageError(f"--seq-len {seq_len} is too short: need at least 2 tokens")
+    if max_len is not None and seq_len > max_len:
+        raise UsageError(f"--seq-len {seq_len} is longer than the model's context of {max_len} tokens")
+    if n_windows is not None and n_windows < 1:
+        raise UsageError(f"{n_windows} windows asked for: need at least 1")
     stream = encode(tokenizer, text, prepend_bos=False)
     body = seq_len - 1 if prepend_bos else seq_len
     available = stream.numel() // body

@@ -7,16 +7,15 @@ from dataclasses import dataclass, field
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from ..errors import NoMassiveActivations, UsageError
+from ..errors import NoMassiveActivations, NothingToMeasure, UsageError
 from ..figures import perplexity_bars
 from ..interventions import RESETS, MassiveMeans, make_reset
 from ..layer_stats import check_layer, collect_layer_stats, resid_post
 from ..perplexity import perplexity
 from ..text_sources import NAMED, load_text
 from ..tokens import windows
-from .registry import ExperimentResult, RunOptions, register_experiment
+from .registry import ExperimentResult, RunOptions, register_experiment, require_at_least
 
-HUB_DATASETS = ("c4", "pg19")  # skipped with a note when offline; anything else must load
 
 
 @dataclass
@@ -34,6 +33,9 @@ class InterventionConfig:
         for reset in self.resets:
             if reset not in RESETS:
                 raise UsageError(f"unknown reset type {reset!r}: expected one of {', '.join(RESETS)}")
+        require_at_least(self, 0, "n_windows")
+        require_at_least(self, 1, "n_mean_seqs", "batch_size")
+        require_at_least(self, 2, "seq_len")
 
 
 def _window_count(n: int | None) -> int | None:
@@ -51,7 +53,7 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
     pieces = pieces or _NoPieces()
 
     mean_source = load_text(config.mean_text)
-    mean_seqs = windows(model.tokenizer, mean_source.text, config.seq_len, config.n_mean_seqs, options.prepend_bos, mean_source.name)
+    mean_seqs = windows(model.tokenizer, mean_source.text, config.seq_len, config.n_mean_seqs, options.prepend_bos, mean_source.name, model.cfg.n_ctx)
     hooks = [resid_post(layer)] if layer is not None else None
     stats = collect_layer_stats(model, mean_seqs.split(config.batch_size), hook_names=hooks, criterion=criterion,
                                 total=-(-len(mean_seqs) // config.batch_size))
@@ -71,11 +73,11 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
         try:
             source = load_text(name)
         except UsageError as err:
-            if name not in HUB_DATASETS:
-                raise
+            if name not in NAMED and not name.startswith("hf:"):
+                raise  # a local file: checked before the means pass, so this is a real error
             rows.append({"dataset": name, "condition": "original", "status": f"unavailable: {err}"})
             continue
-        seqs = windows(model.tokenizer, source.text, config.seq_len, _window_count(config.n_windows), options.prepend_bos, source.name)
+        seqs = windows(model.tokenizer, source.text, config.seq_len, _window_count(config.n_windows), options.prepend_bos, source.name, model.cfg.n_ctx)
         for condition in ["original", *config.resets]:
             key = f"{name}__{condition}"
             row = pieces.load_piece(key)
@@ -89,7 +91,8 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
                 pieces.save_piece(key, row)
             rows.append(row)
     if not any(r["status"] == "ok" for r in rows):
-        raise UsageError(f"none of the perplexity datasets could be loaded: {', '.join(config.datasets)}")
+        raise NothingToMeasure(f"none of the perplexity datasets could be loaded ({', '.join(config.datasets)}): "
+                               "pass a local text file to --datasets")
 
     long = pd.DataFrame(rows)
     ok = long[long["status"] == "ok"]

@@ -10,7 +10,7 @@ from ..figures import layerwise_lines
 from ..layer_stats import collect_layer_stats
 from ..text_sources import load_text
 from ..tokens import windows
-from .registry import ExperimentResult, RunOptions, register_experiment
+from .registry import ExperimentResult, RunOptions, register_experiment, require_at_least
 
 
 @dataclass
@@ -23,12 +23,16 @@ class LayerwiseConfig:
     batch_size: int = field(default=1, metadata={"help": "sequences per forward"})
     log_y: bool = field(default=True, metadata={"help": "log-scale y axis in the plot"})
 
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "n_seqs", "k", "batch_size")
+        require_at_least(self, 2, "seq_len")
+
 
 @register_experiment("layerwise", LayerwiseConfig)
 def layerwise(model: HookedTransformer, options: RunOptions, config: LayerwiseConfig) -> ExperimentResult:
     """Top-k and median |a| per layer, averaged over sequences (paper Fig. 2)."""
     source = load_text(config.text)
-    seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name)
+    seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name, model.cfg.n_ctx)
     stats = collect_layer_stats(model, seqs.split(config.batch_size), hook_names=config.hooks, k=config.k,
                                 criterion=options.criterion, total=-(-len(seqs) // config.batch_size))
     first = stats.first_massive_layer()

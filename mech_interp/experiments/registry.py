@@ -19,6 +19,14 @@ from ..errors import UsageError
 from ..model_registry import DEFAULT_MODEL
 
 
+def require_at_least(config: Any, minimum: int, *names: str) -> None:
+    """Refuse counts below ``minimum`` with the flag name, so they never reach a reshape or split."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            raise UsageError(f"--{name.replace('_', '-')} {value!r} is not allowed: expected an integer >= {minimum}")
+
+
 @dataclass
 class RunOptions:
     """Options shared by every experiment: which model, how it is loaded and tokenized."""
@@ -29,7 +37,7 @@ class RunOptions:
     prepend_bos: bool = field(default=False, metadata={"help": "prepend the BOS token (default: tokenize as the paper, no special tokens)"})
     min_abs: float = field(default=100.0, metadata={"help": "massive: |a| above this"})
     min_ratio: float = field(default=1000.0, metadata={"help": "massive: |a| at least this many times the median |a| of its hidden state"})
-    seed: int = field(default=0, metadata={"help": "torch seed (random-init models and any sampling)"})
+    seed: int = field(default=0, metadata={"help": "torch seed set before each run, for experiments that sample (the built-in ones do not; random-init registered models are fixed weights, seed 0)"})
 
     @property
     def criterion(self) -> MassiveCriterion:
