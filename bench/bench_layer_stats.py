@@ -29,7 +29,7 @@ threshold so that freed tensors go back to the OS and RSS follows live tensor by
 
 Targets: the statistics pass (b) within 1.10x of the bare HF forward (a), and its memory not
 growing with n_layers x tokens x d_model (the size of a full resid cache, printed for scale).
-The script also checks that (b) and (c) agree on the per-layer top-1 |a| (1e-3 relative).
+The script also checks that (b) and (c) give identical per-layer top-1 and median |a|.
 """
 
 from __future__ import annotations
@@ -304,7 +304,8 @@ def main(argv=None) -> int:
         top1_c, med_c = results["c"][:, 0], results["c"][:, -1]
         rel_top = ((top1_b - top1_c).abs() / top1_c.abs().clamp_min(1e-12)).max().item()
         rel_med = ((med_b - med_c).abs() / med_c.abs().clamp_min(1e-12)).max().item()
-        assert rel_top <= 1e-3, f"top-1 |a| differs between (b) and (c): max relative difference {rel_top:.3g}"
+        # Same forward, same order statistics: anything but equality is a bug in the streaming path.
+        assert rel_top == 0 and rel_med == 0, f"(b) and (c) differ: top-1 |a| by {rel_top:.3g}, median |a| by {rel_med:.3g} (relative)"
         print(f"check: (b) vs (c) per-layer top-1 |a| max rel diff {rel_top:.2e}, median |a| {rel_med:.2e}  OK")
     if "e" in results and "b" in results:
         diff = (results["b"].summary["top1"] - results["e"].summary["top1"]).abs().max()

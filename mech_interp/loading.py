@@ -67,6 +67,12 @@ def model_slug(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-") or "model"
 
 
+def model_source(spec: str) -> str:
+    """What ``spec`` names, independent of the working directory: an absolute path for local files."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if not is_registered(spec) and path.exists() else spec
+
+
 def load_hf(spec: str) -> HFModel:
     """The Hugging Face model behind a local spec (registered name, directory or GGUF file)."""
     if is_registered(spec):

@@ -62,11 +62,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
 class RunWriter:
     """Collects one run's outputs in ``<run_dir>.partial`` and publishes them with ``commit``."""
 
-    def __init__(self, run_dir: Path, results_root: Path):
+    def __init__(self, run_dir: Path, results_root: Path, model_source: str | None = None):
         self.run_dir = Path(run_dir)
         self.results_root = Path(results_root)
         self.partial = self.run_dir.with_name(self.run_dir.name + ".partial")
         self.files: list[str] = []
+        self.model_source = model_source
+        owner = self.partial / "pieces" / "_model_source.json"
+        if owner.is_file() and json.loads(owner.read_text()) != model_source:
+            # pieces of another model that shares this directory name: never resume from them
+            shutil.rmtree(self.partial / "pieces")
 
     def _dir(self) -> Path:
         self.partial.mkdir(parents=True, exist_ok=True)
@@ -79,6 +84,7 @@ class RunWriter:
     def save_piece(self, key: str, value: Any) -> None:
         pieces = self._dir() / "pieces"
         pieces.mkdir(exist_ok=True)
+        _atomic_write_text(pieces / "_model_source.json", json.dumps(self.model_source))
         _atomic_write_text(pieces / f"{key}.json", json.dumps(value))
 
     def table(self, name: str, df: pd.DataFrame) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any, Callable
 import torch
 from transformer_lens import HookedTransformer
 
+from .errors import UsageError
 from .experiments import ExperimentResult, RunOptions, get_experiment
-from .loading import load_model, model_slug
-from .run_output import RunWriter, is_complete
+from .loading import load_model, model_slug, model_source
+from .run_output import MANIFEST, RunWriter, is_complete
 
 LAYER_CONVENTION = "0-based TransformerLens blocks; 'layer L' is blocks.L.hook_resid_post (the paper's layer L+1)"
 _NOT_IN_NAME = {"model", "device"}  # device does not change results; the model names the parent directory
@@ -84,13 +86,19 @@ def execute(
     experiment = get_experiment(spec.experiment)
     config = spec.config()
     run_dir = spec.run_dir(out)
+    source = model_source(spec.options.model)
     if is_complete(run_dir) and not force:
+        # Directories are named after a model's base name: two checkpoints called "ckpt" share one.
+        done_source = json.loads((run_dir / MANIFEST).read_text()).get("model_source", source)
+        if done_source != source:
+            raise UsageError(f"{run_dir} holds a run of {done_source!r}, not {source!r}: pass another --out, "
+                             "or --force to replace it")
         return run_dir, None
     if model is None:
         model = model_for(spec.options)
     elif callable(model) and not isinstance(model, torch.nn.Module):
         model = model()
-    writer = RunWriter(run_dir, out)
+    writer = RunWriter(run_dir, out, source)
     torch.manual_seed(spec.options.seed)
     started = time.time()
     kwargs = {"pieces": writer} if "pieces" in inspect.signature(experiment.fn).parameters else {}
@@ -103,6 +111,7 @@ def execute(
         writer.text("summary.txt", "\n".join(result.lines) + "\n")
         writer.commit({
             "experiment": spec.experiment,
+            "model_source": source,
             "options": asdict(spec.options),
             "config": asdict(config),
             "model": model_info(model),

@@ -36,6 +36,14 @@ def run_cli(args, capsys):
     (["layerwise", *TINY, "--dtype", "float8"], "unknown dtype 'float8'"),
     (["layerwise", *TINY, "--min-ratio", "0"], "min_ratio"),
     (["layerwise", *TINY, "--hooks", "blocks.0.hook_nothing"], "unknown hook point 'blocks.0.hook_nothing'"),
+    (["layerwise", *TINY, "--min-abs", "nan"], "criterion needs finite"),
+    (["layerwise", *TINY, "--k", "0"], "--k 0 is not allowed"),
+    (["layerwise", *TINY, "--n-seqs", "0"], "--n-seqs 0 is not allowed"),
+    (["layerwise", *TINY, "--batch-size", "0"], "--batch-size 0 is not allowed"),
+    (["layerwise", *TINY, "--seq-len", "600"], "--seq-len 600 is longer than the model's context of 512"),
+    (["intervention", *TINY, "--n-windows", "-1"], "--n-windows -1 is not allowed"),
+    (["intervention", *TINY, "--n-mean-seqs", "0"], "--n-mean-seqs 0 is not allowed"),
+    (["layerwise", *TINY, "--hooks", "blocks.1.attn.hook_pattern"], "is not indexed by [batch, pos, ...]"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
     out = tmp_path / "results"
@@ -43,8 +51,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     assert code == 2
     lines = [line for line in stderr.splitlines() if line.startswith("mech-interp: error:")]
     assert len(lines) == 1 and needle in lines[0], stderr
-    assert not out.exists() or not any(out.rglob("*.csv")), "a failed run left output behind"
-    assert not any(p.name.endswith(".partial") for p in out.rglob("*")) if out.exists() else True
+    left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert not left, f"a failed run left output behind: {left}"
 
 
 @pytest.mark.parametrize("content, needle", [
@@ -186,3 +194,49 @@ def test_shipped_batch_configs_are_valid():
     for config in configs:
         specs = expand(config)
         assert specs and len({s.name() + s.options.model for s in specs}) == len(specs)  # no two runs share a directory
+
+
+def test_unavailable_named_datasets_are_noted_not_fatal(tmp_path, capsys, planted_dir, monkeypatch):
+    import mech_interp.text_sources as text_sources
+
+    monkeypatch.setattr(text_sources, "hub_reachable", lambda: False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    common = ["intervention", "--model", planted_dir, "--device", "cpu", "--n-windows", "2", "--seq-len", "128",
+              "--n-mean-seqs", "4"]
+    out = tmp_path / "results"
+    code, stdout, stderr = run_cli([*common, "--datasets", "hf:someone/corpus,builtin", "--out", out], capsys)
+    assert code == 0, stderr
+    long = pd.read_csv(next(out.rglob("perplexity_long.csv")))
+    assert long.set_index("dataset").loc["hf:someone/corpus", "status"].startswith("unavailable: ")
+    assert (long[long["dataset"] == "builtin"]["status"] == "ok").all()
+    # With nothing to measure the run fails in one line and leaves nothing.
+    out2 = tmp_path / "results2"
+    code, _, stderr = run_cli([*common, "--datasets", "hf:someone/corpus", "--out", out2], capsys)
+    assert code == 2 and "none of the perplexity datasets could be loaded" in stderr
+    assert not out2.exists() or not [p for p in out2.rglob("*") if p.is_file()]
+
+
+def test_models_sharing_a_directory_name_never_pass_for_each_other(tmp_path, capsys, planted_dir):
+    import shutil
+
+    other = tmp_path / "elsewhere" / planted_dir.name
+    shutil.copytree(planted_dir, other)
+    out = tmp_path / "results"
+    args = ["layerwise", "--device", "cpu", "--n-seqs", "2", "--seq-len", "64", "--out", out]
+    code, _, stderr = run_cli([*args, "--model", planted_dir], capsys)
+    assert code == 0, stderr
+    code, stdout, stderr = run_cli([*args, "--model", other], capsys)
+    assert code == 2 and f"holds a run of {str(planted_dir.resolve())!r}, not {str(other.resolve())!r}" in stderr
+    assert "[skip]" not in stdout
+    # Resumable pieces left by one model are not picked up by the other.
+    spec = RunSpec("intervention", RunOptions(model=str(other), device="cpu"),
+                   {"datasets": ["builtin"], "n_windows": 2, "seq_len": 128, "n_mean_seqs": 6})
+    partial = spec.run_dir(tmp_path).with_name(spec.run_dir(tmp_path).name + ".partial")
+    (partial / "pieces").mkdir(parents=True)
+    (partial / "pieces" / "_model_source.json").write_text(json.dumps(str(planted_dir.resolve())))
+    (partial / "pieces" / "builtin__original.json").write_text(json.dumps({
+        "dataset": "builtin", "origin": "x", "condition": "original", "perplexity": 123.0, "nll_sum": 1.0,
+        "n_tokens": 1, "n_windows": 2, "replaced": 0, "unmatched": 0, "status": "ok"}))
+    _, result = execute(spec, tmp_path)
+    assert result.tables["perplexity"].loc[0, "original"] != 123.0

@@ -39,6 +39,35 @@ def test_registered_random_models_match_hf(name):
         torch.testing.assert_close(model(tokens), out.logits, rtol=1e-5, atol=1e-5)
 
 
+def assert_default_path_matches_hf(hf, model, tokens, rtol=1e-5, atol=1e-5):
+    """The path the experiments take (fused attention, re-laid weights, plain forward hooks) equals
+    HF. ``run_with_cache`` would hook the attention pattern and so switch the fused path off."""
+    captured = {}
+
+    def keep(acts, hook):
+        captured[hook.name] = acts.clone()
+
+    n = model.cfg.n_layers
+    hooks = [(f"blocks.{i}.hook_resid_post", keep) for i in range(n)]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        logits = model(tokens)
+        out = hf.model(tokens, output_hidden_states=True)
+    for layer in range(n - 1):  # hidden_states[L + 1] is the output of block L; the last is after ln_f
+        torch.testing.assert_close(captured[f"blocks.{layer}.hook_resid_post"], out.hidden_states[layer + 1], rtol=rtol, atol=atol)
+    torch.testing.assert_close(logits, out.logits, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", [m for m in mi.list_models() if m.startswith("random:")])
+def test_load_model_default_path_matches_hf(name):
+    from mech_interp.fused_attention import _fused_forward
+
+    model = mi.load_model(name, device="cpu")
+    assert all(b.attn.forward.__func__ is _fused_forward for b in model.blocks)
+    assert not model.blocks[0].attn.W_Q.is_contiguous()  # re-laid for F.linear
+    hf = mi.load_hf(name)
+    assert_default_path_matches_hf(hf, model, encode(hf.tokenizer, TEXT)[None])
+
+
 def test_local_hf_directory_matches_hf(tmp_path):
     hf = mi.load_hf("random:gpt2-tiny")
     hf.model.save_pretrained(tmp_path / "gpt2-tiny")
@@ -144,6 +173,13 @@ def test_hub_name_offline_fails_at_once_naming_local_alternatives(monkeypatch):
     monkeypatch.setattr(loading.HookedTransformer, "from_pretrained", not_cached)
     with pytest.raises(mi.UsageError, match="cannot load 'gpt2' from the Hugging Face hub"):
         mi.load_model("gpt2")
+
+
+def test_smollm2_default_path_matches_hf(smollm2):
+    hf, _ = smollm2
+    model = mi.load_model("smollm2-135m", device="cpu")
+    tokens = encode(hf.tokenizer, "Summer is warm. Winter is cold. The river runs to the sea.")[None]
+    assert_default_path_matches_hf(hf, model, tokens, rtol=1e-5, atol=2e-3)  # |a| reaches ~2e4
 
 
 def test_smollm2_matches_hf(smollm2):
