@@ -115,4 +115,21 @@ def expand(path: str | Path) -> list[RunSpec]:
                     except UsageError as err:
                         raise _malformed(path, f"{where}: {err}") from err
                     specs.append(spec)
+    _check_layers(specs, path)
     return specs
+
+
+def _check_layers(specs: list[RunSpec], path: Path) -> None:
+    from .loading import layer_count
+
+    counts: dict[str, int | None] = {}
+    for spec in specs:
+        layer = spec.params.get("layer")
+        if layer is None:
+            continue
+        model = spec.options.model
+        if model not in counts:
+            counts[model] = layer_count(model)
+        n = counts[model]
+        if n is not None and not -n <= layer < n:
+            raise _malformed(path, f"layer {layer} out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")

