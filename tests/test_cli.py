@@ -252,3 +252,36 @@ def test_models_sharing_a_directory_name_never_pass_for_each_other(tmp_path, cap
         "n_tokens": 1, "n_windows": 2, "replaced": 0, "unmatched": 0, "status": "ok"}))
     _, result = execute(spec, tmp_path)
     assert result.tables["perplexity"].loc[0, "original"] != 123.0
+
+
+def test_batch_killed_for_real_resumes(tmp_path):
+    """SIGKILL a batch mid-way: no directory looks complete without being so, and the rerun
+    finishes exactly what is missing."""
+    import signal
+    import time
+
+    config = tmp_path / "runs.toml"
+    config.write_text(
+        "[defaults]\ndevice = 'cpu'\n[[runs]]\nmodels = ['random:llama-tiny']\nexperiments = ['layerwise']\n"
+        "params = { n_seqs = 40, seq_len = 256 }\n"
+        "[[runs]]\nmodels = ['random:llama-tiny']\nexperiments = ['layerwise']\nparams = { n_seqs = 41, seq_len = 256 }\n"
+        "[[runs]]\nmodels = ['random:llama-tiny']\nexperiments = ['layerwise']\nparams = { n_seqs = 42, seq_len = 256 }\n"
+    )
+    out = tmp_path / "results"
+    exe = Path(sys.executable).parent / "mech-interp"
+    proc = subprocess.Popen([str(exe), "batch", str(config), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(out.glob("*/*/manifest.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    complete = {p.parent.name for p in out.glob("*/*/manifest.json")}
+    assert 0 < len(complete) < 3, f"the kill should land between runs; complete: {complete}"
+    for run_dir in out.glob("*/*"):  # anything under its final name is complete
+        assert run_dir.name.endswith(".partial") or (run_dir / "manifest.json").is_file()
+
+    rerun = subprocess.run([str(exe), "batch", str(config), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"3 runs: {3 - len(complete)} run now, {len(complete)} already complete" in rerun.stdout
+    assert len(list(out.glob("*/*/manifest.json"))) == 3 and not list(out.glob("*/*.partial"))
