@@ -97,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _status(run_dir: Path, result) -> str:
+    return f"[done] {run_dir}" if result is not None else f"[skip] {run_dir} is complete (use --force to rerun)"
+
+
 def _print_result(run_dir: Path, result) -> None:
-    if result is None:
-        print(f"[skip] {run_dir} is complete (use --force to rerun)")
-        print((run_dir / "summary.txt").read_text(), end="")
-    else:
-        print(f"[done] {run_dir}")
-        print("\n".join(result.lines))
+    print(_status(run_dir, result))
+    print((run_dir / "summary.txt").read_text(), end="")
 
 
 def _study(ns: argparse.Namespace) -> None:
@@ -138,7 +138,7 @@ def _study(ns: argparse.Namespace) -> None:
             print(f"[skip] {spec.experiment}: {err}")
             summaries.append(f"{spec.experiment}: not run: {err}")
             continue
-        print(f"[{'skip' if result is None else 'done'}] {run_dir}" + (" is complete (use --force to rerun)" if result is None else ""))
+        print(_status(run_dir, result))
         summaries.append(f"{(run_dir / 'summary.txt').read_text().rstrip()}\n  -> {run_dir}")
     # Progress bars scroll the per-experiment results away; the study ends with all of them together.
     print(f"\n=== summary: {options.model} ===")

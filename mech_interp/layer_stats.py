@@ -24,8 +24,8 @@ from transformer_lens.hook_points import HookPoint
 
 from .detection import MassiveCriterion
 from .dtype_range import check_range
-from .order_statistics import at_least, order_statistics
 from .errors import UsageError
+from .order_statistics import at_least, order_statistics
 from .running_stats import Mean, TopK
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")

@@ -22,8 +22,8 @@ from transformer_lens import loading_from_pretrained as tl_loading
 from .errors import UsageError
 from .fused_attention import enable_fused_attention
 from .hub import hub_reachable, offline_mode
-from .weight_layout import use_linear_layout
 from .model_registry import HFModel, build_registered, is_registered, list_models
+from .weight_layout import use_linear_layout
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -151,8 +151,9 @@ def load_model(
 
     ``prepend_bos`` becomes ``cfg.default_prepend_bos`` so that ``model.to_tokens`` in a notebook
     tokenizes as the experiments do. Weights are laid out in memory as HF's (``weight_layout``) so
-    that TransformerLens' forward copies none of them; values and shapes are unchanged. ``fused_attention`` swaps in the fused kernel for layers whose
-    attention scores/pattern nobody hooks; hooked layers take TransformerLens' own path.
+    that TransformerLens' forward copies none of them; values and shapes are unchanged.
+    ``fused_attention`` swaps in the fused kernel for layers whose attention scores/pattern nobody
+    hooks; hooked layers take TransformerLens' own path.
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)

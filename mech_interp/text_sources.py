@@ -91,6 +91,11 @@ NAMED: dict[str, Callable[[], TextSource]] = {
 }
 
 
+def is_local_file(spec: str) -> bool:
+    """Whether ``load_text(spec)`` reads a file path (rather than a named or hub source)."""
+    return spec not in NAMED and not spec.startswith("hf:")
+
+
 def load_text(spec: str) -> TextSource:
     """``builtin``, ``wikitext2``, ``c4``, ``pg19``, ``hf:NAME[:CONFIG[:SPLIT]]`` or a text file path."""
     if spec in NAMED:

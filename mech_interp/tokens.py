@@ -40,8 +40,8 @@ def windows(
 ) -> Int[torch.Tensor, "window seq_len"]:
     """Consecutive non-overlapping windows of ``seq_len`` tokens (BOS included when prepended).
 
-    ``n_windows=None`` takes every full window; ``max_len`` is the model's context length. Fewer windows than asked is allowed (the caller
-    records how many); none at all is an error.
+    ``n_windows=None`` takes every full window; ``max_len`` is the model's context length. Fewer
+    windows than asked is allowed (the caller records how many); none at all is an error.
     """
     if seq_len < 2:
         raise UsageError(f"--seq-len {seq_len} is too short: need at least 2 tokens")

@@ -12,7 +12,7 @@ from ..figures import perplexity_bars
 from ..interventions import RESETS, MassiveMeans, make_reset
 from ..layer_stats import check_layer, collect_layer_stats, resid_post
 from ..perplexity import perplexity
-from ..text_sources import NAMED, load_text
+from ..text_sources import is_local_file, load_text
 from ..tokens import windows
 from .registry import ExperimentResult, RunOptions, register_experiment, require_at_least
 
@@ -48,7 +48,7 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
     criterion = options.criterion
     layer = check_layer(model, config.layer) if config.layer is not None else None
     for name in config.datasets:
-        if name not in NAMED and not name.startswith("hf:"):
+        if is_local_file(name):
             load_text(name)  # a missing local file fails now, not after the means pass
     pieces = pieces or _NoPieces()
 
@@ -73,7 +73,7 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
         try:
             source = load_text(name)
         except UsageError as err:
-            if name not in NAMED and not name.startswith("hf:"):
+            if is_local_file(name):
                 raise  # a local file: checked before the means pass, so this is a real error
             rows.append({"dataset": name, "condition": "original", "status": f"unavailable: {err}"})
             continue
