@@ -1,11 +1,34 @@
-"""Massive activations in language models, measured through TransformerLens hook points."""
+"""Massive activations in language models, measured through TransformerLens hook points.
 
-from .torchvision_compat import ensure_importable as _ensure_torchvision_importable
+``import mech_interp`` does no work: the names below are imported on first use, so the CLI's
+``--help`` and the shared core never pay for torch, transformers or TransformerLens.
+"""
 
-_ensure_torchvision_importable()
+from __future__ import annotations
 
-from .errors import UsageError  # noqa: E402
-from .loading import Processing, load_hf, load_model  # noqa: E402
-from .model_registry import DEFAULT_MODEL, list_models, register_model  # noqa: E402
+import importlib
+from typing import Any
 
-__all__ = ["DEFAULT_MODEL", "Processing", "UsageError", "list_models", "load_hf", "load_model", "register_model"]
+from .torchvision_compat import install as _install_torchvision_compat
+
+_install_torchvision_compat()
+
+_EXPORTS = {
+    "UsageError": "mech_interp.errors",
+    "DEFAULT_MODEL": "mech_interp.models.registry",
+    "list_models": "mech_interp.models.registry",
+    "register_model": "mech_interp.models.registry",
+    "Processing": "mech_interp.models.conversion",
+    "load_hf": "mech_interp.models.hf_loading",
+    "load_model": "mech_interp.models.loading",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mech_interp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -20,7 +20,6 @@ from typing import Any, Sequence
 
 from .errors import UsageError
 
-STUDY = ("feature_view", "layerwise", "intervention", "attention")
 EXIT_USAGE = 2
 
 
@@ -68,7 +67,9 @@ def _collect(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .experiments import RunOptions, get_experiment, list_experiments
+    from .runs.experiments import get_experiment, list_experiments
+    from .runs.options import RunOptions
+    from .runs.spec import RunSpec  # noqa: F401  (registers the experiments)
 
     parser = _Parser(prog="mech-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -108,8 +109,10 @@ def _print_result(run_dir: Path, result) -> None:
 
 def _study(ns: argparse.Namespace) -> None:
     from .errors import NothingToMeasure
-    from .experiments import RunOptions
-    from .runner import RunSpec, execute, model_for
+    from .runs.options import RunOptions
+    from .runs.runner import execute, model_for
+    from .runs.spec import RunSpec
+    from .studies.lm import STUDY
 
     options = RunOptions(**_collect(ns, RunOptions))
     options.criterion  # validate before loading anything
@@ -117,7 +120,7 @@ def _study(ns: argparse.Namespace) -> None:
         "layerwise": {"n_seqs": ns.layerwise_n_seqs} if ns.layerwise_n_seqs is not None else {},
         "intervention": {k: v for k, v in {
             "n_windows": ns.n_windows,
-            "datasets": ns.datasets.split(",") if ns.datasets else None}.items() if v is not None},
+            "datasets": [d.strip() for d in ns.datasets.split(",") if d.strip()] if ns.datasets else None}.items() if v is not None},
     }
     specs = [RunSpec(name, options, params.get(name, {})) for name in STUDY]
     for spec in specs:
@@ -146,8 +149,10 @@ def _study(ns: argparse.Namespace) -> None:
 
 
 def _single(ns: argparse.Namespace) -> None:
-    from .experiments import RunOptions, get_experiment
-    from .runner import RunSpec, execute
+    from .runs.experiments import get_experiment
+    from .runs.options import RunOptions
+    from .runs.runner import execute
+    from .runs.spec import RunSpec
 
     options = RunOptions(**_collect(ns, RunOptions))
     options.criterion
@@ -159,8 +164,8 @@ def _single(ns: argparse.Namespace) -> None:
 def _batch(ns: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from .batch import expand
-    from .runner import execute, model_for
+    from .runs.batch import expand
+    from .runs.runner import execute, model_for
 
     specs = expand(ns.config)
     cache: dict[tuple, Any] = {}
@@ -189,9 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if ns.command == "models":
-            from .model_registry import list_models
+            from .models.registry import list_models, model_entry
 
-            print("\n".join(list_models()))
+            for name in list_models():
+                entry = model_entry(name)
+                print(f"{name:<20} {entry.family:<18} {entry.n_layers:>3} layers  {entry.description}")
         elif ns.command == "study":
             _study(ns)
         elif ns.command == "batch":

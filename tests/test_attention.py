@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from mech_interp.experiments import RunOptions, get_experiment
-from mech_interp.tokens import encode
+import mech_interp.runs.spec  # noqa: F401
+from mech_interp.data.tokens import encode
+from mech_interp.runs.experiments import get_experiment
+from mech_interp.runs.options import RunOptions
 
 from .conftest import PLANT_LAYER, PLANT_PROMPT
 

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from mech_interp import cli
-from mech_interp.figures import png_export_available
-from mech_interp.runner import RunSpec, execute
-from mech_interp.experiments import RunOptions
+from mech_interp.runs.options import RunOptions
+from mech_interp.runs.runner import execute
+from mech_interp.runs.spec import RunSpec
+from mech_interp.viz.writing import png_export_available
 
 TINY = ["--model", "random:gpt2-tiny", "--device", "cpu"]
 
@@ -113,7 +114,7 @@ def test_run_writes_tables_figures_and_manifest(tmp_path, capsys):
 
 
 def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
-    from mech_interp import run_output
+    from mech_interp.runs import output as run_output
 
     def broken(self, name, fig):
         raise RuntimeError("disk full")
@@ -153,19 +154,31 @@ def test_batch_runs_skips_and_resumes(tmp_path, capsys):
     assert (victim / "manifest.json").is_file() and not victim.with_name(victim.name + ".partial").exists()
 
 
-def test_intervention_resumes_from_saved_pieces(tmp_path, planted_dir):
-    """Perplexity results saved before a kill are reused, not recomputed."""
+def test_intervention_resumes_from_saved_pieces(tmp_path, planted_dir, monkeypatch):
+    """A run interrupted after its first perplexity resumes from the saved piece: the rerun
+    computes only what is missing and reports the numbers an uninterrupted run reports."""
+    import mech_interp.studies.lm.intervention as intervention
+
     spec = RunSpec("intervention", RunOptions(model=str(planted_dir), device="cpu"),
                    {"datasets": ["builtin"], "n_windows": 2, "seq_len": 128, "n_mean_seqs": 6})
-    partial = spec.run_dir(tmp_path).with_name(spec.run_dir(tmp_path).name + ".partial")
-    (partial / "pieces").mkdir(parents=True)
-    sentinel = {"dataset": "builtin", "origin": "x", "condition": "original", "perplexity": 123.0, "nll_sum": 1.0,
-                "n_tokens": 1, "n_windows": 2, "replaced": 0, "unmatched": 0, "status": "ok"}
-    (partial / "pieces" / "builtin__original.json").write_text(json.dumps(sentinel))
-    run_dir, result = execute(spec, tmp_path)
-    table = result.tables["perplexity"]
-    assert table.loc[0, "original"] == 123.0
-    assert table.loc[0, "set_zero"] > table.loc[0, "set_mean"]
+    _, uninterrupted = execute(spec, tmp_path / "clean")
+    real, calls, kill = intervention.perplexity, [], [True]
+
+    def interrupted_after_one(*args, **kwargs):
+        calls.append(kwargs["desc"])
+        if len(calls) == 2 and kill and kill.pop():
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(intervention, "perplexity", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec, tmp_path / "killed")
+    partial = spec.run_dir(tmp_path / "killed").with_name(spec.run_dir(tmp_path / "killed").name + ".partial")
+    assert len(list((partial / "pieces").glob("*.json"))) == 1
+    calls.clear()
+    run_dir, result = execute(spec, tmp_path / "killed")
+    assert calls == ["builtin set_zero", "builtin set_mean"]  # "original" came from the piece
+    pd.testing.assert_frame_equal(result.tables["perplexity"], uninterrupted.tables["perplexity"])
     assert not partial.exists() and (run_dir / "manifest.json").is_file()
 
 
@@ -199,7 +212,7 @@ def test_study_on_a_planted_model_end_to_end(tmp_path, capsys, planted_dir):
 
 
 def test_shipped_batch_configs_are_valid():
-    from mech_interp.batch import expand
+    from mech_interp.runs.batch import expand
 
     configs = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
     assert configs
@@ -209,7 +222,7 @@ def test_shipped_batch_configs_are_valid():
 
 
 def test_unavailable_named_datasets_are_noted_not_fatal(tmp_path, capsys, planted_dir, monkeypatch):
-    import mech_interp.text_sources as text_sources
+    import mech_interp.data.texts as text_sources
 
     monkeypatch.setattr(text_sources, "hub_reachable", lambda: False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
@@ -241,17 +254,20 @@ def test_models_sharing_a_directory_name_never_pass_for_each_other(tmp_path, cap
     code, stdout, stderr = run_cli([*args, "--model", other], capsys)
     assert code == 2 and f"holds a run of {str(planted_dir.resolve())!r}, not {str(other.resolve())!r}" in stderr
     assert "[skip]" not in stdout
-    # Resumable pieces left by one model are not picked up by the other.
+    # Resumable pieces left by one model are not picked up by the other: they are keyed by the model.
+    from mech_interp.runs.output import RunWriter
+
     spec = RunSpec("intervention", RunOptions(model=str(other), device="cpu"),
                    {"datasets": ["builtin"], "n_windows": 2, "seq_len": 128, "n_mean_seqs": 6})
-    partial = spec.run_dir(tmp_path).with_name(spec.run_dir(tmp_path).name + ".partial")
-    (partial / "pieces").mkdir(parents=True)
-    (partial / "pieces" / "_model_source.json").write_text(json.dumps(str(planted_dir.resolve())))
-    (partial / "pieces" / "builtin__original.json").write_text(json.dumps({
-        "dataset": "builtin", "origin": "x", "condition": "original", "perplexity": 123.0, "nll_sum": 1.0,
-        "n_tokens": 1, "n_windows": 2, "replaced": 0, "unmatched": 0, "status": "ok"}))
-    _, result = execute(spec, tmp_path)
-    assert result.tables["perplexity"].loc[0, "original"] != 123.0
+    foreign = RunSpec("intervention", RunOptions(model=str(planted_dir), device="cpu"), spec.params)
+    writer = RunWriter(spec.run_dir(tmp_path), tmp_path, foreign.identity())
+    key = {"dataset": "builtin", "origin": "x", "condition": "original", "layer": 2, "means": None}
+    writer.save_piece(key, {"perplexity": 123.0})
+    writer._release()
+    for identity, expected in ((spec.identity(), None), (foreign.identity(), {"perplexity": 123.0})):
+        writer = RunWriter(spec.run_dir(tmp_path), tmp_path, identity)
+        assert writer.load_piece(key) == expected
+        writer._release()
 
 
 def test_batch_killed_for_real_resumes(tmp_path):

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 import mech_interp as mi
-from mech_interp.detection import MassiveCriterion
+from mech_interp.core.criterion import MassiveCriterion
+from mech_interp.data.texts import load_text
+from mech_interp.data.tokens import encode, windows
 from mech_interp.interventions import MassiveMeans, ablate_head, make_reset, set_mean, set_zero
-from mech_interp.layer_stats import collect_layer_stats, resid_post
-from mech_interp.loading import hooked_from_hf
-from mech_interp.perplexity import perplexity
-from mech_interp.text_sources import load_text
-from mech_interp.tokens import encode, windows
+from mech_interp.metrics.layer_stats import collect_layer_stats
+from mech_interp.metrics.perplexity import perplexity
+from mech_interp.models.conversion import hooked_from_hf
+from mech_interp.models.hook_names import resid_post
 
 from .conftest import PLANT_DIM, PLANT_LAYER, PLANT_PROMPT, plant_massive_activation
 
@@ -48,15 +49,16 @@ def test_set_mean_writes_the_measured_means(planted):
     hf, model, token_id = planted
     seqs = [encode(hf.tokenizer, t)[None] for t in ["Wow. Great.", "Stop. Now.", PLANT_PROMPT]]
     stats = collect_layer_stats(model, seqs, hook_names=[resid_post(PLANT_LAYER)], progress=False)
-    means = MassiveMeans.from_stats(stats, PLANT_LAYER)
-    assert list(means.other_positions) == [PLANT_DIM] and means.first_position == {}
+    means = MassiveMeans.from_stats(stats, resid_post(PLANT_LAYER))
+    assert list(means.later) == [PLANT_DIM] and means.first_position == {}
+    assert means.counts["later"][PLANT_DIM] == 6  # two "." in each of the three texts
     tokens = seqs[2]
     _, before = run_cache(model, tokens)
     reset = set_mean(means)
     _, after = run_cache(model, tokens, [reset])
     positions = (tokens[0] == token_id).nonzero().flatten()
     target = after[resid_post(PLANT_LAYER)]
-    torch.testing.assert_close(target[0, positions, PLANT_DIM], torch.full((len(positions),), means.other_positions[PLANT_DIM]))
+    torch.testing.assert_close(target[0, positions, PLANT_DIM], torch.full((len(positions),), means.later[PLANT_DIM]))
     keep = torch.ones_like(target, dtype=torch.bool)
     keep[0, positions, PLANT_DIM] = False
     assert torch.equal(target[keep], before[resid_post(PLANT_LAYER)][keep])
@@ -72,13 +74,17 @@ def test_set_mean_at_a_shared_bos_reproduces_the_original_exactly():
     model = hooked_from_hf(hf, torch.device("cpu"), torch.float32, prepend_bos=True)
     seqs = windows(hf.tokenizer, load_text("builtin").text, 48, 6, prepend_bos=True)
     stats = collect_layer_stats(model, seqs.split(2), hook_names=[resid_post(PLANT_LAYER)], progress=False)
-    means = MassiveMeans.from_stats(stats, PLANT_LAYER)
+    means = MassiveMeans.from_stats(stats, resid_post(PLANT_LAYER))
     assert list(means.first_position) == [PLANT_DIM]
     with torch.inference_mode():
         original = model(seqs)
         reset = set_mean(means)
         with model.hooks(fwd_hooks=[reset.as_hook()]):
             replaced = model(seqs)
+        fixed = set_mean(MassiveMeans(means.site, "fixed_sites", means.first_position, {}, n_sequences=6))
+        with model.hooks(fwd_hooks=[fixed.as_hook()]):
+            fixed_replaced = model(seqs)
+    torch.testing.assert_close(fixed_replaced, original, rtol=1e-5, atol=1e-5)
     assert reset.counts["replaced"] >= len(seqs)
     torch.testing.assert_close(replaced, original, rtol=1e-5, atol=1e-5)
 

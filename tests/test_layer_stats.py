@@ -8,16 +8,16 @@ import pytest
 import torch
 
 import mech_interp as mi
-from transformer_lens.hook_points import HookPoint
-
-from mech_interp.detection import MassiveCriterion, massive_mask
-from mech_interp.order_statistics import order_statistics
-from mech_interp.dtype_range import ActivationRangeError
-from mech_interp.perplexity import perplexity
-from mech_interp.layer_stats import LayerStatsRecorder, collect_layer_stats, resid_post
-from mech_interp.running_stats import Mean, TopK
-from mech_interp.text_sources import load_text
-from mech_interp.tokens import encode, windows
+from mech_interp.core.criterion import MassiveCriterion, massive_mask
+from mech_interp.core.dtype_range import ActivationRangeError
+from mech_interp.core.order_statistics import order_statistics
+from mech_interp.core.recorder import ActivationRecorder
+from mech_interp.core.running_stats import Mean, TopK
+from mech_interp.data.texts import load_text
+from mech_interp.data.tokens import encode, windows
+from mech_interp.metrics.layer_stats import collect_layer_stats
+from mech_interp.metrics.perplexity import perplexity
+from mech_interp.models.hook_names import resid_post
 
 from .conftest import PLANT_DIM, PLANT_LAYER, PLANT_PROMPT
 
@@ -59,7 +59,7 @@ def test_order_statistics_equal_torch(n):
 
 def test_torch_path_of_order_statistics_agrees(monkeypatch):
     """GPUs take torch's kernels; run that path here on the CPU and compare with the numpy one."""
-    import mech_interp.order_statistics as order
+    import mech_interp.core.order_statistics as order
 
     torch.manual_seed(0)
     mag = torch.randn(3, 5000).abs() * 10 ** torch.randint(-3, 4, (3, 5000)).float()
@@ -77,11 +77,8 @@ def test_recorder_keeps_k_entries_per_sequence_on_ties():
     acts = torch.rand(2, 4, 8)
     acts[0, :, :] = 7.0  # sequence 0: 32 tied maxima
     acts[1, 3, 5] = -500.0  # sequence 1: one massive entry, ~1000x its median
-    recorder = LayerStatsRecorder(["h"], k=3, criterion=MassiveCriterion(min_abs=100, min_ratio=100))
-    recorder.begin_batch(torch.arange(8).reshape(2, 4))
-    hook = HookPoint()
-    hook.name = "h"
-    recorder._hook(acts, hook)
+    recorder = ActivationRecorder(["h"], k=3, criterion=MassiveCriterion(min_abs=100, min_ratio=100))
+    recorder.record("h", acts, torch.arange(8).reshape(2, 4))
     stats = recorder.result()
     top = stats.top_entries
     assert top.groupby("sequence").size().to_dict() == {0: 3, 1: 3}
@@ -159,11 +156,8 @@ def test_criterion_thresholds():
     acts[0, 0, 0], acts[0, 3, 9] = 500.0, 100.0  # exactly 1000x the median; exactly min_abs (200x)
     criterion = MassiveCriterion(min_abs=100, min_ratio=1000)
     assert massive_mask(acts, criterion).nonzero().tolist() == [[0, 0, 0], [0, 2, 3]]
-    recorder = LayerStatsRecorder(["h"], k=1, criterion=criterion)
-    recorder.begin_batch(torch.zeros(1, 4, dtype=torch.long))
-    hook = HookPoint()
-    hook.name = "h"
-    recorder._hook(acts, hook)
+    recorder = ActivationRecorder(["h"], k=1, criterion=criterion)
+    recorder.record("h", acts, torch.zeros(1, 4, dtype=torch.long))
     assert recorder.result().massive[["position", "dim"]].values.tolist() == [[0, 0], [2, 3]]
     for bad in ({"min_abs": -1}, {"min_abs": float("nan")}, {"min_ratio": 0}, {"min_ratio": float("inf")}):
         with pytest.raises(ValueError, match="criterion needs finite"):
@@ -171,7 +165,8 @@ def test_criterion_thresholds():
 
 
 def test_float16_overflow_is_refused(planted):
-    from mech_interp.loading import hooked_from_hf
+    from mech_interp.models.conversion import hooked_from_hf
+
     from .conftest import plant_massive_activation
 
     hf, _, token_id = planted
@@ -186,7 +181,8 @@ def test_float16_overflow_is_refused(planted):
 
 
 def test_float16_near_its_limit_warns(planted):
-    from mech_interp.loading import hooked_from_hf
+    from mech_interp.models.conversion import hooked_from_hf
+
     from .conftest import plant_massive_activation
 
     hf, _, token_id = planted

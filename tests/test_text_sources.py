@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import mech_interp as mi
-import mech_interp.text_sources as text_sources
-from mech_interp.text_sources import load_text
+import mech_interp.data.texts as text_sources
+from mech_interp.data.texts import load_text
 
 
 def test_local_wikitext_is_joined_like_the_hub_rows(tmp_path, monkeypatch):

@@ -1,0 +1,1 @@
+"""Measurements on a model: perplexity under plain forward hooks, attention and head scores."""

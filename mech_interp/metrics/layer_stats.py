@@ -1,0 +1,57 @@
+"""Per-layer statistics of a HookedTransformer, computed inside hooks while it runs.
+
+Feeds the core ``ActivationRecorder`` from TransformerLens hook points with token ids as position
+labels; nothing is cached. The forward stops after the last hooked block.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from jaxtyping import Int
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from ..core.criterion import MassiveCriterion
+from ..core.layer_stats import LayerStats
+from ..core.recorder import ActivationRecorder
+from ..models.hook_names import block_of, check_hook_names, resid_post
+
+TOKEN_COLUMNS = ("token_id", "token")
+
+
+def stop_layer(model: HookedTransformer, hook_names: Sequence[str]) -> int | None:
+    """Blocks after the last hooked one need not run; ``None`` when a non-block hook needs the end."""
+    blocks = [block_of(n) for n in hook_names]
+    if any(b is None for b in blocks):
+        return None
+    last = max(blocks) + 1
+    return None if last >= model.cfg.n_layers else last
+
+
+def collect_layer_stats(
+    model: HookedTransformer,
+    batches: Iterable[Int[torch.Tensor, "batch pos"]],
+    hook_names: Sequence[str] | None = None,
+    k: int = 3,
+    criterion: MassiveCriterion = MassiveCriterion(),
+    progress: bool = True,
+    total: int | None = None,
+) -> LayerStats:
+    """Run ``model`` over token batches and return per-layer statistics (default: every resid_post)."""
+    hook_names = list(hook_names) if hook_names else [resid_post(i) for i in range(model.cfg.n_layers)]
+    check_hook_names(model.hook_dict, hook_names)
+    recorder = ActivationRecorder(hook_names, k=k, criterion=criterion)
+    current: dict[str, torch.Tensor] = {}
+
+    def hook(acts: torch.Tensor, hook) -> None:
+        recorder.record(hook.name, acts, current["tokens"])
+
+    stop = stop_layer(model, hook_names)
+    device = model.cfg.device
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(name, hook) for name in hook_names]):
+        for tokens in tqdm(batches, desc="layer statistics", unit="batch", total=total, disable=not progress):
+            current["tokens"] = tokens
+            model(tokens.to(device), return_type=None, stop_at_layer=stop)
+    return recorder.result(layer_of=block_of, label_name=lambda t: model.tokenizer.decode([t]), label_columns=TOKEN_COLUMNS)

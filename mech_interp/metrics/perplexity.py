@@ -1,0 +1,70 @@
+"""Perplexity over token windows, optionally under interventions.
+
+PPL = exp(sum of next-token NLL / number of predicted tokens), every window predicting its
+positions 1..T-1 (a prepended BOS is never a target).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from ..core.dtype_range import ActivationRangeError, range_check_hook
+from ..models.hook_names import resid_post
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    nll_sum: float
+    n_tokens: int
+    n_windows: int
+
+    @property
+    def value(self) -> float:
+        mean = self.nll_sum / self.n_tokens
+        return math.exp(mean) if mean < 700 else (float("inf") if mean >= 700 else float("nan"))
+
+
+def next_token_nll(
+    logits: Float[torch.Tensor, "batch pos d_vocab"], tokens: Int[torch.Tensor, "batch pos"]
+) -> Float[torch.Tensor, "batch pos_minus_1"]:
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+
+
+def perplexity(
+    model: HookedTransformer,
+    windows: Int[torch.Tensor, "window pos"],
+    hooks: Sequence[tuple[str, Callable]] = (),
+    batch_size: int = 1,
+    progress: bool = True,
+    desc: str = "perplexity",
+) -> Perplexity:
+    """PPL of ``model`` on ``windows`` with plain forward ``hooks`` (``(hook_name, fn)`` pairs,
+    e.g. ``intervention.as_hook()``) in place.
+
+    In float16/bfloat16 every block's output is checked against the dtype's range, and a
+    non-finite loss stops the run: an overflow would otherwise be reported as a perplexity.
+    """
+    nll_sum, n_tokens = 0.0, 0
+    hooks = list(hooks)
+    half = model.cfg.dtype in (torch.float16, torch.bfloat16)
+    if half:
+        hooks += [(resid_post(i), range_check_hook) for i in range(model.cfg.n_layers)]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        for batch in tqdm(windows.split(batch_size), desc=desc, unit="batch", disable=not progress):
+            batch = batch.to(model.cfg.device)
+            nll = next_token_nll(model(batch, return_type="logits"), batch)
+            batch_sum = float(nll.double().sum())
+            if half and not math.isfinite(batch_sum):
+                raise ActivationRangeError(
+                    f"{desc}: the loss is not finite in {model.cfg.dtype}: rerun with --dtype float32")
+            nll_sum += batch_sum
+            n_tokens += nll.numel()
+    return Perplexity(nll_sum=nll_sum, n_tokens=n_tokens, n_windows=int(windows.shape[0]))

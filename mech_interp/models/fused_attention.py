@@ -1,0 +1,115 @@
+"""Fused-kernel attention for HookedTransformer layers whose scores and pattern nobody hooks.
+
+TransformerLens computes attention explicitly (scores, causal mask, softmax, pattern @ V) so that
+``hook_attn_scores`` and ``hook_pattern`` exist; on a 135M LLaMA this doubles the forward time.
+Statistics passes only read the residual stream, so a layer with no hook on those two points can
+call ``scaled_dot_product_attention`` instead. All other hook points (q, k, v, rot_q, rot_k, z)
+still fire with the same values.
+
+Opt-in and allow-listed: ``enable_fused_attention`` gives the fused forward only to blocks whose
+attention class is in ``FUSED_CLASSES`` (the classes the parity tests cover), by switching the
+block's attention to a subclass that owns the fast path. At run time the subclass still takes
+TransformerLens' own forward whenever a hook sits on the scores or the pattern (e.g.
+``run_with_cache``) or the call uses anything the fused path does not cover (KV cache, padding
+masks, ALiBi, soft-capping, sliding windows, ...).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from transformer_lens import HookedTransformer
+from transformer_lens.components import Attention, GroupedQueryAttention
+from transformer_lens.components.abstract_attention import AbstractAttention
+
+
+def _hooked(hook_point: torch.nn.Module) -> bool:
+    return bool(hook_point._forward_hooks or hook_point._backward_hooks)
+
+
+def _fusable(attn: AbstractAttention, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias) -> bool:
+    cfg = attn.cfg
+    if past_kv_cache_entry is not None or additive_attention_mask is not None or position_bias is not None:
+        return False
+    if attention_mask is not None and not bool(attention_mask.all()):
+        return False
+    return (
+        not _hooked(attn.hook_attn_scores)
+        and not _hooked(attn.hook_pattern)
+        and cfg.positional_embedding_type in ("standard", "rotary", "shortformer")
+        and (attn._attention_dir_override or cfg.attention_dir) == "causal"
+        and attn.attn_type == "global"
+        and not cfg.use_attn_result
+        and not cfg.load_in_4bit
+        and not cfg.use_attention_sinks
+        and not cfg.use_logn_attn
+        and not getattr(cfg, "use_qk_norm", False)
+        and cfg.clip_qkv is None
+        and not (cfg.attn_scores_soft_cap and cfg.attn_scores_soft_cap > 0)
+        and cfg.original_architecture not in ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+    )
+
+
+def _fused_forward(
+    self,
+    query_input: Float[torch.Tensor, "batch pos d_model"],
+    key_input: Float[torch.Tensor, "batch pos d_model"],
+    value_input: Float[torch.Tensor, "batch pos d_model"],
+    past_kv_cache_entry=None,
+    additive_attention_mask=None,
+    attention_mask=None,
+    position_bias=None,
+) -> Float[torch.Tensor, "batch pos d_model"]:
+    if not _fusable(self, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias):
+        return _PLAIN[type(self)].forward(self, query_input, key_input, value_input, past_kv_cache_entry,
+                                          additive_attention_mask, attention_mask, position_bias)
+    q, k, v = self.calculate_qkv_matrices(query_input, key_input, value_input)
+    if self.cfg.positional_embedding_type == "rotary":
+        q = self.hook_rot_q(self.apply_rotary(q, 0, None))  # [batch, pos, head_index, d_head]
+        k = self.hook_rot_k(self.apply_rotary(k, 0, None))  # [batch, pos, kv_head_index, d_head]
+    n_heads, n_kv_heads = q.shape[2], k.shape[2]
+    z = F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.transpose(1, 2).to(q.dtype),
+        v.transpose(1, 2).to(q.dtype),
+        is_causal=True,
+        scale=1.0 / float(self.attn_scale),
+        enable_gqa=n_kv_heads != n_heads,
+    )
+    z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
+    w_o = self.W_O.reshape(n_heads * self.cfg.d_head, self.cfg.d_model).T  # [d_model, head_index*d_head]
+    return F.linear(z.reshape(z.shape[0], z.shape[1], -1).to(w_o.dtype), w_o, self.b_O)
+
+
+# Subclasses that only swap ``forward``: same layout, so a block's attention can switch class in place.
+class FusedAttention(Attention):
+    forward = _fused_forward
+
+
+class FusedGroupedQueryAttention(GroupedQueryAttention):
+    forward = _fused_forward
+
+
+FUSED_CLASSES: dict[type, type] = {Attention: FusedAttention, GroupedQueryAttention: FusedGroupedQueryAttention}
+_PLAIN = {fused: plain for plain, fused in FUSED_CLASSES.items()}
+
+
+def enable_fused_attention(model: HookedTransformer) -> list[int]:
+    """Give every block whose attention class is allow-listed the fused forward (idempotent);
+    returns the blocks that have it."""
+    fused = []
+    for i, block in enumerate(model.blocks):
+        cls = type(block.attn)
+        if cls in FUSED_CLASSES:
+            block.attn.__class__ = FUSED_CLASSES[cls]
+        if type(block.attn) in _PLAIN:
+            fused.append(i)
+    return fused
+
+
+def disable_fused_attention(model: HookedTransformer) -> HookedTransformer:
+    for block in model.blocks:
+        if type(block.attn) in _PLAIN:
+            block.attn.__class__ = _PLAIN[type(block.attn)]
+    return model

@@ -1,0 +1,41 @@
+"""The Hugging Face model behind a local spec: registered name, local directory or GGUF file."""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+from .hf_model import HFModel
+from .registry import build_registered
+from .spec import ModelSpec
+
+
+def load_hf(spec: str | ModelSpec, dtype=None) -> HFModel:
+    """On the CPU in ``dtype`` (default float32). Casting before the conversion gives the same
+    values as casting after it, and halves the host memory a large half-precision model needs."""
+    import torch
+
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+    dtype = dtype or torch.float32
+    if spec.kind == "registered":
+        return _cast(build_registered(spec.text), dtype)
+    if spec.kind == "gguf":
+        from .gguf import load_gguf
+
+        return _cast(load_gguf(spec.path), dtype)
+    if spec.kind == "hf_dir":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise UsageError(f"cannot load the model directory {spec.text!r} ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:160]})") from None
+        model.eval()
+        return HFModel(model=model, tokenizer=tokenizer, source=f"local:{spec.path}")
+    raise UsageError(f"{spec.text!r} is a hub name, not a local model: load it with load_model")
+
+
+def _cast(hf: HFModel, dtype) -> HFModel:
+    if hf.model.dtype != dtype:
+        hf.model.to(dtype)
+    return hf

@@ -1,0 +1,116 @@
+"""One entry point from a model spec to a ``HookedTransformer`` in eval mode.
+
+A spec is a registered name (``list_models()``), a local Hugging Face directory, a ``.gguf`` file,
+or a TransformerLens/hub model name (``gpt2``), which needs network or a filled HF cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+from transformer_lens import HookedTransformer
+
+from ..errors import UsageError
+from ..hub import hub_reachable, offline_mode
+from .conversion import Processing, hooked_from_hf
+from .fused_attention import enable_fused_attention
+from .hf_loading import load_hf
+from .registry import list_models
+from .spec import ModelSpec
+from .weight_layout import use_linear_layout
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise UsageError(f"unknown device {device!r}: expected one of {', '.join(DEVICES)} or cuda:N")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r} requested but no CUDA device is available: use --device cpu or auto")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"device {device!r} does not exist: this machine has cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device 'mps' requested but MPS is not available here: use --device cpu or auto")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def known_hub_name(name: str) -> bool:
+    from transformer_lens import loading_from_pretrained as tl_loading
+
+    try:
+        tl_loading.get_official_model_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def unknown_model_message(text: str) -> str:
+    return (f"unknown model {text!r}: expected one of {', '.join(list_models())}, "
+            "a local Hugging Face directory, a .gguf file, or a TransformerLens model name such as gpt2")
+
+
+def load_model(
+    spec: str | ModelSpec,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    processing: Processing = Processing(),
+    prepend_bos: bool = False,
+    fast_paths: bool = False,
+) -> HookedTransformer:
+    """Load ``spec`` as a HookedTransformer in eval mode.
+
+    ``prepend_bos`` becomes ``cfg.default_prepend_bos`` so that ``model.to_tokens`` in a notebook
+    tokenizes as the experiments do. ``fast_paths`` (opt-in; the CLI turns it on) lays weights out
+    in memory as HF's (``weight_layout``) and routes the attention of allow-listed classes through
+    the fused kernel whenever nobody hooks its scores or pattern (``fused_attention``); values are
+    unchanged either way.
+    """
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    if spec.kind == "hub":
+        if not known_hub_name(spec.text):
+            raise UsageError(unknown_model_message(spec.text))
+        model = _from_hub(spec.text, torch_device, torch_dtype, processing, prepend_bos)
+    else:
+        model = hooked_from_hf(load_hf(spec, torch_dtype), torch_device, torch_dtype, processing, prepend_bos)
+    model.cfg.model_name = spec.slug
+    model.eval()
+    if fast_paths:
+        use_linear_layout(model)
+        enable_fused_attention(model)
+    return model
+
+
+def _from_hub(name, device, dtype, processing, prepend_bos) -> HookedTransformer:
+    if not offline_mode() and not hub_reachable():
+        raise UsageError(
+            f"cannot load {name!r}: the Hugging Face hub is unreachable; pass a local HF directory or a .gguf file "
+            "to --model (or, with the model in your HF cache, set HF_HUB_OFFLINE=1)"
+        )
+    try:
+        return HookedTransformer.from_pretrained(
+            name, device=str(device), dtype=dtype, default_prepend_bos=prepend_bos, **asdict(processing)
+        )
+    except OSError as err:
+        raise UsageError(
+            f"cannot load {name!r} from the Hugging Face hub ({type(err).__name__}): without network, "
+            "download it elsewhere and pass its local directory or a .gguf file to --model"
+        ) from err

@@ -1,0 +1,1 @@
+"""Running experiments: options, the experiment registry, run directories, the runner, batches."""

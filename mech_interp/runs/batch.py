@@ -1,0 +1,134 @@
+"""Batch reruns from a TOML or YAML file: models x experiments x layers, resumable.
+
+    [defaults]            # RunOptions fields for every run (device, dtype, prepend_bos, ...)
+    device = "cpu"
+
+    [[runs]]
+    models = ["smollm2-135m"]
+    experiments = ["feature_view", "attention"]
+    layers = [5, 11]      # optional: one run per layer for experiments that take one
+    params = { prompt = "Summer is warm. Winter is cold." }   # optional experiment parameters
+    options = { prepend_bos = true }                          # optional per-entry options
+
+Finished runs are skipped (their manifest exists), so rerunning the same command after a kill
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UsageError
+from .experiments import get_experiment
+from .options import RunOptions
+from .spec import RunSpec
+
+ENTRY_KEYS = {"models", "experiments", "layers", "params", "options"}
+TOP_KEYS = {"defaults", "runs"}
+
+
+def _malformed(path: Path, why: str) -> UsageError:
+    return UsageError(f"malformed config file {str(path)!r}: {why}")
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise UsageError(f"config file {str(path)!r} has suffix {path.suffix!r}: expected .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
+        raise _malformed(path, str(err).splitlines()[0]) from err
+    if not isinstance(data, dict):
+        raise _malformed(path, "expected a table with 'runs'")
+    return data
+
+
+def _list(value: Any, path: Path, where: str) -> list:
+    if isinstance(value, (str, int)):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise _malformed(path, f"{where} must be a non-empty list")
+    return value
+
+
+def _options(values: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise _malformed(path, f"{where} must be a table")
+    names = {f.name for f in dataclasses.fields(RunOptions)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise _malformed(path, f"unknown option {unknown[0]!r} in {where} (accepted: {', '.join(sorted(names))})")
+    return values
+
+
+def expand(path: str | Path) -> list[RunSpec]:
+    """Every run the config file asks for, validated, in file order."""
+    path = Path(path)
+    data = read_config(path)
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise _malformed(path, f"unknown key {unknown[0]!r} (accepted: {', '.join(sorted(TOP_KEYS))})")
+    defaults = _options(data.get("defaults", {}), path, "defaults")
+    entries = data.get("runs")
+    if not isinstance(entries, list) or not entries:
+        raise _malformed(path, "needs at least one [[runs]] entry")
+    specs = []
+    for i, entry in enumerate(entries):
+        where = f"runs[{i}]"
+        if not isinstance(entry, dict):
+            raise _malformed(path, f"{where} must be a table")
+        unknown = sorted(set(entry) - ENTRY_KEYS)
+        if unknown:
+            raise _malformed(path, f"unknown key {unknown[0]!r} in {where} (accepted: {', '.join(sorted(ENTRY_KEYS))})")
+        models = _list(entry.get("models", [RunOptions.model]), path, f"{where}.models")
+        experiments = _list(entry.get("experiments"), path, f"{where}.experiments")
+        layers = _list(entry["layers"], path, f"{where}.layers") if "layers" in entry else [None]
+        params = entry.get("params", {})
+        if not isinstance(params, dict):
+            raise _malformed(path, f"{where}.params must be a table")
+        options = {**defaults, **_options(entry.get("options", {}), path, f"{where}.options")}
+        accepted = {str(name): {f.name for f in dataclasses.fields(get_experiment(str(name)).config_cls)} for name in experiments}
+        stray = sorted(set(params) - set().union(*accepted.values()))
+        if stray:
+            raise _malformed(path, f"{where}.params: {stray[0]!r} is not a parameter of {', '.join(accepted)}")
+        for model in models:
+            for name in experiments:
+                fields = accepted[str(name)]
+                for layer in (layers if "layer" in fields else [None]):
+                    run_params = {k: v for k, v in params.items() if k in fields}
+                    if layer is not None:
+                        run_params["layer"] = layer
+                    try:
+                        spec = RunSpec(str(name), RunOptions(**{**options, "model": str(model)}), run_params)
+                        spec.config()  # validates parameter names and values now, not mid-batch
+                    except UsageError as err:
+                        raise _malformed(path, f"{where}: {err}") from err
+                    specs.append(spec)
+    _check_layers(specs, path)
+    return specs
+
+
+def _check_layers(specs: list[RunSpec], path: Path) -> None:
+    counts: dict[str, int | None] = {}
+    for spec in specs:
+        layer = spec.params.get("layer")
+        if layer is None:
+            continue
+        model = spec.options.model
+        if model not in counts:
+            counts[model] = spec.model_spec().metadata().n_layers  # from the registry or the file header
+        n = counts[model]
+        if n is not None and not -n <= layer < n:
+            raise _malformed(path, f"layer {layer} out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")

@@ -1,0 +1,162 @@
+"""Atomic run directories: tables (parquet + CSV), figures (HTML + PNG) and a JSON manifest.
+
+A run is built in ``<run_dir>.partial/`` and renamed to ``<run_dir>`` only once everything, the
+manifest last, is written, so a directory that exists under its final name is complete. One
+process at a time writes a run: it holds an ``flock`` on ``<run_dir>.partial`` from start to commit.
+Pieces saved with ``save_piece`` survive a kill inside ``.partial`` and are reused by the next
+attempt at the same run; each is stored under a hash of the run's identity (the whole resolved
+configuration, model included) and of its own key, so nothing another configuration or model
+computed is ever taken for it. Figures reference one ``plotly.min.js`` at the root of the results
+tree instead of embedding 4 MB each.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..scratch import atomic_write_text
+from .manifest import git_commit, package_versions
+
+MANIFEST = "manifest.json"
+# Out of space, read-only, no permission: the user's to fix, reported in one line.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (run_dir / MANIFEST).is_file()
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+
+
+def check_writable(out: Path) -> None:
+    """``--out`` must be a directory we can create files in; checked before any model loads."""
+    out = Path(out)
+    if str(out) in ("", "."):
+        raise UsageError(f"--out {str(out)!r} is not allowed: name a results directory (default: results)")
+    probe_dir = out
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UsageError(f"--out {str(out)!r}: {str(probe_dir)!r} is a file, not a directory")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {str(out)!r}: {str(probe_dir)!r} is not writable")
+
+
+def write_error(err: OSError, where: Path) -> UsageError:
+    return UsageError(f"cannot write results under {str(where)!r}: {os.strerror(err.errno)}")
+
+
+class RunWriter:
+    """Collects one run's outputs in ``<run_dir>.partial`` and publishes them with ``commit``."""
+
+    def __init__(self, run_dir: Path, results_root: Path, identity: dict[str, Any]):
+        self.run_dir = Path(run_dir)
+        self.results_root = Path(results_root)
+        self.partial = self.run_dir.with_name(self.run_dir.name + ".partial")
+        self.identity = identity
+        self.files: list[str] = []
+        self._lock = self._acquire_lock()
+
+    def _acquire_lock(self) -> int:
+        self.partial.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.partial, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"another process is writing {self.run_dir}: wait for it, or pass another --out") from None
+        return fd
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _dir(self) -> Path:
+        self.partial.mkdir(parents=True, exist_ok=True)
+        return self.partial
+
+    def _piece_path(self, key: dict[str, Any]) -> Path:
+        text = json.dumps({"identity": self.identity, "key": key}, sort_keys=True, default=str)
+        return self.partial / "pieces" / (hashlib.sha256(text.encode()).hexdigest()[:32] + ".json")
+
+    def load_piece(self, key: dict[str, Any]) -> Any | None:
+        path = self._piece_path(key)
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None  # absent, or cut short by a kill: recompute
+        same = saved.get("identity") == json.loads(json.dumps(self.identity, default=str))
+        return saved.get("value") if same and saved.get("key") == json.loads(json.dumps(key, default=str)) else None
+
+    def save_piece(self, key: dict[str, Any], value: Any) -> None:
+        path = self._piece_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"identity": self.identity, "key": key, "value": value}, default=str))
+
+    def table(self, name: str, df) -> None:
+        base = self._dir() / name
+        df.to_parquet(base.with_suffix(".parquet"), index=False)
+        df.to_csv(base.with_suffix(".csv"), index=False)
+        self.files += [f"{name}.parquet", f"{name}.csv"]
+
+    def text(self, name: str, text: str) -> None:
+        (self._dir() / name).write_text(text, encoding="utf-8")
+        self.files.append(name)
+
+    def figure(self, name: str, fig) -> None:
+        from ..viz.writing import ensure_plotly_js, write_figure
+
+        js = ensure_plotly_js(self.results_root)
+        written = write_figure(fig, self._dir() / name, os.path.relpath(js, self.run_dir))
+        self.files += [p.name for p in written]
+
+    def commit(self, manifest: dict[str, Any]) -> Path:
+        manifest = {
+            **manifest,
+            "identity": self.identity,
+            "files": sorted(self.files),
+            "packages": package_versions(),
+            "git_commit": git_commit(),
+            "command": sys.argv,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        shutil.rmtree(self._dir() / "pieces", ignore_errors=True)
+        atomic_write_text(self._dir() / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)  # a rerun (--force, or a changed configuration) replaces the old result
+        os.replace(self.partial, self.run_dir)
+        self._release()
+        return self.run_dir
+
+    def discard(self, keep_pieces: bool = False) -> None:
+        """Remove what this attempt wrote; ``keep_pieces`` leaves resumable pieces for the next."""
+        if keep_pieces and (self.partial / "pieces").is_dir():
+            for child in self.partial.iterdir():
+                if child.name != "pieces":
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.partial, ignore_errors=True)
+        self._release()
+        for parent in (self.run_dir.parent, self.results_root):  # no empty model directory left behind
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+            if parent == self.results_root:
+                break

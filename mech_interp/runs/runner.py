@@ -1,0 +1,123 @@
+"""Run one experiment on one model into its own results directory, skipping finished runs."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UsageError
+from .experiments import ExperimentResult, get_experiment
+from .options import RunOptions
+from .output import WRITE_ERRNOS, RunWriter, check_writable, is_complete, read_manifest, write_error
+from .spec import RunSpec
+
+LAYER_CONVENTION = "0-based TransformerLens blocks; 'layer L' is blocks.L.hook_resid_post (the paper's layer L+1)"
+
+
+def model_for(options: RunOptions):
+    from ..models.loading import load_model
+
+    return load_model(options.model, device=options.device, dtype=options.dtype, prepend_bos=options.prepend_bos,
+                      fast_paths=options.fast_paths)
+
+
+def model_info(model) -> dict[str, Any]:
+    cfg = model.cfg
+    return {"name": cfg.model_name, "source": getattr(cfg, "source", cfg.model_name), "n_layers": cfg.n_layers,
+            "n_heads": cfg.n_heads, "d_model": cfg.d_model, "d_vocab": cfg.d_vocab,
+            "architecture": cfg.original_architecture, "n_params": sum(p.numel() for p in model.parameters()),
+            "dtype": str(cfg.dtype), "device": str(cfg.device)}
+
+
+def run_state(spec: RunSpec, out: Path) -> tuple[str, str]:
+    """(``done`` | ``stale`` | ``new``, why): whether a complete run with this identity exists.
+    A complete run of another model under the same directory name is refused."""
+    run_dir = spec.run_dir(out)
+    if not is_complete(run_dir):
+        return "new", ""
+    manifest = read_manifest(run_dir)
+    identity = spec.identity()
+    done_source = (manifest.get("identity") or {}).get("options", {}).get("model", manifest.get("model_source"))
+    if done_source is not None and done_source != identity["options"]["model"]:
+        raise UsageError(f"{run_dir} holds a run of {done_source!r}, not {identity['options']['model']!r}: "
+                         "pass another --out, or --force to replace it")
+    if manifest.get("identity") == identity:
+        return "done", ""
+    return "stale", _difference(manifest.get("identity") or {}, identity)
+
+
+def _difference(old: dict, new: dict) -> str:
+    for part in ("experiment", "options", "config"):
+        a, b = old.get(part), new.get(part)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key):
+                    return f"{part}.{key} was {a.get(key)!r}, now {b.get(key)!r}"
+        elif a != b:
+            return f"{part} was {a!r}, now {b!r}"
+    return "recorded by an older version without its configuration"
+
+
+def execute(
+    spec: RunSpec,
+    out: Path,
+    model: Any | Callable[[], Any] | None = None,
+    force: bool = False,
+) -> tuple[Path, ExperimentResult | None]:
+    """Run ``spec`` unless an identical run is complete (then return ``(dir, None)``).
+
+    ``model`` may be a loaded model or a zero-argument loader, so batch runs share one model and
+    skipped runs never load one. Bad input raises ``UsageError`` before anything is written.
+    """
+    import torch
+
+    experiment = get_experiment(spec.experiment)
+    config = spec.config()
+    run_dir = spec.run_dir(out)
+    check_writable(out)
+    state, _ = run_state(spec, out) if not force else ("new", "")
+    if state == "done":
+        return run_dir, None
+    try:
+        writer = RunWriter(run_dir, out, spec.identity())
+    except OSError as err:
+        if err.errno in WRITE_ERRNOS:
+            raise write_error(err, Path(out)) from None
+        raise
+    try:
+        if model is None:
+            model = model_for(spec.options)
+        elif callable(model) and not isinstance(model, torch.nn.Module):
+            model = model()
+        torch.manual_seed(spec.options.seed)
+        started = time.time()
+        kwargs = {"pieces": writer} if "pieces" in inspect.signature(experiment.fn).parameters else {}
+        result = experiment.fn(model, spec.options, config, **kwargs)
+        for name, table in result.tables.items():
+            writer.table(name, table)
+        for name, fig in result.figures.items():
+            writer.figure(name, fig)
+        writer.text("summary.txt", "\n".join(result.lines) + "\n")
+        writer.commit({
+            "experiment": spec.experiment,
+            "model_source": spec.model_spec().source,
+            "options": asdict(spec.options),
+            "config": asdict(config),
+            "model": model_info(model),
+            "criterion": asdict(spec.options.criterion),
+            "tokenization": {"prepend_bos": spec.options.prepend_bos, "other_special_tokens": False},
+            "layer_convention": LAYER_CONVENTION,
+            "seed": spec.options.seed,
+            "seconds": round(time.time() - started, 2),
+            "summary": result.summary,
+        })
+    except BaseException as err:
+        # A kill or Ctrl-C keeps resumable pieces; any other failure leaves nothing behind.
+        writer.discard(keep_pieces=isinstance(err, KeyboardInterrupt))
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+            raise write_error(err, Path(out)) from None
+        raise
+    return run_dir, result

@@ -1,0 +1,50 @@
+"""Experiment 1: |a| of one layer's residual stream over (token, dim) for one prompt."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from ...data.tokens import encode
+from ...models.hook_names import check_layer, resid_post
+from ...runs.experiments import ExperimentResult
+from ...runs.options import RunOptions
+from ...viz.feature_view import feature_view_3d
+from .configs import FeatureViewConfig
+from .prompt_stats import default_layer, prompt_layer_stats
+
+
+def feature_view(model: HookedTransformer, options: RunOptions, config: FeatureViewConfig) -> ExperimentResult:
+    """3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)."""
+    tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
+    layer = check_layer(model.cfg.n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
+    stats = prompt_layer_stats(model, tokens, options.criterion)
+    layer = default_layer(stats, model) if layer is None else layer
+
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens[None].to(model.cfg.device), names_filter=resid_post(layer),
+                                        stop_at_layer=layer + 1, return_type=None)
+    acts = cache[resid_post(layer)][0].float().cpu()  # [pos, d_model]
+    token_strs = [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    n_pos, d_model = acts.shape
+    grid = pd.DataFrame({
+        "position": torch.arange(n_pos).repeat_interleave(d_model).numpy(),
+        "token": [token_strs[p] for p in range(n_pos) for _ in range(d_model)],
+        "dim": torch.arange(d_model).repeat(n_pos).numpy(),
+        "value": acts.flatten().numpy(),
+    })
+    grid["abs"] = grid["value"].abs()
+    massive = stats.massive[stats.massive["layer"] == layer][["position", "token", "dim"]].copy()
+    massive = massive.merge(grid[["position", "dim", "value", "abs"]], on=["position", "dim"])
+    median = float(grid["abs"].median())
+    title = f"{model.cfg.model_name}: |a| at block {layer} resid_post, prompt {config.prompt!r}"
+    lines = [f"feature view, block {layer}: median |a| {median:.3g}, max |a| {grid['abs'].max():.4g}"]
+    lines += [f"  massive: position {r.position} {r.token!r} dim {r.dim} value {r.value:.1f}" for r in massive.itertuples()]
+    return ExperimentResult(
+        tables={"activations": grid, "massive_entries": massive.reset_index(drop=True)},
+        figures={"feature_view_3d": feature_view_3d(grid, massive, title)},
+        summary={"layer": layer, "median_abs": median, "max_abs": float(grid["abs"].max()),
+                 "massive": massive[["position", "dim", "value"]].to_dict("records"), "tokens": token_strs},
+        lines=lines,
+    )
