@@ -1,5 +1,5 @@
-# The two entry points of the README. Both install what is missing first.
-.PHONY: install study test bench
+# The two entry points of the README (study, test). Both install what is missing first.
+.PHONY: install study test test-fast bench
 
 install:
 	@bash scripts/install.sh
@@ -7,8 +7,13 @@ install:
 study: install
 	.venv/bin/mech-interp study
 
+# Every tier: unit, integration (tiny models), acceptance (real SmolLM2, ../shared/data, the notebook).
 test: install
 	.venv/bin/python -m pytest -q
+
+# Unit and integration tiers only (a few minutes): for the edit-test loop.
+test-fast: install
+	.venv/bin/python -m pytest -q -m "not acceptance"
 
 bench: install
 	.venv/bin/python bench/bench_layer_stats.py

@@ -11,7 +11,7 @@ Over the same token windows it compares
   (a) floor: the bare Hugging Face base model, ``hf.model.model(ids, use_cache=False)``, no
       hooks, no lm_head (``use_cache=False`` so that no KV cache is built: the lowest floor);
   (b) ``collect_layer_stats(model, batches)`` over every ``blocks.L.hook_resid_post``, with the
-      fused attention path that ``load_model`` turns on by default;
+      fused attention path that ``load_model(..., fast_paths=True)`` turns on (the CLI's default);
   (c) ``model.run_with_cache(..., names_filter=resid_post, return_type=None)`` followed by the
       same statistics (top-3 |a|, median |a| per layer and sequence) computed from the cache;
   (d) a bare HookedTransformer forward, ``model(tokens, return_type=None)`` (no unembed), to
@@ -79,12 +79,12 @@ class Context:
 
         torch.set_num_threads(args.threads)
         import mech_interp as mi  # first: makes torchvision importable for transformer_lens
-        from mech_interp.text_sources import load_text
-        from mech_interp.tokens import windows
+        from mech_interp.data.texts import load_text
+        from mech_interp.data.tokens import windows
 
         self.hf = mi.load_hf(args.model)
         self.hf.model.eval()
-        self.model = mi.load_model(args.model, device="cpu") if set(methods) - {"a"} else None
+        self.model = mi.load_model(args.model, device="cpu", fast_paths=True) if set(methods) - {"a"} else None
         if "a" not in methods:
             self.hf = type("TokOnly", (), {"tokenizer": self.hf.tokenizer})()  # drop the HF weights
             gc.collect()
@@ -105,7 +105,7 @@ def run_a(ctx: Context, batches):
 
 
 def run_b(ctx: Context, batches):
-    from mech_interp.layer_stats import collect_layer_stats
+    from mech_interp.metrics.layer_stats import collect_layer_stats
 
     return collect_layer_stats(ctx.model, batches, progress=False)
 
@@ -114,7 +114,7 @@ def run_c(ctx: Context, batches, k: int = 3):
     """Cache every resid_post, then top-k |a| and median |a| per (layer, sequence); returns the
     per-layer means over sequences, [n_layers, k + 1] (top1..topk, median)."""
     import torch
-    from mech_interp.layer_stats import resid_post
+    from mech_interp.models.hook_names import resid_post
 
     n_layers = ctx.model.cfg.n_layers
     sums = torch.zeros(n_layers, k + 1, dtype=torch.float64)
@@ -140,7 +140,7 @@ def run_d(ctx: Context, batches):
 
 
 def run_e(ctx: Context, batches):
-    from mech_interp.fused_attention import disable_fused_attention, enable_fused_attention
+    from mech_interp.models.fused_attention import disable_fused_attention, enable_fused_attention
 
     disable_fused_attention(ctx.model)
     try:
