@@ -7,7 +7,8 @@ call ``scaled_dot_product_attention`` instead. All other hook points (q, k, v, r
 still fire with the same values.
 
 Opt-in and allow-listed: ``enable_fused_attention`` gives the fused forward only to blocks whose
-attention class is in ``FUSED_CLASSES`` (the classes the parity tests cover), by switching the
+attention class is in ``FUSED_CLASSES`` and whose model family is in ``FUSED_ARCHITECTURES`` (the
+ones tests/test_architectures.py checks against HF with the fused path running), by switching the
 block's attention to a subclass that owns the fast path. At run time the subclass still takes
 TransformerLens' own forward whenever a hook sits on the scores or the pattern (e.g.
 ``run_with_cache``) or the call uses anything the fused path does not cover (KV cache, padding
@@ -26,6 +27,17 @@ from transformer_lens.components.abstract_attention import AbstractAttention
 
 def _hooked(hook_point: torch.nn.Module) -> bool:
     return bool(hook_point._forward_hooks or hook_point._backward_hooks)
+
+
+# Families whose attention is plain scaled dot-product once q, k and rotary are computed. Left out,
+# because they need what the fused path does not do: Qwen3, Gemma 3, Apertus, OLMo 2/3, OLMoE
+# (q/k RMSNorm), Gemma 2 (score soft-capping), GPT-OSS (attention sinks), BLOOM (ALiBi), OLMo (q/k/v
+# clipping). Sliding-window ("local") layers of listed families take the explicit path at run time.
+FUSED_ARCHITECTURES = frozenset({
+    "GPT2LMHeadModel", "GPTNeoForCausalLM", "GPTJForCausalLM", "GPTNeoXForCausalLM", "OPTForCausalLM",
+    "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM", "PhiForCausalLM",
+    "Phi3ForCausalLM", "GemmaForCausalLM",
+})
 
 
 def _fusable(attn: AbstractAttention, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias) -> bool:
@@ -47,7 +59,7 @@ def _fusable(attn: AbstractAttention, past_kv_cache_entry, additive_attention_ma
         and not getattr(cfg, "use_qk_norm", False)
         and cfg.clip_qkv is None
         and not (cfg.attn_scores_soft_cap and cfg.attn_scores_soft_cap > 0)
-        and cfg.original_architecture not in ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+        and cfg.original_architecture in FUSED_ARCHITECTURES
     )
 
 
@@ -99,9 +111,10 @@ def enable_fused_attention(model: HookedTransformer) -> list[int]:
     """Give every block whose attention class is allow-listed the fused forward (idempotent);
     returns the blocks that have it."""
     fused = []
+    allowed = model.cfg.original_architecture in FUSED_ARCHITECTURES
     for i, block in enumerate(model.blocks):
         cls = type(block.attn)
-        if cls in FUSED_CLASSES:
+        if allowed and cls in FUSED_CLASSES:
             block.attn.__class__ = FUSED_CLASSES[cls]
         if type(block.attn) in _PLAIN:
             fused.append(i)
