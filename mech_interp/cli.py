@@ -5,7 +5,9 @@
     mech-interp batch runs.toml            # many runs, resumable
 
 Layers are 0-based TransformerLens blocks: ``--layer L`` means ``blocks.L.hook_resid_post``.
-Bad input prints one line to stderr and exits with status 2, before anything is written.
+Bad input prints one line to stderr and exits with status 2, before anything is written; every run
+of a study or batch is checked before the first starts. Ctrl-C prints one line and exits with 130,
+keeping finished runs and resumable pieces.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 from .errors import UsageError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         _add_fields(p, RunOptions)
-        p.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
+        p.add_argument("--out", default="results", help="results root (default: results)")
         p.add_argument("--force", action="store_true", help="rerun even if the run directory is complete")
 
     study = sub.add_parser("study", help="all four experiments (the main job)")
@@ -92,10 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(experiment=name)
     batch = sub.add_parser("batch", help="run every entry of a TOML/YAML config file; resumable")
     batch.add_argument("config", type=Path)
-    batch.add_argument("--out", type=Path, default=Path("results"))
+    batch.add_argument("--out", default="results", help="results root (default: results)")
     batch.add_argument("--force", action="store_true")
     sub.add_parser("models", help="list the registered models")
     return parser
+
+
+def _report(line: str) -> None:
+    print(line, flush=True)
 
 
 def _status(run_dir: Path, result) -> str:
@@ -110,7 +117,7 @@ def _print_result(run_dir: Path, result) -> None:
 def _study(ns: argparse.Namespace) -> None:
     from .errors import NothingToMeasure
     from .runs.options import RunOptions
-    from .runs.runner import execute, model_for
+    from .runs.runner import check_runs, execute, model_for
     from .runs.spec import RunSpec
     from .studies.lm import STUDY
 
@@ -123,8 +130,7 @@ def _study(ns: argparse.Namespace) -> None:
             "datasets": [d.strip() for d in ns.datasets.split(",") if d.strip()] if ns.datasets else None}.items() if v is not None},
     }
     specs = [RunSpec(name, options, params.get(name, {})) for name in STUDY]
-    for spec in specs:
-        spec.config()
+    check_runs(specs)  # all four, before the first writes anything
     loaded = {}
 
     def model():
@@ -136,7 +142,7 @@ def _study(ns: argparse.Namespace) -> None:
     summaries = []
     for spec in specs:
         try:
-            run_dir, result = execute(spec, ns.out, model, force=ns.force)
+            run_dir, result = execute(spec, ns.out, model, force=ns.force, report=_report)
         except NothingToMeasure as err:  # the other experiments still say something about the model
             print(f"[skip] {spec.experiment}: {err}")
             summaries.append(f"{spec.experiment}: not run: {err}")
@@ -151,14 +157,14 @@ def _study(ns: argparse.Namespace) -> None:
 def _single(ns: argparse.Namespace) -> None:
     from .runs.experiments import get_experiment
     from .runs.options import RunOptions
-    from .runs.runner import execute
+    from .runs.runner import check_runs, execute
     from .runs.spec import RunSpec
 
     options = RunOptions(**_collect(ns, RunOptions))
     options.criterion
     spec = RunSpec(ns.experiment, options, _collect(ns, get_experiment(ns.experiment).config_cls))
-    spec.config()
-    _print_result(*execute(spec, ns.out, force=ns.force))
+    check_runs([spec])
+    _print_result(*execute(spec, ns.out, force=ns.force, report=_report))
 
 
 def _batch(ns: argparse.Namespace) -> None:
@@ -180,7 +186,7 @@ def _batch(ns: argparse.Namespace) -> None:
                 cache[key] = model_for(o)
             return cache[key]
 
-        run_dir, result = execute(spec, ns.out, model, force=ns.force)
+        run_dir, result = execute(spec, ns.out, model, force=ns.force, report=tqdm.write)
         done, skipped = done + (result is not None), skipped + (result is None)
         tqdm.write(f"[{'done' if result is not None else 'skip'}] {run_dir}")
     print(f"{len(specs)} runs: {done} run now, {skipped} already complete")
@@ -193,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        if ns.command in ("study", "batch") or hasattr(ns, "experiment"):
+            from .runs.output import check_writable
+
+            check_writable(ns.out)  # before the config file, the models or the texts are read
         if ns.command == "models":
             from .models.registry import list_models, model_entry
 
@@ -206,9 +216,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _single(ns)
     except UsageError as err:
-        print(f"mech-interp: error: {err}", file=sys.stderr)
+        print(f"mech-interp: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nmech-interp: interrupted: finished runs are kept; the same command resumes the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as err:
+        from .runs.output import WRITE_ERRNOS
+
+        if err.errno not in WRITE_ERRNOS:
+            raise  # not the user's to fix: a bug, shown with its traceback
+        print(f"mech-interp: error: cannot write {err.filename or getattr(ns, 'out', '')!s}: {err.strerror}", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split("\n"))
 
 
 if __name__ == "__main__":

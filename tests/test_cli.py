@@ -200,7 +200,7 @@ def test_study_on_a_planted_model_end_to_end(tmp_path, capsys, planted_dir):
     root = out / "planted-gpt2"
     assert {p.name for p in root.iterdir()} == {"feature_view", "layerwise__n_seqs=2", "intervention__datasets=builtin__n_windows=2", "attention"}
     summary = stdout.split("=== summary: ")[1]  # one summary at the end, after every progress bar
-    assert "first massive layer: 2" in summary and "set_zero" in summary and "massive-token positions" in summary
+    assert "first massive layer: 2" in summary and "set_zero" in summary and "\nattention: " in summary
     feature = json.loads((root / "feature_view" / "manifest.json").read_text())["summary"]
     assert feature["layer"] == 2 and {m["dim"] for m in feature["massive"]} == {17}
     ppl = pd.read_csv(root / "intervention__datasets=builtin__n_windows=2" / "perplexity.csv")
@@ -271,33 +271,45 @@ def test_models_sharing_a_directory_name_never_pass_for_each_other(tmp_path, cap
 
 
 def test_batch_killed_for_real_resumes(tmp_path):
-    """SIGKILL a batch mid-way: no directory looks complete without being so, and the rerun
-    finishes exactly what is missing."""
-    import signal
-    import time
-
+    """SIGKILL a batch in the middle of its second run (the process kills itself while writing
+    that run's first table, so where the kill lands does not depend on timing): the first run is
+    complete, nothing else looks complete, and the rerun finishes exactly the other two."""
     config = tmp_path / "runs.toml"
     config.write_text(
         "[defaults]\ndevice = 'cpu'\n[[runs]]\nmodels = ['random:llama-tiny']\nexperiments = ['layerwise']\n"
-        "params = { n_seqs = 40, seq_len = 256 }\n"
-        "[[runs]]\nmodels = ['random:llama-tiny']\nexperiments = ['layerwise']\nparams = { n_seqs = 41, seq_len = 256 }\n"
-        "[[runs]]\nmodels = ['random:llama-tiny']\nexperiments = ['layerwise']\nparams = { n_seqs = 42, seq_len = 256 }\n"
+        "params = { n_seqs = 4, seq_len = 64 }\n"
+        "[[runs]]\nmodels = ['random:llama-tiny']\nexperiments = ['layerwise']\nparams = { n_seqs = 5, seq_len = 64 }\n"
+        "[[runs]]\nmodels = ['random:llama-tiny']\nexperiments = ['layerwise']\nparams = { n_seqs = 6, seq_len = 64 }\n"
     )
     out = tmp_path / "results"
-    exe = Path(sys.executable).parent / "mech-interp"
-    proc = subprocess.Popen([str(exe), "batch", str(config), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not list(out.glob("*/*/manifest.json")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    complete = {p.parent.name for p in out.glob("*/*/manifest.json")}
-    assert 0 < len(complete) < 3, f"the kill should land between runs; complete: {complete}"
+    killer = (
+        "import os, signal, sys\n"
+        "from mech_interp import cli\n"
+        "from mech_interp.runs.output import RunWriter\n"
+        "commits, table = [], RunWriter.table\n"
+        "def table_then_die(self, name, df):\n"
+        "    table(self, name, df)\n"
+        "    if commits:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "commit = RunWriter.commit\n"
+        "def counted(self, manifest):\n"
+        "    commits.append(commit(self, manifest))\n"
+        "    return commits[-1]\n"
+        "RunWriter.table, RunWriter.commit = table_then_die, counted\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", killer, "batch", str(config), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == -9, proc.stderr
+    complete = sorted(p.parent.name for p in out.glob("*/*/manifest.json"))
+    assert complete == ["layerwise__n_seqs=4__seq_len=64"]
+    partial = out / "random-llama-tiny" / "layerwise__n_seqs=5__seq_len=64.partial"
+    assert (partial / "layerwise.parquet").is_file()  # killed mid-write of the second run
     for run_dir in out.glob("*/*"):  # anything under its final name is complete
         assert run_dir.name.endswith(".partial") or (run_dir / "manifest.json").is_file()
 
+    exe = Path(sys.executable).parent / "mech-interp"
     rerun = subprocess.run([str(exe), "batch", str(config), "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"3 runs: {3 - len(complete)} run now, {len(complete)} already complete" in rerun.stdout
+    assert "3 runs: 2 run now, 1 already complete" in rerun.stdout
     assert len(list(out.glob("*/*/manifest.json"))) == 3 and not list(out.glob("*/*.partial"))

@@ -27,3 +27,36 @@ def test_hub_text_offline_is_a_usage_error_at_once(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(mi.UsageError, match="text source 'someone/corpus' is not available .*hub is unreachable"):
         load_text("hf:someone/corpus")
+
+
+def test_c4_and_pg19_are_joined_and_tokenized_as_the_paper(monkeypatch):
+    """The paper's loader joins C4 / PG-19 documents with one space and keeps the tokenizer's
+    default special tokens; WikiText rows are joined with a blank line and get none."""
+    import sys
+    import types
+
+    calls = []
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return {"text": ["first doc.", "second doc."]}
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.setattr(text_sources, "hub_reachable", lambda: True)
+    monkeypatch.setattr(text_sources, "find_data", lambda relative: None)  # no local mirror: the hub path
+    c4, pg19, wikitext = load_text("c4"), load_text("pg19"), load_text("wikitext2")
+    assert calls == [("NeelNanda/c4-10k", None, "train[:5000]"), ("emozilla/pg19", None, "validation[:5]"),
+                     ("Salesforce/wikitext", "wikitext-2-raw-v1", "test")]
+    assert c4.text == pg19.text == "first doc. second doc." and c4.special_tokens and pg19.special_tokens
+    assert wikitext.text == "first doc.\n\nsecond doc." and not wikitext.special_tokens
+
+
+def test_local_text_files_are_read_strictly(tmp_path):
+    (tmp_path / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(mi.UsageError, match=r"is not UTF-8 \(byte 0xe9 at offset 3\)"):
+        load_text(str(tmp_path / "latin.txt"))  # never decoded with replacement characters
+    with pytest.raises(mi.UsageError, match="is a directory"):
+        load_text(str(tmp_path))
+    (tmp_path / "ok ü.txt").write_text("Grüße. ", encoding="utf-8")
+    source = load_text(str(tmp_path / "ok ü.txt"))
+    assert source.text == "Grüße. " and source.name == "ok ü.txt" and not source.special_tokens

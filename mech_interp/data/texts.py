@@ -2,11 +2,26 @@
 
 Named datasets look for a local mirror first (directories in ``$MECH_INTERP_DATA``, separated by
 ``os.pathsep``, then ``../shared/data`` beside the checkout), then the Hugging Face hub through
-``datasets``. Upstream conventions: documents joined with "\\n\\n".
+``datasets``.
+
+How each named text is joined and tokenized, against the paper's code (Sun et al. 2024):
+
+- ``wikitext2``: the test split's rows joined with "\\n\\n", tokenized without special tokens (as
+  the paper). The paper evaluates every window; the CLI's default ``--n-windows 32`` takes the
+  first 32 (``--n-windows 0`` takes all).
+- ``c4``: the first 5000 documents of ``NeelNanda/c4-10k`` (train), ``pg19``: the first 5 books of
+  ``emozilla/pg19`` (validation). As the paper's loader, documents are joined with a single " " and
+  tokenized with the tokenizer's default special tokens (``TextSource.special_tokens``; one BOS at
+  the start of the stream for LLaMA tokenizers). The paper evaluates the first 100 windows of 4096
+  tokens; here the window length is ``--seq-len`` (512 by default, capped by the model's context) and
+  the count ``--n-windows``, so the numbers are comparable in kind, not digit for digit.
+- a text file: read as UTF-8 (a file that is not is refused, not decoded with replacement
+  characters), tokenized without special tokens.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +32,7 @@ from ..hub import hub_reachable, offline_mode
 from .locations import find_data
 
 BUILTIN = "builtin"
+WIKITEXT2_FILE = "wikitext-2-raw/wiki.test.raw"
 
 
 @dataclass(frozen=True)
@@ -27,7 +43,8 @@ class TextSource:
     special_tokens: bool = False  # tokenize with the tokenizer's default special tokens (as the paper's loader does)
 
 
-def _from_hub(dataset: str, config: str | None, split: str, limit: int | None = None, field: str = "text") -> TextSource:
+def _from_hub(dataset: str, config: str | None, split: str, limit: int | None = None, field: str = "text",
+              joiner: str = "\n\n", special_tokens: bool = False) -> TextSource:
     if not offline_mode("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") and not hub_reachable():
         raise UsageError(
             f"text source {dataset!r} is not available (the Hugging Face hub is unreachable; with a cached copy "
@@ -43,26 +60,51 @@ def _from_hub(dataset: str, config: str | None, split: str, limit: int | None = 
             f"text source {dataset!r} is not available ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
             "pass a local text file instead"
         ) from err
-    return TextSource(name=dataset, text="\n\n".join(rows), origin=f"hf:{dataset}/{config or ''}/{spec}")
+    return TextSource(name=dataset, text=joiner.join(rows), origin=f"hf:{dataset}/{config or ''}/{spec}",
+                      special_tokens=special_tokens)
+
+
+def read_text_file(path: Path, what: str, shown: str | None = None) -> str:
+    """The UTF-8 text of ``path``; anything else (absent, a directory, not UTF-8, empty) is refused
+    in one line naming it. ``what`` says which kind of file it is ("text file", "data file")."""
+    shown = shown if shown is not None else str(path)
+    if path.is_dir():
+        raise UsageError(f"{what} {shown!r} is a directory: expected a UTF-8 text file")
+    if not path.is_file():
+        raise UsageError(
+            f"{what} {shown!r} does not exist: expected a file path or one of {', '.join(NAMED)}, hf:NAME[:CONFIG[:SPLIT]]"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"{what} {shown!r} cannot be read: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{what} {shown!r} is not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}): "
+                         "convert it to UTF-8") from None
+    if not text.strip():
+        raise UsageError(f"{what} {shown!r} is empty: expected some text")
+    return text
 
 
 def _wikitext2() -> TextSource:
-    local = find_data("wikitext-2-raw/wiki.test.raw")
+    local = find_data(WIKITEXT2_FILE)
     if local is not None:
         # The hub dataset's rows are the file's lines (newline kept, blank lines as ""), and the
         # paper joins rows with "\n\n"; doing the same here makes the local file give the hub's text.
-        with local.open(encoding="utf-8") as f:
-            rows = [line if line.strip() else "" for line in f]
+        text = read_text_file(local, "data file")
+        rows = [line if line.strip() else "" for line in io.StringIO(text, newline=None)]  # as a text-mode file reads it
         return TextSource("wikitext2", "\n\n".join(rows), f"{local} (lines as hub rows, joined with \\n\\n)")
     return _from_hub("Salesforce/wikitext", "wikitext-2-raw-v1", "test")
 
 
 def _c4() -> TextSource:
-    return _from_hub("NeelNanda/c4-10k", None, "train", limit=5000)
+    return _from_hub("NeelNanda/c4-10k", None, "train", limit=5000, joiner=" ", special_tokens=True)
 
 
 def _pg19() -> TextSource:
-    return _from_hub("emozilla/pg19", None, "validation", limit=5)
+    return _from_hub("emozilla/pg19", None, "validation", limit=5, joiner=" ", special_tokens=True)
 
 
 def _builtin() -> TextSource:
@@ -76,11 +118,25 @@ NAMED: dict[str, Callable[[], TextSource]] = {
     "c4": _c4,
     "pg19": _pg19,
 }
+# Named texts that may come from a local mirror, checked before a run like any local file.
+_MIRRORS = {"wikitext2": WIKITEXT2_FILE}
 
 
 def is_local_file(spec: str) -> bool:
     """Whether ``load_text(spec)`` reads a file path (rather than a named or hub source)."""
     return spec not in NAMED and not spec.startswith("hf:")
+
+
+def check_text(spec: str) -> None:
+    """Refuse, without tokenizing anything, a text that cannot load from local files: a missing,
+    unreadable, non-UTF-8 or empty text file, or such a local mirror of a named dataset. Hub
+    sources are not probed here (a run notes them as unavailable when it cannot reach them)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError(f"text {spec!r} is not allowed: expected {', '.join(NAMED)}, hf:NAME[:CONFIG[:SPLIT]] or a text file")
+    if is_local_file(spec):
+        read_text_file(Path(spec).expanduser(), "text file", spec)
+    elif spec in _MIRRORS and (local := find_data(_MIRRORS[spec])) is not None:
+        read_text_file(local, "data file")
 
 
 def load_text(spec: str) -> TextSource:
@@ -91,11 +147,5 @@ def load_text(spec: str) -> TextSource:
         name, config, split = (spec[3:].split(":") + [None, None])[:3]
         return _from_hub(name, config or None, split or "test")
     path = Path(spec).expanduser()
-    if not path.is_file():
-        raise UsageError(
-            f"text file {spec!r} does not exist: expected a file path or one of {', '.join(NAMED)}, hf:NAME[:CONFIG[:SPLIT]]"
-        )
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise UsageError(f"text file {spec!r} is empty")
+    text = read_text_file(path, "text file", spec)
     return TextSource(path.name, text, str(path.resolve()))

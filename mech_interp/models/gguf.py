@@ -3,11 +3,14 @@
 Dequantizing takes ~16 s for a 135M model; the converted model is saved once under
 ``$MECH_INTERP_CACHE`` (default ``~/.cache/mech_interp``), keyed by the file's name, size and
 mtime, and later loads read that directory. ``MECH_INTERP_CACHE=off`` disables the cache. A cache
-entry that cannot be read is removed and rebuilt from the GGUF, with a warning.
+entry that cannot be read whole is removed and rebuilt from the GGUF, with a warning (or, when it
+cannot be removed, refused in one line saying which directory to delete). The scratch directory of
+a conversion killed half-way is removed by the next load of the same file.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import struct
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UsageError
-from ..scratch import scratch_path
+from ..scratch import remove_stale, scratch_path
 from .hf_model import HFModel
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -29,6 +32,7 @@ class GGUFHeader:
     architecture: str  # GGUF's name, e.g. "llama", "qwen2"
     block_count: int | None
     n_tensors: int
+    context_length: int | None = None
 
 
 class _Truncated(Exception):
@@ -42,33 +46,71 @@ def _read(f: BinaryIO, n: int) -> bytes:
     return data
 
 
-def _value(f: BinaryIO, kind: int) -> Any:
+def _skip(f: BinaryIO, n: int, size: int) -> None:
+    if f.tell() + n > size:
+        raise _Truncated
+    f.seek(n, os.SEEK_CUR)
+
+
+def _value(f: BinaryIO, kind: int, size: int) -> Any:
     if kind in _SCALARS:
         fmt = _SCALARS[kind]
         return struct.unpack(fmt, _read(f, struct.calcsize(fmt)))[0]
     if kind == _STRING:
         (n,) = struct.unpack("<Q", _read(f, 8))
+        if n > 1 << 20:  # keys and names are short; a huge length is a damaged file, not a string to read
+            _skip(f, n, size)
+            return None
         return _read(f, n).decode("utf-8", errors="replace")
     if kind == _ARRAY:
         item_kind, n = struct.unpack("<IQ", _read(f, 12))
         if item_kind in _SCALARS:  # skipped, not parsed: vocabularies hold ~50k entries
-            _read(f, n * struct.calcsize(_SCALARS[item_kind]))
-            return None
-        return [_value(f, item_kind) for _ in range(n)]
+            _skip(f, n * struct.calcsize(_SCALARS[item_kind]), size)
+        elif item_kind == _STRING:
+            for _ in range(n):
+                (length,) = struct.unpack("<Q", _read(f, 8))
+                _skip(f, length, size)
+        else:
+            for _ in range(n):
+                _value(f, item_kind, size)
+        return None
     raise ValueError(f"unknown GGUF value type {kind}")
 
 
+def _tensor_bytes(kind: int, shape: list[int]) -> int | None:
+    try:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+    except (ImportError, ValueError, KeyError):
+        return None  # a type this gguf package does not know: its size is not checked
+    count = 1
+    for d in shape:
+        count *= d
+    return count // block * type_size
+
+
 def read_header(path: Path) -> GGUFHeader:
-    """Architecture and block count from the key/value header (reads no tensor data)."""
+    """Architecture, block count and context length from the header, which is read whole (key/value
+    pairs and tensor descriptions, no tensor data) so that a damaged or truncated file is refused
+    here, in one line, instead of after a minute of dequantizing."""
+    path = Path(path)
     if path.is_dir():
         raise UsageError(f"GGUF file {str(path)!r} is a directory: expected a .gguf file")
     if not path.is_file():
         raise UsageError(f"GGUF file {str(path)!r} does not exist")
+    stat = path.stat()
+    return _read_header(path, stat.st_size, stat.st_mtime_ns)  # parsing, validation and metadata read it once
+
+
+@functools.lru_cache(maxsize=16)
+def _read_header(path: Path, size: int, mtime_ns: int) -> GGUFHeader:
     try:
         with path.open("rb") as f:
             magic = f.read(4)
             if magic != b"GGUF":
-                raise UsageError(f"{str(path)!r} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+                raise UsageError(f"{str(path)!r} is not a GGUF file (it starts with {magic!r}, not b'GGUF')"
+                                 + (": the file is empty" if size == 0 else ""))
             version, n_tensors, n_kv = struct.unpack("<IQQ", _read(f, 20))
             if version < 2:
                 raise UsageError(f"{str(path)!r} is GGUF version {version}: expected version 2 or 3")
@@ -77,19 +119,34 @@ def read_header(path: Path) -> GGUFHeader:
                 (key_len,) = struct.unpack("<Q", _read(f, 8))
                 key = _read(f, key_len).decode("utf-8", errors="replace")
                 (kind,) = struct.unpack("<I", _read(f, 4))
-                fields[key] = _value(f, kind)
-                arch = fields.get("general.architecture")
-                if arch is not None and f"{arch}.block_count" in fields:
-                    break
+                fields[key] = _value(f, kind, size)
+            data_end = 0
+            for _ in range(n_tensors):
+                (name_len,) = struct.unpack("<Q", _read(f, 8))
+                _skip(f, name_len, size)
+                (n_dims,) = struct.unpack("<I", _read(f, 4))
+                shape = list(struct.unpack(f"<{n_dims}Q", _read(f, 8 * n_dims)))
+                kind, offset = struct.unpack("<IQ", _read(f, 12))
+                data_end = max(data_end, offset + (_tensor_bytes(kind, shape) or 1))
+            alignment = fields.get("general.alignment") or 32
+            data_start = -(-f.tell() // alignment) * alignment
+            if n_tensors and data_start + data_end > size:
+                raise _Truncated
+    except UsageError:
+        raise
     except _Truncated:
-        raise UsageError(f"GGUF file {str(path)!r} is truncated (its header ends early): download it again") from None
+        raise UsageError(f"GGUF file {str(path)!r} is truncated ({size} bytes, shorter than its header says): "
+                         "download it again") from None
     except (ValueError, struct.error, OverflowError, MemoryError) as err:
         raise UsageError(f"GGUF file {str(path)!r} has a corrupt header ({err}): download it again") from None
+    except OSError as err:
+        raise UsageError(f"GGUF file {str(path)!r} cannot be read: {err.strerror}") from None
     arch = fields.get("general.architecture")
     if not isinstance(arch, str):
         raise UsageError(f"GGUF file {str(path)!r} names no general.architecture: not a model file")
-    count = fields.get(f"{arch}.block_count")
-    return GGUFHeader(arch, int(count) if count is not None else None, n_tensors)
+    count, context = fields.get(f"{arch}.block_count"), fields.get(f"{arch}.context_length")
+    return GGUFHeader(arch, int(count) if isinstance(count, int) else None, n_tensors,
+                      int(context) if isinstance(context, int) else None)
 
 
 def cache_root() -> Path | None:
@@ -108,29 +165,58 @@ def _cache_dir(path: Path) -> Path | None:
 
 
 def load_gguf(path: Path) -> HFModel:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from .architectures import check_gguf_architecture
 
     header = read_header(path)
     check_gguf_architecture(header.architecture, path)  # before ~a minute of dequantizing
     cached = _cache_dir(path)
-    if cached is not None and (cached / "config.json").is_file():
-        try:
-            model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
-            model.eval()
-            return HFModel(model=model, tokenizer=AutoTokenizer.from_pretrained(cached),
-                           source=f"gguf:{path} (cached at {cached})")
-        except Exception as err:  # a cache entry damaged by a full disk or an editor: rebuild it
-            warnings.warn(f"the cached conversion {cached} cannot be read ({type(err).__name__}); rebuilding it from {path}")
-            shutil.rmtree(cached, ignore_errors=True)
+    if cached is not None:
+        remove_stale(cached)  # the scratch of a conversion whose process was killed
+        if cached.exists():
+            hf = _load_cached(path, cached)
+            if hf is not None:
+                return hf
+    model, tokenizer = _dequantize(path)
+    if cached is not None:
+        _save_atomically(model, tokenizer, cached)
+    return HFModel(model=model, tokenizer=tokenizer, source=f"gguf:{path}")
+
+
+def _load_cached(path: Path, cached: Path) -> HFModel | None:
+    """The cached conversion, or None when it is damaged (then it is removed, to be rebuilt). A
+    damaged entry is never loaded in part: missing tensors would be initialised at random."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, output_loading_info=True)
+        wrong = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: {sorted(map(str, next(iter(wrong.values()))))[:3]}")
+        tokenizer = AutoTokenizer.from_pretrained(cached)
+    except Exception as err:  # a cache entry damaged by a full disk, a kill or an editor: rebuild it
+        why = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+        shutil.rmtree(cached, ignore_errors=True)
+        if cached.exists():
+            raise UsageError(f"the cached conversion {str(cached)!r} of {str(path)!r} is damaged ({why}) and cannot be "
+                             f"removed: delete it (rm -r {str(cached)!r}) or set MECH_INTERP_CACHE=off") from None
+        warnings.warn(f"the cached conversion {cached} was damaged ({why}); rebuilding it from {path}", stacklevel=2)
+        return None
+    model.eval()
+    return HFModel(model=model, tokenizer=tokenizer, source=f"gguf:{path} (cached at {cached})")
+
+
+def _dequantize(path: Path):
+    """(float32 HF model, tokenizer) from the GGUF file: the slow step the cache saves."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (ValueError, OSError, KeyError, struct.error) as err:
-        raise UsageError(f"cannot read GGUF file {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+    except (ValueError, OSError, KeyError, struct.error, RuntimeError) as err:
+        raise UsageError(f"cannot read GGUF file {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]}): "
+                         "download it again") from None
     # The GGUF load leaves a quantization_config that TransformerLens reads as "weights are
     # quantized" and refuses; the tensors are already dequantized, so rebuild a plain model.
     config = loaded.config
@@ -139,9 +225,7 @@ def load_gguf(path: Path) -> HFModel:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.eval()
-    if cached is not None:
-        _save_atomically(model, tokenizer, cached)
-    return HFModel(model=model, tokenizer=tokenizer, source=f"gguf:{path}")
+    return model, tokenizer
 
 
 def _save_atomically(model, tokenizer, target: Path) -> None:
@@ -154,5 +238,7 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         os.replace(scratch, target)
-    except OSError:
-        shutil.rmtree(scratch, ignore_errors=True)  # a concurrent writer won, or the disk is full: load still works
+    except BaseException as err:
+        shutil.rmtree(scratch, ignore_errors=True)  # also on Ctrl-C: ~50 MB per model
+        if not isinstance(err, OSError):
+            raise  # OSError: a concurrent writer won, or the disk is full; the model in memory is fine

@@ -25,11 +25,17 @@ def load_hf(spec: str | ModelSpec, dtype=None) -> HFModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
-            model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype)
+            model, info = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype, output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(spec.path)
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise UsageError(f"cannot load the model directory {spec.text!r} ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:160]})") from None
+        except Exception as err:  # truncated weights, a broken tokenizer file, ...: the directory is at fault
+            first = str(err).splitlines()[0][:160] if str(err).strip() else ""
+            raise UsageError(f"cannot load the model directory {spec.text!r} ({type(err).__name__}: {first}): "
+                             "fix or re-download it") from None
+        # transformers initialises missing weights at random with a warning: that would be another model
+        missing = [str(k) for k in info.get("missing_keys", [])] + [str(k) for k in info.get("mismatched_keys", [])]
+        if missing:
+            raise UsageError(f"model directory {spec.text!r} lacks weights for {len(missing)} tensors "
+                             f"(e.g. {sorted(missing)[0]!r}): fix or re-download it")
         model.eval()
         return HFModel(model=model, tokenizer=tokenizer, source=f"local:{spec.path}")
     raise UsageError(f"{spec.text!r} is a hub name, not a local model: load it with load_model")

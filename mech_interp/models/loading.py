@@ -7,18 +7,19 @@ or a TransformerLens/hub model name (``gpt2``), which needs network or a filled 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import torch
-from transformer_lens import HookedTransformer
 
 from ..errors import UsageError
 from ..hub import hub_reachable, offline_mode
-from .conversion import Processing, hooked_from_hf
-from .fused_attention import enable_fused_attention
-from .hf_loading import load_hf
 from .registry import list_models
 from .spec import ModelSpec
-from .weight_layout import use_linear_layout
+
+if TYPE_CHECKING:  # TransformerLens is imported when a model is built: device checks need only torch
+    from transformer_lens import HookedTransformer
+
+    from .conversion import Processing
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -34,7 +35,7 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device.startswith("cuda"):
-        if not torch.cuda.is_available():
+        if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
             raise UsageError(f"device {device!r} requested but no CUDA device is available: use --device cpu or auto")
         index = int(device[5:]) if ":" in device else 0
         if index >= torch.cuda.device_count():
@@ -70,7 +71,7 @@ def load_model(
     *,
     device: str = "auto",
     dtype: str = "float32",
-    processing: Processing = Processing(),
+    processing: Processing | None = None,
     prepend_bos: bool = False,
     fast_paths: bool = False,
 ) -> HookedTransformer:
@@ -82,12 +83,17 @@ def load_model(
     the fused kernel whenever nobody hooks its scores or pattern (``fused_attention``); values are
     unchanged either way.
     """
+    from .conversion import Processing, hooked_from_hf
+    from .fused_attention import enable_fused_attention
+    from .hf_loading import load_hf
+    from .weight_layout import use_linear_layout
+
+    processing = processing if processing is not None else Processing()
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     if spec.kind == "hub":
-        if not known_hub_name(spec.text):
-            raise UsageError(unknown_model_message(spec.text))
+        check_hub_model(spec.text)
         model = _from_hub(spec.text, torch_device, torch_dtype, processing, prepend_bos)
     else:
         model = hooked_from_hf(load_hf(spec, torch_dtype), torch_device, torch_dtype, processing, prepend_bos)
@@ -99,12 +105,21 @@ def load_model(
     return model
 
 
-def _from_hub(name, device, dtype, processing, prepend_bos) -> HookedTransformer:
+def check_hub_model(name: str) -> None:
+    """A hub name must be one TransformerLens knows, and the hub reachable (or its cache allowed):
+    checked before anything else runs, without downloading anything."""
+    if not known_hub_name(name):
+        raise UsageError(unknown_model_message(name))
     if not offline_mode() and not hub_reachable():
         raise UsageError(
             f"cannot load {name!r}: the Hugging Face hub is unreachable; pass a local HF directory or a .gguf file "
             "to --model (or, with the model in your HF cache, set HF_HUB_OFFLINE=1)"
         )
+
+
+def _from_hub(name, device, dtype, processing, prepend_bos) -> HookedTransformer:
+    from transformer_lens import HookedTransformer
+
     try:
         return HookedTransformer.from_pretrained(
             name, device=str(device), dtype=dtype, default_prepend_bos=prepend_bos, **asdict(processing)
@@ -114,3 +129,11 @@ def _from_hub(name, device, dtype, processing, prepend_bos) -> HookedTransformer
             f"cannot load {name!r} from the Hugging Face hub ({type(err).__name__}): without network, "
             "download it elsewhere and pass its local directory or a .gguf file to --model"
         ) from err
+
+
+def __getattr__(name: str):
+    if name == "HookedTransformer":  # kept as a module attribute for callers that patch it
+        from transformer_lens import HookedTransformer
+
+        return HookedTransformer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

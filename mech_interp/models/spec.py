@@ -9,7 +9,7 @@ and the number of layers from the registry, config.json or the GGUF header, neve
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +24,9 @@ _WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 class ModelMetadata:
     family: str | None  # HF architecture class
     n_layers: int | None
+    # Context length where the registry, config.json or the GGUF header says it; not compared, so a
+    # registered name and its file describe the same model whichever of them records it.
+    n_ctx: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,17 @@ class ModelSpec:
     def metadata(self) -> ModelMetadata:
         if self.kind == "registered":
             entry = model_entry(self.text)
-            return ModelMetadata(entry.family, entry.n_layers)
+            return ModelMetadata(entry.family, entry.n_layers, getattr(entry, "n_ctx", None))
         if self.kind == "hf_dir":
             config = _read_config(self.path, self.text)
             archs = config.get("architectures") or [None]
-            return ModelMetadata(archs[0], _n_layers(config))
+            return ModelMetadata(archs[0], _n_layers(config), _int_key(config, _CTX_KEYS))
         if self.kind == "gguf":
             from .architectures import GGUF_ARCHITECTURES
             from .gguf import read_header
 
             header = read_header(self.path)
-            return ModelMetadata(GGUF_ARCHITECTURES.get(header.architecture), header.block_count)
+            return ModelMetadata(GGUF_ARCHITECTURES.get(header.architecture), header.block_count, header.context_length)
         return ModelMetadata(None, None)  # a hub name: known when it loads
 
 
@@ -91,6 +94,8 @@ def _read_config(path: Path, text: str) -> dict:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UsageError(f"model directory {text!r} has a broken config.json ({err}): fix or re-download it") from None
+    except OSError as err:
+        raise UsageError(f"model directory {text!r}: config.json cannot be read ({err.strerror})") from None
     if not isinstance(config, dict):
         raise UsageError(f"model directory {text!r} has a config.json that is not a JSON object")
     return config
@@ -106,9 +111,17 @@ def _check_hf_dir(path: Path, text: str) -> None:
         raise UsageError(f"model directory {text!r} has no weights (*.safetensors or pytorch_model*.bin)")
 
 
-def _n_layers(config: dict) -> int | None:
-    for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
-        if isinstance(config.get(key), int):
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+_CTX_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
+
+
+def _int_key(config: dict, keys: tuple[str, ...]) -> int | None:
+    for key in keys:
+        if isinstance(config.get(key), int) and not isinstance(config.get(key), bool):
             return config[key]
     text_config = config.get("text_config")
-    return _n_layers(text_config) if isinstance(text_config, dict) else None
+    return _int_key(text_config, keys) if isinstance(text_config, dict) else None
+
+
+def _n_layers(config: dict) -> int | None:
+    return _int_key(config, _LAYER_KEYS)

@@ -10,8 +10,9 @@
     params = { prompt = "Summer is warm. Winter is cold." }   # optional experiment parameters
     options = { prepend_bos = true }                          # optional per-entry options
 
-Finished runs are skipped (their manifest exists), so rerunning the same command after a kill
-resumes where it stopped.
+Finished runs are skipped (their manifest holds the same configuration), so rerunning the same
+command after a kill resumes where it stopped. Every run of the file is checked (values and their
+types, models, layers, texts, devices) before the first one starts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 from ..errors import UsageError
 from .experiments import get_experiment
 from .options import RunOptions
+from .runner import check_runs
 from .spec import RunSpec
 
 ENTRY_KEYS = {"models", "experiments", "layers", "params", "options"}
@@ -38,9 +40,15 @@ def _malformed(path: Path, why: str) -> UsageError:
 
 def read_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"config file {str(path)!r} is a directory: expected a .toml, .yaml or .yml file")
     if not path.is_file():
         raise UsageError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _malformed(path, f"not UTF-8 (byte {data[err.start]:#04x} at offset {err.start})") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -56,7 +64,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def _list(value: Any, path: Path, where: str) -> list:
-    if isinstance(value, (str, int)):
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
         return [value]
     if not isinstance(value, list) or not value:
         raise _malformed(path, f"{where} must be a non-empty list")
@@ -110,25 +118,15 @@ def expand(path: str | Path) -> list[RunSpec]:
                     run_params = {k: v for k, v in params.items() if k in fields}
                     if layer is not None:
                         run_params["layer"] = layer
+                    if not isinstance(model, str) or not isinstance(name, str):
+                        raise _malformed(path, f"{where}: models and experiments are names (strings), got "
+                                               f"{model if not isinstance(model, str) else name!r}")
                     try:
-                        spec = RunSpec(str(name), RunOptions(**{**options, "model": str(model)}), run_params)
+                        spec = RunSpec(name, RunOptions(**{**options, "model": model}), run_params,
+                                       origin=f"{path} {where}")
                         spec.config()  # validates parameter names and values now, not mid-batch
                     except UsageError as err:
                         raise _malformed(path, f"{where}: {err}") from err
                     specs.append(spec)
-    _check_layers(specs, path)
+    check_runs(specs)  # models, layers, texts, devices: every run before the first starts
     return specs
-
-
-def _check_layers(specs: list[RunSpec], path: Path) -> None:
-    counts: dict[str, int | None] = {}
-    for spec in specs:
-        layer = spec.params.get("layer")
-        if layer is None:
-            continue
-        model = spec.options.model
-        if model not in counts:
-            counts[model] = spec.model_spec().metadata().n_layers  # from the registry or the file header
-        n = counts[model]
-        if n is not None and not -n <= layer < n:
-            raise _malformed(path, f"layer {layer} out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")

@@ -9,6 +9,9 @@ from typing import Any
 from ..errors import UsageError
 from ..models.registry import DEFAULT_MODEL
 
+DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+
 
 def require_at_least(config: Any, minimum: int, *names: str) -> None:
     """Refuse counts below ``minimum`` (and non-integers) with the flag name, so they never reach
@@ -47,6 +50,10 @@ class RunOptions:
             require_type(self, name, bool, "true or false")
         for name in ("min_abs", "min_ratio"):
             require_type(self, name, (int, float), "a number")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise UsageError(f"unknown device {self.device!r}: expected one of {', '.join(DEVICE_NAMES)}")
+        if self.dtype not in DTYPE_NAMES:
+            raise UsageError(f"unknown dtype {self.dtype!r}: expected one of {', '.join(DTYPE_NAMES)}")
         require_type(self, "seed", int, "an integer 0..2**63-1")
         if not 0 <= self.seed < 2**63:
             raise UsageError(f"--seed {self.seed} is not allowed: expected an integer 0..2**63-1")

@@ -3,6 +3,8 @@
 A run is built in ``<run_dir>.partial/`` and renamed to ``<run_dir>`` only once everything, the
 manifest last, is written, so a directory that exists under its final name is complete. One
 process at a time writes a run: it holds an ``flock`` on ``<run_dir>.partial`` from start to commit.
+A ``.partial`` that no process holds and that has no pieces is what a kill left behind; the next
+writer in the same model directory removes it.
 Pieces saved with ``save_piece`` survive a kill inside ``.partial`` and are reused by the next
 attempt at the same run; each is stored under a hash of the run's identity (the whole resolved
 configuration, model included) and of its own key, so nothing another configuration or model
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..scratch import atomic_write_text
+from ..scratch import atomic_write_text, remove_stale
 from .manifest import git_commit, package_versions
 
 MANIFEST = "manifest.json"
@@ -43,16 +45,18 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def check_writable(out: Path) -> None:
-    """``--out`` must be a directory we can create files in; checked before any model loads."""
-    out = Path(out)
-    if str(out) in ("", "."):
+def check_writable(out: str | Path) -> None:
+    """``--out`` must be a directory we can create files in; checked before any model loads. The
+    current directory itself (``""``, ``.``) is refused: results would mix with the user's files."""
+    if not str(out).strip() or Path(out) == Path("."):
         raise UsageError(f"--out {str(out)!r} is not allowed: name a results directory (default: results)")
+    out = Path(out)
     probe_dir = out
-    while not probe_dir.exists():
+    while not probe_dir.exists() and not probe_dir.is_symlink():
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
-        raise UsageError(f"--out {str(out)!r}: {str(probe_dir)!r} is a file, not a directory")
+        kind = "a file" if probe_dir.is_file() else "a broken link" if not probe_dir.exists() else "not a directory"
+        raise UsageError(f"--out {str(out)!r}: {str(probe_dir)!r} is {kind}, not a directory")
     if not os.access(probe_dir, os.W_OK | os.X_OK):
         raise UsageError(f"--out {str(out)!r}: {str(probe_dir)!r} is not writable")
 
@@ -64,23 +68,57 @@ def write_error(err: OSError, where: Path) -> UsageError:
 class RunWriter:
     """Collects one run's outputs in ``<run_dir>.partial`` and publishes them with ``commit``."""
 
-    def __init__(self, run_dir: Path, results_root: Path, identity: dict[str, Any]):
+    def __init__(self, run_dir: Path, results_root: str | Path, identity: dict[str, Any]):
         self.run_dir = Path(run_dir)
         self.results_root = Path(results_root)
         self.partial = self.run_dir.with_name(self.run_dir.name + ".partial")
         self.identity = identity
         self.files: list[str] = []
         self._lock = self._acquire_lock()
+        from ..viz.writing import PLOTLY_JS
+
+        remove_stale(self.results_root / PLOTLY_JS)  # the scratch copy of a writer that was killed
+        self._remove_dead_partials()
 
     def _acquire_lock(self) -> int:
-        self.partial.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.partial, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(5):
+            self.partial.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.partial, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # removed as dead by another writer between mkdir and open: make it again
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UsageError(f"another process is writing {self.run_dir}: wait for it, or pass another --out") from None
+            try:
+                if os.stat(self.partial).st_ino == os.fstat(fd).st_ino:
+                    return fd  # still the directory we locked
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise UsageError(f"another process is writing {self.run_dir}: wait for it, or pass another --out") from None
-        return fd
+        raise UsageError(f"cannot lock {self.partial}: it keeps being removed by another process")
+
+    def _remove_dead_partials(self) -> None:
+        """Remove the ``.partial`` directories beside this one that a killed process left with nothing
+        to resume (no pieces) and nobody holds: they would otherwise stay forever unless the same
+        run were asked for again."""
+        for other in self.run_dir.parent.glob("*.partial"):
+            if other == self.partial or not other.is_dir() or (other / "pieces").is_dir():
+                continue
+            try:
+                fd = os.open(other, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another process is writing it
+            else:
+                shutil.rmtree(other, ignore_errors=True)
+            finally:
+                os.close(fd)
 
     def _release(self) -> None:
         if self._lock is not None:

@@ -1,4 +1,10 @@
-"""Run one experiment on one model into its own results directory, skipping finished runs."""
+"""Run one experiment on one model into its own results directory, skipping finished runs.
+
+``check_runs`` checks every run of a study or batch before the first one starts, with nothing but
+the registry, config.json or the GGUF header (models, layers, context lengths), the local text files
+and the devices; ``execute`` checks what needs the loaded model (prompt lengths) before the
+experiment computes anything.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import inspect
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
 from .experiments import ExperimentResult, get_experiment
@@ -24,6 +30,68 @@ def model_for(options: RunOptions):
                       fast_paths=options.fast_paths)
 
 
+TEXT_FIELDS = ("text", "mean_text", "datasets")  # config fields naming texts (a name, a file, or a list of them)
+
+
+def check_runs(specs: Sequence[RunSpec]) -> None:
+    """Refuse, before anything runs or is written, any run that would fail on its input: unknown or
+    broken models, layers or ``seq_len`` beyond the model, missing/unreadable/non-UTF-8/empty local
+    texts, devices this machine lacks. Each model, text and device is checked once."""
+    from ..data.texts import check_text
+
+    metadata: dict[str, Any] = {}
+    texts: set[str] = set()
+    devices: set[str] = set()
+    for spec in specs:
+        try:
+            config = spec.config()
+            model = spec.options.model
+            if model not in metadata:
+                model_spec = spec.model_spec()
+                if model_spec.kind == "hub":
+                    from ..models.loading import check_hub_model
+
+                    check_hub_model(model_spec.text)
+                metadata[model] = model_spec.metadata()
+            _check_fits(config, model, metadata[model])
+            for name in TEXT_FIELDS:
+                value = getattr(config, name, None)
+                for text in (value if isinstance(value, list) else [value] if value is not None else []):
+                    if text not in texts:
+                        check_text(text)
+                        texts.add(text)
+            if spec.options.device not in devices:
+                if spec.options.device not in ("cpu", "auto"):
+                    from ..models.loading import resolve_device
+
+                    resolve_device(spec.options.device)
+                devices.add(spec.options.device)
+        except UsageError as err:
+            if spec.origin:
+                raise UsageError(f"{spec.origin}: {err}") from None
+            raise
+
+
+def _check_fits(config: Any, model: str, meta) -> None:
+    layer = getattr(config, "layer", None)
+    n = meta.n_layers
+    if layer is not None and n is not None and not -n <= layer < n:
+        raise UsageError(f"layer {layer} out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")
+    seq_len = getattr(config, "seq_len", None)
+    if seq_len is not None and meta.n_ctx is not None and seq_len > meta.n_ctx:
+        raise UsageError(f"--seq-len {seq_len} is longer than the model's context of {meta.n_ctx} tokens ({model!r})")
+
+
+def _check_loaded(model, spec: RunSpec, config: Any) -> None:
+    """What only the loaded model can tell: a prompt longer than its context."""
+    prompt = getattr(config, "prompt", None)
+    if isinstance(prompt, str) and prompt.strip():
+        n_tokens = len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + bool(spec.options.prepend_bos)
+        if n_tokens > model.cfg.n_ctx:
+            raise UsageError(f"--prompt is {n_tokens} tokens long, longer than the model's context of "
+                             f"{model.cfg.n_ctx} tokens: shorten it")
+
+
 def model_info(model) -> dict[str, Any]:
     cfg = model.cfg
     return {"name": cfg.model_name, "source": getattr(cfg, "source", cfg.model_name), "n_layers": cfg.n_layers,
@@ -32,7 +100,7 @@ def model_info(model) -> dict[str, Any]:
             "dtype": str(cfg.dtype), "device": str(cfg.device)}
 
 
-def run_state(spec: RunSpec, out: Path) -> tuple[str, str]:
+def run_state(spec: RunSpec, out: str | Path) -> tuple[str, str]:
     """(``done`` | ``stale`` | ``new``, why): whether a complete run with this identity exists.
     A complete run of another model under the same directory name is refused."""
     run_dir = spec.run_dir(out)
@@ -63,14 +131,17 @@ def _difference(old: dict, new: dict) -> str:
 
 def execute(
     spec: RunSpec,
-    out: Path,
+    out: str | Path,
     model: Any | Callable[[], Any] | None = None,
     force: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> tuple[Path, ExperimentResult | None]:
     """Run ``spec`` unless an identical run is complete (then return ``(dir, None)``).
 
     ``model`` may be a loaded model or a zero-argument loader, so batch runs share one model and
-    skipped runs never load one. Bad input raises ``UsageError`` before anything is written.
+    skipped runs never load one. Bad input raises ``UsageError`` before anything is written. A
+    complete run whose recorded configuration differs (a default changed since) is rerun, and
+    ``report`` is told why: ``[rerun] <dir>: <what changed>``.
     """
     import torch
 
@@ -78,9 +149,11 @@ def execute(
     config = spec.config()
     run_dir = spec.run_dir(out)
     check_writable(out)
-    state, _ = run_state(spec, out) if not force else ("new", "")
+    state, why = run_state(spec, out) if not force else ("new", "")
     if state == "done":
         return run_dir, None
+    if state == "stale" and report is not None:
+        report(f"[rerun] {run_dir}: {why}")
     try:
         writer = RunWriter(run_dir, out, spec.identity())
     except OSError as err:
@@ -92,6 +165,7 @@ def execute(
             model = model_for(spec.options)
         elif callable(model) and not isinstance(model, torch.nn.Module):
             model = model()
+        _check_loaded(model, spec, config)
         torch.manual_seed(spec.options.seed)
         started = time.time()
         kwargs = {"pieces": writer} if "pieces" in inspect.signature(experiment.fn).parameters else {}

@@ -28,6 +28,7 @@ class RunSpec:
     experiment: str
     options: RunOptions = field(default_factory=RunOptions)
     params: dict[str, Any] = field(default_factory=dict)
+    origin: str = field(default="", compare=False)  # where it was asked for (a batch file entry), for messages
 
     def config(self):
         return get_experiment(self.experiment).make_config(self.params)
@@ -47,7 +48,7 @@ class RunSpec:
                     parts.append(f"{f.name}={_safe(text)}")
         return "__".join(parts)
 
-    def run_dir(self, out: Path) -> Path:
+    def run_dir(self, out: str | Path) -> Path:
         return Path(out) / self.model_spec().slug / self.name()
 
     def identity(self) -> dict[str, Any]:

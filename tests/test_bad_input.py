@@ -1,0 +1,498 @@
+"""Bad input and faults, as a hostile user would try them: each is refused early, in one line
+``mech-interp: error: ...`` naming the value, with exit status 2, and leaves nothing behind.
+
+Most cases run ``cli.main`` in-process (fast); Ctrl-C, ``--help`` and the console script run in
+a subprocess because what they promise is about the process.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mech_interp import cli
+from mech_interp.models.builtin import smollm2_gguf_path
+from mech_interp.runs.options import RunOptions
+from mech_interp.runs.spec import RunSpec
+
+TINY = ["--model", "random:gpt2-tiny", "--device", "cpu"]
+FAST = ["--n-seqs", "2", "--seq-len", "32"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(args, capsys):
+    code = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def assert_refused(code: int, stderr: str, needle: str, out: Path) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith("mech-interp: error:")]
+    assert code == 2, stderr
+    assert len(errors) == 1 and needle in errors[0], stderr
+    assert "Traceback" not in stderr, stderr
+    assert not files_under(out), f"a refused run left files behind: {files_under(out)}"
+
+
+# --- files the cases below use, built in tmp_path by name -----------------------------------------
+
+def _truncated_gguf(p: Path) -> None:
+    with smollm2_gguf_path().open("rb") as f:
+        p.write_bytes(f.read(1000))
+
+
+def _hf_dir(p: Path, config: str | None) -> None:
+    p.mkdir()
+    if config is not None:
+        (p / "config.json").write_text(config)
+
+
+def _wikitext_mirror(p: Path, content: bytes) -> None:
+    raw = p / "wikitext-2-raw" / "wiki.test.raw"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes(content)
+
+
+def _batch(p: Path, text: str) -> None:
+    p.write_text(text)
+
+
+RUNS3 = ("[defaults]\ndevice = 'cpu'\n"
+         "[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['feature_view']\n"
+         "[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['attention']\n"
+         "[[runs]]\nmodels = ['no-such-model']\nexperiments = ['feature_view']\n")
+
+
+def _entry(extra: str, experiment: str = "feature_view") -> str:
+    return f"[defaults]\ndevice = 'cpu'\n[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['{experiment}']\n{extra}\n"
+
+
+# (id, setup(tmp) -> None, args with {tmp} placeholders, expected substring of the one error line)
+CASES = [
+    ("not-a-gguf", lambda t: (t / "x.gguf").write_text("hello"),
+     ["layerwise", "--model", "{tmp}/x.gguf"], "is not a GGUF file (it starts with b'hell'"),
+    ("empty-gguf", lambda t: (t / "e.gguf").write_bytes(b""),
+     ["layerwise", "--model", "{tmp}/e.gguf"], "the file is empty"),
+    ("truncated-gguf", lambda t: _truncated_gguf(t / "cut.gguf"),
+     ["layerwise", "--model", "{tmp}/cut.gguf"], "is truncated (1000 bytes"),
+    ("gguf-is-a-directory", lambda t: (t / "d.gguf").mkdir(),
+     ["layerwise", "--model", "{tmp}/d.gguf"], "is a directory"),
+    ("hf-broken-config", lambda t: _hf_dir(t / "m", "{broken"),
+     ["layerwise", "--model", "{tmp}/m"], "has a broken config.json"),
+    ("hf-no-config", lambda t: _hf_dir(t / "m", None),
+     ["layerwise", "--model", "{tmp}/m"], "has no config.json"),
+    ("hf-no-weights", lambda t: _hf_dir(t / "m", '{"architectures": ["GPT2LMHeadModel"], "n_layer": 2}'),
+     ["layerwise", "--model", "{tmp}/m"], "has no weights"),
+    ("hf-unsupported", lambda t: _hf_dir(t / "m", '{"architectures": ["BertForMaskedLM"]}'),
+     ["layerwise", "--model", "{tmp}/m"], "architecture 'BertForMaskedLM' cannot be converted"),
+    ("empty-model", None, ["layerwise", "--model", ""], "empty model name ''"),
+    ("unknown-model", None, ["layerwise", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+    ("k-beyond-hidden-state", None, ["layerwise", *TINY, *FAST, "--k", "100000"],
+     "--k 100000 is larger than the 2048 entries"),
+    ("seed-beyond-64-bits", None, ["layerwise", *TINY, "--seed", str(2**64)], f"--seed {2**64} is not allowed"),
+    ("seed-negative", None, ["layerwise", *TINY, "--seed", "-1"], "--seed -1 is not allowed"),
+    ("prompt-beyond-context", None, ["feature-view", *TINY, "--prompt", "a" * 600],
+     "--prompt is 600 tokens long, longer than the model's context of 512"),
+    ("attention-prompt-beyond-context", None, ["attention", *TINY, "--prompt", "a" * 600], "longer than the model's context"),
+    ("seq-len-beyond-context", None, ["layerwise", *TINY, "--seq-len", "600"],
+     "--seq-len 600 is longer than the model's context of 512"),
+    ("device-mps", None, ["layerwise", "--model", "random:gpt2-tiny", "--device", "mps"], "device 'mps'"),
+    ("device-cuda-7", None, ["layerwise", "--model", "random:gpt2-tiny", "--device", "cuda:7"], "device 'cuda:7'"),
+    ("device-unknown", None, ["layerwise", "--model", "random:gpt2-tiny", "--device", "gpu"], "unknown device 'gpu'"),
+    ("text-is-a-directory", lambda t: (t / "texts").mkdir(),
+     ["layerwise", *TINY, "--text", "{tmp}/texts"], "text file '{tmp}/texts' is a directory"),
+    ("text-not-utf8", lambda t: (t / "latin.txt").write_bytes("caf\xe9 ol\xe9. ".encode("latin-1") * 100),
+     ["layerwise", *TINY, "--text", "{tmp}/latin.txt"], "is not UTF-8 (byte 0xe9 at offset 3)"),
+    ("text-empty", lambda t: (t / "empty.txt").write_text(" \n"),
+     ["layerwise", *TINY, "--text", "{tmp}/empty.txt"], "text file '{tmp}/empty.txt' is empty"),
+    ("mirror-empty", lambda t: _wikitext_mirror(t / "data", b""),
+     ["layerwise", *TINY, "--text", "wikitext2"], "data file '{tmp}/data/wikitext-2-raw/wiki.test.raw' is empty"),
+    ("mirror-not-utf8", lambda t: _wikitext_mirror(t / "data", b" = T = \n caf\xe9 \n"),
+     ["intervention", *TINY, "--datasets", "wikitext2"], "wiki.test.raw' is not UTF-8"),
+    ("out-empty", None, ["layerwise", *TINY, "--out", ""], "--out '' is not allowed"),
+    ("out-dot", None, ["layerwise", *TINY, "--out", "."], "--out '.' is not allowed"),
+    ("out-is-a-file", lambda t: (t / "afile").write_text("x"),
+     ["layerwise", *TINY, "--out", "{tmp}/afile/results"], "'{tmp}/afile' is a file, not a directory"),
+    ("study-missing-dataset", None, ["study", *TINY, "--datasets", "missing.txt"], "text file 'missing.txt' does not exist"),
+    ("batch-layers-abc", lambda t: _batch(t / "b.toml", _entry("layers = 'abc'")),
+     ["batch", "{tmp}/b.toml"], "--layer 'abc' is not allowed"),
+    ("batch-layers-float", lambda t: _batch(t / "b.toml", _entry("layers = [1.5]")),
+     ["batch", "{tmp}/b.toml"], "--layer 1.5 is not allowed"),
+    ("batch-layers-99", lambda t: _batch(t / "b.toml", _entry("layers = [1, 99]")),
+     ["batch", "{tmp}/b.toml"], "layer 99 out of range for 'random:gpt2-tiny'"),
+    ("batch-min-abs-string", lambda t: _batch(t / "b.toml", _entry("options = { min_abs = 'big' }")),
+     ["batch", "{tmp}/b.toml"], "--min-abs 'big' is not allowed"),
+    ("batch-prepend-bos-string", lambda t: _batch(t / "b.toml", _entry("options = { prepend_bos = 'no' }")),
+     ["batch", "{tmp}/b.toml"], "--prepend-bos 'no' is not allowed"),
+    ("batch-n-seqs-string", lambda t: _batch(t / "b.toml", _entry("params = { n_seqs = '3' }", "layerwise")),
+     ["batch", "{tmp}/b.toml"], "--n-seqs '3' is not allowed"),
+    ("batch-resets-string", lambda t: _batch(t / "b.toml", _entry("params = { resets = 'set_zero' }", "intervention")),
+     ["batch", "{tmp}/b.toml"], "--resets 'set_zero' is not allowed: expected a list of set_zero, set_mean"),
+    ("batch-model-number", lambda t: _batch(t / "b.toml", "[[runs]]\nmodels = [3]\nexperiments = ['layerwise']\n"),
+     ["batch", "{tmp}/b.toml"], "models and experiments are names"),
+    ("batch-third-model-unknown", lambda t: _batch(t / "b.toml", RUNS3),
+     ["batch", "{tmp}/b.toml"], "runs[2]: unknown model 'no-such-model'"),
+    ("batch-missing-text", lambda t: _batch(t / "b.toml", _entry("params = { text = 'missing.txt' }", "layerwise")),
+     ["batch", "{tmp}/b.toml"], "text file 'missing.txt' does not exist"),
+    ("batch-device-mps", lambda t: _batch(t / "b.yaml", "defaults: {device: mps}\nruns:\n  - experiments: [layerwise]\n"
+                                                          "    models: [random:gpt2-tiny]\n"),
+     ["batch", "{tmp}/b.yaml"], "device 'mps'"),
+    ("batch-not-utf8", lambda t: (t / "b.toml").write_bytes(b"# caf\xe9\n[[runs]]\nexperiments = ['layerwise']\n"),
+     ["batch", "{tmp}/b.toml"], "not UTF-8 (byte 0xe9 at offset 5)"),
+    ("batch-is-a-directory", lambda t: (t / "b.toml").mkdir(), ["batch", "{tmp}/b.toml"], "is a directory"),
+]
+
+
+# Values of the wrong type: the test run's beartype hook (pyproject addopts) would refuse them in the
+# dataclass constructors before the checks users meet, so these run as users run them, in a subprocess.
+WRONG_TYPES = {"batch-layers-abc", "batch-layers-float", "batch-min-abs-string", "batch-prepend-bos-string",
+               "batch-n-seqs-string", "batch-resets-string"}
+
+
+@pytest.mark.parametrize("case_id, setup, args, needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_in_one_line(tmp_path, capsys, monkeypatch, case_id, setup, args, needle):
+    if setup is not None:
+        setup(tmp_path)
+    monkeypatch.setenv("MECH_INTERP_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # nothing may be written into the working directory either
+    out = tmp_path / "results"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args = [*args, "--out", str(out)]
+    before = {p for p in tmp_path.rglob("*")}
+    if case_id in WRONG_TYPES:
+        proc = subprocess.run([sys.executable, "-m", "mech_interp.cli", *args], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    else:
+        code, stdout, stderr = run_cli(args, capsys)
+    assert_refused(code, stderr, needle.replace("{tmp}", str(tmp_path)), out)
+    assert {p for p in tmp_path.rglob("*")} == before, "a refused run created files"
+    assert "[done]" not in stdout
+
+
+def _hf_weights_damaged(t: Path, how: str) -> None:
+    import mech_interp as mi
+
+    target = t / "m"
+    hf = mi.load_hf("random:gpt2-tiny")
+    hf.model.save_pretrained(target)
+    hf.tokenizer.save_pretrained(target)
+    weights = target / "model.safetensors"
+    if how == "truncated":
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])
+    else:  # one tensor missing: transformers would initialise it at random and carry on
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(weights)
+        tensors.pop("transformer.h.0.attn.c_proj.weight")
+        save_file(tensors, weights, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("how, needle", [
+    ("truncated", "cannot load the model directory '{tmp}/m' (SafetensorError"),
+    ("missing-tensor", "lacks weights for 1 tensors (e.g. 'transformer.h.0.attn.c_proj.weight')"),
+])
+def test_hf_directory_with_damaged_weights(tmp_path, capsys, how, needle):
+    _hf_weights_damaged(tmp_path, how)
+    out = tmp_path / "results"
+    code, _, stderr = run_cli(["layerwise", "--model", tmp_path / "m", "--device", "cpu", *FAST, "--out", out], capsys)
+    assert_refused(code, stderr, needle.replace("{tmp}", str(tmp_path)), out)
+
+
+def test_help_of_every_subcommand_imports_no_torch_and_is_fast():
+    code = (
+        "import sys, time\n"
+        "start = time.perf_counter()\n"
+        "from mech_interp import cli\n"
+        "for command in [[], ['study'], ['feature-view'], ['layerwise'], ['intervention'], ['attention'],\n"
+        "                ['batch'], ['models']]:\n"
+        "    try:\n"
+        "        cli.main([*command, '--help'])\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, (command, exit.code)\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'transformer_lens', 'pandas', 'plotly', 'numpy') if m in sys.modules)\n"
+        "print('HEAVY', heavy, 'SECONDS', time.perf_counter() - start)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    heavy, seconds = proc.stdout.split("HEAVY ")[1].split(" SECONDS ")
+    assert heavy == "[]", f"--help imported {heavy}"
+    assert float(seconds) < 2.0
+    assert "--n-seqs" in proc.stdout and "--resets" in proc.stdout and "--datasets" in proc.stdout
+
+
+def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The river runs to the sea. " * 40_000)  # ~1 M byte tokens: far more than the run needs
+    out = tmp_path / "results"
+    stderr_file = tmp_path / "stderr.txt"
+    with stderr_file.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mech_interp.cli", "layerwise", "--model", "random:llama-tiny", "--device", "cpu",
+             "--text", str(corpus), "--n-seqs", "2000", "--seq-len", "256", "--out", str(out)],
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = time.time() + 240
+        while "layer statistics" not in stderr_file.read_text() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, stderr_file.read_text()  # still computing when interrupted
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    text = stderr_file.read_text()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert text.rstrip().splitlines()[-1].startswith("mech-interp: interrupted"), text
+    assert len([line for line in text.splitlines() if line.startswith("mech-interp:")]) == 1
+    assert not files_under(out) and not (out.exists() and any(out.iterdir())), list(out.rglob("*"))
+
+
+def test_two_runs_writing_the_same_run_directory(tmp_path, capsys):
+    out = tmp_path / "results"
+    spec = RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device="cpu"), {"n_seqs": 2, "seq_len": 32})
+    # The first writer is another process holding the run's lock.
+    partial = spec.run_dir(out).with_name(spec.run_dir(out).name + ".partial")
+    partial.mkdir(parents=True)
+    hold = (f"import fcntl, os, time\nfd = os.open({str(partial)!r}, os.O_RDONLY)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, stdout, stderr = run_cli(["layerwise", *TINY, *FAST, "--out", out], capsys)
+        assert code == 2 and stderr.strip().splitlines() == [
+            f"mech-interp: error: another process is writing {spec.run_dir(out)}: wait for it, or pass another --out"]
+        assert "[done]" not in stdout and not spec.run_dir(out).exists() and not files_under(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once the other writer is gone, the same command runs.
+    code, stdout, _ = run_cli(["layerwise", *TINY, *FAST, "--out", out], capsys)
+    assert code == 0 and (spec.run_dir(out) / "manifest.json").is_file() and not partial.exists()
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])
+def test_disk_full_or_read_only_while_writing(tmp_path, capsys, monkeypatch, err):
+    from mech_interp.runs import output
+
+    def fails(self, name, df):
+        raise OSError(err, os.strerror(err), str(self.partial / name))
+
+    monkeypatch.setattr(output.RunWriter, "table", fails)
+    out = tmp_path / "results"
+    code, _, stderr = run_cli(["layerwise", *TINY, *FAST, "--out", out], capsys)
+    assert_refused(code, stderr, f"cannot write results under {str(out)!r}: {os.strerror(err)}", out)
+    assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))  # no empty model directory either
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_out(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    code, _, stderr = run_cli(["layerwise", *TINY, *FAST, "--out", locked / "results"], capsys)
+    assert_refused(code, stderr, f"'{locked}' is not writable", locked)
+
+
+def _seed_cache(monkeypatch, cache: Path):
+    """A cache entry for the real SmolLM2 GGUF holding a tiny GPT-2 (so loading it is instant and
+    recognisable), and a stub for the slow dequantizing step that records its calls."""
+    import mech_interp as mi
+    from mech_interp.models import gguf
+
+    monkeypatch.setenv("MECH_INTERP_CACHE", str(cache))
+    path = smollm2_gguf_path()
+    entry = gguf._cache_dir(path)
+    hf = mi.load_hf("random:gpt2-tiny")
+    hf.model.save_pretrained(entry)
+    hf.tokenizer.save_pretrained(entry)
+    calls: list[Path] = []
+
+    def dequantize(p):
+        calls.append(p)
+        fresh = mi.load_hf("random:gpt2-tiny")
+        return fresh.model, fresh.tokenizer
+
+    monkeypatch.setattr(gguf, "_dequantize", dequantize)
+    return path, entry, hf, calls
+
+
+def test_damaged_cache_entry_is_rebuilt_never_half_loaded(tmp_path, monkeypatch):
+    import torch
+
+    from mech_interp.models import gguf
+
+    path, entry, hf, calls = _seed_cache(monkeypatch, tmp_path / "cache")
+    # The scratch of a conversion whose process was killed is removed by the next load.
+    stale = entry.with_name(f"{entry.name}.{dead_pid()}.tmp")
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"\0" * 4096)
+    reference = hf.model.state_dict()["transformer.h.0.attn.c_proj.weight"]
+    loaded = gguf.load_gguf(path)
+    assert calls == [] and not stale.exists()
+    assert torch.equal(loaded.model.state_dict()["transformer.h.0.attn.c_proj.weight"], reference)
+
+    from safetensors.torch import load_file, save_file
+
+    weights = entry / "model.safetensors"
+    tensors = load_file(weights)
+    tensors.pop("transformer.h.0.attn.c_proj.weight")  # a partial entry: random init would pass for the model
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match="was damaged .*missing_keys.*rebuilding it"):
+        gguf.load_gguf(path)
+    assert calls == [path]
+    assert "transformer.h.0.attn.c_proj.weight" in load_file(entry / "model.safetensors")  # rewritten whole
+
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 3])
+    with pytest.warns(UserWarning, match="was damaged"):
+        gguf.load_gguf(path)
+    assert calls == [path, path]
+
+
+def test_damaged_cache_entry_that_cannot_be_removed_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    from mech_interp.models import gguf
+
+    path, entry, _, calls = _seed_cache(monkeypatch, tmp_path / "cache")
+    (entry / "config.json").write_text("{damaged")
+    monkeypatch.setattr(gguf.shutil, "rmtree", lambda *a, **k: None)  # as on a read-only cache
+    out = tmp_path / "results"
+    code, _, stderr = run_cli(["layerwise", "--model", "smollm2-135m", "--device", "cpu", *FAST, "--out", out], capsys)
+    assert_refused(code, stderr, f"the cached conversion {str(entry)!r} of {str(path)!r} is damaged", out)
+    assert f"delete it (rm -r {str(entry)!r}) or set MECH_INTERP_CACHE=off" in stderr and calls == []
+
+
+def test_stale_scratch_of_killed_writers_is_removed(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "plotly.min.js").write_text("// complete")
+    stale = out / f"plotly.min.js.{dead_pid()}.tmp"
+    stale.write_text("// cut short by a kill")
+    alive = out / f"plotly.min.js.{os.getpid()}.tmp"  # a live writer's scratch is left alone
+    alive.write_text("// being written")
+    model_dir = out / "random-gpt2-tiny"
+    dead = model_dir / "feature_view__layer=1.partial"  # killed before it saved anything resumable
+    dead.mkdir(parents=True)
+    (dead / "activations.csv").write_text("half a table")
+    resumable = model_dir / "intervention.partial"
+    (resumable / "pieces").mkdir(parents=True)
+    held = model_dir / "attention.partial"  # another process is writing it right now
+    held.mkdir()
+    fd = os.open(held, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        code, _, stderr = run_cli(["layerwise", *TINY, *FAST, "--out", out], capsys)
+    finally:
+        os.close(fd)
+    assert code == 0, stderr
+    assert not stale.exists() and alive.exists()
+    assert not dead.exists() and resumable.is_dir() and held.is_dir()
+
+
+def test_a_changed_default_reruns_and_says_why(tmp_path, capsys, monkeypatch):
+    """A finished run counts as done only if its whole resolved configuration, defaults included,
+    equals the requested one: after a default changes, the same command reruns it."""
+    import dataclasses
+
+    from mech_interp.runs import experiments
+    from mech_interp.studies.lm.configs import LayerwiseConfig
+
+    out = tmp_path / "results"
+    args = ["layerwise", *TINY, *FAST, "--out", out]
+    code, stdout, _ = run_cli(args, capsys)
+    run_dir = out / "random-gpt2-tiny" / "layerwise__n_seqs=2__seq_len=32"
+    assert code == 0 and f"[done] {run_dir}" in stdout
+    assert json.loads((run_dir / "manifest.json").read_text())["config"]["k"] == 3
+
+    @dataclasses.dataclass
+    class NewDefault(LayerwiseConfig):
+        k: int = 2  # the default of a parameter nobody passed changes
+
+    monkeypatch.setitem(experiments._EXPERIMENTS, "layerwise",
+                        dataclasses.replace(experiments.get_experiment("layerwise"), config_cls=NewDefault))
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "[skip]" not in stdout
+    assert f"[rerun] {run_dir}: config.k was 3, now 2" in stdout and f"[done] {run_dir}" in stdout
+    assert json.loads((run_dir / "manifest.json").read_text())["config"]["k"] == 2
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and f"[skip] {run_dir}" in stdout and "[rerun]" not in stdout
+
+
+def test_text_paths_with_directories_spaces_and_unicode(tmp_path, capsys, monkeypatch):
+    """Any path works wherever a text is accepted: relative with '..', spaces, non-ASCII; a list
+    with spaces after commas; nothing is written beside the texts, only under --out."""
+    import pandas as pd
+
+    corpus_dir = tmp_path / "my texts"
+    corpus_dir.mkdir()
+    corpus = corpus_dir / "my corpus ü.txt"
+    corpus.write_text("Hello there. How are you today? Fine. The river runs to the sea. " * 60, encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    relative = os.path.join("..", "my texts", "my corpus ü.txt")
+    out = tmp_path / "results"
+    common = ["--model", "planted:gpt2-tiny", "--device", "cpu", "--out", out]
+    code, stdout, stderr = run_cli(["intervention", *common, "--datasets", f"builtin, {relative}", "--n-windows", "2",
+                                    "--seq-len", "128", "--n-mean-seqs", "4"], capsys)
+    assert code == 0, stderr
+    run_dir = Path(stdout.split("[done] ")[1].split("\n")[0])
+    assert run_dir.parent == out / "planted-gpt2-tiny" and run_dir.name.isascii()
+    long = pd.read_csv(run_dir / "perplexity_long.csv")
+    assert set(long["dataset"]) == {"builtin", relative}
+    assert (long["status"] == "ok").all() and set(long[long["dataset"] == relative]["origin"]) == {str(corpus.resolve())}
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["config"]["datasets"] == ["builtin", relative]
+    code, stdout, stderr = run_cli(["layerwise", *common, "--text", str(corpus), *FAST], capsys)
+    assert code == 0, stderr
+    assert "my corpus ü.txt" in (Path(stdout.split("[done] ")[1].split("\n")[0]) / "summary.txt").read_text(encoding="utf-8")
+    assert sorted(p.name for p in corpus_dir.iterdir()) == ["my corpus ü.txt"] and not any(work.iterdir())
+
+
+@pytest.fixture
+def tiny_hf_dir(tmp_path):
+    import mech_interp as mi
+
+    target = tmp_path / "gpt2-tiny-local"
+    hf = mi.load_hf("random:gpt2-tiny")
+    hf.model.save_pretrained(target)
+    hf.tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["feature-view", *TINY, "--layer", "7"], "layer 7 out of range for 'random:gpt2-tiny': it has blocks 0..3"),
+    (["intervention", *TINY, "--layer", "-5"], "layer -5 out of range"),
+    (["layerwise", "--model", "{dir}", "--device", "cpu", "--seq-len", "600"],
+     "--seq-len 600 is longer than the model's context of 512 tokens"),
+    (["layerwise", *TINY, "--text", "missing.txt"], "text file 'missing.txt' does not exist"),
+    (["intervention", *TINY, "--mean-text", "missing.txt"], "text file 'missing.txt' does not exist"),
+    (["feature-view", *TINY, "--prompt", " "], "empty prompt"),
+    (["study", *TINY, "--datasets", "builtin,missing.txt"], "text file 'missing.txt' does not exist"),
+])
+def test_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, tiny_hf_dir, args, needle):
+    from mech_interp.runs import runner
+
+    monkeypatch.setattr(runner, "model_for", lambda options: pytest.fail("the model was loaded"))
+    out = tmp_path / "results"
+    code, _, stderr = run_cli([*(a.replace("{dir}", str(tiny_hf_dir)) for a in args), "--out", out], capsys)
+    assert_refused(code, stderr, needle, out)
