@@ -21,6 +21,7 @@ class ModelEntry:
     name: str
     family: str  # the HF architecture class, e.g. LlamaForCausalLM
     n_layers: int
+    n_ctx: int  # context length, so an over-long --seq-len is refused before the model loads
     description: str
     build: Callable[[], HFModel]
 
@@ -28,12 +29,12 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, family: str, n_layers: int) -> Callable[[Callable[[], HFModel]], Callable[[], HFModel]]:
+def register_model(name: str, *, family: str, n_layers: int, n_ctx: int) -> Callable[[Callable[[], HFModel]], Callable[[], HFModel]]:
     def decorator(fn: Callable[[], HFModel]) -> Callable[[], HFModel]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, family, n_layers, doc[0] if doc else "", fn)
+        _REGISTRY[name] = ModelEntry(name, family, n_layers, n_ctx, doc[0] if doc else "", fn)
         return fn
 
     return decorator

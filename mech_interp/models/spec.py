@@ -72,7 +72,7 @@ class ModelSpec:
     def metadata(self) -> ModelMetadata:
         if self.kind == "registered":
             entry = model_entry(self.text)
-            return ModelMetadata(entry.family, entry.n_layers, getattr(entry, "n_ctx", None))
+            return ModelMetadata(entry.family, entry.n_layers, entry.n_ctx)
         if self.kind == "hf_dir":
             config = _read_config(self.path, self.text)
             archs = config.get("architectures") or [None]
