@@ -1,9 +1,42 @@
-"""Shared fixtures: tiny random-init models (fast), a planted massive activation, the real SmolLM2."""
+"""Shared fixtures (tiny random-init models, a planted massive activation, the real SmolLM2) and the
+test tiers.
+
+Tiers (markers registered in pyproject.toml), assigned here at collection so that no test file
+needs to name its own:
+
+- ``acceptance``: uses the ``smollm2`` fixture (directly or through another fixture), lives in
+  ``test_notebook.py``, or reads ``../shared/data`` through ``shared_data``;
+- ``unit``: neither its code, nor the helpers and fixtures it calls, names a model loader or the CLI
+  (see ``LOADS_A_MODEL``): it runs on plain tensors and configs;
+- ``integration``: everything else (tiny random-init or planted models, CLI runs on them).
+
+A tier marker written on a test wins. ``pytest -m unit`` takes seconds; ``make test`` runs all.
+
+The jaxtyping annotations of the tensor packages (``TYPECHECKED``) are checked with beartype while
+the tests run: a tensor whose shape or dtype contradicts its annotation fails the test. The import
+hook is installed here, before anything imports ``mech_interp``. Not the whole package: its config
+dataclasses (``RunOptions``, the experiment configs, ``ModelSpec``) accept any value on purpose and
+refuse bad ones with a one-line ``UsageError``; beartype would refuse them first, with another
+error, so the tests would check something users never see. (pytest's ``--jaxtyping-packages``
+cannot name several packages with a configured typechecker: jaxtyping 0.3.11's plugin splits the
+list wrongly when it contains a parenthesis.)
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import types
 from pathlib import Path
+
+import jaxtyping
+
+TYPECHECKED = ("mech_interp.core", "mech_interp.metrics", "mech_interp.interventions", "mech_interp.data.tokens")
+if not any(type(finder).__module__ == "jaxtyping._import_hook" for finder in sys.meta_path):  # once, if imported twice
+    if any(name in sys.modules for name in TYPECHECKED):
+        raise RuntimeError(f"{', '.join(TYPECHECKED)} imported before tests/conftest.py could install the type-checking hook")
+    # The PEP 484 numeric tower lets an int pass where a float is annotated (MassiveCriterion(min_abs=100)).
+    jaxtyping.install_import_hook(TYPECHECKED, "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
 
 import pytest
 import torch
@@ -11,10 +44,24 @@ import torch
 import mech_interp as mi
 from mech_interp.data.locations import find_data
 from mech_interp.models.conversion import hooked_from_hf
-from mech_interp.models.planted import MARKER_DIM, PLANT_CHAR, PLANT_DIM, PLANT_LAYER, plant_massive_activation  # noqa: F401
+from mech_interp.models.planted import (  # noqa: F401
+    MARKER_DIM,
+    PLANT_CHAR,
+    PLANT_DIM,
+    PLANT_LAYER,
+    plant_massive_activation,
+)
 
 CPU = torch.device("cpu")
 PLANT_PROMPT = "Hello there. How are you today? Fine."
+
+TIERS = ("unit", "integration", "acceptance")
+ACCEPTANCE_MODULES = {"test_notebook.py"}
+ACCEPTANCE_FIXTURES = {"smollm2"}
+ACCEPTANCE_NAMES = {"shared_data"}
+# Names whose appearance in a test (or in what it calls) means a model is built or the CLI runs.
+LOADS_A_MODEL = {"load_model", "load_hf", "hooked_from_hf", "from_pretrained", "HookedTransformer",
+                 "run_cli", "cli", "execute", "subprocess", "planted", "smollm2"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,3 +89,47 @@ def smollm2():
     """The real SmolLM2-135M: (HF model bundle, HookedTransformer on the users' fast path). Once per session."""
     hf = mi.load_hf("smollm2-135m")
     return hf, mi.load_model("smollm2-135m", device="cpu", fast_paths=True)
+
+
+def _names_used(fn, seen: set[int]) -> set[str]:
+    """Global and attribute names read by ``fn``, by its nested functions, and by the functions of
+    the test package it calls (helpers like ``run_cli``), recursively."""
+    fn = getattr(fn, "__wrapped__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None or id(code) in seen:
+        return set()
+    seen.add(id(code))
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        names.update(c.co_names)
+        stack.extend(const for const in c.co_consts if isinstance(const, types.CodeType))
+    module_globals = getattr(fn, "__globals__", {})
+    for name in list(names):
+        helper = module_globals.get(name)
+        if isinstance(helper, types.FunctionType) and helper.__module__.split(".")[0] == "tests":
+            names |= _names_used(helper, seen)
+    return names
+
+
+def _tier(item: pytest.Item) -> str:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    names = _names_used(getattr(item, "function", None), set())
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        for fixturedef in defs:
+            if getattr(fixturedef.func, "__module__", "").split(".")[0] == "tests":
+                names |= _names_used(fixturedef.func, set())
+    if (item.path.name in ACCEPTANCE_MODULES or fixtures & ACCEPTANCE_FIXTURES
+            or names & ACCEPTANCE_NAMES):
+        return "acceptance"
+    if fixtures & LOADS_A_MODEL or names & LOADS_A_MODEL:
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(getattr(pytest.mark, _tier(item)))

@@ -57,6 +57,16 @@ def test_order_statistics_equal_torch(n):
         order_statistics(torch.rand(2, n), n + 1)
 
 
+def test_wrong_shapes_fail_their_annotations():
+    """jaxtyping annotations are checked at test time: a 1-D tensor is not ``[batch, n]``."""
+    import jaxtyping
+
+    with pytest.raises(jaxtyping.TypeCheckError, match="parameter 'mag'"):
+        order_statistics(torch.rand(10), 1)
+    with pytest.raises(jaxtyping.TypeCheckError, match="parameter 'labels'"):
+        ActivationRecorder(["h"]).record("h", torch.rand(2, 4, 8), torch.zeros(2, 5, dtype=torch.long))  # 5 positions, not 4
+
+
 def test_torch_path_of_order_statistics_agrees(monkeypatch):
     """GPUs take torch's kernels; run that path here on the CPU and compare with the numpy one."""
     import mech_interp.core.order_statistics as order
@@ -194,3 +204,68 @@ def test_float16_near_its_limit_warns(planted):
     assert stats.first_massive_layer() == PLANT_LAYER
     with pytest.warns(UserWarning, match="within 4x"):
         assert math.isfinite(perplexity(model, tokens, progress=False).value)
+
+
+def test_mean_of_ratios_and_ratio_of_means_are_what_they_say():
+    acts = torch.full((3, 2, 5), 1.0)
+    acts[0, 0, 0], acts[1, 1, 4], acts[2, 0, 2] = 50.0, 300.0, 10.0  # top1 per sequence
+    acts[1] *= 2  # sequence 1: median 2, top1 600
+    recorder = ActivationRecorder(["h"], k=1)
+    recorder.record("h", acts, torch.zeros(3, 2, dtype=torch.long))
+    row = recorder.result().summary.iloc[0]
+    top1, median = [50.0, 600.0, 10.0], [1.0, 2.0, 1.0]
+    assert row["mean_ratio_top1_median"] == pytest.approx((50 / 1 + 600 / 2 + 10 / 1) / 3)  # 120
+    assert row["ratio_of_means_top1_median"] == pytest.approx(sum(top1) / sum(median))  # 165
+    assert row["top1"] == pytest.approx(sum(top1) / 3) and row["median"] == pytest.approx(sum(median) / 3)
+
+
+def test_feature_view_reports_the_lower_median(planted):
+    import mech_interp.runs.spec  # noqa: F401
+    from mech_interp.runs.experiments import get_experiment
+    from mech_interp.runs.options import RunOptions
+
+    _, model, _ = planted
+    experiment = get_experiment("feature_view")
+    result = experiment.fn(model, RunOptions(device="cpu"), experiment.make_config({"prompt": PLANT_PROMPT, "layer": PLANT_LAYER}))
+    mag = result.tables["activations"]["abs"]
+    assert len(mag) % 2 == 0  # an even count: the lower median and pandas' differ
+    lower = torch.tensor(mag.values).median().item()
+    assert result.summary["median_abs"] == pytest.approx(lower, rel=1e-6)
+    assert result.summary["median_abs"] != pytest.approx(float(mag.median()), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_detection_agrees_between_passes(planted, dtype):
+    """The statistics pass, SetZero and SetMean decide "massive" at one precision (float32), so they
+    pick the same entries even for criteria placed exactly on an entry's |a| / median."""
+    from mech_interp.core.criterion import median_abs
+    from mech_interp.interventions import MassiveMeans, SetMean, SetZero
+    from mech_interp.models.conversion import hooked_from_hf
+
+    hf, _, _ = planted
+    model = hooked_from_hf(hf, torch.device("cpu"), dtype)
+    tokens = encode(hf.tokenizer, PLANT_PROMPT)[None]
+    site = resid_post(PLANT_LAYER + 1)
+    seen = {}
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(site, lambda a, hook: seen.setdefault("acts", a.clone()))]):
+        model(tokens, return_type=None)
+    acts = seen["acts"]
+    assert acts.dtype == dtype
+    median = median_abs(acts)[0].item()
+    top = acts.abs().float().flatten().topk(8).values.tolist()
+    criteria = [MassiveCriterion(min_abs=1, min_ratio=v / median) for v in top]  # on the boundary of each entry
+    criteria += [MassiveCriterion(min_abs=v, min_ratio=1) for v in top]  # |a| > min_abs is strict
+    picked_sizes = set()
+    for criterion in criteria:
+        stats = collect_layer_stats(model, [tokens], hook_names=[site], criterion=criterion, progress=False)
+        from_stats = sorted(map(tuple, stats.massive[["position", "dim"]].values.tolist()))
+        zero = SetZero(site, criterion)
+        zeroed = zero(acts)
+        from_zero = sorted(map(tuple, ((zeroed == 0) & (acts != 0))[0].nonzero().tolist()))
+        assert from_zero == from_stats and zero.counts["replaced"] == len(from_stats), criterion
+        picked_sizes.add(len(from_stats))
+        if from_stats:
+            reset = SetMean(MassiveMeans.from_stats(stats, site), criterion)
+            reset(acts)
+            assert reset.counts == {"replaced": len(from_stats), "unmatched": 0}, criterion
+    assert len(picked_sizes) > 2  # the criteria really cut between entries

@@ -56,3 +56,23 @@ def test_set_zero_explodes_and_set_mean_keeps_wikitext_perplexity(smollm2, tmp_p
     assert 5 < row["original"] < 200
     assert row["set_zero"] > 100 * row["original"]
     assert abs(row["set_mean_change_pct"]) < 1.0
+
+
+def test_massive_first_token_is_an_attention_sink(smollm2):
+    """Where the first token is the only massive one at a block's input, the massive-set score and the
+    first-token score (two code paths, one definition) agree; most heads of the pretrained model are
+    sinks by Gu et al.'s eps = 0.3, as they report for pretrained LMs."""
+    _, model = smollm2
+    experiment = get_experiment("attention")
+    result = experiment.fn(model, RunOptions(), experiment.make_config({}))
+    positions = result.summary["massive_positions"]
+    with_massive = [layer for layer, p in positions.items() if p]
+    assert with_massive and all(positions[layer] == [0] for layer in with_massive)
+    assert with_massive == list(range(with_massive[0], with_massive[-1] + 1))  # one contiguous run of blocks
+    heads = result.tables["head_attention"]
+    rows = heads[heads["layer"].isin(with_massive)]
+    assert rows["attention_to_input_massive_from_later_queries"].tolist() == pytest.approx(
+        rows["attention_to_first_from_later_queries"].tolist(), rel=1e-6)
+    assert heads.loc[~heads["layer"].isin(with_massive), "attention_to_input_massive_from_later_queries"].isna().all()
+    assert result.summary["sink_eps"] == 0.3 and result.summary["sink_head_share"] > 0.5
+    assert result.summary["sink_head_share"] == pytest.approx(heads["sink_head"].mean())

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 from .criterion import MassiveCriterion, massive_mask
 from .intervention import Intervention
@@ -103,7 +103,7 @@ class FixedSiteMeans:
                             self.first.count)
 
 
-def _top1_position(acts: Float[torch.Tensor, "batch pos d_model"]) -> torch.Tensor:
+def _top1_position(acts: Float[torch.Tensor, "batch pos d_model"]) -> Int[torch.Tensor, "batch"]:
     return acts.abs().flatten(1).argmax(1) // acts.shape[2]
 
 

@@ -37,7 +37,7 @@ class HeadMeans(torch.nn.Module):
 
     @classmethod
     @torch.inference_mode()
-    def measure(cls, model: HookedTransformer, batches: Iterable[Int[torch.Tensor, "batch pos"]], layer: int,
+    def measure(cls, model: HookedTransformer, batches: Iterable[Int[torch.Tensor, "_batch _pos"]], layer: int,
                 per_position: bool = True) -> "HeadMeans":
         stat, seen = Mean(), [0]
 

@@ -32,7 +32,7 @@ def stop_layer(model: HookedTransformer, hook_names: Sequence[str]) -> int | Non
 
 def collect_layer_stats(
     model: HookedTransformer,
-    batches: Iterable[Int[torch.Tensor, "batch pos"]],
+    batches: Iterable[Int[torch.Tensor, "_batch _pos"]],  # sizes may differ from batch to batch
     hook_names: Sequence[str] | None = None,
     k: int = 3,
     criterion: MassiveCriterion = MassiveCriterion(),

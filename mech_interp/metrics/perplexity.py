@@ -33,7 +33,7 @@ class Perplexity:
 
 def next_token_nll(
     logits: Float[torch.Tensor, "batch pos d_vocab"], tokens: Int[torch.Tensor, "batch pos"]
-) -> Float[torch.Tensor, "batch pos_minus_1"]:
+) -> Float[torch.Tensor, "batch pos-1"]:
     log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     return -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
 

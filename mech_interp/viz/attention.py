@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from .axes import LAYER_AXIS
+# The head table column this heatmap shows; the attention experiment names its column with it.
+MASSIVE_SCORE = "attention_to_input_massive_from_later_queries"
 
 
 def attention_logits_heatmap(logits: pd.DataFrame, title: str) -> go.Figure:
@@ -19,8 +20,9 @@ def attention_logits_heatmap(logits: pd.DataFrame, title: str) -> go.Figure:
 
 
 def head_attention_heatmap(heads: pd.DataFrame, title: str) -> go.Figure:
-    pivot = heads.pivot(index="layer", columns="head", values="attention_to_massive")
+    """Massive-set score per (block, head); blocks whose input has no massive token are blank (NaN)."""
+    pivot = heads.pivot(index="layer", columns="head", values=MASSIVE_SCORE)
     fig = go.Figure(go.Heatmap(z=pivot.values, x=pivot.columns.values, y=pivot.index.values, colorscale="Viridis",
-                               zmin=0, zmax=1, colorbar={"title": "attention"}))
-    fig.update_layout(title=title, xaxis_title="head", yaxis_title=LAYER_AXIS)
+                               zmin=0, zmax=1, colorbar={"title": "attention"}, hoverongaps=False))
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="block (0-based; massive tokens taken at blocks.L.hook_resid_pre)")
     return fig

@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from ...core.criterion import median_abs
 from ...data.tokens import encode
 from ...models.hook_names import check_layer, resid_post
 from ...runs.experiments import ExperimentResult
@@ -37,9 +38,11 @@ def feature_view(model: HookedTransformer, options: RunOptions, config: FeatureV
     grid["abs"] = grid["value"].abs()
     massive = stats.massive[stats.massive["layer"] == layer][["position", "token", "dim"]].copy()
     massive = massive.merge(grid[["position", "dim", "value", "abs"]], on=["position", "dim"])
-    median = float(grid["abs"].median())
+    # the lower median, as the criterion uses (pandas' median would average the two middle values)
+    median = float(median_abs(acts[None])[0])
     title = f"{model.cfg.model_name}: |a| at block {layer} resid_post, prompt {config.prompt!r}"
-    lines = [f"feature view, block {layer}: median |a| {median:.3g}, max |a| {grid['abs'].max():.4g}"]
+    lines = [(f"feature view, block {layer}: median |a| {median:.3g} (lower median over positions x dims), "
+              f"max |a| {grid['abs'].max():.4g}")]
     lines += [f"  massive: position {r.position} {r.token!r} dim {r.dim} value {r.value:.1f}" for r in massive.itertuples()]
     return ExperimentResult(
         tables={"activations": grid, "massive_entries": massive.reset_index(drop=True)},

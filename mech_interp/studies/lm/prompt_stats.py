@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from jaxtyping import Int
 from transformer_lens import HookedTransformer
 
 from ...core.criterion import MassiveCriterion
@@ -10,12 +13,14 @@ from ...core.layer_stats import LayerStats
 from ...metrics.layer_stats import collect_layer_stats
 
 
-def prompt_layer_stats(model: HookedTransformer, tokens: torch.Tensor, criterion: MassiveCriterion) -> LayerStats:
-    return collect_layer_stats(model, [tokens[None]], criterion=criterion, progress=False)
+def prompt_layer_stats(model: HookedTransformer, tokens: Int[torch.Tensor, "pos"], criterion: MassiveCriterion,
+                       hook_names: Sequence[str] | None = None) -> LayerStats:
+    """Statistics of one prompt at ``hook_names`` (default: every ``blocks.L.hook_resid_post``)."""
+    return collect_layer_stats(model, [tokens[None]], hook_names=hook_names, criterion=criterion, progress=False)
 
 
 def default_layer(stats: LayerStats, model: HookedTransformer, offset: int = 0) -> int:
-    """First layer with massive activations (+ ``offset``), else the middle block."""
+    """First layer with massive activations at the hooked sites (+ ``offset``), else the middle block."""
     first = stats.first_massive_layer()
     layer = model.cfg.n_layers // 2 if first is None else first + offset
     return min(layer, model.cfg.n_layers - 1)
