@@ -41,7 +41,7 @@ def test_notebook_finds_the_massive_activation_and_draws_every_figure(executed):
     nb, probe = executed
     assert probe["first"] is not None and 0 < probe["first"] < probe["n_layers"]
     assert probe["massive_dims"], "no massive dim found on the real model"
-    assert {m["dim"] for m in probe["feature_massive"]} <= set(probe["massive_dims"])
+    assert probe["feature_massive"] and {m["dim"] for m in probe["feature_massive"]} <= set(probe["massive_dims"])
     # 3D feature view, layer-wise lines, perplexity bars, attention logits, head attention.
     figures = sum(PLOTLY_MIME in out.get("data", {}) for c in nb.cells if c.cell_type == "code" for out in c.outputs)
     assert figures == 5, figures

@@ -182,7 +182,9 @@ def execute(
             "config": asdict(config),
             "model": model_info(model),
             "criterion": asdict(spec.options.criterion),
-            "tokenization": {"prepend_bos": spec.options.prepend_bos, "other_special_tokens": False},
+            "tokenization": {"prepend_bos": spec.options.prepend_bos,
+                             "special_tokens": "none added, except c4 and pg19, which keep the tokenizer's defaults as "
+                                               "the paper's loader does (recorded per text in the tables)"},
             "layer_convention": LAYER_CONVENTION,
             "seed": spec.options.seed,
             "seconds": round(time.time() - started, 2),

@@ -92,7 +92,8 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
                 resets = [] if condition == "original" else [make_reset(condition, layer, means, criterion)]
                 result = perplexity(model, seqs, [r.as_hook() for r in resets], batch_size=config.batch_size,
                                     desc=f"{name} {condition}")
-                row = {"dataset": name, "origin": source.origin, "condition": condition, "perplexity": result.value,
+                row = {"dataset": name, "origin": source.origin, "special_tokens": source.special_tokens,
+                       "condition": condition, "perplexity": result.value,
                        "nll_sum": result.nll_sum, "n_tokens": result.n_tokens, "n_windows": result.n_windows,
                        "replaced": resets[0].counts["replaced"] if resets else 0,
                        "unmatched": resets[0].counts["unmatched"] if resets else 0, "status": "ok"}

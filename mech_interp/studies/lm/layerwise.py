@@ -16,7 +16,8 @@ from .configs import LayerwiseConfig
 def layerwise(model: HookedTransformer, options: RunOptions, config: LayerwiseConfig) -> ExperimentResult:
     """Top-k and median |a| per layer, averaged over sequences (paper Fig. 2)."""
     source = load_text(config.text)
-    seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name, model.cfg.n_ctx)
+    seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name,
+                   model.cfg.n_ctx, add_special_tokens=source.special_tokens)
     stats = collect_layer_stats(model, seqs.split(config.batch_size), hook_names=config.hooks, k=config.k,
                                 criterion=options.criterion, total=-(-len(seqs) // config.batch_size))
     first = stats.first_massive_layer()
@@ -37,7 +38,8 @@ def layerwise(model: HookedTransformer, options: RunOptions, config: LayerwiseCo
     return ExperimentResult(
         tables={"layerwise": summary_table, "top_entries": stats.top_entries, "massive_entries": stats.massive},
         figures={"layerwise": layerwise_lines(summary_table, title, config.log_y)},
-        summary={"text": source.name, "text_origin": source.origin, "n_sequences": len(seqs), "first_massive_layer": first,
+        summary={"text": source.name, "text_origin": source.origin, "special_tokens": source.special_tokens,
+                 "n_sequences": len(seqs), "first_massive_layer": first,
                  "massive_dims": stats.massive_dims()},
         lines=lines,
     )
