@@ -304,13 +304,21 @@ def test_disk_full_or_read_only_while_writing(tmp_path, capsys, monkeypatch, err
     assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))  # no empty model directory either
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_read_only_out(tmp_path, capsys):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    code, _, stderr = run_cli(["layerwise", *TINY, *FAST, "--out", locked / "results"], capsys)
-    assert_refused(code, stderr, f"'{locked}' is not writable", locked)
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        code, _, stderr = run_cli(["layerwise", *TINY, *FAST, "--out", locked / "results"], capsys)
+        assert_refused(code, stderr, f"'{locked}' is not writable", locked)
+    # Places no process can write into, root included (CI runs as root): a read-only kernel file
+    # system, and one that refuses new entries outright.
+    for place in (Path("/sys/mi_results"), Path("/proc/mi_results")):
+        if not place.parent.is_dir():
+            continue
+        code, _, stderr = run_cli(["layerwise", *TINY, *FAST, "--out", place], capsys)
+        assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+        assert stderr.startswith(f"mech-interp: error: cannot write results under {str(place)!r}: "), stderr
 
 
 def _seed_cache(monkeypatch, cache: Path):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
+from ..user_files import require_file
 from ..hub import hub_reachable, offline_mode
 from .locations import find_data
 
@@ -68,12 +69,7 @@ def read_text_file(path: Path, what: str, shown: str | None = None) -> str:
     """The UTF-8 text of ``path``; anything else (absent, a directory, not UTF-8, empty) is refused
     in one line naming it. ``what`` says which kind of file it is ("text file", "data file")."""
     shown = shown if shown is not None else str(path)
-    if path.is_dir():
-        raise UsageError(f"{what} {shown!r} is a directory: expected a UTF-8 text file")
-    if not path.is_file():
-        raise UsageError(
-            f"{what} {shown!r} does not exist: expected a file path or one of {', '.join(NAMED)}, hf:NAME[:CONFIG[:SPLIT]]"
-        )
+    require_file(path, what, f"a UTF-8 text file, or one of {', '.join(NAMED)}, hf:NAME[:CONFIG[:SPLIT]]", shown)
     try:
         data = path.read_bytes()
     except OSError as err:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UsageError
+from ..user_files import require_file
 from ..scratch import remove_stale, scratch_path
 from .hf_model import HFModel
 
@@ -94,11 +95,7 @@ def read_header(path: Path) -> GGUFHeader:
     """Architecture, block count and context length from the header, which is read whole (key/value
     pairs and tensor descriptions, no tensor data) so that a damaged or truncated file is refused
     here, in one line, instead of after a minute of dequantizing."""
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"GGUF file {str(path)!r} is a directory: expected a .gguf file")
-    if not path.is_file():
-        raise UsageError(f"GGUF file {str(path)!r} does not exist")
+    path = require_file(Path(path), "GGUF file", "a .gguf file")
     stat = path.stat()
     return _read_header(path, stat.st_size, stat.st_mtime_ns)  # parsing, validation and metadata read it once
 

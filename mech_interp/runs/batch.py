@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from ..errors import UsageError
+from ..user_files import require_file
 from .experiments import get_experiment
 from .options import RunOptions
 from .runner import check_runs
@@ -39,11 +40,7 @@ def _malformed(path: Path, why: str) -> UsageError:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"config file {str(path)!r} is a directory: expected a .toml, .yaml or .yml file")
-    if not path.is_file():
-        raise UsageError(f"config file {str(path)!r} does not exist")
+    path = require_file(Path(path), "config file", "a .toml, .yaml or .yml file")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")

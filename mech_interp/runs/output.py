@@ -62,7 +62,7 @@ def check_writable(out: str | Path) -> None:
 
 
 def write_error(err: OSError, where: Path) -> UsageError:
-    return UsageError(f"cannot write results under {str(where)!r}: {os.strerror(err.errno)}")
+    return UsageError(f"cannot write results under {str(where)!r}: {os.strerror(err.errno) if err.errno else err}")
 
 
 class RunWriter:

@@ -156,10 +156,8 @@ def execute(
         report(f"[rerun] {run_dir}: {why}")
     try:
         writer = RunWriter(run_dir, out, spec.identity())
-    except OSError as err:
-        if err.errno in WRITE_ERRNOS:
-            raise write_error(err, Path(out)) from None
-        raise
+    except OSError as err:  # the run directory cannot be made there (read-only, /proc, full, ...): the user's to fix
+        raise write_error(err, Path(out)) from None
     try:
         if model is None:
             model = model_for(spec.options)

@@ -1,0 +1,18 @@
+"""Files named by users (a model, a config, a text): refused in one line when they are not files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def require_file(path: Path, what: str, expected: str, shown: str | None = None) -> Path:
+    """``path`` if it is a file; else one line saying it is a directory or absent, and what is expected.
+    ``what`` names the kind of file ("GGUF file"); ``shown`` is the path as the user typed it."""
+    shown = str(path) if shown is None else shown
+    if path.is_dir():
+        raise UsageError(f"{what} {shown!r} is a directory: expected {expected}")
+    if not path.is_file():
+        raise UsageError(f"{what} {shown!r} does not exist: expected {expected}")
+    return path
