@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
-from ..user_files import require_file
 from ..hub import hub_reachable, offline_mode
+from ..user_files import require_file
 from .locations import find_data
 
 BUILTIN = "builtin"
