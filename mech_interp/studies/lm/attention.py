@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.utils import get_act_name
 
 from ...data.tokens import encode
 from ...metrics.attention_scores import (
@@ -80,8 +81,8 @@ def attention(model: HookedTransformer, options: RunOptions, config: AttentionCo
         massive[0, input_massive[li]] = True
         to_massive[li] = massive_set_score(pattern, massive).cpu()
 
-    hooks = [(f"blocks.{layer}.attn.hook_attn_scores", keep_scores)]
-    hooks += [(f"blocks.{i}.attn.hook_pattern", head_scores) for i in range(n_layers)]
+    hooks = [(get_act_name("attn_scores", layer), keep_scores)]
+    hooks += [(get_act_name("pattern", i), head_scores) for i in range(n_layers)]
     with torch.inference_mode():
         model.run_with_hooks(tokens[None].to(model.cfg.device), return_type=None, fwd_hooks=hooks)
 
