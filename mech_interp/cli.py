@@ -28,7 +28,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:  # argparse's own errors: one line, status 2
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        where = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        self.exit(EXIT_USAGE, f"mech-interp: error: {where + ': ' if where else ''}{message}\n")
 
 
 def _flag_type(annotation: Any):
@@ -194,9 +195,14 @@ def _batch(ns: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or argparse's one-line error (2): a status, also in-process
+        return int(done.code or 0)
     if ns.command is None:
-        parser.print_help()
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        print(f"mech-interp: error: no command given: expected one of {', '.join(commands)} (mech-interp --help "
+              "explains each)", file=sys.stderr)
         return EXIT_USAGE
     try:
         if ns.command in ("study", "batch") or hasattr(ns, "experiment"):

@@ -13,6 +13,8 @@ def require_file(path: Path, what: str, expected: str, shown: str | None = None)
     shown = str(path) if shown is None else shown
     if path.is_dir():
         raise UsageError(f"{what} {shown!r} is a directory: expected {expected}")
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"{what} {shown!r} does not exist: expected {expected}")
+    if not path.is_file():  # /dev/null, a FIFO, a socket: nothing to read, or a read that never ends
+        raise UsageError(f"{what} {shown!r} is not a regular file: expected {expected}")
     return path

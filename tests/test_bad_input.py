@@ -134,9 +134,9 @@ CASES = [
      ["layerwise", *TINY, "--out", "{tmp}/afile/results"], "'{tmp}/afile' is a file, not a directory"),
     ("study-missing-dataset", None, ["study", *TINY, "--datasets", "missing.txt"], "text file 'missing.txt' does not exist"),
     ("batch-layers-abc", lambda t: _batch(t / "b.toml", _entry("layers = 'abc'")),
-     ["batch", "{tmp}/b.toml"], "--layer 'abc' is not allowed"),
+     ["batch", "{tmp}/b.toml"], "runs[0].layers: 'abc' is not a 0-based block index"),
     ("batch-layers-float", lambda t: _batch(t / "b.toml", _entry("layers = [1.5]")),
-     ["batch", "{tmp}/b.toml"], "--layer 1.5 is not allowed"),
+     ["batch", "{tmp}/b.toml"], "runs[0].layers: 1.5 is not a 0-based block index"),
     ("batch-layers-99", lambda t: _batch(t / "b.toml", _entry("layers = [1, 99]")),
      ["batch", "{tmp}/b.toml"], "layer 99 out of range for 'random:gpt2-tiny'"),
     ("batch-min-abs-string", lambda t: _batch(t / "b.toml", _entry("options = { min_abs = 'big' }")),
@@ -159,6 +159,28 @@ CASES = [
     ("batch-not-utf8", lambda t: (t / "b.toml").write_bytes(b"# caf\xe9\n[[runs]]\nexperiments = ['layerwise']\n"),
      ["batch", "{tmp}/b.toml"], "not UTF-8 (byte 0xe9 at offset 5)"),
     ("batch-is-a-directory", lambda t: (t / "b.toml").mkdir(), ["batch", "{tmp}/b.toml"], "is a directory"),
+    # found by the second audit
+    ("batch-size-beyond-int", None, ["layerwise", *TINY, *FAST, "--batch-size", "99999999999999999999"],
+     "--batch-size 99999999999999999999 is not allowed: expected an integer 1..2147483647"),
+    ("datasets-repeated", None, ["intervention", *TINY, "--datasets", "builtin,builtin"], "--datasets names 'builtin' twice"),
+    ("resets-repeated", None, ["intervention", *TINY, "--resets", "set_zero,set_zero"], "--resets names 'set_zero' twice"),
+    ("layer-negative", None, ["feature-view", *TINY, "--layer", "-1"], "layer -1 out of range: expected a 0-based block"),
+    ("batch-layers-negative", lambda t: _batch(t / "b.toml", _entry("layers = [-1]")),
+     ["batch", "{tmp}/b.toml"], "runs[0].layers: -1 is not a 0-based block index"),
+    ("batch-layers-for-no-layer", lambda t: _batch(t / "b.toml", _entry("layers = [1]", "layerwise")),
+     ["batch", "{tmp}/b.toml"], "runs[0].layers given, but none of layerwise takes a layer"),
+    ("batch-layers-and-params-layer", lambda t: _batch(t / "b.toml", _entry("layers = [1]\nparams = { layer = 2 }")),
+     ["batch", "{tmp}/b.toml"], "both layers and params.layer given"),
+    ("batch-yaml-runs-twice", lambda t: _batch(t / "b.yaml", "runs:\n  - experiments: [layerwise]\n"
+                                                             "runs:\n  - experiments: [feature_view]\n"),
+     ["batch", "{tmp}/b.yaml"], "key 'runs' is given twice (line 3)"),
+    ("hub-text-without-name", None, ["intervention", *TINY, "--datasets", "hf:"], "text 'hf:' is not allowed"),
+    ("hub-text-extra-part", None, ["layerwise", *TINY, "--text", "hf:x:c:s:extra"], "text 'hf:x:c:s:extra' is not allowed"),
+    ("text-dev-null", None, ["layerwise", *TINY, "--text", "/dev/null"], "text file '/dev/null' is not a regular file"),
+    ("text-fifo", lambda t: os.mkfifo(t / "pipe"), ["layerwise", *TINY, "--text", "{tmp}/pipe"], "is not a regular file"),
+    ("hooks-empty", None, ["layerwise", *TINY, "--hooks", ","], "--hooks [] is not allowed: expected one or more hook point"),
+    ("attention-one-token", None, ["attention", *TINY, "--prompt", "a"], "is 1 token long"),
+    ("argparse-bad-int", None, ["layerwise", "--n-seqs", "abc"], "layerwise: argument --n-seqs: invalid int value: 'abc'"),
 ]
 
 
@@ -188,6 +210,14 @@ def test_bad_input_is_refused_in_one_line(tmp_path, capsys, monkeypatch, case_id
     assert_refused(code, stderr, needle.replace("{tmp}", str(tmp_path)), out)
     assert {p for p in tmp_path.rglob("*")} == before, "a refused run created files"
     assert "[done]" not in stdout
+
+
+def test_no_command_is_one_line_on_stderr(capsys):
+    code, stdout, stderr = run_cli([], capsys)
+    assert code == 2 and not stdout
+    assert stderr.strip().splitlines() == [
+        "mech-interp: error: no command given: expected one of study, feature-view, layerwise, intervention, "
+        "attention, batch, models (mech-interp --help explains each)"]
 
 
 def _hf_weights_damaged(t: Path, how: str) -> None:

@@ -123,13 +123,24 @@ def is_local_file(spec: str) -> bool:
     return spec not in NAMED and not spec.startswith("hf:")
 
 
+def parse_hub_text(spec: str) -> tuple[str, str | None, str]:
+    """``hf:NAME[:CONFIG[:SPLIT]]`` -> (name, config or None, split, default "test")."""
+    parts = spec[3:].split(":")
+    if not parts[0].strip() or len(parts) > 3:
+        raise UsageError(f"text {spec!r} is not allowed: expected hf:NAME[:CONFIG[:SPLIT]] with a dataset NAME")
+    name, config, split = (parts + [None, None])[:3]
+    return name, config or None, split or "test"
+
+
 def check_text(spec: str) -> None:
     """Refuse, without tokenizing anything, a text that cannot load from local files: a missing,
     unreadable, non-UTF-8 or empty text file, or such a local mirror of a named dataset. Hub
     sources are not probed here (a run notes them as unavailable when it cannot reach them)."""
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError(f"text {spec!r} is not allowed: expected {', '.join(NAMED)}, hf:NAME[:CONFIG[:SPLIT]] or a text file")
-    if is_local_file(spec):
+    if spec.startswith("hf:"):
+        parse_hub_text(spec)
+    elif is_local_file(spec):
         read_text_file(Path(spec).expanduser(), "text file", spec)
     elif spec in _MIRRORS and (local := find_data(_MIRRORS[spec])) is not None:
         read_text_file(local, "data file")
@@ -140,8 +151,8 @@ def load_text(spec: str) -> TextSource:
     if spec in NAMED:
         return NAMED[spec]()
     if spec.startswith("hf:"):
-        name, config, split = (spec[3:].split(":") + [None, None])[:3]
-        return _from_hub(name, config or None, split or "test")
+        name, config, split = parse_hub_text(spec)
+        return _from_hub(name, config, split)
     path = Path(spec).expanduser()
     text = read_text_file(path, "text file", spec)
     return TextSource(path.name, text, str(path.resolve()))

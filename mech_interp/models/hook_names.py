@@ -27,12 +27,12 @@ def block_of(hook_name: str) -> int | None:
 
 
 def check_layer(n_layers: int, layer: int, model_name: str = "the model") -> int:
-    """A 0-based block index in range (negative counts from the end); anything else is refused."""
+    """A 0-based block index in range; anything else (negative indices included) is refused."""
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise UsageError(f"layer {layer!r} is not an integer: expected a 0-based block index")
-    if not -n_layers <= layer < n_layers:
+    if not 0 <= layer < n_layers:
         raise UsageError(f"layer {layer} out of range: {model_name} has blocks 0..{n_layers - 1} (0-based)")
-    return layer % n_layers
+    return layer
 
 
 def check_hook_names(hook_dict, hook_names: Sequence[str]) -> None:

@@ -35,6 +35,24 @@ ENTRY_KEYS = {"models", "experiments", "layers", "params", "options"}
 TOP_KEYS = {"defaults", "runs"}
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last silently; TOML refuses it), so a second ``runs:`` cannot drop the first."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in keys:
+                raise _DuplicateKey(f"key {key!r} is given twice (line {key_node.start_mark.line + 1})")
+            keys.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _malformed(path: Path, why: str) -> UsageError:
     return UsageError(f"malformed config file {str(path)!r}: {why}")
 
@@ -50,10 +68,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictLoader)
         else:
             raise UsageError(f"config file {str(path)!r} has suffix {path.suffix!r}: expected .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, _DuplicateKey) as err:
         raise _malformed(path, str(err).splitlines()[0]) from err
     if not isinstance(data, dict):
         raise _malformed(path, "expected a table with 'runs'")
@@ -105,6 +123,15 @@ def expand(path: str | Path) -> list[RunSpec]:
             raise _malformed(path, f"{where}.params must be a table")
         options = {**defaults, **_options(entry.get("options", {}), path, f"{where}.options")}
         accepted = {str(name): {f.name for f in dataclasses.fields(get_experiment(str(name)).config_cls)} for name in experiments}
+        if "layers" in entry:
+            # Checked even where no experiment of the entry takes a layer: a typo must not pass silently.
+            bad = [v for v in layers if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+            if bad:
+                raise _malformed(path, f"{where}.layers: {bad[0]!r} is not a 0-based block index (an integer >= 0)")
+            if not any("layer" in fields for fields in accepted.values()):
+                raise _malformed(path, f"{where}.layers given, but none of {', '.join(accepted)} takes a layer")
+            if "layer" in params:
+                raise _malformed(path, f"{where}: both layers and params.layer given: name the layers once")
         stray = sorted(set(params) - set().union(*accepted.values()))
         if stray:
             raise _malformed(path, f"{where}.params: {stray[0]!r} is not a parameter of {', '.join(accepted)}")

@@ -13,13 +13,17 @@ DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
+MAX_COUNT = 2**31 - 1  # counts become tensor sizes and splits; past this torch overflows its C integers
+
+
 def require_at_least(config: Any, minimum: int, *names: str) -> None:
-    """Refuse counts below ``minimum`` (and non-integers) with the flag name, so they never reach
-    a reshape or split."""
+    """Refuse counts below ``minimum``, above ``MAX_COUNT`` and non-integers, with the flag name,
+    so they never reach a reshape or split."""
     for name in names:
         value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
-            raise UsageError(f"--{name.replace('_', '-')} {value!r} is not allowed: expected an integer >= {minimum}")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_COUNT):
+            raise UsageError(f"--{name.replace('_', '-')} {value!r} is not allowed: expected an integer "
+                             f"{minimum}..{MAX_COUNT}")
 
 
 def require_type(config: Any, name: str, kind: type | tuple[type, ...], accepted: str) -> None:

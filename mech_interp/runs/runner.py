@@ -75,7 +75,7 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
 def _check_fits(config: Any, model: str, meta) -> None:
     layer = getattr(config, "layer", None)
     n = meta.n_layers
-    if layer is not None and n is not None and not -n <= layer < n:
+    if layer is not None and n is not None and not 0 <= layer < n:
         raise UsageError(f"layer {layer} out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")
     seq_len = getattr(config, "seq_len", None)
     if seq_len is not None and meta.n_ctx is not None and seq_len > meta.n_ctx:

@@ -15,6 +15,7 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.utils import get_act_name
 
 from ...data.tokens import encode
+from ...errors import UsageError
 from ...metrics.attention_scores import (
     SINK_DEFINITION,
     key_score,
@@ -58,6 +59,8 @@ def attention(model: HookedTransformer, options: RunOptions, config: AttentionCo
     massive tokens at each block's input; the share of sink heads."""
     tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
     n_layers, n_heads, n_pos = model.cfg.n_layers, model.cfg.n_heads, tokens.numel()
+    if n_pos < 2:  # every score averages over the queries after a key: one token has none
+        raise UsageError(f"--prompt {config.prompt!r} is {n_pos} token long: the attention scores need at least 2 tokens")
     layer = check_layer(n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
     stats = prompt_layer_stats(model, tokens, options.criterion, [resid_pre(i) for i in range(n_layers)])
     layer = default_layer(stats, model) if layer is None else layer  # the first block that reads a massive input

@@ -21,8 +21,12 @@ SINK_EPS = 0.3  # Gu et al. 2024: a head is a sink head if its mean attention to
 
 
 def _check_layer(config) -> None:
+    # Negative indices are refused rather than counted from the end: the run directory, the manifest
+    # and every table name the block the user typed, so it must be the block that runs.
     if config.layer is not None:
-        require_type(config, "layer", int, "a 0-based block index (an integer)")
+        require_type(config, "layer", int, "a 0-based block index (an integer >= 0)")
+        if config.layer < 0:
+            raise UsageError(f"layer {config.layer} out of range: expected a 0-based block index >= 0")
 
 
 def _check_prompt(config) -> None:
@@ -31,11 +35,17 @@ def _check_prompt(config) -> None:
         raise UsageError("empty prompt: give some text to tokenize")
 
 
-def _check_texts(config, name: str) -> None:
+def _check_names(config, name: str, accepted: str) -> None:
+    """A non-empty list of distinct non-empty strings (comma-separated on the command line)."""
     values = getattr(config, name)
+    flag = f"--{name.replace('_', '-')}"
     if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
-        raise UsageError(f"--{name.replace('_', '-')} {values!r} is not allowed: expected one or more text names or files")
-    setattr(config, name, [v.strip() for v in values])
+        raise UsageError(f"{flag} {values!r} is not allowed: expected {accepted}, comma-separated")
+    values = [v.strip() for v in values]
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise UsageError(f"{flag} names {repeated[0]!r} twice: give each once")
+    setattr(config, name, values)
 
 
 @dataclass
@@ -66,7 +76,7 @@ class LayerwiseConfig:
         require_at_least(self, 2, "seq_len")
         require_type(self, "log_y", bool, "true or false")
         if self.hooks is not None:
-            _check_texts(self, "hooks")
+            _check_names(self, "hooks", "one or more hook point names such as blocks.0.hook_resid_post")
 
 
 @dataclass
@@ -85,13 +95,13 @@ class InterventionConfig:
         _check_layer(self)
         if isinstance(self.resets, str):
             raise UsageError(f"--resets {self.resets!r} is not allowed: expected a list of {', '.join(RESETS)}")
-        _check_texts(self, "resets")
+        _check_names(self, "resets", f"one or more of {', '.join(RESETS)}")
         for reset in self.resets:
             if reset not in RESETS:
                 raise UsageError(f"unknown reset type {reset!r}: expected one of {', '.join(RESETS)}")
         if self.mean_mode not in MEAN_MODES:
             raise UsageError(f"unknown --mean-mode {self.mean_mode!r}: expected one of {', '.join(MEAN_MODES)}")
-        _check_texts(self, "datasets")
+        _check_names(self, "datasets", "one or more text names or files")
         require_type(self, "mean_text", str, "a text name or file")
         require_at_least(self, 0, "n_windows")
         require_at_least(self, 1, "n_mean_seqs", "batch_size")
