@@ -178,6 +178,8 @@ CASES = [
     ("hub-text-extra-part", None, ["layerwise", *TINY, "--text", "hf:x:c:s:extra"], "text 'hf:x:c:s:extra' is not allowed"),
     ("text-dev-null", None, ["layerwise", *TINY, "--text", "/dev/null"], "text file '/dev/null' is not a regular file"),
     ("text-fifo", lambda t: os.mkfifo(t / "pipe"), ["layerwise", *TINY, "--text", "{tmp}/pipe"], "is not a regular file"),
+    ("hooks-beyond-model", None, ["layerwise", *TINY, "--hooks", "blocks.9.hook_resid_post"],
+     "hook point 'blocks.9.hook_resid_post' is out of range for 'random:gpt2-tiny'"),
     ("hooks-empty", None, ["layerwise", *TINY, "--hooks", ","], "--hooks [] is not allowed: expected one or more hook point"),
     ("attention-one-token", None, ["attention", *TINY, "--prompt", "a"], "is 1 token long"),
     ("argparse-bad-int", None, ["layerwise", "--n-seqs", "abc"], "layerwise: argument --n-seqs: invalid int value: 'abc'"),
@@ -526,6 +528,8 @@ def tiny_hf_dir(tmp_path):
     (["intervention", *TINY, "--mean-text", "missing.txt"], "text file 'missing.txt' does not exist"),
     (["feature-view", *TINY, "--prompt", " "], "empty prompt"),
     (["study", *TINY, "--datasets", "builtin,missing.txt"], "text file 'missing.txt' does not exist"),
+    (["layerwise", *TINY, "--hooks", "blocks.0.hook_resid_post,blocks.9.hook_resid_post"], "out of range for"),
+    (["layerwise", *TINY, "--text", "hf:"], "text 'hf:' is not allowed"),
 ])
 def test_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, tiny_hf_dir, args, needle):
     from mech_interp.runs import runner

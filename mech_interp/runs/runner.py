@@ -9,6 +9,7 @@ experiment computes anything.
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -77,6 +78,10 @@ def _check_fits(config: Any, model: str, meta) -> None:
     n = meta.n_layers
     if layer is not None and n is not None and not 0 <= layer < n:
         raise UsageError(f"layer {layer} out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")
+    for hook in getattr(config, "hooks", None) or []:
+        block = re.match(r"blocks\.(\d+)\.", hook)
+        if block and n is not None and int(block.group(1)) >= n:
+            raise UsageError(f"hook point {hook!r} is out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")
     seq_len = getattr(config, "seq_len", None)
     if seq_len is not None and meta.n_ctx is not None and seq_len > meta.n_ctx:
         raise UsageError(f"--seq-len {seq_len} is longer than the model's context of {meta.n_ctx} tokens ({model!r})")
