@@ -19,6 +19,7 @@ from mech_interp.errors import UsageError
 from mech_interp.models import fused_attention
 from mech_interp.models.architectures import GGUF_ARCHITECTURES, SUPPORTED
 from mech_interp.models.fused_attention import FUSED_ARCHITECTURES
+from mech_interp.models.gguf import read_header
 from mech_interp.models.spec import ModelSpec
 from mech_interp.models.tokenizers import byte_tokenizer
 
@@ -318,7 +319,9 @@ def test_unsupported_gguf_fails_before_dequantizing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_dequantizing)
     monkeypatch.setenv("MECH_INTERP_CACHE", "off")
-    assert ModelSpec.parse(str(path)).metadata().n_layers == 2  # the header itself reads fine
+    assert read_header(path).block_count == 2  # the header itself reads fine; parsing refuses the architecture
+    with pytest.raises(UsageError, match="architecture 'mamba' cannot be loaded"):
+        ModelSpec.parse(str(path))
     with pytest.raises(UsageError) as err:
         mi.load_model(str(path), device="cpu")
     message = str(err.value)

@@ -111,6 +111,13 @@ def _read_header(path: Path, size: int, mtime_ns: int) -> GGUFHeader:
             version, n_tensors, n_kv = struct.unpack("<IQQ", _read(f, 20))
             if version < 2:
                 raise UsageError(f"{str(path)!r} is GGUF version {version}: expected version 2 or 3")
+            # Refused before a loop of billions of reads: counts no model has are damage, and counts of
+            # entries (each at least this many bytes) that the file cannot hold mean it was cut short.
+            if n_kv > _MAX_KV or n_tensors > _MAX_TENSORS:
+                raise ValueError(f"{n_kv} key/value pairs and {n_tensors} tensors: expected at most {_MAX_KV} "
+                                 f"and {_MAX_TENSORS}")
+            if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_INFO_BYTES > size:
+                raise _Truncated
             fields: dict[str, Any] = {}
             for _ in range(n_kv):
                 (key_len,) = struct.unpack("<Q", _read(f, 8))
@@ -141,9 +148,29 @@ def _read_header(path: Path, size: int, mtime_ns: int) -> GGUFHeader:
     arch = fields.get("general.architecture")
     if not isinstance(arch, str):
         raise UsageError(f"GGUF file {str(path)!r} names no general.architecture: not a model file")
+    for key, (low, high) in _PLAUSIBLE.items():
+        value = fields.get(f"{arch}.{key}")
+        # A zero block count dequantizes for half a minute and then crashes; four billion never finishes.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+            raise UsageError(f"GGUF file {str(path)!r} has a corrupt header ({arch}.{key} is {value}: expected "
+                             f"an integer from {low} to {high}): download it again")
     count, context = fields.get(f"{arch}.block_count"), fields.get(f"{arch}.context_length")
     return GGUFHeader(arch, int(count) if isinstance(count, int) else None, n_tensors,
                       int(context) if isinstance(context, int) else None)
+
+
+# The smallest key/value pair (empty key, type, one-byte value) and tensor description (empty name,
+# no dimension, type, offset).
+_MIN_KV_BYTES = 8 + 4 + 1
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
+_MAX_KV, _MAX_TENSORS = 1 << 20, 1 << 24  # real files: ~50 pairs, ~10 tensors per block
+# Bounds far outside any real model (the largest have ~130 blocks and 10M-token contexts).
+_PLAUSIBLE = {
+    "block_count": (1, 10_000),
+    "context_length": (1, 1 << 30),
+    "embedding_length": (1, 1 << 20),
+    "attention.head_count": (1, 1 << 16),
+}
 
 
 def cache_root() -> Path | None:
@@ -226,16 +253,28 @@ def _dequantize(path: Path):
 
 
 def _save_atomically(model, tokenizer, target: Path) -> None:
+    """Saves the conversion for later loads. The cache only saves time: whatever stops the save (a
+    full disk, which safetensors reports as its own SafetensorError, a read-only cache, a concurrent
+    writer that won) leaves no scratch or new empty directory behind, and the model in memory is used."""
+    created = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
+    scratch = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return  # an unwritable cache only costs time
-    scratch = scratch_path(target)
-    try:
+        scratch = scratch_path(target)
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         os.replace(scratch, target)
     except BaseException as err:
-        shutil.rmtree(scratch, ignore_errors=True)  # also on Ctrl-C: ~50 MB per model
-        if not isinstance(err, OSError):
-            raise  # OSError: a concurrent writer won, or the disk is full; the model in memory is fine
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)  # also on Ctrl-C: ~50 MB per model
+        for directory in created:  # deepest first; a directory another process filled meanwhile stays
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        if not isinstance(err, Exception):
+            raise
+        if not target.exists():  # else a concurrent writer saved the same conversion
+            why = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err).strip() else ''}"
+            warnings.warn(f"the converted model could not be cached at {target} ({why}); using it without the "
+                          "cache, so the next load converts it again", stacklevel=3)

@@ -44,9 +44,14 @@ class ModelSpec:
             return cls(text, "registered")
         path = Path(text).expanduser()
         if text.lower().endswith(".gguf") or (path.is_file() and path.suffix.lower() == ".gguf"):
+            from .architectures import check_gguf_architecture
             from .gguf import read_header
 
-            read_header(path)  # exists, is a file, is a GGUF, not truncated
+            header = read_header(path)  # exists, is a file, is a GGUF, not truncated, plausible sizes
+            check_gguf_architecture(header.architecture, path)  # without importing torch
+            if header.block_count is not None and header.n_tensors < header.block_count:
+                raise UsageError(f"GGUF file {text!r} has a corrupt header ({header.n_tensors} tensors for "
+                                 f"{header.block_count} blocks): download it again")
             return cls(text, "gguf", path.resolve())
         if path.is_dir():
             _check_hf_dir(path, text)
@@ -85,9 +90,31 @@ class ModelSpec:
             return ModelMetadata(GGUF_ARCHITECTURES.get(header.architecture), header.block_count, header.context_length)
         return ModelMetadata(None, None)  # a hub name: known when it loads
 
+    def fingerprint(self) -> dict[str, str] | None:
+        """Size and mtime of the local files that hold the model (the GGUF, or config.json and the
+        weights of a directory), so that a run of a file replaced in place is seen as stale without
+        hashing gigabytes. None for registered and hub models, which a name fixes."""
+        if self.kind == "gguf":
+            files = [self.path]
+        elif self.kind == "hf_dir":
+            files = sorted({self.path / "config.json", *_weight_files(self.path)})
+        else:
+            return None
+        stamps = {}
+        for file in files:
+            try:
+                stat = file.stat()
+            except OSError:
+                continue  # gone since parsing: the load refuses it
+            stamps[file.name] = f"{stat.st_size} bytes, mtime_ns {stat.st_mtime_ns}"
+        return stamps
+
 
 def _read_config(path: Path, text: str) -> dict:
     config_file = path / "config.json"
+    if config_file.is_dir():
+        raise UsageError(f"model directory {text!r}: config.json is a directory, not a file: expected a Hugging "
+                         "Face model directory")
     if not config_file.is_file():
         raise UsageError(f"model directory {text!r} has no config.json: expected a Hugging Face model directory")
     try:
@@ -107,8 +134,66 @@ def _check_hf_dir(path: Path, text: str) -> None:
 
     archs = config.get("architectures") or [None]
     check_hf_architecture(archs[0], f"model directory {text!r}")
+    for key in _LAYER_KEYS + _CTX_KEYS:
+        _check_positive(config, key, text)
     if not any(any(path.glob(p)) for p in _WEIGHTS):
         raise UsageError(f"model directory {text!r} has no weights (*.safetensors or pytorch_model*.bin)")
+    for index in _INDEXES:
+        if (path / index).exists():
+            _check_index(path, index, text)
+    if not _has_tokenizer(path):
+        raise UsageError(f"model directory {text!r} has no tokenizer files (tokenizer.json, tokenizer.model, "
+                         "vocab.json with merges.txt, or tokenizer_config.json with its vocabulary): copy them "
+                         "from the model it came from")
+
+
+_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Files a tokenizer loads from: one of these alone, or a vocabulary beside tokenizer_config.json.
+_TOKENIZER_ALONE = ("tokenizer.json", "tokenizer.model")
+_VOCABULARIES = ("vocab.txt", "spiece.model", "sentencepiece.bpe.model", "*.tiktoken")  # vocab.json needs merges.txt
+
+
+def _has_tokenizer(path: Path) -> bool:
+    if any((path / name).is_file() for name in _TOKENIZER_ALONE):
+        return True
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        return True
+    return (path / "tokenizer_config.json").is_file() and any(
+        f.is_file() for pattern in _VOCABULARIES for f in path.glob(pattern))
+
+
+def _check_index(path: Path, index: str, text: str) -> None:
+    """Every shard the index names exists: else the load fails only after reading the others."""
+    try:
+        data = json.loads((path / index).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"model directory {text!r} has a broken {index} ({err}): fix or re-download it") from None
+    except OSError as err:
+        raise UsageError(f"model directory {text!r}: {index} cannot be read ({err.strerror})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise UsageError(f"model directory {text!r} has a broken {index} (no weight_map of tensor -> shard file): "
+                         "fix or re-download it")
+    missing = sorted({shard for shard in weight_map.values() if not (path / shard).is_file()})
+    if missing:
+        raise UsageError(f"model directory {text!r} lacks {len(missing)} weight shard(s) named in {index} "
+                         f"(e.g. {missing[0]!r}): fix or re-download it")
+
+
+def _weight_files(path: Path) -> list[Path]:
+    return [f for pattern in (*_WEIGHTS, *_INDEXES) for f in path.glob(pattern) if f.is_file()]
+
+
+def _check_positive(config: dict, key: str, text: str) -> None:
+    """A size the metadata reads: absent, or a positive integer (a negative or zero layer count
+    otherwise passes every check and fails deep inside the conversion)."""
+    for where, section in (("", config), ("text_config.", config.get("text_config"))):
+        if not isinstance(section, dict) or section.get(key) is None:
+            continue
+        value = section[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"model directory {text!r} has a broken config.json ({where}{key} is {value!r}: "
+                             "expected a positive integer): fix or re-download it")
 
 
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")

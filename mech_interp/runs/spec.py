@@ -3,7 +3,8 @@
 A run's directory is ``<out>/<model>/<experiment>`` followed by ``__key=value`` for every
 parameter or option that differs from its default, so reruns with other settings never overwrite
 each other. Its ``identity`` is the whole resolved configuration (defaults included): a finished
-run counts as done only when its manifest holds the same identity.
+run counts as done only when its manifest holds the same identity, which for a local model includes the
+size and mtime of its files.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's numbers, defaults included."""
         options = {k: v for k, v in asdict(self.options).items() if k not in _NOT_IN_IDENTITY}
-        options["model"] = self.model_spec().source
+        model = self.model_spec()
+        options["model"] = model.source
+        files = model.fingerprint()
+        if files is not None:  # absent for named models, so their earlier runs stay done
+            options["model_files"] = files  # a model file replaced in place makes the run stale
         return {"experiment": self.experiment, "options": options, "config": asdict(self.config())}
 
 
