@@ -19,24 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from mech_interp import cli
 from mech_interp.models.builtin import smollm2_gguf_path
 from mech_interp.runs.options import RunOptions
 from mech_interp.runs.spec import RunSpec
+
+from .cli_runs import assert_refused, files_under, run_cli
 
 TINY = ["--model", "random:gpt2-tiny", "--device", "cpu"]
 FAST = ["--n-seqs", "2", "--seq-len", "32"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(args, capsys):
-    code = cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def files_under(path: Path) -> list[Path]:
-    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
 
 
 def dead_pid() -> int:
@@ -44,13 +37,6 @@ def dead_pid() -> int:
     proc.wait()
     return proc.pid
 
-
-def assert_refused(code: int, stderr: str, needle: str, out: Path) -> None:
-    errors = [line for line in stderr.splitlines() if line.startswith("mech-interp: error:")]
-    assert code == 2, stderr
-    assert len(errors) == 1 and needle in errors[0], stderr
-    assert "Traceback" not in stderr, stderr
-    assert not files_under(out), f"a refused run left files behind: {files_under(out)}"
 
 
 # --- files the cases below use, built in tmp_path by name -----------------------------------------

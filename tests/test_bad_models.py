@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from mech_interp import cli
 from mech_interp.errors import UsageError
 from mech_interp.models.builtin import smollm2_gguf_path
 from mech_interp.models.spec import ModelSpec
 from mech_interp.runs.options import RunOptions
 from mech_interp.runs.spec import RunSpec
+
+from .cli_runs import assert_refused, files_under, run_cli
 
 CPU_FAST = ["--device", "cpu", "--n-seqs", "2", "--seq-len", "32"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,22 +34,7 @@ def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("MECH_INTERP_CACHE", str(tmp_path / "cache"))
 
 
-def run_cli(args, capsys):
-    code = cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
-
-def files_under(path: Path) -> list[Path]:
-    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
-
-
-def assert_refused(code: int, stderr: str, needle: str, out: Path) -> None:
-    errors = [line for line in stderr.splitlines() if line.startswith("mech-interp: error:")]
-    assert code == 2, stderr
-    assert len(errors) == 1 and needle in errors[0], stderr
-    assert "Traceback" not in stderr, stderr
-    assert not files_under(out), f"a refused run left files behind: {files_under(out)}"
 
 
 @pytest.fixture

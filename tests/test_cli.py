@@ -11,19 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mech_interp import cli
 from mech_interp.runs.options import RunOptions
 from mech_interp.runs.runner import execute
 from mech_interp.runs.spec import RunSpec
 from mech_interp.viz.writing import png_export_available
 
+from .cli_runs import run_cli
+
 TINY = ["--model", "random:gpt2-tiny", "--device", "cpu"]
 
-
-def run_cli(args, capsys):
-    code = cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("args, needle", [
