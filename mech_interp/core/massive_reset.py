@@ -124,10 +124,10 @@ class SetMean(Intervention):
     """Write ``means`` into the massive entries (mode ``detected``) or into the fixed sites (mode
     ``fixed_sites``); see the module docstring."""
 
-    def __init__(self, means: MassiveMeans, criterion: MassiveCriterion = MassiveCriterion(), d_model: int | None = None) -> None:
+    def __init__(self, means: MassiveMeans, criterion: MassiveCriterion = MassiveCriterion()) -> None:
         super().__init__("set_mean", means.site)
         self.means, self.criterion = means, criterion
-        size = d_model or 1 + max([*means.first_position, *means.later, 0])
+        size = 1 + max([*means.first_position, *means.later, 0])  # padded with NaN to d_model in forward
         for where in SITES:
             table = torch.full((size,), float("nan"), dtype=torch.float64)
             for d, v in getattr(means, where).items():
