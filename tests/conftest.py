@@ -31,7 +31,12 @@ from pathlib import Path
 
 import jaxtyping
 
-TYPECHECKED = ("mech_interp.core", "mech_interp.metrics", "mech_interp.interventions", "mech_interp.data.tokens")
+TYPECHECKED = (
+    "mech_interp.core", "mech_interp.metrics", "mech_interp.interventions", "mech_interp.data.tokens",
+    "mech_interp.studies.heads",  # the head study's tensor code
+    "vit_hooks",  # the vision study
+    "train_gpt2_bias",  # the trainer
+)
 if not any(type(finder).__module__ == "jaxtyping._import_hook" for finder in sys.meta_path):  # once, if imported twice
     if any(name in sys.modules for name in TYPECHECKED):
         raise RuntimeError(f"{', '.join(TYPECHECKED)} imported before tests/conftest.py could install the type-checking hook")
