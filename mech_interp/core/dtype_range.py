@@ -14,19 +14,25 @@ class ActivationRangeError(UsageError):
     pass
 
 
-def check_range(acts: torch.Tensor, hook_name: str) -> None:
-    """Refuse non-finite activations and warn near the dtype's limit: massive activations reach
-    tens of thousands, close to float16's 65504."""
-    if acts.dtype == torch.float32 or acts.dtype == torch.float64:
-        return
-    peak = acts.abs().max().item()
-    limit = torch.finfo(acts.dtype).max
+def needs_range_check(dtype: torch.dtype) -> bool:
+    return dtype not in (torch.float32, torch.float64)
+
+
+def check_peak(peak: float, dtype: torch.dtype, hook_name: str) -> None:
+    """Refuse a non-finite peak |a| and warn within 4x of the dtype's limit."""
+    limit = torch.finfo(dtype).max
     if not peak < float("inf") or peak != peak:
         raise ActivationRangeError(
-            f"activations at {hook_name} overflowed {acts.dtype} (max {limit:g}): rerun with --dtype float32 or bfloat16"
+            f"activations at {hook_name} overflowed {dtype} (max {limit:g}): rerun with --dtype float32 or bfloat16"
         )
     if peak > limit / 4:
-        warnings.warn(f"activations at {hook_name} reach {peak:g}, within 4x of the {acts.dtype} limit {limit:g}")
+        warnings.warn(f"activations at {hook_name} reach {peak:g}, within 4x of the {dtype} limit {limit:g}")
+
+
+def check_range(acts: torch.Tensor, hook_name: str) -> None:
+    """``check_peak`` on one tensor (reads it on the host: a synchronisation on a GPU)."""
+    if needs_range_check(acts.dtype):
+        check_peak(acts.abs().max().item(), acts.dtype, hook_name)
 
 
 def range_check_hook(acts: torch.Tensor, hook) -> None:

@@ -4,13 +4,15 @@ Model-agnostic: a language model's hooks feed it token ids as labels, a ViT's fe
 For every site and sequence it folds in the top-k |a| with their (position, label, dim), the
 median |a| (exact lower median over all positions x dims of that sequence), the mean |a|, and
 the massive entries by a ``MassiveCriterion``. Memory is fixed whatever the number of sequences;
-``state_dict``/``load_state_dict`` checkpoint a pass and ``to_`` moves it between devices.
+``state_dict``/``load_state_dict`` checkpoint a pass and ``to_`` moves it between devices. On a GPU
+each layer's reductions stay on the device until the batch ends (see ``host_transfer``).
 Activations indexed ``[batch, pos, ...]`` with more trailing axes (per-head ``[batch, pos, head,
 d_head]``) are flattened so that ``dim = head * d_head + i``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import pandas as pd
@@ -19,7 +21,8 @@ from jaxtyping import Float, Int
 
 from ..errors import UsageError
 from .criterion import MassiveCriterion
-from .dtype_range import check_range
+from .dtype_range import check_peak, check_range, needs_range_check
+from .host_transfer import use_deferred
 from .layer_stats import LayerStats
 from .order_statistics import at_least, order_statistics
 from .running_stats import KeyedSums, Mean, TopK
@@ -40,55 +43,167 @@ class _SiteStats:
         return {"per_sequence": self.per_sequence, "top": self.top, "massive": self.massive}
 
 
+@dataclass
+class _Summary:
+    """One site's reductions of one batch, on the host: what ``_fold`` turns into statistics.
+
+    ``seq``/``index`` hold every entry at or above ``min(massive lower bound, k-th largest |a|)``
+    of its sequence (a handful per sequence), ordered by sequence, then by flat index."""
+
+    top: torch.Tensor  # [batch, k] float32, descending
+    median: torch.Tensor  # [batch] float32, the lower median of |a|
+    mean_abs: torch.Tensor  # [batch] float32
+    seq: torch.Tensor  # [hits] int64
+    index: torch.Tensor  # [hits] int64, into the flattened [pos * d_model] hidden state
+    scores: torch.Tensor  # [hits] float32, |a|
+    values: torch.Tensor  # [hits] float32, a
+
+
+@dataclass
+class _Pending:
+    """One site's reductions of one batch, still on the device (the deferred path)."""
+
+    site: str
+    labels: torch.Tensor
+    d_model: int
+    n_flat: int  # pos * d_model
+    dtype: torch.dtype
+    packed: torch.Tensor  # [batch, k + 5 + 3 * capacity] float64, see ``_pack``
+    capacity: int
+
+
 class ActivationRecorder:
     """Fold activations into streaming statistics, site by site.
 
     ``record(site, acts, labels)``: ``acts`` is ``[batch, pos, ...]``, ``labels`` an integer per
     ``[batch, pos]`` (a token id, a token role) that the tables report with each entry.
+
+    Activations on a GPU take the deferred path (``host_transfer``): ``record`` queues device
+    reductions and ``flush`` moves a whole batch to the host in one copy. A flush can find that a
+    sequence had more candidate entries than the ``capacity`` kept per sequence on the device; it
+    then drops the batch, raises the capacity and returns False, and the batch must run again:
+    ``run_batch(forward)`` does that loop.
     """
 
     def __init__(self, sites: Sequence[str], k: int = 3, criterion: MassiveCriterion = MassiveCriterion(),
-                 n_top_entries: int = 20):
+                 n_top_entries: int = 20, capacity: int = 64):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.sites = list(sites)
         self.k = k
         self.criterion = criterion
+        self.capacity = max(capacity, k)
         self._sites = {site: _SiteStats(k, n_top_entries) for site in self.sites}
+        self._pending: list[_Pending] = []
 
     @property
     def n_sequences(self) -> int:
         return max((s.n_sequences for s in self._sites.values()), default=0)
 
     def record(self, site: str, acts: Float[torch.Tensor, "batch pos *rest"], labels: Int[torch.Tensor, "batch pos"]) -> None:
-        state = self._sites[site]
-        check_range(acts, site)
+        if site not in self._sites:
+            raise KeyError(f"site {site!r} is not recorded: expected one of {', '.join(self.sites)}")
         acts = acts.detach().flatten(2)
-        batch, _, d_model = acts.shape
         if not 1 <= self.k <= acts[0].numel():
             raise UsageError(f"--k {self.k} is larger than the {acts[0].numel()} entries of one hidden state at {site}")
+        if use_deferred(acts.device):
+            self._pending.append(self._pack(site, acts, labels))
+            return
+        check_range(acts, site)
+        self._fold(site, self._summarise_on_host(acts), labels, acts.shape[2])
+
+    def _summarise_on_host(self, acts: torch.Tensor) -> _Summary:
         flat = acts.flatten(1)  # [batch, pos*d_model]
         mag = flat.abs().float()
-        top_values, median = (t.to(mag.device) for t in order_statistics(mag, self.k))
-        ratio = top_values[:, 0] / median
-        row = torch.cat([top_values, median[:, None], mag.mean(1, keepdim=True), ratio[:, None]], dim=1)
-        state.per_sequence.add(row)
-
+        top, median = order_statistics(mag, self.k)
         # One pass over the hidden state finds both the top-k and the massive entries: everything at
         # or above the lower of the two thresholds (a handful per sequence), sorted out afterwards.
-        bound = self.criterion.lower_bound(median)
-        seq_idx, flat_idx = at_least(mag, torch.minimum(bound, top_values[:, -1]))
-        on_device = (seq_idx.to(mag.device), flat_idx.to(mag.device))
-        scores, values = mag[on_device].cpu(), flat[on_device].float().cpu()
-        pos, dim = flat_idx // d_model, flat_idx % d_model
-        label = labels.detach().cpu()[seq_idx, pos]
-        self._add_top(state, seq_idx, pos, dim, label, scores, values)
+        seq, index = at_least(mag, torch.minimum(self.criterion.lower_bound(median), top[:, -1]))
+        return _Summary(top, median, mag.mean(1), seq, index, mag[seq, index], flat[seq, index].float())
 
-        massive = self.criterion.is_massive(scores, median.cpu()[seq_idx])
-        state.with_massive += int(seq_idx[massive].unique().numel())
+    def _pack(self, site: str, acts: torch.Tensor, labels: torch.Tensor) -> _Pending:
+        """Reduce on the device without reading anything back: the top ``capacity`` |a| of each
+        sequence with their flat index and signed value, the number of entries at or above the
+        candidate bound (to tell at the flush whether the capacity held them all), the median, the
+        mean and the peak, packed into one float64 row per sequence (float32 values and int64
+        indices below 2**53 are exact in float64)."""
+        flat = acts.flatten(1)
+        mag = flat.abs().float()
+        m = min(self.capacity, mag.shape[1])
+        scores, index = mag.topk(m, dim=1)  # descending
+        median = mag.median(dim=1).values  # the lower median, as on the host
+        bound = torch.minimum(self.criterion.lower_bound(median), scores[:, self.k - 1])
+        n_candidates = (mag >= bound[:, None]).sum(1)
+        packed = torch.cat([
+            scores[:, : self.k], median[:, None], mag.mean(1, keepdim=True), bound[:, None],
+            n_candidates[:, None], mag.amax(1, keepdim=True), scores, index, flat.gather(1, index).float(),
+        ], dim=1).double()
+        return _Pending(site, labels, acts.shape[2], flat.shape[1], acts.dtype, packed, m)
+
+    def flush(self) -> bool:
+        """Fold every queued batch into the statistics: one host copy per device. False (and
+        nothing folded) when a sequence had more candidates than the capacity; rerun the batch."""
+        if not self._pending:
+            return True
+        pending, self._pending = self._pending, []
+        by_device: dict[torch.device, list[_Pending]] = {}
+        for p in pending:
+            by_device.setdefault(p.packed.device, []).append(p)
+        rows: dict[int, torch.Tensor] = {}
+        for device, group in by_device.items():
+            # labels on the device travel in the same copy (token ids are exact in float64)
+            labels = list({id(p.labels): p.labels for p in pending if p.labels.device == device}.values())
+            parts = [p.packed for p in group] + labels
+            host = torch.cat([t.flatten().double() for t in parts]).to("cpu", copy=True)  # the batch's one copy
+            for t, part in zip(parts, host.split([t.numel() for t in parts])):
+                rows[id(t)] = part.view(t.shape)
+        for p in pending:
+            if p.labels.device.type != "cpu":
+                p.labels = rows[id(p.labels)].long()
+        rows = {id(p): rows[id(p.packed)] for p in pending}
+        k = self.k
+        for p in pending:  # an overflowed half-precision forward is refused, not rerun
+            if needs_range_check(p.dtype):
+                check_peak(float(rows[id(p)][:, k + 4].max()), p.dtype, p.site)
+        needed = max(int(rows[id(p)][:, k + 3].max()) for p in pending)  # candidates of the fullest sequence
+        if any(int(rows[id(p)][:, k + 3].max()) > p.capacity for p in pending):
+            self.capacity = max(self.capacity, 1 << (needed - 1).bit_length())
+            return False
+        for p in pending:
+            row, m = rows[id(p)], p.capacity
+            scores, index, values = row[:, k + 5: k + 5 + m], row[:, k + 5 + m: k + 5 + 2 * m], row[:, k + 5 + 2 * m:]
+            hit = scores >= row[:, k + 2: k + 3]
+            seq = torch.arange(row.shape[0])[:, None].expand_as(hit)[hit]
+            index = index[hit].long()
+            order = (seq * p.n_flat + index).argsort()  # as the host path lists them: by sequence, then index
+            summary = _Summary(row[:, :k].float(), row[:, k].float(), row[:, k + 1].float(), seq[order],
+                               index[order], scores[hit][order].float(), values[hit][order].float())
+            self._fold(p.site, summary, p.labels, p.d_model)
+        return True
+
+    def run_batch(self, forward: Callable[[], Any]) -> None:
+        """Call ``forward`` (which records through hooks) and flush; again, with the raised capacity,
+        until the batch fits. A failing forward leaves no half-recorded batch behind."""
+        try:
+            forward()
+            while not self.flush():
+                forward()
+        finally:
+            self._pending.clear()
+
+    def _fold(self, site: str, s: _Summary, labels: torch.Tensor, d_model: int) -> None:
+        state = self._sites[site]
+        ratio = s.top[:, 0] / s.median
+        state.per_sequence.add(torch.cat([s.top, s.median[:, None], s.mean_abs[:, None], ratio[:, None]], dim=1))
+        pos, dim = s.index // d_model, s.index % d_model
+        label = labels.detach().cpu()[s.seq, pos]
+        self._add_top(state, s.seq, pos, dim, label, s.scores, s.values)
+
+        massive = self.criterion.is_massive(s.scores, s.median[s.seq])
+        state.with_massive += int(s.seq[massive].unique().numel())
         keys = torch.stack([pos[massive], dim[massive], label[massive]], dim=1)
-        state.massive.add(keys, torch.stack([values[massive], values[massive].abs()], dim=1).double())
-        state.n_sequences += batch
+        state.massive.add(keys, torch.stack([s.values[massive], s.values[massive].abs()], dim=1).double())
+        state.n_sequences += s.top.shape[0]
 
     def _add_top(self, state: _SiteStats, seq, pos, dim, label, scores, values) -> None:
         """Keep the ``k`` largest candidates of each sequence (there can be more on ties)."""
@@ -100,7 +215,13 @@ class ActivationRecorder:
         meta = torch.stack([seq[keep] + state.n_sequences, pos[keep], dim[keep], label[keep]], dim=1)
         state.top.add(scores[keep], values[keep], meta)
 
+    def _settle(self) -> None:
+        if not self.flush():
+            raise RuntimeError("a sequence had more candidate entries than the recorder kept on the device: "
+                               "record through run_batch(forward), which reruns such a batch")
+
     def state_dict(self) -> dict[str, Any]:
+        self._settle()
         return {"sites": self.sites, "k": self.k, "criterion": (self.criterion.min_abs, self.criterion.min_ratio),
                 "per_site": {site: {"with_massive": s.with_massive, "n_sequences": s.n_sequences,
                                     **{name: stat.state_dict() for name, stat in s.stats().items()}}
@@ -126,6 +247,7 @@ class ActivationRecorder:
                label_name: Callable[[int], str] = str, label_columns: tuple[str, str] = ("label", "label_name")) -> LayerStats:
         """Tables of everything recorded. ``layer_of`` maps a site to its layer index (or None),
         ``label_name`` a label to its text; ``label_columns`` names the two label columns."""
+        self._settle()
         label_id, label_text = label_columns
         summary, top_rows, massive_rows = [], [], []
         for site in self.sites:

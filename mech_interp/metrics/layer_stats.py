@@ -1,7 +1,8 @@
 """Per-layer statistics of a HookedTransformer, computed inside hooks while it runs.
 
 Feeds the core ``ActivationRecorder`` from TransformerLens hook points with token ids as position
-labels; nothing is cached. The forward stops after the last hooked block.
+labels; nothing is cached. The forward stops after the last hooked block. On a GPU the recorder reads
+nothing back until a batch has run through (one host copy per batch).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
@@ -19,6 +20,9 @@ from ..core.recorder import ActivationRecorder
 from ..models.hook_names import block_of, check_hook_names, resid_post
 
 TOKEN_COLUMNS = ("token_id", "token")
+# Models with learned positions in front of the tokens (``model.n_prefix_tokens``, e.g. a sink
+# token) label them so; they are no vocabulary entry.
+PREFIX_LABEL, PREFIX_NAME = -1, "<prefix>"
 
 
 def stop_layer(model: HookedTransformer, hook_names: Sequence[str]) -> int | None:
@@ -44,14 +48,20 @@ def collect_layer_stats(
     check_hook_names(model.hook_dict, hook_names)
     recorder = ActivationRecorder(hook_names, k=k, criterion=criterion)
     current: dict[str, torch.Tensor] = {}
+    n_prefix = getattr(model, "n_prefix_tokens", 0)
 
-    def hook(acts: torch.Tensor, hook) -> None:
-        recorder.record(hook.name, acts, current["tokens"])
+    def hook(acts: Float[torch.Tensor, "batch pos *rest"], hook) -> None:
+        recorder.record(hook.name, acts, current["labels"])
 
     stop = stop_layer(model, hook_names)
     device = model.cfg.device
     with torch.inference_mode(), model.hooks(fwd_hooks=[(name, hook) for name in hook_names]):
         for tokens in tqdm(batches, desc="layer statistics", unit="batch", total=total, disable=not progress):
-            current["tokens"] = tokens
-            model(tokens.to(device), return_type=None, stop_at_layer=stop)
-    return recorder.result(layer_of=block_of, label_name=lambda t: model.tokenizer.decode([t]), label_columns=TOKEN_COLUMNS)
+            current["labels"] = torch.cat([tokens.new_full((tokens.shape[0], n_prefix), PREFIX_LABEL), tokens], dim=1)
+            on_device = tokens.to(device)
+            recorder.run_batch(lambda: model(on_device, return_type=None, stop_at_layer=stop))
+    return recorder.result(layer_of=block_of, label_name=lambda t: label_text(model, t), label_columns=TOKEN_COLUMNS)
+
+
+def label_text(model: HookedTransformer, label: int) -> str:
+    return PREFIX_NAME if label == PREFIX_LABEL else model.tokenizer.decode([label])
