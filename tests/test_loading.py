@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformer_lens.components.transformer_block import TransformerBlock
 
 import mech_interp as mi
 from mech_interp.data.tokens import encode
 from mech_interp.models.conversion import Processing, hooked_from_hf
-from mech_interp.models.fused_attention import FUSED_CLASSES, disable_fused_attention, enable_fused_attention
+from mech_interp.models.fused_attention import (
+    FUSED_CLASSES,
+    FusedBlock,
+    _rotary,
+    disable_fused_attention,
+    enable_fused_attention,
+)
+from mech_interp.models.hook_names import resid_post
 from mech_interp.models.weight_layout import use_linear_layout
 
 from .conftest import CPU
@@ -113,6 +121,38 @@ def test_fused_attention_equals_explicit_attention():
         explicit = model(tokens)
         enable_fused_attention(model)
     torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["random:llama-tiny", "random:gpt2-tiny"])
+def test_fused_block_and_rotary_change_no_bit(name):
+    """The single ln1 and the copy-free rotary of the fast path compute TransformerLens' own
+    arithmetic: every residual stream equals, bit for bit, the fused attention inside TL's block."""
+    model = mi.load_model(name, device="cpu", fast_paths=True)
+    assert type(model.blocks[0]) is FusedBlock
+    tokens = encode(model.tokenizer, TEXT)[None]
+    attn = model.blocks[0].attn
+    if model.cfg.positional_embedding_type == "rotary":
+        x = torch.randn(1, tokens.shape[1], model.cfg.n_heads, model.cfg.d_head)
+        assert torch.equal(_rotary(attn, x), attn.apply_rotary(x, 0, None))
+
+    def resid():
+        seen = {}
+        with torch.inference_mode(), model.hooks(fwd_hooks=[(resid_post(i), lambda a, hook: seen.setdefault(hook.name, a.clone()))
+                                                            for i in range(model.cfg.n_layers)]):
+            seen["logits"] = model(tokens)
+        return seen
+
+    fast = resid()
+    for block in model.blocks:
+        block.__class__ = TransformerBlock
+    plain = resid()
+    assert fast.keys() == plain.keys() and all(torch.equal(fast[k], plain[k]) for k in fast)
+    # A hook on ln1 sees what TL's block gives it: three calls, one each for queries, keys, values.
+    enable_fused_attention(model)
+    calls = []
+    with torch.inference_mode(), model.hooks(fwd_hooks=[("blocks.0.ln1.hook_normalized", lambda a, hook: calls.append(1))]):
+        model(tokens)
+    assert len(calls) == 3
 
 
 def test_pattern_hooks_still_fire_with_fused_attention():

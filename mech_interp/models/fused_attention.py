@@ -23,6 +23,8 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 from transformer_lens.components import Attention, GroupedQueryAttention
 from transformer_lens.components.abstract_attention import AbstractAttention
+from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES, TransformerBlock
+from transformer_lens.hook_points import HookPoint
 
 
 def _hooked(hook_point: torch.nn.Module) -> bool:
@@ -78,20 +80,53 @@ def _fused_forward(
                                           additive_attention_mask, attention_mask, position_bias)
     q, k, v = self.calculate_qkv_matrices(query_input, key_input, value_input)
     if self.cfg.positional_embedding_type == "rotary":
-        q = self.hook_rot_q(self.apply_rotary(q, 0, None))  # [batch, pos, head_index, d_head]
-        k = self.hook_rot_k(self.apply_rotary(k, 0, None))  # [batch, pos, kv_head_index, d_head]
+        q = self.hook_rot_q(_rotary(self, q))  # [batch, pos, head_index, d_head]
+        k = self.hook_rot_k(_rotary(self, k))  # [batch, pos, kv_head_index, d_head]
     n_heads, n_kv_heads = q.shape[2], k.shape[2]
-    z = F.scaled_dot_product_attention(
-        q.transpose(1, 2),
-        k.transpose(1, 2).to(q.dtype),
-        v.transpose(1, 2).to(q.dtype),
-        is_causal=True,
-        scale=1.0 / float(self.attn_scale),
-        enable_gqa=n_kv_heads != n_heads,
-    )
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2).to(q.dtype), v.transpose(1, 2).to(q.dtype)
+    gqa = n_kv_heads != n_heads
+    if gqa and q.device.type == "cuda" and q.dtype == torch.float32:
+        # Only the flash and math kernels take grouped keys; flash has no float32, so enable_gqa would
+        # run the math kernel (T x T scores in memory). Repeating the few kv heads costs less.
+        k, v = (t.repeat_interleave(n_heads // n_kv_heads, dim=1) for t in (k, v))
+        gqa = False
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / float(self.attn_scale), enable_gqa=gqa)
     z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
     w_o = self.W_O.reshape(n_heads * self.cfg.d_head, self.cfg.d_model).T  # [d_model, head_index*d_head]
     return F.linear(z.reshape(z.shape[0], z.shape[1], -1).to(w_o.dtype), w_o, self.b_O)
+
+
+def _rotary(attn: AbstractAttention, x: Float[torch.Tensor, "batch pos head d_head"]) -> Float[torch.Tensor, "batch pos head d_head"]:
+    """TransformerLens' ``apply_rotary`` without its per-call clone and two slice copies: the same
+    products and sum in the same order (so the same bits), with the rotated half built by one cat."""
+    cfg, pos = attn.cfg, x.shape[1]
+    if cfg.rotary_adjacent_pairs or cfg.use_dynamic_ntk_rope or pos > attn.rotary_cos.shape[0] or x.device != attn.rotary_cos.device:
+        return attn.apply_rotary(x, 0, None)
+    rot, rest = x[..., : cfg.rotary_dim], x[..., cfg.rotary_dim:]
+    half = cfg.rotary_dim // 2
+    flipped = torch.cat([-rot[..., half:], rot[..., :half]], dim=-1)
+    rotated = rot * attn.rotary_cos[None, :pos, None, :] + flipped * attn.rotary_sin[None, :pos, None, :]
+    return rotated if rest.shape[-1] == 0 else torch.cat([rotated, rest], dim=-1)
+
+
+class FusedBlock(TransformerBlock):
+    """A pre-norm sequential block that normalises its input once for queries, keys and values
+    (TransformerLens runs ``ln1`` three times on the same tensor, and adds a scalar 0.0 twice) when
+    nothing hooks ``ln1``; otherwise, and for every other block layout, TransformerLens' forward."""
+
+    def forward(self, resid_pre, shortformer_pos_embed=None, past_kv_cache_entry=None, attention_mask=None):
+        cfg = self.cfg
+        if (shortformer_pos_embed is not None or cfg.use_attn_in or cfg.use_split_qkv_input or cfg.use_hook_mlp_in
+                or cfg.use_normalization_before_and_after or cfg.attn_only or cfg.parallel_attn_mlp or cfg.n_devices != 1
+                or cfg.original_architecture in POST_NORM_ARCHITECTURES
+                or any(_hooked(h) for h in self.ln1.modules() if isinstance(h, HookPoint))):
+            return super().forward(resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask)
+        resid_pre = self.hook_resid_pre(resid_pre)  # [batch, pos, d_model]
+        normed = self.ln1(resid_pre)
+        attn_out = self.hook_attn_out(self.attn(query_input=normed, key_input=normed, value_input=normed,
+                                                past_kv_cache_entry=past_kv_cache_entry, attention_mask=attention_mask))
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)  # [batch, pos, d_model]
+        return self.hook_resid_post(resid_mid + self.apply_mlp(self.ln2(resid_mid)))  # [batch, pos, d_model]
 
 
 # Subclasses that only swap ``forward``: same layout, so a block's attention can switch class in place.
@@ -108,14 +143,15 @@ _PLAIN = {fused: plain for plain, fused in FUSED_CLASSES.items()}
 
 
 def enable_fused_attention(model: HookedTransformer) -> list[int]:
-    """Give every block whose attention class is allow-listed the fused forward (idempotent);
-    returns the blocks that have it."""
+    """Give every block whose attention class is allow-listed the fused forward, and its block the
+    single ``ln1`` (idempotent); returns the blocks that have them."""
     fused = []
     allowed = model.cfg.original_architecture in FUSED_ARCHITECTURES
     for i, block in enumerate(model.blocks):
         cls = type(block.attn)
-        if allowed and cls in FUSED_CLASSES:
+        if allowed and cls in FUSED_CLASSES and type(block) in (TransformerBlock, FusedBlock):
             block.attn.__class__ = FUSED_CLASSES[cls]
+            block.__class__ = FusedBlock
         if type(block.attn) in _PLAIN:
             fused.append(i)
     return fused
@@ -125,4 +161,6 @@ def disable_fused_attention(model: HookedTransformer) -> HookedTransformer:
     for block in model.blocks:
         if type(block.attn) in _PLAIN:
             block.attn.__class__ = _PLAIN[type(block.attn)]
+        if type(block) is FusedBlock:
+            block.__class__ = TransformerBlock
     return model
