@@ -5,6 +5,9 @@ Run from the repository root::
     .venv/bin/python bench/bench_layer_stats.py                  # smollm2-135m, 4 x 512 tokens, 1 thread
     .venv/bin/python bench/bench_layer_stats.py --threads 2 --repeats 5
     .venv/bin/python bench/bench_layer_stats.py --skip-memory    # timings only
+    python bench/bench_layer_stats.py --device cuda --batch-size 8 --n-seqs 8
+    python bench/bench_layer_stats.py --device cuda --dtype bfloat16 --model random:llama-1b \
+        --seq-len 2048 --batch-size 4 --n-seqs 4                # the 1B-class case (TinyLlama shape)
 
 Over the same token windows it compares
 
@@ -18,17 +21,20 @@ Over the same token windows it compares
       split TransformerLens' own overhead (d/a) from the statistics' overhead (b/d);
   (e) (b) with fused attention disabled, to show what the fused path buys.
 
-Time: seconds per sequence; each window goes through every method in turn, ``--repeats`` times,
-and the fastest repeat per (window, method) is kept (wall time; process CPU time is printed too,
-being less sensitive to other processes on the machine). Each timed (b)/(e) call covers one
-window, so it includes ``collect_layer_stats``' per-call set-up and ``result()`` (~15 ms).
-Memory: each method runs in a fresh ``spawn`` subprocess; after one warm-up pass the peak-RSS
-mark is reset (``/proc/self/clear_refs``), and the reported number is peak RSS during one pass
-over all windows minus the RSS right before it. The children run with a fixed glibc mmap
-threshold so that freed tensors go back to the OS and RSS follows live tensor bytes.
+Time: seconds per sequence; each batch goes through every method in turn, ``--repeats`` times,
+and the fastest repeat per (batch, method) is kept (wall time, the device synchronised before the
+clock is read; process CPU time is printed too, being less sensitive to other processes on the
+machine). Each timed (b)/(e) call covers one batch, so it includes ``collect_layer_stats``'
+per-call set-up and ``result()`` (~15 ms).
+Memory on the CPU: each method runs in a fresh ``spawn`` subprocess; after one warm-up pass the
+peak-RSS mark is reset (``/proc/self/clear_refs``), and the reported number is peak RSS during one
+pass over all windows minus the RSS right before it. The children run with a fixed glibc mmap
+threshold so that freed tensors go back to the OS and RSS follows live tensor bytes. On a GPU:
+``torch.cuda.max_memory_allocated`` during one pass minus the allocation before it, in process.
 
-Targets: the statistics pass (b) within 1.10x of the bare HF forward (a), and its memory not
-growing with n_layers x tokens x d_model (the size of a full resid cache, printed for scale).
+Targets: the statistics pass (b) within 1.10x of the bare HF forward (a) on the CPU and on a GPU,
+the bare TL forward (d) within 1.05x of it on a GPU, and the memory of (b) not growing with
+n_layers x tokens x d_model (the size of a full resid cache, printed for scale).
 The script also checks that (b) and (c) give identical per-layer top-1 and median |a|.
 """
 
@@ -57,7 +63,10 @@ MIB = 1024 * 1024
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--model", default="smollm2-135m", help="registered name (random:llama-1b for a 1B-class model), "
+                   "local HF directory or .gguf file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--n-seqs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward (the experiments' default is 1)")
@@ -82,18 +91,28 @@ class Context:
         from mech_interp.data.texts import load_text
         from mech_interp.data.tokens import windows
 
-        self.hf = mi.load_hf(args.model)
-        self.hf.model.eval()
-        self.model = mi.load_model(args.model, device="cpu", fast_paths=True) if set(methods) - {"a"} else None
+        self.device = torch.device(args.device)
+        dtype = getattr(torch, args.dtype)
+        self.hf = mi.load_hf(args.model, dtype)
+        self.hf.model.eval().to(self.device)
+        self.model = (mi.load_model(args.model, device=args.device, dtype=args.dtype, fast_paths=True)
+                      if set(methods) - {"a"} else None)
         if "a" not in methods:
             self.hf = type("TokOnly", (), {"tokenizer": self.hf.tokenizer})()  # drop the HF weights
             gc.collect()
         tokens = windows(self.hf.tokenizer, load_text("builtin").text, args.seq_len, args.n_seqs)
-        if tokens.shape[0] < args.n_seqs:
-            print(f"note: builtin text holds only {tokens.shape[0]} windows of {args.seq_len} tokens", file=sys.stderr)
+        if tokens.shape[0] < args.n_seqs:  # the same windows again: the timing needs sizes, not new text
+            print(f"note: builtin text holds {tokens.shape[0]} windows of {args.seq_len} tokens; repeating them", file=sys.stderr)
+            tokens = tokens.repeat(-(-args.n_seqs // tokens.shape[0]), 1)[: args.n_seqs]
         self.tokens = tokens
-        self.batches = list(tokens.split(args.batch_size))
+        self.batches = [b.to(self.device) for b in tokens.split(args.batch_size)]
         self.n_seqs = tokens.shape[0]
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 def run_a(ctx: Context, batches):
@@ -117,7 +136,7 @@ def run_c(ctx: Context, batches, k: int = 3):
     from mech_interp.models.hook_names import resid_post
 
     n_layers = ctx.model.cfg.n_layers
-    sums = torch.zeros(n_layers, k + 1, dtype=torch.float64)
+    sums = torch.zeros(n_layers, k + 1, dtype=torch.float64, device=ctx.device)
     count = 0
     with torch.inference_mode():
         for tokens in batches:
@@ -128,7 +147,7 @@ def run_c(ctx: Context, batches, k: int = 3):
                 sums[layer] += row.double().sum(0)
             count += tokens.shape[0]
             del cache
-    return sums / count
+    return (sums / count).cpu()
 
 
 def run_d(ctx: Context, batches):
@@ -233,6 +252,26 @@ def measure_memory(args: argparse.Namespace, methods: str) -> dict[str, tuple[in
     return out
 
 
+def measure_device_memory(ctx: Context, methods: str) -> dict[str, tuple[int, int, str]]:
+    """Peak CUDA allocation during one pass over all batches, minus the allocation before it."""
+    import torch
+
+    out = {}
+    for method in methods:
+        gc.collect()
+        torch.cuda.empty_cache()
+        ctx.sync()
+        before = torch.cuda.memory_allocated(ctx.device)
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+        RUNNERS[method](ctx, ctx.batches)
+        ctx.sync()
+        growth = torch.cuda.max_memory_allocated(ctx.device) - before
+        out[method] = (growth, before, "torch.cuda.max_memory_allocated")
+        print(f"  memory ({method}) {METHODS[method]:<38} peak growth {growth / MIB:8.1f} MiB "
+              f"(allocated before {before / MIB:.0f} MiB)", flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -247,7 +286,11 @@ def machine_info(args) -> list[str]:
         pass
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return [
+    gpu = []
+    if args.device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(args.device))
+        gpu = [f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB; CUDA {torch.version.cuda}"]
+    return gpu + [
         f"CPU: {cpu}; os.cpu_count()={os.cpu_count()}, usable cores={affinity}, load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
         f"torch {torch.__version__}, torch threads={torch.get_num_threads()} (interop {torch.get_num_interop_threads()}), "
         f"python {platform.python_version()}",
@@ -285,8 +328,10 @@ def main(argv=None) -> int:
         for i, batch in enumerate(ctx.batches):
             for m in methods:
                 gc.collect()
+                ctx.sync()
                 w0, c0 = time.perf_counter(), time.process_time()
                 RUNNERS[m](ctx, [batch])
+                ctx.sync()
                 wall[m][r][i], cpu[m][r][i] = time.perf_counter() - w0, time.process_time() - c0
         print(f"repeat {r + 1}/{args.repeats} (wall s/seq): "
               + "  ".join(f"({m}) {sum(wall[m][r]) / ctx.n_seqs:.3f}" for m in methods), flush=True)
@@ -312,7 +357,12 @@ def main(argv=None) -> int:
         print(f"check: fused vs unfused top-1 |a| max abs diff {diff:.3g}")
 
     # ---- memory
-    memory = {} if args.skip_memory else measure_memory(args, methods)
+    if args.skip_memory:
+        memory = {}
+    elif ctx.device.type == "cuda":
+        memory = measure_device_memory(ctx, methods)
+    else:
+        memory = measure_memory(args, methods)
 
     # ---- report
     floor_t = best.get("a")
@@ -330,7 +380,7 @@ def main(argv=None) -> int:
         mb = f"{growth / MIB:.1f}" if growth is not None else "-"
         lines.append(f"| ({m}) {METHODS[m]} | {best[m]:.3f} | {ratio(best[m], floor_t)} | {mb} | {ratio(growth, floor_m)} |")
     print()
-    print(f"### {args.model}, {ctx.n_seqs} x {args.seq_len} tokens, batch {args.batch_size}, "
+    print(f"### {args.model}, {args.device}, {args.dtype}, {ctx.n_seqs} x {args.seq_len} tokens, batch {args.batch_size}, "
           f"wall time, min of {args.repeats} repeats per window, {torch.get_num_threads()} torch thread(s)")
     print()
     print(*lines, sep="\n")
@@ -341,7 +391,9 @@ def main(argv=None) -> int:
     print("CPU time of this process (less sensitive to other processes on the machine; with 1 thread "
           "it should equal wall time on an idle machine): "
           + ", ".join(f"({m}) {best_cpu[m]:.3f} s/seq = {ratio(best_cpu[m], best_cpu.get('a'))}x" for m in methods))
-    print("peak MB = peak RSS growth (MiB) during one pass over all windows, fresh subprocess per method, after a warm-up pass.")
+    print("peak MB = " + ("peak CUDA allocation growth (MiB) during one pass over all windows, in process."
+                          if ctx.device.type == "cuda" else
+                          "peak RSS growth (MiB) during one pass over all windows, fresh subprocess per method, after a warm-up pass."))
     for line in info:
         print(f"{line}  ")
     for label, t in (("wall", best), ("cpu", best_cpu)):

@@ -65,6 +65,19 @@ def random_llama_tiny() -> HFModel:
     )
 
 
+@register_model("random:llama-1b", family="LlamaForCausalLM", n_layers=22, n_ctx=2048)
+def random_llama_1b() -> HFModel:
+    """LLaMA 1.1B shape (TinyLlama: 22 layers, 2048 wide, 32 heads, 4 kv heads), random init: for benchmarks."""
+    from transformers import LlamaConfig
+
+    return _random_init(
+        LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                    num_attention_heads=32, num_key_value_heads=4, vocab_size=32000,
+                    max_position_embeddings=2048, tie_word_embeddings=False,
+                    bos_token_id=256, eos_token_id=256, pad_token_id=256)
+    )
+
+
 @register_model("planted:gpt2-tiny", family="GPT2LMHeadModel", n_layers=4, n_ctx=512)
 def planted_gpt2_tiny() -> HFModel:
     """random:gpt2-tiny with a massive activation (~400) planted at block 2, dim 17, on every '.' token."""
