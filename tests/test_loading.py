@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformer_lens.components.rms_norm import RMSNorm
 from transformer_lens.components.transformer_block import TransformerBlock
 
 import mech_interp as mi
@@ -12,6 +13,8 @@ from mech_interp.models.conversion import Processing, hooked_from_hf
 from mech_interp.models.fused_attention import (
     FUSED_CLASSES,
     FusedBlock,
+    FusedRMSNorm,
+    _qkv,
     _rotary,
     disable_fused_attention,
     enable_fused_attention,
@@ -20,6 +23,8 @@ from mech_interp.models.hook_names import resid_post
 from mech_interp.models.weight_layout import use_linear_layout
 
 from .conftest import CPU
+
+TINY = [m for m in mi.list_models() if m.startswith("random:") and m != "random:llama-1b"]  # 1b: for benchmarks
 
 TEXT = "Summer is warm. Winter is cold. The river runs to the sea."
 
@@ -37,7 +42,7 @@ def assert_resid_matches_hf(hf, model, tokens, rtol=1e-5, atol=1e-5):
     return out, cache
 
 
-@pytest.mark.parametrize("name", [m for m in mi.list_models() if m.startswith("random:")])
+@pytest.mark.parametrize("name", TINY)
 def test_registered_random_models_match_hf(name):
     hf = mi.load_hf(name)
     model = hooked_from_hf(hf, CPU, torch.float32)
@@ -65,7 +70,7 @@ def assert_default_path_matches_hf(hf, model, tokens, rtol=1e-5, atol=1e-5):
     torch.testing.assert_close(logits, out.logits, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("name", [m for m in mi.list_models() if m.startswith("random:")])
+@pytest.mark.parametrize("name", TINY)
 def test_load_model_default_path_matches_hf(name):
 
     model = mi.load_model(name, device="cpu", fast_paths=True)
@@ -125,15 +130,22 @@ def test_fused_attention_equals_explicit_attention():
 
 @pytest.mark.parametrize("name", ["random:llama-tiny", "random:gpt2-tiny"])
 def test_fused_block_and_rotary_change_no_bit(name):
-    """The single ln1 and the copy-free rotary of the fast path compute TransformerLens' own
-    arithmetic: every residual stream equals, bit for bit, the fused attention inside TL's block."""
+    """The fast path's single ln1, projections, RMSNorm and rotary compute TransformerLens' own
+    arithmetic: each equals TL's component bit for bit, and every residual stream equals the same
+    model with TL's own block around the fused attention."""
     model = mi.load_model(name, device="cpu", fast_paths=True)
     assert type(model.blocks[0]) is FusedBlock
     tokens = encode(model.tokenizer, TEXT)[None]
-    attn = model.blocks[0].attn
-    if model.cfg.positional_embedding_type == "rotary":
-        x = torch.randn(1, tokens.shape[1], model.cfg.n_heads, model.cfg.d_head)
-        assert torch.equal(_rotary(attn, x), attn.apply_rotary(x, 0, None))
+    attn, norm = model.blocks[0].attn, model.blocks[0].ln1
+    x = torch.randn(2, tokens.shape[1], model.cfg.d_model)
+    with torch.inference_mode():
+        assert all(torch.equal(a, b) for a, b in zip(_qkv(attn, x, x, x), attn.calculate_qkv_matrices(x, x, x)))
+        if model.cfg.positional_embedding_type == "rotary":
+            assert type(norm) is FusedRMSNorm
+            assert torch.equal(norm(x), RMSNorm.forward(norm, x))
+            heads = torch.randn(1, tokens.shape[1], model.cfg.n_heads, model.cfg.d_head)
+            assert torch.equal(_rotary(attn, heads), attn.apply_rotary(heads, 0, None))
+            assert torch.equal(_rotary(attn, heads[:, :5]), attn.apply_rotary(heads[:, :5], 0, None))  # views per length
 
     def resid():
         seen = {}

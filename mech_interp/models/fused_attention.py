@@ -23,6 +23,7 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 from transformer_lens.components import Attention, GroupedQueryAttention
 from transformer_lens.components.abstract_attention import AbstractAttention
+from transformer_lens.components.rms_norm import RMSNorm
 from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES, TransformerBlock
 from transformer_lens.hook_points import HookPoint
 
@@ -78,7 +79,7 @@ def _fused_forward(
     if not _fusable(self, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias):
         return _PLAIN[type(self)].forward(self, query_input, key_input, value_input, past_kv_cache_entry,
                                           additive_attention_mask, attention_mask, position_bias)
-    q, k, v = self.calculate_qkv_matrices(query_input, key_input, value_input)
+    q, k, v = _qkv(self, query_input, key_input, value_input)
     if self.cfg.positional_embedding_type == "rotary":
         q = self.hook_rot_q(_rotary(self, q))  # [batch, pos, head_index, d_head]
         k = self.hook_rot_k(_rotary(self, k))  # [batch, pos, kv_head_index, d_head]
@@ -96,17 +97,56 @@ def _fused_forward(
     return F.linear(z.reshape(z.shape[0], z.shape[1], -1).to(w_o.dtype), w_o, self.b_O)
 
 
+def _project(x: Float[torch.Tensor, "batch pos d_model"], w: Float[torch.Tensor, "head d_model d_head"],
+             b: Float[torch.Tensor, "head d_head"]) -> Float[torch.Tensor, "batch pos head d_head"]:
+    """``simple_attn_linear`` without einops' parsing: the same rearranged weight (a view under the
+    linear layout) into the same ``F.linear``, so the same bits."""
+    n, d_model, d_head = w.shape
+    return F.linear(x, w.permute(0, 2, 1).reshape(n * d_head, d_model), b.reshape(n * d_head)).reshape(
+        x.shape[0], x.shape[1], n, d_head)
+
+
+def _qkv(attn: AbstractAttention, query_input, key_input, value_input):
+    cfg = attn.cfg
+    if cfg.use_split_qkv_input or cfg.use_attn_in or query_input.device != attn.W_Q.device:
+        return attn.calculate_qkv_matrices(query_input, key_input, value_input)
+    grouped = isinstance(attn, GroupedQueryAttention) and not cfg.ungroup_grouped_query_attention
+    w_k, b_k, w_v, b_v = (attn._W_K, attn._b_K, attn._W_V, attn._b_V) if grouped else (attn.W_K, attn.b_K, attn.W_V, attn.b_V)
+    q = attn.hook_q(_project(query_input, attn.W_Q, attn.b_Q))  # [batch, pos, head_index, d_head]
+    k = attn.hook_k(_project(key_input, w_k, b_k))  # [batch, pos, kv_head_index, d_head]
+    v = attn.hook_v(_project(value_input, w_v, b_v))  # [batch, pos, kv_head_index, d_head]
+    return q, k, v
+
+
 def _rotary(attn: AbstractAttention, x: Float[torch.Tensor, "batch pos head d_head"]) -> Float[torch.Tensor, "batch pos head d_head"]:
     """TransformerLens' ``apply_rotary`` without its per-call clone and two slice copies: the same
-    products and sum in the same order (so the same bits), with the rotated half built by one cat."""
+    products and sum in the same order (so the same bits), with the rotated half built by one cat
+    and the sin/cos views made once per sequence length."""
     cfg, pos = attn.cfg, x.shape[1]
-    if cfg.rotary_adjacent_pairs or cfg.use_dynamic_ntk_rope or pos > attn.rotary_cos.shape[0] or x.device != attn.rotary_cos.device:
+    cos_table = attn.rotary_cos
+    if cfg.rotary_adjacent_pairs or cfg.use_dynamic_ntk_rope or pos > cos_table.shape[0] or x.device != cos_table.device:
         return attn.apply_rotary(x, 0, None)
-    rot, rest = x[..., : cfg.rotary_dim], x[..., cfg.rotary_dim:]
-    half = cfg.rotary_dim // 2
-    flipped = torch.cat([-rot[..., half:], rot[..., :half]], dim=-1)
-    rotated = rot * attn.rotary_cos[None, :pos, None, :] + flipped * attn.rotary_sin[None, :pos, None, :]
-    return rotated if rest.shape[-1] == 0 else torch.cat([rotated, rest], dim=-1)
+    views = attn.__dict__.get("_rotary_views")
+    if views is None or views[0] != pos or views[1] is not cos_table:
+        views = (pos, cos_table, cos_table[None, :pos, None, :], attn.rotary_sin[None, :pos, None, :])
+        attn.__dict__["_rotary_views"] = views  # a plain attribute: no state_dict entry, no module lookup
+    _, _, cos, sin = views
+    rot_dim, half = cfg.rotary_dim, cfg.rotary_dim // 2
+    rot = x if rot_dim == x.shape[-1] else x[..., :rot_dim]
+    flipped = torch.cat([-rot.narrow(-1, half, half), rot.narrow(-1, 0, half)], dim=-1)
+    rotated = rot * cos + flipped * sin
+    return rotated if rot is x else torch.cat([rotated, x[..., rot_dim:]], dim=-1)
+
+
+class FusedRMSNorm(RMSNorm):
+    """TransformerLens' RMSNorm arithmetic, op for op, without its hook and device bookkeeping
+    when nothing hooks its scale or output."""
+
+    def forward(self, x):
+        if _hooked(self.hook_scale) or _hooked(self.hook_normalized) or x.device != self.w.device:
+            return super().forward(x)
+        xf = x if self.cfg.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
+        return (xf / (xf.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()).to(self.cfg.dtype) * self.w
 
 
 class FusedBlock(TransformerBlock):
@@ -152,6 +192,9 @@ def enable_fused_attention(model: HookedTransformer) -> list[int]:
         if allowed and cls in FUSED_CLASSES and type(block) in (TransformerBlock, FusedBlock):
             block.attn.__class__ = FUSED_CLASSES[cls]
             block.__class__ = FusedBlock
+            for norm in (block.ln1, block.ln2):
+                if type(norm) is RMSNorm:
+                    norm.__class__ = FusedRMSNorm
         if type(block.attn) in _PLAIN:
             fused.append(i)
     return fused
@@ -163,4 +206,7 @@ def disable_fused_attention(model: HookedTransformer) -> HookedTransformer:
             block.attn.__class__ = _PLAIN[type(block.attn)]
         if type(block) is FusedBlock:
             block.__class__ = TransformerBlock
+        for norm in (block.ln1, block.ln2):
+            if type(norm) is FusedRMSNorm:
+                norm.__class__ = RMSNorm
     return model
