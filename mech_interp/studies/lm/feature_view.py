@@ -8,6 +8,7 @@ from transformer_lens import HookedTransformer
 
 from ...core.criterion import median_abs
 from ...data.tokens import encode
+from ...metrics.layer_stats import PREFIX_NAME
 from ...models.hook_names import check_layer, resid_post
 from ...runs.experiments import ExperimentResult
 from ...runs.options import RunOptions
@@ -27,7 +28,8 @@ def feature_view(model: HookedTransformer, options: RunOptions, config: FeatureV
         _, cache = model.run_with_cache(tokens[None].to(model.cfg.device), names_filter=resid_post(layer),
                                         stop_at_layer=layer + 1, return_type=None)
     acts = cache[resid_post(layer)][0].float().cpu()  # [pos, d_model]
-    token_strs = [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    # positions are the residual stream's: learned prefix positions (a sink token) come first
+    token_strs = [PREFIX_NAME] * getattr(model, "n_prefix_tokens", 0) + [model.tokenizer.decode([t]) for t in tokens.tolist()]
     n_pos, d_model = acts.shape
     grid = pd.DataFrame({
         "position": torch.arange(n_pos).repeat_interleave(d_model).numpy(),
