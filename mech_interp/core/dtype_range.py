@@ -33,8 +33,3 @@ def check_range(acts: torch.Tensor, hook_name: str) -> None:
     """``check_peak`` on one tensor (reads it on the host: a synchronisation on a GPU)."""
     if needs_range_check(acts.dtype):
         check_peak(acts.abs().max().item(), acts.dtype, hook_name)
-
-
-def range_check_hook(acts: torch.Tensor, hook) -> None:
-    """A forward hook form of ``check_range`` (for passes that compute no statistics)."""
-    check_range(acts, hook.name)

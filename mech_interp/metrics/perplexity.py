@@ -15,7 +15,7 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from ..core.dtype_range import ActivationRangeError, range_check_hook
+from ..core.dtype_range import ActivationRangeError, check_peak, needs_range_check
 from ..models.hook_names import resid_post
 
 
@@ -49,19 +49,28 @@ def perplexity(
     """PPL of ``model`` on ``windows`` with plain forward ``hooks`` (``(hook_name, fn)`` pairs,
     e.g. ``intervention.as_hook()``) in place.
 
-    In float16/bfloat16 every block's output is checked against the dtype's range, and a
-    non-finite loss stops the run: an overflow would otherwise be reported as a perplexity.
+    In float16/bfloat16 every block's output is checked against the dtype's range (its peak read
+    back with the loss, once per batch), and a non-finite loss stops the run: an overflow would
+    otherwise be reported as a perplexity.
     """
     nll_sum, n_tokens = 0.0, 0
     hooks = list(hooks)
-    half = model.cfg.dtype in (torch.float16, torch.bfloat16)
-    if half:
-        hooks += [(resid_post(i), range_check_hook) for i in range(model.cfg.n_layers)]
+    half = needs_range_check(model.cfg.dtype)
+    checked = [resid_post(i) for i in range(model.cfg.n_layers)] if half else []
+    peaks: list[torch.Tensor] = []
+
+    def keep_peak(acts: Float[torch.Tensor, "batch pos d_model"], hook) -> None:
+        peaks.append(acts.detach().abs().amax().double())  # read with the loss: one host copy per batch
+
+    hooks += [(name, keep_peak) for name in checked]
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         for batch in tqdm(windows.split(batch_size), desc=desc, unit="batch", disable=not progress):
             batch = batch.to(model.cfg.device)
+            peaks.clear()
             nll = next_token_nll(model(batch, return_type="logits"), batch)
-            batch_sum = float(nll.double().sum())
+            batch_sum, *peak_values = torch.stack([nll.double().sum(), *peaks]).tolist()
+            for name, peak in zip(checked, peak_values):
+                check_peak(peak, model.cfg.dtype, name)
             if half and not math.isfinite(batch_sum):
                 raise ActivationRangeError(
                     f"{desc}: the loss is not finite in {model.cfg.dtype}: rerun with --dtype float32")
