@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..cache import cache_root
 from ..errors import UsageError
 from ..scratch import remove_stale, scratch_path
 from ..user_files import require_file
@@ -171,13 +172,6 @@ _PLAUSIBLE = {
     "embedding_length": (1, 1 << 20),
     "attention.head_count": (1, 1 << 16),
 }
-
-
-def cache_root() -> Path | None:
-    setting = os.environ.get("MECH_INTERP_CACHE", "")
-    if setting.lower() in ("off", "0", "none"):
-        return None
-    return Path(setting).expanduser() if setting else Path.home() / ".cache" / "mech_interp"
 
 
 def _cache_dir(path: Path) -> Path | None:

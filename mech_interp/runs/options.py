@@ -6,32 +6,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checks import require_type
 from ..errors import UsageError
 from ..models.registry import DEFAULT_MODEL
 
 DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
-
-
-MAX_COUNT = 2**31 - 1  # counts become tensor sizes and splits; past this torch overflows its C integers
-
-
-def require_at_least(config: Any, minimum: int, *names: str) -> None:
-    """Refuse counts below ``minimum``, above ``MAX_COUNT`` and non-integers, with the flag name,
-    so they never reach a reshape or split."""
-    for name in names:
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_COUNT):
-            raise UsageError(f"--{name.replace('_', '-')} {value!r} is not allowed: expected an integer "
-                             f"{minimum}..{MAX_COUNT}")
-
-
-def require_type(config: Any, name: str, kind: type | tuple[type, ...], accepted: str) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise UsageError(f"--{name.replace('_', '-')} {value!r} is not allowed: expected {accepted}")
-    if not isinstance(value, kind):
-        raise UsageError(f"--{name.replace('_', '-')} {value!r} is not allowed: expected {accepted}")
 
 
 @dataclass

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...checks import require_at_least, require_type
 from ...core.reset_kinds import MEAN_MODES, RESETS
 from ...errors import UsageError
-from ...runs.options import require_at_least, require_type
 
 FEATURE_VIEW_PROMPT = "Summer is warm. Winter is cold."
 ATTENTION_PROMPT = (
