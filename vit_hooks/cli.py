@@ -1,0 +1,198 @@
+"""``vit-hooks``: the vision study from the command line (also ``python -m vit_hooks``).
+
+    vit-hooks study                       # every experiment on the embedded DINOv2 ViT-S, the sample images
+    vit-hooks layerwise --model random:vit-tiny-reg4 --n-images 8
+    vit-hooks fix-reg-mean --model vit_base_patch14_reg4_dinov2.lvd142m --img-size 224 \\
+        --images /data/imagenet/val --head dinov2_vitb14_reg4_linear_head.pth
+    vit-hooks batch configs/vit_sweep.toml   # models x experiments from a file; finished runs skipped
+    vit-hooks parity                      # the embedded ViT's timm conversion against its ONNX graph
+    vit-hooks models                      # registered models: shape, registers, what they are
+
+Blocks are 0-based timm blocks: ``--block L`` is ``blocks.L`` (output ``blocks.L.hook_resid_post``).
+Bad input prints one line ``vit-hooks: error: ...`` and exits with 2, before the model loads and
+before anything is written. Ctrl-C prints one line and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from typing import Sequence
+
+from mech_interp.errors import NothingToMeasure, UsageError
+from mech_interp.flags import add_fields, collect
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+STUDY = ("feature_view", "layerwise", "upstream_means", "register_means", "fix_reg_mean", "massive_reset", "attention")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        where = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        self.exit(EXIT_USAGE, f"vit-hooks: error: {where + ': ' if where else ''}{message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .configs import ViTOptions
+    from .runs import EXPERIMENTS
+
+    parser = _Parser(prog="vit-hooks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser, options: bool = True) -> None:
+        if options:
+            add_fields(p, ViTOptions)
+        p.add_argument("--out", default="results", help="results root (default: results)")
+        p.add_argument("--force", action="store_true", help="rerun even if the run directory is complete")
+
+    study = sub.add_parser("study", help="every experiment on one model (default: the embedded ViT)")
+    common(study)
+    for experiment in EXPERIMENTS.values():
+        p = sub.add_parser(experiment.name.replace("_", "-"), help=experiment.doc)
+        common(p, experiment.needs_model)
+        add_fields(p, experiment.config_cls)
+        p.set_defaults(experiment=experiment.name)
+    parity = sub.add_parser("parity", help="embedded ViT: timm hooks against the ONNX graph's tensors (onnxruntime)")
+    parity.add_argument("--images", default="samples", help="image folder (default: the sample images)")
+    parity.add_argument("--n-images", type=int, default=2, help="images compared (default: 2)")
+    parity.add_argument("--atol", type=float, default=1e-4, help="largest |difference| accepted (default: 1e-4)")
+    batch = sub.add_parser("batch", help="every run of a TOML file (models x experiments); resumable")
+    batch.add_argument("config", help="a .toml file (see configs/vit_sweep.toml)")
+    common(batch, options=False)
+    sub.add_parser("models", help="list the registered models")
+    return parser
+
+
+def _study(ns: argparse.Namespace) -> None:
+    from .configs import ViTOptions
+    from .runs import EXPERIMENTS, check_run, execute
+    from .session import Session
+
+    options = ViTOptions(**collect(ns, ViTOptions))
+    for name in STUDY:
+        check_run(EXPERIMENTS[name], options, EXPERIMENTS[name].config_cls())  # all, before anything loads
+    loaded: dict[str, Session] = {}
+
+    def session() -> Session:
+        if "s" not in loaded:
+            loaded["s"] = Session.open(options)
+        return loaded["s"]
+
+    print(f"vision study of {options.model} -> {ns.out}/")
+    summaries = []
+    for name in STUDY:
+        experiment = EXPERIMENTS[name]
+        try:
+            directory, result = execute(experiment, options, experiment.config_cls(), ns.out, session, ns.force)
+        except NothingToMeasure as err:
+            print(f"[skip] {name}: {err}")
+            summaries.append(f"{name}: not run: {err}")
+            continue
+        except UsageError as err:
+            if name != "upstream_means":
+                raise
+            print(f"[skip] {name}: {err}")  # the upstream files are optional data
+            summaries.append(f"{name}: not run: {err}")
+            continue
+        print(f"[done] {directory}" if result is not None else f"[skip] {directory} is complete (use --force to rerun)")
+        summaries.append(f"{(directory / 'summary.txt').read_text().rstrip()}\n  -> {directory}")
+    print(f"\n=== summary: {options.model} ===")
+    print("\n\n".join(summaries))
+
+
+def _single(ns: argparse.Namespace) -> None:
+    from .configs import ViTOptions
+    from .runs import check_run, execute, get_experiment
+
+    experiment = get_experiment(ns.experiment)
+    config = experiment.config_cls(**collect(ns, experiment.config_cls))
+    options = ViTOptions(**collect(ns, ViTOptions)) if experiment.needs_model else ViTOptions()
+    check_run(experiment, options, config)
+    directory, result = execute(experiment, options, config, ns.out, force=ns.force)
+    print(f"[done] {directory}" if result is not None else f"[skip] {directory} is complete (use --force to rerun)")
+    print((directory / "summary.txt").read_text(), end="")
+
+
+def _parity(ns: argparse.Namespace) -> int:
+    from .hooks import HookedViT
+    from .images import open_images
+    from .loading import load_vit
+    from .registry import DEFAULT_MODEL
+
+    if not ns.n_images or ns.n_images < 1:
+        raise UsageError(f"--n-images {ns.n_images} is not allowed: expected an integer >= 1")
+    images = open_images(ns.images, ns.n_images)
+    vit = load_vit(DEFAULT_MODEL)
+    import torch
+
+    batch = torch.stack([images.load(i, vit.preprocessing.eval) for i in range(len(images))])
+    from .parity import embedded_parity
+
+    table = embedded_parity(HookedViT(vit.model, vit.entry.img_size), batch)
+    worst = table.sort_values("max_abs_diff", ascending=False).iloc[0]
+    print(f"timm conversion vs ONNX graph (onnxruntime), {len(images)} images, {len(table)} tensors:")
+    for r in table.itertuples():
+        print(f"  {r.hook:<28} max |diff| {r.max_abs_diff:.2e}  (max |onnx| {r.max_abs_onnx:.3g})")
+    ok = worst.max_abs_diff <= ns.atol
+    print(f"{'PASS' if ok else 'FAIL'}: largest difference {worst.max_abs_diff:.2e} at {worst.hook} (atol {ns.atol:g})")
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as done:
+        return int(done.code or 0)
+    if ns.command is None:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        print(
+            f"vit-hooks: error: no command given: expected one of {', '.join(commands)} "
+            "(vit-hooks --help explains each)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        if hasattr(ns, "out"):
+            from mech_interp.runs.output import check_writable
+
+            check_writable(ns.out)
+        if ns.command == "models":
+            from .registry import list_models, parse_model
+
+            for name in list_models():
+                e = parse_model(name)
+                print(
+                    f"{name:<38} {e.n_blocks:>3} blocks  d {e.d_model:<5} {e.n_registers} registers  {e.img_size} px  "
+                    f"{e.description}"
+                )
+        elif ns.command == "study":
+            _study(ns)
+        elif ns.command == "batch":
+            from .batch import run_batch
+
+            done, skipped = run_batch(ns.config, ns.out, ns.force, print)
+            print(f"{done + skipped} runs: {done} run now, {skipped} already complete")
+        elif ns.command == "parity":
+            return _parity(ns)
+        else:
+            _single(ns)
+    except UsageError as err:
+        print(f"vit-hooks: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nvit-hooks: interrupted: finished runs are kept; the same command runs the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as err:
+        from mech_interp.runs.output import WRITE_ERRNOS
+
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        print(
+            f"vit-hooks: error: cannot write {err.filename or getattr(ns, 'out', '')!s}: {err.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,1 @@
+"""The vision study's experiments, one module each, each ``run(session, config) -> ExperimentResult``."""

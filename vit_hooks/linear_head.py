@@ -1,0 +1,57 @@
+"""DINOv2's ImageNet linear head on ``concat[CLS, mean of patch tokens]`` (both after the final
+LayerNorm; registers are not in the patch mean), from a local checkpoint.
+
+Accepted checkpoints: DINOv2's ``dinov2_vit*14*_linear_head.pth`` (``{"weight": [1000, 2 * d_model],
+"bias": [1000]}``), optionally nested under ``state_dict`` / ``model`` or prefixed (``linear.``,
+``head.``). The 4-block variants (``linear4``, ``5 * d_model`` inputs) are refused: they need the
+CLS tokens of the last four blocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+
+from mech_interp.errors import UsageError
+
+from .token_roles import TokenRoles
+
+
+def head_features(
+    final: Float[torch.Tensor, "batch token d_model"], roles: TokenRoles
+) -> Float[torch.Tensor, "batch two_d_model"]:
+    return torch.cat([final[:, 0], final[:, roles.patches].mean(1)], dim=1)
+
+
+def load_linear_head(path: str | Path, d_model: int) -> torch.nn.Linear:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(
+            f"--head {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}: expected "
+            "DINOv2's linear head checkpoint (weight [classes, 2 x d_model], bias)"
+        )
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UsageError(f"cannot read --head {str(path)!r}: {type(err).__name__}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+            raw = raw[key]
+    weights = (
+        {k.rsplit(".", 1)[-1]: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+        if isinstance(raw, dict)
+        else {}
+    )
+    w, b = weights.get("weight"), weights.get("bias")
+    if w is None or b is None or w.ndim != 2 or b.shape != (w.shape[0],):
+        raise UsageError(f"--head {str(path)!r} holds no linear layer (weight [classes, inputs], bias [classes])")
+    if w.shape[1] != 2 * d_model:
+        raise UsageError(
+            f"--head {str(path)!r} takes {w.shape[1]} inputs; the model needs 2 x {d_model} = {2 * d_model} "
+            "(concat[CLS, mean patch]); 4-block heads (linear4) are not supported"
+        )
+    head = torch.nn.Linear(w.shape[1], w.shape[0])
+    head.load_state_dict({"weight": w.float(), "bias": b.float()})
+    return head.eval()

@@ -1,0 +1,158 @@
+"""Per-block mean register features: measured over an image folder, or read from upstream's files.
+
+Format (upstream ``assets/reg_feat_mean/*.pt``, and what ``RegisterMeans.save`` writes): a dict
+``{block: FloatTensor[n_registers, d_model]}``, where entry ``block`` is the mean of the register
+tokens at the INPUT of that block (``blocks.{block}.hook_resid_pre``): Fix-Reg-Mean writes it there
+before the block runs. Block 0's input registers are the learned register tokens themselves (timm's
+DINOv2-reg models add no position embedding to them), the same for every image: the upstream files'
+block-0 entries are small (|x| < 0.54) like those parameters, and a measured block-0 mean equals
+``model.reg_token`` exactly. Upstream's files were saved from a GPU; they are loaded with
+``map_location="cpu"``. Upstream never released the script that computed them ("10k ImageNet train
+images with augmentation"); ``measure`` is one, with the augmentation stated in ``preprocessing``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+
+from mech_interp.core.running_stats import Mean
+from mech_interp.data.locations import find_data
+from mech_interp.errors import NothingToMeasure, UsageError
+
+from . import hook_names
+from .configs import UPSTREAM_SIZES
+from .hooks import HookedViT
+from .images import ImageSet
+from .preprocessing import Preprocessing
+
+UPSTREAM_DIR = "dinov2-reg-feat-mean"
+UPSTREAM_FILES = {size: f"{size}_imagemean_bs10k_trainaug.pt" for size in UPSTREAM_SIZES}
+
+
+@dataclass
+class RegisterMeans:
+    means: dict[int, Float[torch.Tensor, "n_registers d_model"]]
+    source: str
+    n_images: int = 0
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.means)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.means[0].shape)  # type: ignore[return-value]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RegisterMeans":
+        """A ``{block: [n_registers, d_model]}`` file (upstream's, or one ``save`` wrote), on the CPU."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise UsageError(
+                f"register-means file {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}:"
+                " expected a .pt file holding {block: FloatTensor[n_registers, d_model]}"
+            )
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise UsageError(f"cannot read register-means file {str(path)!r}: {type(err).__name__}") from None
+        ok = isinstance(raw, dict) and raw and all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in raw.values())
+        blocks = sorted(int(k) for k in raw) if ok else []
+        if not ok or blocks != list(range(len(blocks))) or len({tuple(v.shape) for v in raw.values()}) != 1:
+            raise UsageError(
+                f"register-means file {str(path)!r} is not {{block 0..N-1: FloatTensor[n_registers, d_model]}}"
+            )
+        return cls({b: raw[b].float().contiguous() for b in blocks}, f"file:{path}")
+
+    @classmethod
+    def upstream(cls, size: str) -> "RegisterMeans":
+        """Upstream's means for DINOv2-reg ViT-``size`` (small, base, large, giant) from the data directories."""
+        if size not in UPSTREAM_FILES:
+            raise UsageError(f"unknown model size {size!r}: expected one of {', '.join(UPSTREAM_FILES)}")
+        path = find_data(f"{UPSTREAM_DIR}/{UPSTREAM_FILES[size]}")
+        if path is None:
+            raise UsageError(
+                f"{UPSTREAM_DIR}/{UPSTREAM_FILES[size]} is absent: put ../shared/data beside the checkout "
+                "(or set MECH_INTERP_DATA), or pass the file with --means"
+            )
+        means = cls.load(path)
+        means.source = f"upstream:{UPSTREAM_FILES[size]}"
+        return means
+
+    def save(self, path: Path) -> None:
+        torch.save({b: m.clone() for b, m in self.means.items()}, path)
+
+    def check_fits(self, n_blocks: int, n_registers: int, d_model: int) -> None:
+        if self.n_blocks != n_blocks or self.shape != (n_registers, d_model):
+            raise UsageError(
+                f"register means {self.source} are for {self.n_blocks} blocks x {list(self.shape)}, the model "
+                f"has {n_blocks} blocks x [{n_registers}, {d_model}]"
+            )
+
+    def table(self) -> pd.DataFrame:
+        """Long table: block, register, dim, mean."""
+        stacked = torch.stack([self.means[b] for b in range(self.n_blocks)])  # [block, register, dim]
+        b, r, d = (t.flatten() for t in torch.meshgrid(*(torch.arange(s) for s in stacked.shape), indexing="ij"))
+        return pd.DataFrame(
+            {"block": b.numpy(), "register": r.numpy(), "dim": d.numpy(), "mean": stacked.flatten().numpy()}
+        )
+
+    def summary(self) -> pd.DataFrame:
+        """Per block: the largest |mean| with its (register, dim), and the lower median |mean|."""
+        rows = []
+        for b in range(self.n_blocks):
+            m = self.means[b]
+            r, d = divmod(int(m.abs().argmax()), m.shape[1])
+            rows.append(
+                {
+                    "block": b,
+                    "register": r,
+                    "dim": d,
+                    "value": float(m[r, d]),
+                    "median_abs": float(m.abs().flatten().median()),
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def measure(
+    hooked: HookedViT,
+    images: ImageSet,
+    preprocessing: Preprocessing,
+    augment: bool = True,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> RegisterMeans:
+    """Mean register features at the input of every block over ``images`` (each seen once, augmented
+    with ``preprocessing.augment`` from a generator seeded with ``seed`` when ``augment``)."""
+    roles = hooked.roles
+    if roles.n_registers == 0:
+        raise NothingToMeasure("the model has no register tokens: there are no register means to measure")
+    stats = {b: Mean() for b in range(hooked.n_blocks)}
+
+    def keep(acts: Float[torch.Tensor, "batch token d_model"], hook) -> None:
+        stats[hook.block].add(acts[:, roles.registers].flatten(1).double())
+
+    generator = torch.Generator().manual_seed(seed)
+    transform = (lambda img: preprocessing.augment(img, generator)) if augment else preprocessing.eval
+    with hooked.hooks([(hook_names.resid_pre(b), keep) for b in range(hooked.n_blocks)]):
+        for batch, _ in tqdm(
+            images.batches(batch_size, transform),
+            total=-(-len(images) // batch_size),
+            desc="register means",
+            unit="batch",
+            leave=False,
+        ):
+            hooked(batch)
+    shape = (roles.n_registers, -1)
+    return RegisterMeans(
+        {b: s.mean().float().reshape(shape) for b, s in stats.items()},
+        f"measured ({'augmented' if augment else 'not augmented'}, seed {seed})",
+        len(images),
+    )
