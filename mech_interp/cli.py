@@ -1,6 +1,7 @@
 """``mech-interp``: the language-model study from the command line.
 
     mech-interp study                      # all four experiments on the embedded default model
+    mech-interp study heads                # the head study: who reads, writes and removes the massive activation
     mech-interp layerwise --model random:gpt2-tiny --n-seqs 4
     mech-interp batch runs.toml            # many runs, resumable
 
@@ -13,16 +14,16 @@ keeping finished runs and resumable pieces.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import types
 import typing
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UsageError
+from .flags import add_fields, collect
 
 EXIT_USAGE = 2
+STUDIES = ("lm", "heads")  # mech_interp.studies.<name>.STUDY lists each one's experiments
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 
@@ -30,44 +31,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:  # argparse's own errors: one line, status 2
         where = self.prog.split(" ", 1)[1] if " " in self.prog else ""
         self.exit(EXIT_USAGE, f"mech-interp: error: {where + ': ' if where else ''}{message}\n")
-
-
-def _flag_type(annotation: Any):
-    """(argparse type, is_list, is_bool) for a dataclass field annotation."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, {"list": list, "str": str, "int": int, "float": float, "bool": bool, "None": None})
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = args[0]
-        args = list(typing.get_args(annotation))
-    if typing.get_origin(annotation) is list:
-        return str, True, False
-    return annotation, False, annotation is bool
-
-
-def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        kind, is_list, is_bool = _flag_type(f.type)
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if is_bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text,
-                                metavar="A,B" if is_list else f.name.upper())
-
-
-def _collect(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
-    values = {}
-    for f in dataclasses.fields(cls):
-        value = getattr(ns, f.name, None)
-        if value is None:
-            continue
-        kind, is_list, _ = _flag_type(f.type)
-        values[f.name] = [v.strip() for v in value.split(",") if v.strip()] if is_list else value
-    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,11 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser) -> None:
-        _add_fields(p, RunOptions)
+        add_fields(p, RunOptions)
         p.add_argument("--out", default="results", help="results root (default: results)")
         p.add_argument("--force", action="store_true", help="rerun even if the run directory is complete")
 
-    study = sub.add_parser("study", help="all four experiments (the main job)")
+    study = sub.add_parser("study", help="all four experiments (the main job); 'study heads': the head study's six")
+    study.add_argument("which", nargs="?", choices=STUDIES, default="lm",
+                       help="lm (default): the paper's four experiments; heads: head scores, ablations, attribution")
     common(study)
     study.add_argument("--layerwise-n-seqs", type=int, default=None, help="sequences for the layer-wise statistics")
     study.add_argument("--n-windows", type=int, default=None, help="perplexity windows per dataset (0 = all)")
@@ -92,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         experiment = get_experiment(name)
         p = sub.add_parser(name.replace("_", "-"), help=experiment.doc)
         common(p)
-        _add_fields(p, experiment.config_cls)
+        add_fields(p, experiment.config_cls)
         p.set_defaults(experiment=name)
     batch = sub.add_parser("batch", help="run every entry of a TOML/YAML config file; resumable")
     batch.add_argument("config", type=Path)
@@ -116,13 +81,20 @@ def _print_result(run_dir: Path, result) -> None:
 
 
 def _study(ns: argparse.Namespace) -> None:
+    import importlib
+
     from .errors import NothingToMeasure
     from .runs.options import RunOptions
     from .runs.runner import check_runs, execute, model_for
     from .runs.spec import RunSpec
-    from .studies.lm import STUDY
 
-    options = RunOptions(**_collect(ns, RunOptions))
+    experiments = importlib.import_module(f"mech_interp.studies.{ns.which}").STUDY
+    options = RunOptions(**collect(ns, RunOptions))
+    if ns.which != "lm":
+        for flag, value in (("--layerwise-n-seqs", ns.layerwise_n_seqs), ("--n-windows", ns.n_windows), ("--datasets", ns.datasets)):
+            if value is not None:
+                raise UsageError(f"{flag} belongs to the lm study, not to 'study {ns.which}': run the experiment alone "
+                                 f"(mech-interp --help lists them) to change its parameters")
     options.criterion  # validate before loading anything
     params = {
         "layerwise": {"n_seqs": ns.layerwise_n_seqs} if ns.layerwise_n_seqs is not None else {},
@@ -130,8 +102,8 @@ def _study(ns: argparse.Namespace) -> None:
             "n_windows": ns.n_windows,
             "datasets": [d.strip() for d in ns.datasets.split(",") if d.strip()] if ns.datasets else None}.items() if v is not None},
     }
-    specs = [RunSpec(name, options, params.get(name, {})) for name in STUDY]
-    check_runs(specs)  # all four, before the first writes anything
+    specs = [RunSpec(name, options, params.get(name, {})) for name in experiments]
+    check_runs(specs)  # all of them, before the first writes anything
     loaded = {}
 
     def model():
@@ -139,7 +111,7 @@ def _study(ns: argparse.Namespace) -> None:
             loaded["m"] = model_for(options)
         return loaded["m"]
 
-    print(f"massive-activation study of {options.model} -> {ns.out}/")
+    print(f"massive-activation {'head ' if ns.which == 'heads' else ''}study of {options.model} -> {ns.out}/")
     summaries = []
     for spec in specs:
         try:
@@ -161,9 +133,9 @@ def _single(ns: argparse.Namespace) -> None:
     from .runs.runner import check_runs, execute
     from .runs.spec import RunSpec
 
-    options = RunOptions(**_collect(ns, RunOptions))
+    options = RunOptions(**collect(ns, RunOptions))
     options.criterion
-    spec = RunSpec(ns.experiment, options, _collect(ns, get_experiment(ns.experiment).config_cls))
+    spec = RunSpec(ns.experiment, options, collect(ns, get_experiment(ns.experiment).config_cls))
     check_runs([spec])
     _print_result(*execute(spec, ns.out, force=ns.force, report=_report))
 

@@ -12,6 +12,10 @@ Definitions (the ones the attention experiment prints and names its columns afte
   the layer whose pattern this is). No such query at all: NaN.
 - **sink share** (Gu et al. 2024, "When Attention Sink Emerges"): the share of heads whose
   first-token key score exceeds ``eps`` (they use 0.3), per layer and over all heads.
+- **slot attention** (models with extra key slots, e.g. a learned k'/v' attention bias): a block
+  whose attention carries ``n_key_slots > 0`` has that many key columns in front of the positions;
+  its slot attention is the mean over queries of the attention summed over the slots. Slots are
+  never counted as token 0: every score above is taken on ``token_keys(pattern, n_key_slots)``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,23 @@ import torch
 from jaxtyping import Bool, Float
 
 SINK_DEFINITION = "share of heads whose mean attention to token 0, over the queries q > 0, exceeds eps"
+
+
+def n_key_slots(attn: object) -> int:
+    """Extra key columns an attention component puts in front of the positions (0 when it has none)."""
+    return int(getattr(attn, "n_key_slots", 0) or 0)
+
+
+def token_keys(pattern: Float[torch.Tensor, "batch head query key"], n_slots: int) -> Float[torch.Tensor, "batch head query pos"]:
+    """The key columns that are sequence positions: column ``n_slots + k`` is position k."""
+    return pattern[..., n_slots:]
+
+
+def slot_attention(pattern: Float[torch.Tensor, "batch head query key"], n_slots: int) -> Float[torch.Tensor, "head"]:
+    """Mean over queries (and the batch) of the attention summed over the ``n_slots`` key slots; 0 without slots."""
+    if n_slots == 0:
+        return pattern.new_zeros(pattern.shape[1], dtype=torch.float32)
+    return pattern[..., :n_slots].float().sum(-1).mean(-1).mean(0)
 
 
 def key_score(pattern: Float[torch.Tensor, "batch head query key"], key: int) -> Float[torch.Tensor, "head"]:
@@ -33,19 +54,27 @@ def key_score(pattern: Float[torch.Tensor, "batch head query key"], key: int) ->
     return later.mean(2).mean(0)
 
 
-def massive_set_score(
+def massive_set_score_per_sequence(
     pattern: Float[torch.Tensor, "batch head query key"], massive: Bool[torch.Tensor, "batch key"]
-) -> Float[torch.Tensor, "head"]:
-    """Mean, over the queries q that see at least one massive key k < q, of the attention summed over
-    those keys; averaged over the sequences that have such a query. NaN when none has."""
+) -> Float[torch.Tensor, "batch head"]:
+    """Per sequence: mean, over the queries q that see at least one massive key k < q, of the
+    attention summed over those keys. NaN for a sequence without such a query."""
     n_query, n_key = pattern.shape[2], pattern.shape[3]
     earlier = torch.ones(n_query, n_key, dtype=torch.bool, device=pattern.device).tril(-1)  # k < q
     keys = earlier[None] & massive[:, None, :].to(pattern.device)  # [batch, query, key]
     mass = (pattern.float() * keys[:, None]).sum(-1)  # [batch, head, query]
     counted = keys.any(-1)  # [batch, query]: queries with a massive key before them
     n_counted = counted.sum(-1)  # [batch]
-    per_sequence = (mass * counted[:, None]).sum(-1) / n_counted[:, None]  # NaN for a sequence without any
-    return per_sequence[n_counted > 0].mean(0)
+    return (mass * counted[:, None]).sum(-1) / n_counted[:, None]  # NaN for a sequence without any
+
+
+def massive_set_score(
+    pattern: Float[torch.Tensor, "batch head query key"], massive: Bool[torch.Tensor, "batch key"]
+) -> Float[torch.Tensor, "head"]:
+    """Mean, over the queries q that see at least one massive key k < q, of the attention summed over
+    those keys; averaged over the sequences that have such a query. NaN when none has."""
+    per_sequence = massive_set_score_per_sequence(pattern, massive)
+    return per_sequence[~per_sequence[:, 0].isnan()].mean(0)
 
 
 def sink_share(

@@ -4,6 +4,11 @@ and the sink share (paper Fig. 6; Gu et al. 2024).
 The definitions are those of ``metrics.attention_scores``: a head's score for key k averages its
 attention over the queries q > k only, and the massive tokens a block's heads are scored against
 are the ones detected at that block's input (``blocks.L.hook_resid_pre``, what its attention reads).
+
+Positions are residual-stream positions: a model's learned prefix positions (``n_prefix_tokens``)
+come first and are labelled ``<prefix>``. Extra key slots of an attention component
+(``n_key_slots``: key columns in front of the positions) are dropped from every score and from the
+logits heatmap, and their attention is reported apart (``slot_attention``), never as token 0.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from ...metrics.attention_scores import (
     SINK_DEFINITION,
     key_score,
     massive_set_score,
+    n_key_slots,
     sink_share,
+    slot_attention,
+    token_keys,
 )
 from ...models.hook_names import check_layer, resid_pre
 from ...runs.experiments import ExperimentResult
@@ -40,6 +48,7 @@ DEFINITIONS = {
     MASSIVE_SCORE: "mean over queries q with at least one massive key k < q of the attention summed over those keys; "
                    "massive keys detected at that block's input (blocks.L.hook_resid_pre); NaN when it has none",
     "sink_share": SINK_DEFINITION + " (Gu et al. 2024)",
+    "slot_attention": "mean over queries of the attention summed over the block's extra key slots (0 without slots)",
 }
 
 
@@ -58,27 +67,34 @@ def attention(model: HookedTransformer, options: RunOptions, config: AttentionCo
     """Head-averaged pre-softmax logits at one layer; per-head scores for token 0 and for the
     massive tokens at each block's input; the share of sink heads."""
     tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
-    n_layers, n_heads, n_pos = model.cfg.n_layers, model.cfg.n_heads, tokens.numel()
-    if n_pos < 2:  # every score averages over the queries after a key: one token has none
-        raise UsageError(f"--prompt {config.prompt!r} is {n_pos} token long: the attention scores need at least 2 tokens")
+    n_layers, n_heads, n_tokens = model.cfg.n_layers, model.cfg.n_heads, tokens.numel()
+    n_prefix = int(getattr(model, "n_prefix_tokens", 0) or 0)
+    n_pos = n_prefix + n_tokens  # residual positions
+    if n_tokens < 2:  # every score averages over the queries after a key: one token has none
+        raise UsageError(f"--prompt {config.prompt!r} is {n_tokens} token long: the attention scores need at least 2 tokens")
     layer = check_layer(n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
     stats = prompt_layer_stats(model, tokens, options.criterion, [resid_pre(i) for i in range(n_layers)])
     layer = default_layer(stats, model) if layer is None else layer  # the first block that reads a massive input
     input_massive = {li: sorted(int(p) for p in stats.massive.loc[stats.massive["site"] == resid_pre(li), "position"].unique())
                      for li in range(n_layers)}
-    token_strs = [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    token_strs = ["<prefix>"] * n_prefix + [model.tokenizer.decode([t]) for t in tokens.tolist()]
 
     scores_mean: dict[str, torch.Tensor] = {}
     to_massive: dict[int, torch.Tensor] = {}
     to_first: dict[int, torch.Tensor] = {}
+    to_slots: dict[int, torch.Tensor] = {}
     causal = torch.ones(n_pos, n_pos, dtype=torch.bool).tril()
 
     def keep_scores(scores: torch.Tensor, hook: HookPoint) -> None:  # [batch, head_index, query_pos, key_pos]
+        scores = token_keys(scores, n_key_slots(model.blocks[hook.layer()].attn))
         masked = scores[0].float().cpu().masked_fill(~causal, float("nan"))  # -inf above the diagonal
         scores_mean["logits"] = masked.mean(0)
 
     def head_scores(pattern: torch.Tensor, hook: HookPoint) -> None:  # [batch, head_index, query_pos, key_pos]
         li = hook.layer()
+        slots = n_key_slots(model.blocks[li].attn)
+        to_slots[li] = slot_attention(pattern, slots).cpu()
+        pattern = token_keys(pattern, slots)  # [batch, head_index, query_pos, pos]
         to_first[li] = key_score(pattern, 0).cpu()
         massive = torch.zeros(1, n_pos, dtype=torch.bool)
         massive[0, input_massive[li]] = True
@@ -98,6 +114,7 @@ def attention(model: HookedTransformer, options: RunOptions, config: AttentionCo
     first = torch.stack([to_first[li] for li in range(n_layers)])  # [layer, head]
     per_layer_share, overall_share = sink_share(first, config.sink_eps)
     heads = pd.DataFrame([{"layer": li, "head": h, FIRST_SCORE: float(first[li, h]), MASSIVE_SCORE: float(to_massive[li][h]),
+                           "slot_attention": float(to_slots[li][h]),
                            "input_massive_positions": " ".join(map(str, input_massive[li])),
                            "sink_head": bool(first[li, h] > config.sink_eps)}
                           for li in range(n_layers) for h in range(n_heads)])
@@ -119,6 +136,8 @@ def attention(model: HookedTransformer, options: RunOptions, config: AttentionCo
     lines.append(f"  sink share (Gu et al. 2024) = {SINK_DEFINITION.replace('eps', f'eps = {config.sink_eps}')}: "
                  f"{overall_share:.2f} of {n_layers * n_heads} heads; per block "
                  + " ".join(f"{s:.2f}" for s in per_layer_share.tolist()))
+    if any(n_key_slots(block.attn) for block in model.blocks):
+        lines.append(f"  attention to key slots (apart, never token 0): max over heads {heads['slot_attention'].max():.3f}")
     top_heads = heads.dropna(subset=[MASSIVE_SCORE]).sort_values(MASSIVE_SCORE, ascending=False).head(5)
     lines.append("  heads with the highest massive-set score: " + (", ".join(
         f"{r.layer}.{r.head} ({getattr(r, MASSIVE_SCORE):.2f})" for r in top_heads.itertuples()) or "none (no massive tokens)"))

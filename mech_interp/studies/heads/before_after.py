@@ -1,0 +1,96 @@
+"""Experiment ``head-3d``: |a| over (token, dim) at one block before and after removing a head set,
+side by side on the same axes, the difference as a heatmap, and the change at the massive entries.
+``--how residual_slice`` shows what the earlier study's "pruning" did instead."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from ...data.texts import load_text
+from ...data.tokens import windows
+from ...errors import UsageError
+from ...interventions.heads import (
+    SLICE_CONTRAST,
+    HeadMeans,
+    ablate_heads,
+    zero_output_slice,
+)
+from ...models.hook_names import check_layer, resid_post
+from ...runs.experiments import ExperimentResult
+from ...runs.options import RunOptions
+from ...viz.heads import before_after_3d, difference_heatmap
+from .configs import HeadBeforeAfterConfig
+from .inputs import check_heads, first_massive, prompt_tokens
+from .probe import probe, residual_tokens
+from .scores import head_scores
+
+
+def _grid(acts: torch.Tensor, labels: list[str]) -> pd.DataFrame:
+    n_pos, d_model = acts.shape
+    grid = pd.DataFrame({"position": torch.arange(n_pos).repeat_interleave(d_model).numpy(),
+                         "token": [labels[p] for p in range(n_pos) for _ in range(d_model)],
+                         "dim": torch.arange(d_model).repeat(n_pos).numpy(), "value": acts.flatten().numpy()})
+    grid["abs"] = grid["value"].abs()
+    return grid
+
+
+def head_before_after(model: HookedTransformer, options: RunOptions, config: HeadBeforeAfterConfig) -> ExperimentResult:
+    criterion, n_layers = options.criterion, model.cfg.n_layers
+    layer = check_layer(n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
+    tokens = prompt_tokens(model, options, config.prompt)
+    if config.heads is not None:
+        heads = check_heads(model, [tuple(map(int, h.split("."))) for h in config.heads])
+    clean = probe(model, tokens, list(range(n_layers)), criterion, logits=False)
+    layer = first_massive(clean, 1, model.cfg.model_name, criterion) if layer is None else layer
+    if config.heads is None:
+        score = head_scores(model, tokens, criterion).score("first")[: layer + 1]  # [layer, head]
+        if config.k > score.numel():
+            raise UsageError(f"k {config.k} is larger than the {score.numel()} heads of blocks 0..{layer}")
+        order = score.flatten().argsort(descending=True)[: config.k].tolist()
+        heads = [(i // model.cfg.n_heads, i % model.cfg.n_heads) for i in order]
+    if config.how == SLICE_CONTRAST:
+        hooks = [zero_output_slice(li, h, model.cfg.d_head).as_hook() for li, h in heads]
+    else:
+        means = None
+        if config.how == "mean":
+            reference = windows(model.tokenizer, load_text("builtin").text, tokens.shape[1], 16, options.prepend_bos)
+            means = HeadMeans.measure_all(model, reference.split(4), {li for li, _ in heads}, per_position=True)
+        hooks = [a.as_hook() for a in ablate_heads(heads, config.how, means)]
+    kept = {}
+
+    def keep(acts: torch.Tensor, hook) -> None:  # [batch, pos, d_model]
+        kept[len(kept)] = acts[0].float().cpu()
+
+    with torch.inference_mode():
+        with model.hooks(fwd_hooks=[(resid_post(layer), keep)]):
+            model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
+        with model.hooks(fwd_hooks=hooks + [(resid_post(layer), keep)]):
+            model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
+    labels = residual_tokens(model, tokens[0])
+    before, after = _grid(kept[0], labels), _grid(kept[1], labels)
+    diff = before[["position", "token", "dim"]].copy()
+    diff["before"], diff["after"] = before["value"], after["value"]
+    diff["change"] = diff["after"] - diff["before"]
+    at = clean.entries[layer]
+    massive = pd.DataFrame([{"position": p, "token": labels[p], "dim": d, "before": float(kept[0][p, d]),
+                             "after": float(kept[1][p, d])} for _, p, d in at.tolist()],
+                           columns=["position", "token", "dim", "before", "after"])
+    massive["change_pct"] = 100 * (massive["after"] / massive["before"] - 1)
+    named = " ".join(f"{li}.{h}" for li, h in heads)
+    what = "residual slices (the earlier study's contrast)" if config.how == SLICE_CONTRAST else f"heads ({config.how} on hook_z)"
+    lines = [f"before/after at block {layer} resid_post on {config.prompt!r}, removing {what} {named}:",
+             f"  max |a| {before['abs'].max():.1f} -> {after['abs'].max():.1f}; largest |change| "
+             f"{diff['change'].abs().max():.3g}"]
+    lines += [f"  massive: position {r.position} {r.token!r} dim {r.dim}: {r.before:.1f} -> {r.after:.1f} ({r.change_pct:+.2f}%)"
+              for r in massive.itertuples()]
+    title = f"{model.cfg.model_name}: |a| at block {layer}, before / after removing {what} {named}"
+    return ExperimentResult(
+        tables={"before_after": diff, "massive_entries": massive},
+        figures={"before_after_3d": before_after_3d(before, after, title),
+                 "difference": difference_heatmap(diff, f"{model.cfg.model_name}: after - before at block {layer} ({named})")},
+        summary={"layer": layer, "heads": [list(h) for h in heads], "how": config.how,
+                 "massive": massive.to_dict("records")},
+        lines=lines,
+    )

@@ -1,0 +1,78 @@
+"""Experiment ``head-cumulative``: remove the 1..K highest-scoring heads one more at a time (and the
+same for random orders): the massive activation and perplexity at each step."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+from transformer_lens import HookedTransformer
+
+from ...errors import UsageError
+from ...interventions.heads import ablate_heads
+from ...models.hook_names import check_layer
+from ...runs.experiments import ExperimentResult
+from ...runs.options import RunOptions
+from ...viz.heads import cumulative_plot
+from .configs import HeadCumulativeConfig
+from .inputs import head_means, massive_layers, sequences
+from .probe import probe
+from .scores import head_scores
+
+DEFAULT_MAX_HEADS = 8
+DEFINITION = ("massive value = mean over sequences of the value at the clean run's massive entries of the measured "
+              "block's resid_post (each sequence's entries, same positions and dims); top1 = mean over sequences of "
+              "the largest |a| there; perplexity over the same sequences")
+
+
+def head_cumulative(model: HookedTransformer, options: RunOptions, config: HeadCumulativeConfig) -> ExperimentResult:
+    criterion = options.criterion
+    layer = check_layer(model.cfg.n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
+    seqs, reference, origin = sequences(model, options, config, held_out=config.how == "mean")
+    ranked = head_scores(model, seqs, criterion).ranking(config.rank_by)
+    if not ranked:
+        raise UsageError(f"no head has a {config.rank_by} score (no block's input has a massive token): try --rank-by first")
+    if (config.max_heads or 0) > len(ranked):
+        raise UsageError(f"--max-heads {config.max_heads} is larger than the number of heads with a {config.rank_by} "
+                         f"score ({len(ranked)}): expected 1..{len(ranked)}")
+    max_heads = config.max_heads or min(DEFAULT_MAX_HEADS, len(ranked))
+    clean = probe(model, seqs, list(range(model.cfg.n_layers)), criterion)
+    if layer is None:
+        massive = massive_layers(clean, len(seqs))
+        layer = massive[-1] if massive else model.cfg.n_layers - 1
+    entries = {layer: clean.entries[layer]}
+    scored = [(li, h) for li, h, _ in ranked]
+    rng = random.Random(options.seed)
+    orders = [("top", 0, scored[: max_heads])]
+    orders += [("random", d, rng.sample(scored, max_heads)) for d in range(config.n_random)]
+    means = head_means(model, config.how, reference, sorted({li for _, _, o in orders for li, _ in o}))
+    clean_value = float(clean.values[layer].mean()) if len(entries[layer]) else float("nan")
+    rows = [{"order": o, "draw": d, "k": 0, "head_added": "", "massive_value": clean_value,
+             "top1": float(clean.top1[layer].mean()), "perplexity": clean.ppl()} for o, d, _ in orders]
+    for order, draw, heads in orders:
+        for k in range(1, max_heads + 1):
+            hooks = [a.as_hook() for a in ablate_heads(heads[:k], config.how, means)]
+            out = probe(model, seqs, [layer], criterion, hooks, entries)
+            rows.append({"order": order, "draw": draw, "k": k, "head_added": f"{heads[k - 1][0]}.{heads[k - 1][1]}",
+                         "massive_value": float(out.values[layer].mean()) if len(entries[layer]) else float("nan"),
+                         "top1": float(out.top1[0].mean()), "perplexity": out.ppl()})
+    table = pd.DataFrame(rows)
+    table["massive_change_pct"] = 100 * (table["massive_value"] / clean_value - 1)
+    table["perplexity_change_pct"] = 100 * (table["perplexity"] / clean.ppl() - 1)
+    lines = [f"cumulative head removal ({config.how} on hook_z), 1..{max_heads} heads by {config.rank_by} score and "
+             f"{config.n_random} random order{'s' if config.n_random > 1 else ''}; measured at block {layer} resid_post over {len(seqs)} sequences of "
+             f"{config.seq_len} tokens ({config.text})", f"  {DEFINITION}",
+             f"  clean: massive value {clean_value:.1f}, perplexity {clean.ppl():.3f}"]
+    for (order, draw), sub in table[table["k"] > 0].groupby(["order", "draw"], sort=False):
+        last = sub.iloc[-1]
+        lines.append(f"  {order if order == 'top' else f'random #{draw}'}: after {int(last.k)} heads "
+                     f"({' '.join(sub['head_added'])}): massive {last.massive_value:.1f} ({last.massive_change_pct:+.2f}%), "
+                     f"perplexity {last.perplexity:.3f} ({last.perplexity_change_pct:+.2f}%)")
+    return ExperimentResult(
+        tables={"cumulative": table},
+        figures={"cumulative": cumulative_plot(table, f"{model.cfg.model_name}: heads removed one more at a time "
+                                                      f"({config.how}), block {layer}")},
+        summary={"measured_layer": layer, "text": origin, "n_sequences": len(seqs), "definition": DEFINITION,
+                 "steps": table.to_dict("records")},
+        lines=lines,
+    )

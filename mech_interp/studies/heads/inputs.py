@@ -1,0 +1,64 @@
+"""What the head experiments run on: windows of a text (and held-out windows for mean ablation),
+the prompt, and the blocks where the massive entries are."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Int
+from transformer_lens import HookedTransformer
+
+from ...data.texts import load_text
+from ...data.tokens import encode, windows
+from ...errors import NoMassiveActivations, UsageError
+from ...interventions.heads import HeadMeans
+from ...runs.options import RunOptions
+from .probe import Probe
+
+N_REFERENCE = 4  # held-out windows whose mean hook_z a mean ablation writes
+
+
+def sequences(model: HookedTransformer, options: RunOptions, config, held_out: bool = False
+              ) -> tuple[Int[torch.Tensor, "seq pos"], Int[torch.Tensor, "_ref pos"], str]:
+    """``config.n_seqs`` windows of ``config.text``; with ``held_out``, up to ``N_REFERENCE`` more
+    windows after them (never the evaluated ones) for mean ablation."""
+    source = load_text(config.text)
+    extra = N_REFERENCE if held_out else 0
+    seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs + extra, options.prepend_bos,
+                   source.name, model.cfg.n_ctx, add_special_tokens=source.special_tokens)
+    if held_out and seqs.shape[0] <= config.n_seqs:
+        raise UsageError(f"text {config.text!r} has {seqs.shape[0]} windows of {config.seq_len} tokens: mean ablation "
+                         f"needs held-out windows after the {config.n_seqs} evaluated ones (fewer --n-seqs or a longer text)")
+    return seqs[: config.n_seqs], seqs[config.n_seqs:], source.origin
+
+
+def prompt_tokens(model: HookedTransformer, options: RunOptions, prompt: str) -> Int[torch.Tensor, "one pos"]:
+    tokens = encode(model.tokenizer, prompt, options.prepend_bos)
+    if tokens.numel() < 2:
+        raise UsageError(f"--prompt {prompt!r} is {tokens.numel()} token long: need at least 2")
+    return tokens[None]
+
+
+def head_means(model: HookedTransformer, how: str, reference: torch.Tensor, layers) -> dict[int, HeadMeans] | None:
+    if how != "mean":
+        return None
+    return HeadMeans.measure_all(model, reference.split(4), layers, per_position=True)
+
+
+def massive_layers(clean: Probe, n_seq: int, min_fraction: float = 0.5) -> list[int]:
+    """Blocks where at least ``min_fraction`` of the sequences have a massive entry (clean run)."""
+    return [layer for layer in clean.layers
+            if len(set(clean.entries[layer][:, 0].tolist())) >= max(1, min_fraction * n_seq)]
+
+
+def first_massive(clean: Probe, n_seq: int, model_name: str, criterion) -> int:
+    layers = massive_layers(clean, n_seq)
+    if not layers:
+        raise NoMassiveActivations(f"no massive activations found in {model_name} by {criterion}: pass --layer or "
+                                   "loosen the criterion (--min-abs / --min-ratio)")
+    return layers[0]
+
+
+def check_heads(model: HookedTransformer, heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    from ...interventions.heads import check_head
+
+    return [check_head(model.cfg.n_layers, model.cfg.n_heads, layer, head) for layer, head in heads]

@@ -1,0 +1,44 @@
+"""Experiment ``head-scores``: which heads read the massive tokens, with spread over sequences, the
+sink share, and the head sets (top-k, bottom-k, random-k) the ablation experiments take."""
+
+from __future__ import annotations
+
+from transformer_lens import HookedTransformer
+
+from ...runs.experiments import ExperimentResult
+from ...runs.options import RunOptions
+from ...viz.heads import layer_head_heatmap, ranking_plot
+from .configs import HeadScoresConfig
+from .inputs import sequences
+from .scores import DEFINITIONS, FIRST_SCORE, MASSIVE_SCORE, head_scores, score_lines
+
+
+def head_scores_experiment(model: HookedTransformer, options: RunOptions, config: HeadScoresConfig) -> ExperimentResult:
+    seqs, _, origin = sequences(model, options, config)
+    scores = head_scores(model, seqs, options.criterion)
+    table = scores.table(config.sink_eps, config.n_boot, options.seed)
+    sets = scores.head_sets(config.k, config.n_random, options.seed, config.rank_by)
+    per_layer, overall = scores.sink_share(config.sink_eps)
+    sinks = table.groupby("layer").agg(n_sink_heads=("sink_head", "sum"), slot_attention=("slot_attention", "mean")).reset_index()
+    sinks["sink_share"] = per_layer
+    sinks["sink_eps"] = config.sink_eps
+    name = model.cfg.model_name
+    lines = [f"head scores over {len(seqs)} sequences of {config.seq_len} tokens ({config.text}):"]
+    lines += score_lines(scores, table, config.sink_eps, config.n_boot, options.seed)
+    for set_name in ("top", "bottom"):
+        rows = sets[sets["set"] == set_name]
+        lines.append(f"  {set_name}-{config.k} by {config.rank_by} score: " + ", ".join(
+            f"{r.layer}.{r.head} ({r.score:.3f})" for r in rows.itertuples()))
+    value = MASSIVE_SCORE if config.rank_by == "massive" else FIRST_SCORE
+    return ExperimentResult(
+        tables={"head_scores": table, "head_sets": sets, "sink_share": sinks, "massive_positions": scores.massive_positions},
+        figures={"head_scores_heatmap": layer_head_heatmap(table, MASSIVE_SCORE, f"{name}: attention to the massive tokens at "
+                                                           "each block's input (queries after them)", "attention"),
+                 "first_score_heatmap": layer_head_heatmap(table, FIRST_SCORE, f"{name}: attention to position 0 "
+                                                           "(queries q > 0)", "attention"),
+                 "head_ranking": ranking_plot(table, value, f"{name}: heads ranked by {value} (95% bootstrap CI)")},
+        summary={"n_sequences": len(seqs), "text": origin, "sink_eps": config.sink_eps, "sink_head_share": overall,
+                 "sink_share_per_layer": per_layer, "definitions": DEFINITIONS,
+                 "head_sets": sets.to_dict("records")},
+        lines=lines,
+    )

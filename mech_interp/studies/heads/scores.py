@@ -1,0 +1,188 @@
+"""Who reads the massive activation: per-head attention to the massive tokens, with spread over
+sequences, the sink share, and the head sets the ablation experiments take.
+
+Definitions (printed with every result):
+
+- **massive score** of head (l, h) on one sequence: the mean, over the queries q that have at least
+  one massive key k < q, of the attention summed over those keys (``massive_set_score``); a key is
+  massive when some dim of its residual at the block's input (``blocks.l.hook_resid_pre``) passes the
+  criterion in that sequence. A query's attention to itself never counts. NaN where the block's
+  input has no massive position before some query.
+- **first score**: mean over queries q > 0 of attention[q, 0] (position 0 of the residual stream:
+  a learned prefix position where the model has one, never an attention key slot).
+- **slot attention**: mean over queries of the attention summed over a block's extra key slots
+  (convention 1: ``n_key_slots`` columns in front of the keys); 0 for ordinary attention.
+- **sink share** (Gu et al. 2024): share of heads whose first score (mean over sequences) exceeds eps.
+
+Both scores are averaged over sequences; spread = sample std over sequences and a 95% percentile
+bootstrap CI of the mean (sequences resampled).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer
+from transformer_lens.utils import get_act_name
+
+from ...core.criterion import MassiveCriterion, massive_mask
+from ...errors import UsageError
+from ...metrics.attention_scores import (
+    SINK_DEFINITION,
+    massive_set_score_per_sequence,
+    n_key_slots,
+    slot_attention,
+    token_keys,
+)
+from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci, nan_std
+from ...models.hook_names import resid_pre
+
+MASSIVE_SCORE = "massive_score"
+FIRST_SCORE = "first_score"
+DEFINITIONS = {
+    MASSIVE_SCORE: "per sequence: mean over queries q with at least one massive key k < q of the attention summed over "
+                   "those keys (massive keys detected at the block's input, blocks.L.hook_resid_pre; a query's "
+                   "attention to itself never counts); then averaged over the sequences that have such a query",
+    FIRST_SCORE: "mean over queries q > 0 of attention[q, 0] (residual position 0; key slots excluded), averaged over sequences",
+    "slot_attention": "mean over queries of the attention summed over the block's extra key slots (0 without slots)",
+    "sink_share": SINK_DEFINITION + " (Gu et al. 2024)",
+}
+SET_NAMES = ("top", "bottom", "random")
+
+
+@dataclass
+class HeadScores:
+    massive: Float[torch.Tensor, "seq layer head"]
+    first: Float[torch.Tensor, "seq layer head"]
+    slot: Float[torch.Tensor, "layer head"]
+    massive_positions: pd.DataFrame  # layer, position, n_sequences: where the massive keys were
+
+    @property
+    def n_layers(self) -> int:
+        return self.massive.shape[1]
+
+    @property
+    def n_heads(self) -> int:
+        return self.massive.shape[2]
+
+    def score(self, rank_by: str) -> Float[torch.Tensor, "layer head"]:
+        values = self.massive if rank_by == "massive" else self.first
+        return values.nanmean(0)
+
+    def table(self, sink_eps: float, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        rows = {"layer": torch.arange(self.n_layers).repeat_interleave(self.n_heads).numpy(),
+                "head": torch.arange(self.n_heads).repeat(self.n_layers).numpy()}
+        for name, values in ((MASSIVE_SCORE, self.massive), (FIRST_SCORE, self.first)):
+            lo, hi = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+            rows[name] = values.nanmean(0).flatten().numpy()
+            rows[f"{name}_std"] = nan_std(values).flatten().numpy()
+            rows[f"{name}_ci_low"] = lo.flatten().numpy()
+            rows[f"{name}_ci_high"] = hi.flatten().numpy()
+        rows["n_seqs_with_massive"] = (~self.massive.isnan()).sum(0).flatten().numpy()
+        rows["slot_attention"] = self.slot.flatten().numpy()
+        table = pd.DataFrame(rows)
+        table["sink_head"] = table[FIRST_SCORE] > sink_eps
+        return table
+
+    def sink_share(self, sink_eps: float) -> tuple[list[float], float]:
+        sinks = (self.first.nanmean(0) > sink_eps).float()
+        return sinks.mean(1).tolist(), float(sinks.mean())
+
+    def ranking(self, rank_by: str) -> list[tuple[int, int, float]]:
+        """(layer, head, score) from the highest score down; heads without a score are left out."""
+        score = self.score(rank_by)
+        pairs = [(li, h, float(score[li, h])) for li in range(self.n_layers) for h in range(self.n_heads)
+                 if not torch.isnan(score[li, h])]
+        return sorted(pairs, key=lambda t: (-t[2], t[0], t[1]))
+
+    def head_sets(self, k: int, n_random: int, seed: int, rank_by: str) -> pd.DataFrame:
+        """Top-k, bottom-k and ``n_random`` random-k sets (drawn among the scored heads, seeded)."""
+        ranked = self.ranking(rank_by)
+        if k > len(ranked):
+            raise UsageError(f"k {k} is larger than the number of heads with a {rank_by} score ({len(ranked)}): "
+                             f"expected 1..{len(ranked)}"
+                             + (" (no block's input has a massive token: try --rank-by first)" if not ranked else ""))
+        rng = random.Random(seed)
+        sets = [("top", 0, ranked[:k]), ("bottom", 0, ranked[::-1][:k])]
+        sets += [("random", draw, sorted(rng.sample(ranked, k), key=lambda t: -t[2])) for draw in range(n_random)]
+        return pd.DataFrame([{"set": name, "draw": draw, "rank": i, "layer": li, "head": h, "score": s, "rank_by": rank_by}
+                             for name, draw, members in sets for i, (li, h, s) in enumerate(members)])
+
+
+def read_head_sets(path: str, n_layers: int, n_heads: int) -> pd.DataFrame:
+    """A ``head_sets.csv`` written by ``head-scores``: its columns and every head checked against the model."""
+    from ...interventions.heads import check_head
+
+    try:
+        sets = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise UsageError(f"--head-sets {path!r} cannot be read as CSV: {err}") from None
+    missing = sorted({"set", "draw", "layer", "head"} - set(sets.columns))
+    if missing or not set(sets["set"]) & set(SET_NAMES):
+        raise UsageError(f"--head-sets {path!r} is not a head_sets.csv: expected columns set, draw, layer, head "
+                         f"with sets {', '.join(SET_NAMES)}" + (f" (missing {', '.join(missing)})" if missing else ""))
+    for row in sets.itertuples():
+        check_head(n_layers, n_heads, int(row.layer), int(row.head))
+    return sets
+
+
+def heads_of(sets: pd.DataFrame, name: str, draw: int = 0) -> list[tuple[int, int]]:
+    rows = sets[(sets["set"] == name) & (sets["draw"] == draw)]
+    return [(int(r.layer), int(r.head)) for r in rows.itertuples()]
+
+
+@torch.inference_mode()
+def head_scores(model: HookedTransformer, seqs: Int[torch.Tensor, "seq pos"], criterion: MassiveCriterion,
+                batch_size: int = 4) -> HeadScores:
+    """Massive and first scores of every head on every sequence, and slot attention."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    massive = torch.full((seqs.shape[0], n_layers, n_heads), float("nan"))
+    first = torch.full_like(massive, float("nan"))
+    slot = torch.zeros(n_layers, n_heads)
+    keys: dict[int, torch.Tensor] = {}
+    counts: dict[tuple[int, int], int] = {}
+    offset = [0]
+
+    def detect(acts: Float[torch.Tensor, "batch pos d_model"], hook) -> None:
+        layer = hook.layer()
+        keys[layer] = massive_mask(acts, criterion).any(-1)  # [batch, pos]
+        for p in keys[layer].nonzero()[:, 1].tolist():
+            counts[(layer, p)] = counts.get((layer, p), 0) + 1
+
+    def score(pattern: Float[torch.Tensor, "batch head query key"], hook) -> None:
+        layer = hook.layer()
+        slots = n_key_slots(model.blocks[layer].attn)
+        tokens = token_keys(pattern, slots)  # [batch, head, query, pos]
+        rows = slice(offset[0], offset[0] + pattern.shape[0])
+        massive[rows, layer] = massive_set_score_per_sequence(tokens, keys[layer]).cpu()
+        first[rows, layer] = tokens[:, :, 1:, 0].float().mean(-1).cpu()
+        slot[layer] += slot_attention(pattern, slots).cpu() * pattern.shape[0] / seqs.shape[0]
+
+    hooks = [(resid_pre(i), detect) for i in range(n_layers)] + [(get_act_name("pattern", i), score) for i in range(n_layers)]
+    with model.hooks(fwd_hooks=hooks):
+        for batch in seqs.split(batch_size):
+            model(batch.to(model.cfg.device), return_type=None)
+            offset[0] += batch.shape[0]
+    positions = pd.DataFrame([{"layer": li, "position": p, "n_sequences": n} for (li, p), n in sorted(counts.items())],
+                             columns=["layer", "position", "n_sequences"])
+    return HeadScores(massive, first, slot, positions)
+
+
+def score_lines(scores: HeadScores, table: pd.DataFrame, sink_eps: float, n_boot: int, seed: int, top: int = 5) -> list[str]:
+    per_layer, overall = scores.sink_share(sink_eps)
+    lines = [f"  massive score = {DEFINITIONS[MASSIVE_SCORE]}",
+             f"  first score = {DEFINITIONS[FIRST_SCORE]}",
+             f"  spread: std over sequences; CI = {CI_DEFINITION.format(n_boot=n_boot, seed=seed)}",
+             f"  sink share (Gu et al. 2024) = {SINK_DEFINITION.replace('eps', f'eps = {sink_eps}')}: "
+             f"{overall:.2f} of {scores.n_layers * scores.n_heads} heads; per block " + " ".join(f"{s:.2f}" for s in per_layer)]
+    if float(scores.slot.abs().max()) > 0:
+        lines.append(f"  attention to key slots: max over heads {float(scores.slot.max()):.3f} (reported apart, never as token 0)")
+    ranked = table.dropna(subset=[MASSIVE_SCORE]).sort_values(MASSIVE_SCORE, ascending=False).head(top)
+    lines.append("  highest massive scores: " + (", ".join(
+        f"{r.layer}.{r.head} {r.massive_score:.3f} [{r.massive_score_ci_low:.3f}, {r.massive_score_ci_high:.3f}]"
+        for r in ranked.itertuples()) or "none (no massive token at any block's input)"))
+    return lines
