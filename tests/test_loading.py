@@ -192,6 +192,7 @@ def test_linear_layout_changes_memory_not_values():
         assert torch.equal(after[name], value), name
     w_q = model.blocks[0].attn.W_Q  # [head_index, d_model, d_head], stored as [head_index, d_head, d_model]
     assert w_q.transpose(1, 2).is_contiguous() and not w_q.is_contiguous()
+    assert model.unembed.W_U.T.is_contiguous()  # the unembedding's F.linear takes a view, not a copy
     with torch.inference_mode():
         torch.testing.assert_close(model(tokens), expected, rtol=0, atol=1e-6)
     # In-place edits through the public names still reach the forward.
