@@ -138,6 +138,6 @@ def test_the_shipped_batch_file_is_valid():
     from vit_hooks.batch import expand
 
     shared_data("imagenet-samples")
-    runs = expand(Path(__file__).resolve().parent.parent / "configs" / "vit_sweep.toml")
+    runs = expand(Path(__file__).resolve().parent.parent / "configs" / "vit" / "sweep.toml")
     assert [r.experiment.name for r in runs][:3] == ["layerwise", "attention", "layerwise"]
     assert runs[2].options.img_size == 448 and len(runs) == 8

@@ -4,7 +4,7 @@
     vit-hooks layerwise --model random:vit-tiny-reg4 --n-images 8
     vit-hooks fix-reg-mean --model vit_base_patch14_reg4_dinov2.lvd142m --img-size 224 \\
         --images /data/imagenet/val --head dinov2_vitb14_reg4_linear_head.pth
-    vit-hooks batch configs/vit_sweep.toml   # models x experiments from a file; finished runs skipped
+    vit-hooks batch configs/vit/sweep.toml   # models x experiments from a file; finished runs skipped
     vit-hooks parity                      # the embedded ViT's timm conversion against its ONNX graph
     vit-hooks models                      # registered models: shape, registers, what they are
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--n-images", type=int, default=2, help="images compared (default: 2)")
     parity.add_argument("--atol", type=float, default=1e-4, help="largest |difference| accepted (default: 1e-4)")
     batch = sub.add_parser("batch", help="every run of a TOML file (models x experiments); resumable")
-    batch.add_argument("config", help="a .toml file (see configs/vit_sweep.toml)")
+    batch.add_argument("config", help="a .toml file (see configs/vit/sweep.toml)")
     common(batch, options=False)
     sub.add_parser("models", help="list the registered models")
     return parser

@@ -1,6 +1,7 @@
 """One entry point from a model spec to a ``HookedTransformer`` in eval mode.
 
-A spec is a registered name (``list_models()``), a local Hugging Face directory, a ``.gguf`` file,
+A spec is a registered name (``list_models()``), a local Hugging Face directory, a trained checkpoint
+directory (``hooked_config.json`` + weights, built by the builder it names), a ``.gguf`` file,
 or a TransformerLens/hub model name (``gpt2``), which needs network or a filled HF cache.
 """
 
@@ -95,6 +96,13 @@ def load_model(
     if spec.kind == "hub":
         check_hub_model(spec.text)
         model = _from_hub(spec.text, torch_device, torch_dtype, processing, prepend_bos)
+    elif spec.kind == "checkpoint":
+        from .checkpoint import load_checkpoint
+
+        if processing != Processing():
+            raise UsageError(f"checkpoint {spec.text!r}: weight processing ({processing}) is not supported for "
+                             "trained checkpoints; load them unprocessed")
+        model = load_checkpoint(spec.path, spec.text, torch_device, torch_dtype, prepend_bos)
     else:
         model = hooked_from_hf(load_hf(spec, torch_dtype), torch_device, torch_dtype, processing, prepend_bos)
     model.cfg.model_name = spec.slug

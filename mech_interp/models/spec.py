@@ -1,4 +1,5 @@
-"""A model spec, parsed once: a registered name, a local HF directory, a GGUF file, or a hub name.
+"""A model spec, parsed once: a registered name, a local HF directory, a trained checkpoint directory
+(``hooked_config.json`` + weights, see ``checkpoint.py``), a GGUF file, or a hub name.
 
 Parsing checks everything that can be checked without loading weights (the path exists and has
 the right kind, the directory has a readable config.json, the GGUF header names an architecture
@@ -16,7 +17,7 @@ from typing import Literal
 from ..errors import UsageError
 from .registry import is_registered, list_models, model_entry
 
-Kind = Literal["registered", "hf_dir", "gguf", "hub"]
+Kind = Literal["registered", "hf_dir", "checkpoint", "gguf", "hub"]
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 
 
@@ -54,6 +55,11 @@ class ModelSpec:
                                  f"{header.block_count} blocks): download it again")
             return cls(text, "gguf", path.resolve())
         if path.is_dir():
+            from .checkpoint import is_checkpoint_dir, read_checkpoint_config
+
+            if is_checkpoint_dir(path):
+                read_checkpoint_config(path, text)
+                return cls(text, "checkpoint", path.resolve())
             _check_hf_dir(path, text)
             return cls(text, "hf_dir", path.resolve())
         if path.exists():
@@ -82,6 +88,12 @@ class ModelSpec:
             config = _read_config(self.path, self.text)
             archs = config.get("architectures") or [None]
             return ModelMetadata(archs[0], _n_layers(config), _int_key(config, _CTX_KEYS))
+        if self.kind == "checkpoint":
+            from .checkpoint import read_checkpoint_config
+
+            config = read_checkpoint_config(self.path, self.text)
+            return ModelMetadata(config.get("original_architecture") or config["builder"], config["n_layers"],
+                                 config["n_ctx"])
         if self.kind == "gguf":
             from .architectures import GGUF_ARCHITECTURES
             from .gguf import read_header
@@ -91,13 +103,17 @@ class ModelSpec:
         return ModelMetadata(None, None)  # a hub name: known when it loads
 
     def fingerprint(self) -> dict[str, str] | None:
-        """Size and mtime of the local files that hold the model (the GGUF, or config.json and the
-        weights of a directory), so that a run of a file replaced in place is seen as stale without
+        """Size and mtime of the local files that hold the model (the GGUF, or config.json / hooked_config.json
+        and the weights of a directory), so that a run of a file replaced in place is seen as stale without
         hashing gigabytes. None for registered and hub models, which a name fixes."""
         if self.kind == "gguf":
             files = [self.path]
         elif self.kind == "hf_dir":
             files = sorted({self.path / "config.json", *_weight_files(self.path)})
+        elif self.kind == "checkpoint":
+            from .checkpoint import CONFIG_FILE, WEIGHT_FILES
+
+            files = [self.path / name for name in (CONFIG_FILE, *WEIGHT_FILES)]
         else:
             return None
         stamps = {}

@@ -1,0 +1,252 @@
+"""The paper's Sec. 4.3 comparison at a stated budget: train ``default`` and ``attn_bias`` alike (same preset, data,
+seed and steps), then run mech_interp's layer-wise, feature-view and attention experiments on each checkpoint,
+measure where attention goes, and write one comparison.
+
+    python -m train_gpt2_bias experiment --preset cpu           # this machine, minutes
+    python -m train_gpt2_bias experiment --preset gpu-10min     # one H100-class GPU, about ten minutes
+
+Output under ``<root>`` (default ``results/train/<preset>``): ``<variant>/`` (each checkpoint and its training log),
+``analysis/<variant>/...`` (the mech_interp runs, as ``mech-interp ... --model <root>/<variant>`` would write them)
+and ``comparison/`` (tables as parquet + CSV, figures, ``comparison.md``, manifest).
+
+Attention shares (measured here on ``attention_windows`` held-out windows of the model's own validation split, every
+block, mean over heads and sequences): ``attn_first_token`` = mean over queries q > 0 of the attention to the first
+token of the window (the project's head score for key 0); ``attn_slot`` = mean over all queries of the attention to
+the k'/v' slot (attn_bias only; convention 1: key column 0); ``attn_prefix`` = the same for the sink token (sink only).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mech_interp.checks import require_at_least, require_type
+from mech_interp.errors import UsageError
+
+from .variants import VARIANTS
+
+
+@dataclass
+class ExperimentConfig:
+    variants: list[str] | None = field(default=None, metadata={"help": "variants to train and compare (default "
+                                                                      "default,attn_bias)"})
+    root: str = field(default="", metadata={"help": "where everything goes (default results/train/<preset>)"})
+    text: str = field(default="wikitext2", metadata={"help": "text of the layer-wise experiment (mech_interp --text)"})
+    n_seqs: int = field(default=10, metadata={"help": "layer-wise sequences"})
+    seq_len: int = field(default=0, metadata={"help": "layer-wise sequence length (0 = the model's context)"})
+    attention_prompt: str = field(default="", metadata={"help": "prompt of mech_interp's attention experiment "
+                                                                  "(default: the paper's, when it fits the context)"})
+    attention_windows: int = field(default=8, metadata={"help": "validation windows for the attention shares"})
+    min_ratio: float = field(default=100.0, metadata={"help": "massive: |a| at least this x the median (100: the "
+                                                              "small-model threshold of the reference)"})
+
+    def __post_init__(self) -> None:
+        if self.variants is None:
+            self.variants = ["default", "attn_bias"]
+        if isinstance(self.variants, str):
+            self.variants = [v.strip() for v in self.variants.split(",") if v.strip()]
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants or len(set(self.variants)) != len(self.variants):
+            raise UsageError(f"--variants {','.join(self.variants)!r} is not allowed: expected distinct names from "
+                             f"{', '.join(VARIANTS)}")
+        require_type(self, "root", str, "a directory")
+        require_type(self, "text", str, "a text name or file")
+        require_type(self, "attention_prompt", str, "a text")
+        require_at_least(self, 1, "n_seqs", "attention_windows")
+        require_at_least(self, 0, "seq_len")
+        require_type(self, "min_ratio", (int, float), "a number")
+        if not (0 < self.min_ratio < math.inf):
+            raise UsageError(f"--min-ratio {self.min_ratio} is not allowed: expected a positive number")
+
+
+def attention_shares(model, windows) -> list[dict[str, Any]]:
+    """Per block: attention to the first token, to the key slots and to the prefix positions (see the module doc).
+    ``windows``: token ids [window, pos]."""
+    import torch
+    n_slots = max((getattr(b.attn, "n_key_slots", 0) for b in model.blocks), default=0)
+    n_prefix = getattr(model, "n_prefix_tokens", 0)
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
+    sums = {name: torch.zeros(3, dtype=torch.float64) for name in names}
+
+    def hook(pattern, hook):  # [batch, head_index, query_pos, key_pos]
+        slots = n_slots
+        first = pattern[:, :, n_prefix + 1:, slots + n_prefix]  # queries after the first token -> the first token
+        slot = pattern[..., :slots].sum(-1) if slots else pattern.new_zeros(1)
+        prefix = pattern[:, :, n_prefix:, slots:slots + n_prefix].sum(-1) if n_prefix else pattern.new_zeros(1)
+        sums[hook.name] += torch.tensor([first.mean().item(), slot.mean().item(), prefix.mean().item()],
+                                        dtype=torch.float64) * pattern.shape[0]
+
+    with torch.no_grad():
+        for batch in windows.split(4):
+            model.run_with_hooks(batch.to(model.cfg.device), return_type=None,
+                                 fwd_hooks=[(name, hook) for name in names])
+    rows = []
+    for layer, name in enumerate(names):
+        first, slot, prefix = (sums[name] / len(windows)).tolist()
+        rows.append({"layer": layer, "attn_first_token": first, "attn_slot": slot if n_slots else math.nan,
+                     "attn_prefix": prefix if n_prefix else math.nan})
+    return rows
+
+
+def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: ExperimentConfig) -> dict[str, Any]:
+    import pandas as pd
+    import torch
+
+    from mech_interp.runs.options import RunOptions
+    from mech_interp.runs.output import RunWriter, check_writable
+    from mech_interp.runs.runner import check_runs, execute
+    from mech_interp.runs.spec import RunSpec
+
+    from .config import config_from
+    from .data import get_batch
+    from .figures import comparison_lines
+    from .train import train
+
+    # ---- every configuration checked before anything runs ----
+    configs = {v: config_from(config_file, {**shared, "variant": v, "out": ""}) for v in experiment.variants}
+    base = configs[experiment.variants[0]]
+    root = Path(experiment.root or Path("results") / "train" / base.preset)
+    check_writable(root)
+    from mech_interp.data.texts import check_text
+
+    from .data import check_sources
+
+    check_text(experiment.text)  # the analyses' text, before hours of training
+    check_sources(base.corpus)
+    for variant, config in configs.items():
+        config.out = str(root / variant)
+    started = time.time()
+
+    # ---- 1. train each variant alike (a finished checkpoint is resumed at its last step: nothing to do) ----
+    trained = {}
+    for variant, config in configs.items():
+        trained[variant] = train(config)
+        print(f"[trained] {config.out}: {trained[variant]['steps']} steps, val loss {trained[variant]['final_val_loss']:.4f}",
+              flush=True)
+
+    # ---- 2. the mech_interp experiments on each checkpoint, exactly as `mech-interp <exp> --model <dir>` ----
+    seq_len = experiment.seq_len or base.n_ctx
+    analysis = root / "analysis"
+    layerwise, attention, feature = {}, {}, {}
+    for variant, config in configs.items():
+        options = RunOptions(model=config.out, device=config.device,
+                             min_ratio=float(experiment.min_ratio), seed=config.seed)
+        specs = {"layerwise": RunSpec("layerwise", options, {"text": experiment.text, "n_seqs": experiment.n_seqs,
+                                                             "seq_len": seq_len}),
+                 "feature_view": RunSpec("feature_view", options, {}),
+                 "attention": RunSpec("attention", options,
+                                      {"prompt": experiment.attention_prompt} if experiment.attention_prompt else {})}
+        check_runs(list(specs.values()))
+        for name, spec in specs.items():
+            try:
+                run_dir, _ = execute(spec, analysis, force=False, report=print)
+            except Exception as err:  # reported and recorded: the comparison says which analysis did not run
+                print(f"[failed] {name} on {variant}: {type(err).__name__}: {err}", flush=True)
+                {"layerwise": layerwise, "attention": attention, "feature_view": feature}[name][variant] = None
+                continue
+            print(f"[done] {run_dir}", flush=True)
+            {"layerwise": layerwise, "attention": attention, "feature_view": feature}[name][variant] = run_dir
+
+    # ---- 3. attention shares on held-out windows, measured here ----
+    from mech_interp.models.loading import load_model
+
+    rows = []
+    for variant, config in configs.items():
+        model = load_model(config.out, device="cpu" if config.device == "cpu" else "auto")
+        from .data import data_dir_for, prepare_data
+
+        data_dir = Path(config.data_dir) if config.data_dir else data_dir_for(
+            config.corpus, config.tokenizer, config.val_fraction, config.max_corpus_tokens)
+        val = prepare_data(config.corpus, config.tokenizer, data_dir, config.val_fraction, config.max_corpus_tokens,
+                           progress=False).split("val")
+        windows, _ = get_batch(val, experiment.attention_windows, config.n_ctx,
+                               torch.Generator().manual_seed(config.seed + 7))
+        shares = {r["layer"]: r for r in attention_shares(model, windows)}
+        table = (pd.read_parquet(layerwise[variant] / "layerwise.parquet") if layerwise.get(variant) else None)
+        tops = (pd.read_parquet(layerwise[variant] / "top_entries.parquet") if layerwise.get(variant) else None)
+        for layer in range(model.cfg.n_layers):
+            row = {"variant": variant, "layer": layer, **{k: v for k, v in shares[layer].items() if k != "layer"}}
+            if table is not None:
+                lw = table[table["layer"] == layer].iloc[0]
+                top1 = tops[(tops["layer"] == layer) & (tops["rank"] == 1)]
+                row.update({"top1": float(lw["top1"]), "median": float(lw["median"]),
+                            "top1_over_median": float(lw["ratio_of_means_top1_median"]),
+                            "top1_at_first_position": float((top1["position"] == getattr(model, "n_prefix_tokens", 0)).mean())})
+            rows.append(row)
+        del model
+    comparison = pd.DataFrame(rows)
+    losses = pd.DataFrame([{"variant": v, "steps": s["steps"], "tokens": s["tokens"], "final_train_loss": s["final_train_loss"],
+                            "final_val_loss": s["final_val_loss"], "train_tokens_per_second": s["train_tokens_per_second"]}
+                           for v, s in trained.items()])
+
+    # ---- 4. the comparison, as data first ----
+    identity = {"configs": {v: c.identity() for v, c in configs.items()}, "experiment": asdict(experiment)}
+    writer = RunWriter(root / "comparison", root, identity)
+    try:
+        writer.table("per_layer", comparison)
+        writer.table("losses", losses)
+        title = f"{base.preset}: {' vs '.join(experiment.variants)}"
+        if "top1" in comparison:
+            writer.figure("top1", comparison_lines(comparison, "top1", f"{title}: top-1 |a| per block", "top-1 |a|"))
+            writer.figure("top1_over_median", comparison_lines(comparison, "top1_over_median",
+                                                               f"{title}: top-1 / median |a|", "ratio", log_y=True))
+        writer.figure("attn_first_token", comparison_lines(comparison, "attn_first_token",
+                                                           f"{title}: attention to the first token", "attention"))
+        text = comparison_text(base, experiment, comparison, losses, time.time() - started, layerwise, feature, attention)
+        writer.text("comparison.md", text)
+        run_dir = writer.commit({"summary": {"losses": losses.to_dict("records")}, "seed": base.seed,
+                                 "criterion": {"min_abs": 100.0, "min_ratio": experiment.min_ratio}})
+    except BaseException:
+        writer.discard()
+        raise
+    print(text)
+    print(f"-> {run_dir}")
+    return {"comparison": comparison, "losses": losses, "dir": run_dir}
+
+
+def comparison_text(base, experiment: ExperimentConfig, comparison, losses, seconds: float, layerwise, feature,
+                    attention) -> str:
+    tokens_per_step = base.batch_size * base.n_ctx * base.grad_accum
+    lines = [f"# {' vs '.join(experiment.variants)}, preset {base.preset}",
+             "",
+             f"Same data, seed ({base.seed}) and budget for each: {base.max_steps} steps x {tokens_per_step} tokens "
+             f"({base.n_layers}L/{base.n_heads}H/{base.d_model}, context {base.n_ctx}, lr {base.lr} -> {base.min_lr}); "
+             f"corpus {', '.join(base.corpus)}; wall time of this command {seconds / 60:.1f} min.",
+             "",
+             "| variant | steps | tokens | final train loss | val loss | train tokens/s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in losses.to_dict("records"):
+        lines.append(f"| {r['variant']} | {r['steps']} | {r['tokens']:,} | {r['final_train_loss']:.4f} | "
+                     f"{r['final_val_loss']:.4f} | {r['train_tokens_per_second']:,.0f} |")
+    lines += ["", "val loss: mean next-token cross-entropy (nats) over fixed random batches of the held-out split.", "",
+              f"Per block (0-based; resid_post), layer-wise over {experiment.n_seqs} windows of `{experiment.text}`: "
+              "top-1 and lower-median |a| (mean over sequences), top1/median = ratio of those means, `first` = share of "
+              "sequences whose top-1 entry is at the first token; attention over "
+              f"{experiment.attention_windows} held-out windows, mean over heads: `a(first)` = to the first token from "
+              "the queries after it, `a(slot)` = to the k'/v' slot from all queries.", "",
+              "| variant | block | top-1 | median | top1/median | first | a(first) | a(slot) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in comparison.to_dict("records"):
+        cells = [_cell(r, key, fmt) for key, fmt in (("top1", ".2f"), ("median", ".3f"), ("top1_over_median", ".1f"),
+                                                     ("top1_at_first_position", ".2f"), ("attn_first_token", ".3f"),
+                                                     ("attn_slot", ".3f"))]
+        lines.append(f"| {r['variant']} | {r['layer']} | " + " | ".join(cells) + " |")
+    failed = [f"{name} on {v}" for name, runs in (("layerwise", layerwise), ("feature_view", feature),
+                                                  ("attention", attention)) for v, d in runs.items() if d is None]
+    massive = comparison[comparison.get("top1", 0) > 100] if "top1" in comparison else comparison.iloc[:0]
+    massive = massive[massive["top1_over_median"] >= experiment.min_ratio] if len(massive) else massive
+    lines += ["", "Massive activations (|a| > 100 and >= "
+              f"{experiment.min_ratio:g} x the median): " + (
+                  ", ".join(f"{r['variant']} block {r['layer']}" for r in massive.to_dict("records")) or "none in any "
+                  "variant at this budget"),
+              "", "Runs of the mech_interp experiments: under `analysis/`" + (
+                  f"; did not run: {', '.join(failed)}" if failed else "."), ""]
+    return "\n".join(lines)
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    value = row.get(key, math.nan)
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
