@@ -15,22 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 from pathlib import Path
 from typing import Any, Sequence
 
+from .command import EXIT_USAGE, OneLineParser, run_command
 from .errors import UsageError
 from .flags import add_fields, collect
 
-EXIT_USAGE = 2
 STUDIES = ("lm", "heads")  # mech_interp.studies.<name>.STUDY lists each one's experiments
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:  # argparse's own errors: one line, status 2
-        where = self.prog.split(" ", 1)[1] if " " in self.prog else ""
-        self.exit(EXIT_USAGE, f"mech-interp: error: {where + ': ' if where else ''}{message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .runs.options import RunOptions
     from .runs.spec import RunSpec  # noqa: F401  (registers the experiments)
 
-    parser = _Parser(prog="mech-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = OneLineParser(prog="mech-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
 
     def common(p: argparse.ArgumentParser) -> None:
         add_fields(p, RunOptions)
@@ -176,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mech-interp: error: no command given: expected one of {', '.join(commands)} (mech-interp --help "
               "explains each)", file=sys.stderr)
         return EXIT_USAGE
-    try:
+
+    def body() -> None:
         if ns.command in ("study", "batch") or hasattr(ns, "experiment"):
             from .runs.output import check_writable
 
@@ -193,24 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _batch(ns)
         else:
             _single(ns)
-    except UsageError as err:
-        print(f"mech-interp: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("\nmech-interp: interrupted: finished runs are kept; the same command resumes the rest", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as err:
-        from .runs.output import WRITE_ERRNOS
 
-        if err.errno not in WRITE_ERRNOS:
-            raise  # not the user's to fix: a bug, shown with its traceback
-        print(f"mech-interp: error: cannot write {err.filename or getattr(ns, 'out', '')!s}: {err.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split("\n"))
+    return run_command("mech-interp", body, "finished runs are kept; the same command resumes the rest",
+                       getattr(ns, "out", ""))
 
 
 if __name__ == "__main__":

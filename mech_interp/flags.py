@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -25,8 +26,10 @@ def _flag_type(annotation: Any) -> tuple[Any, bool, bool]:
     return annotation, False, annotation is bool
 
 
-def add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
+def add_fields(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         kind, is_list, is_bool = _flag_type(f.type)
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
@@ -38,11 +41,11 @@ def add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
             )
 
 
-def collect(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The flags of ``cls`` that were given, as keyword arguments."""
+def collect(ns: argparse.Namespace, cls: type, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """The flags of ``cls`` that were given (less ``skip``), as keyword arguments."""
     values = {}
     for f in dataclasses.fields(cls):
         value = getattr(ns, f.name, None)
-        if value is not None:
+        if value is not None and f.name not in skip:
             values[f.name] = [v.strip() for v in value.split(",") if v.strip()] if _flag_type(f.type)[1] else value
     return values

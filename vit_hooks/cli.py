@@ -17,29 +17,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 from typing import Sequence
 
+from mech_interp.command import EXIT_USAGE, OneLineParser, run_command
 from mech_interp.errors import NothingToMeasure, UsageError
 from mech_interp.flags import add_fields, collect
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 STUDY = ("feature_view", "layerwise", "upstream_means", "register_means", "fix_reg_mean", "massive_reset", "attention")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:
-        where = self.prog.split(" ", 1)[1] if " " in self.prog else ""
-        self.exit(EXIT_USAGE, f"vit-hooks: error: {where + ': ' if where else ''}{message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .configs import ViTOptions
     from .runs import EXPERIMENTS
 
-    parser = _Parser(prog="vit-hooks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = OneLineParser(prog="vit-hooks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
 
     def common(p: argparse.ArgumentParser, options: bool = True) -> None:
         if options:
@@ -154,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    try:
+
+    def body() -> int | None:
         if hasattr(ns, "out"):
             from mech_interp.runs.output import check_writable
 
@@ -179,20 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _parity(ns)
         else:
             _single(ns)
-    except UsageError as err:
-        print(f"vit-hooks: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("\nvit-hooks: interrupted: finished runs are kept; the same command runs the rest", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as err:
-        from mech_interp.runs.output import WRITE_ERRNOS
 
-        if err.errno not in WRITE_ERRNOS:
-            raise
-        print(
-            f"vit-hooks: error: cannot write {err.filename or getattr(ns, 'out', '')!s}: {err.strerror}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    return 0
+    return run_command("vit-hooks", body, "finished runs are kept; the same command runs the rest",
+                       getattr(ns, "out", ""))

@@ -1,0 +1,48 @@
+"""What every study's command line shares (``mech-interp``, ``vit-hooks``, ``train-gpt2-bias``): bad
+input is one line on stderr with status 2, Ctrl-C one line with 130, an output that cannot be written
+(no space, read-only, no permission) one line with 2; anything else is a bug and keeps its traceback.
+Imports no torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from typing import Callable
+
+from .errors import UsageError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose own errors are one line naming the program and the subcommand, status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        prog, _, where = self.prog.partition(" ")
+        self.exit(EXIT_USAGE, f"{prog}: error: {where + ': ' if where else ''}{message}\n")
+
+
+def one_line(err: Exception) -> str:
+    return " ".join(str(err).split("\n"))
+
+
+def run_command(prog: str, body: Callable[[], int | None], interrupted: str, out: str = "") -> int:
+    """Run ``body`` and turn its outcome into an exit status. ``interrupted`` says what Ctrl-C keeps;
+    ``out`` names the output for a write error that carries no file name."""
+    try:
+        return body() or 0
+    except UsageError as err:
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as err:
+        from .runs.output import WRITE_ERRNOS
+
+        if err.errno not in WRITE_ERRNOS:
+            raise  # not the user's to fix: a bug, shown with its traceback
+        print(f"{prog}: error: cannot write {err.filename or out!s}: {err.strerror}", file=sys.stderr)
+        return EXIT_USAGE
