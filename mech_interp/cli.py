@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .command import EXIT_USAGE, OneLineParser, run_command
+from .command import OneLineParser, parse, run_command
 from .errors import UsageError
 from .flags import add_fields, collect
 
@@ -159,15 +159,9 @@ def _batch(ns: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        ns = parser.parse_args(argv)
-    except SystemExit as done:  # --help (0) or argparse's one-line error (2): a status, also in-process
-        return int(done.code or 0)
-    if ns.command is None:
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-        print(f"mech-interp: error: no command given: expected one of {', '.join(commands)} (mech-interp --help "
-              "explains each)", file=sys.stderr)
-        return EXIT_USAGE
+    ns = parse(parser, argv)
+    if isinstance(ns, int):
+        return ns
 
     def body() -> None:
         if ns.command in ("study", "batch") or hasattr(ns, "experiment"):

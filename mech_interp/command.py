@@ -24,6 +24,21 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{prog}: error: {where + ': ' if where else ''}{message}\n")
 
 
+def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace | int:
+    """The parsed command line, or the exit status when there is nothing to run: ``--help`` (0),
+    argparse's one-line error (2), no command given (2, with the commands listed)."""
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as done:  # a status, also when called in-process
+        return int(done.code or 0)
+    if getattr(ns, "command", None) is None:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        print(f"{parser.prog}: error: no command given: expected one of {', '.join(commands)} "
+              f"({parser.prog} --help explains each)", file=sys.stderr)
+        return EXIT_USAGE
+    return ns
+
+
 def one_line(err: Exception) -> str:
     return " ".join(str(err).split("\n"))
 

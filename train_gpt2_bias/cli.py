@@ -14,10 +14,9 @@ before any data is read or model built.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from mech_interp.command import EXIT_USAGE, OneLineParser, run_command
+from mech_interp.command import OneLineParser, parse, run_command
 from mech_interp.flags import add_fields, collect
 
 PROG = "train-gpt2-bias"
@@ -45,13 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        ns = parser.parse_args(argv)
-    except SystemExit as done:
-        return int(done.code or 0)
-    if ns.command is None:
-        print(f"{PROG}: error: no command given: expected train, experiment or presets ({PROG} --help)", file=sys.stderr)
-        return EXIT_USAGE
+    ns = parse(parser, argv)
+    if isinstance(ns, int):
+        return ns
 
     def body() -> int | None:
         if ns.command == "presets":

@@ -16,10 +16,9 @@ before anything is written. Ctrl-C prints one line and exits with 130.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
-from mech_interp.command import EXIT_USAGE, OneLineParser, run_command
+from mech_interp.command import OneLineParser, parse, run_command
 from mech_interp.errors import NothingToMeasure, UsageError
 from mech_interp.flags import add_fields, collect
 
@@ -136,18 +135,9 @@ def _parity(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        ns = parser.parse_args(argv)
-    except SystemExit as done:
-        return int(done.code or 0)
-    if ns.command is None:
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-        print(
-            f"vit-hooks: error: no command given: expected one of {', '.join(commands)} "
-            "(vit-hooks --help explains each)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    ns = parse(parser, argv)
+    if isinstance(ns, int):
+        return ns
 
     def body() -> int | None:
         if hasattr(ns, "out"):
