@@ -1,5 +1,5 @@
 # The two entry points of the README (study, test). Both install what is missing first.
-.PHONY: install study test test-fast bench
+.PHONY: install study test test-fast bench bench-heads bench-train
 
 install:
 	@bash scripts/install.sh
@@ -17,3 +17,11 @@ test-fast: install
 
 bench: install
 	.venv/bin/python bench/bench_layer_stats.py
+
+# The single-head sweep: restarted and batched vs one full forward per head (README, "The head study").
+bench-heads: install
+	.venv/bin/python bench/bench_head_sweep.py
+
+# Training tokens/s: the TransformerLens variants vs plain PyTorch GPTs (README, "Training GPT-2 variants").
+bench-train: install
+	.venv/bin/python bench/bench_train.py
