@@ -477,3 +477,23 @@ def test_notebook_04_runs_on_the_tiny_preset_and_shows_what_it_claims():
     figures = sum("application/vnd.plotly.v1+json" in out.get("data", {})
                   for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
     assert figures == 3, figures
+
+
+def test_head_scores_read_the_slot_apart_from_token_0_on_a_real_slot_model():
+    """The head study on an attn_bias model: key column 0 is k', reported as slot attention; the
+    first-token score reads column 1 (position 0), as a computation from the pattern by hand says."""
+    from mech_interp.core.criterion import MassiveCriterion
+    from mech_interp.studies.heads.scores import head_scores
+
+    model = tiny("attn_bias")
+    seqs = tokens()
+    patterns = {}
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(f"blocks.{i}.attn.hook_pattern", lambda p, hook: patterns.setdefault(hook.layer(), p.clone()))
+                                                        for i in range(model.cfg.n_layers)]):
+        model(seqs, return_type=None)
+    with torch.inference_mode():
+        scores = head_scores(model, seqs, MassiveCriterion())
+    for layer, pattern in patterns.items():  # [batch, head, query, 1 + pos]
+        assert pattern.shape[-1] == CTX + 1
+        torch.testing.assert_close(scores.slot[layer], pattern[..., 0].mean((0, 2)))
+        torch.testing.assert_close(scores.first[:, layer], pattern[:, :, 1:, 1].mean(-1))
