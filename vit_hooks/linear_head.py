@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float
 
 from mech_interp.errors import UsageError
+from mech_interp.user_files import require_file
 
 from .token_roles import TokenRoles
 
@@ -26,12 +27,8 @@ def head_features(
 
 
 def load_linear_head(path: str | Path, d_model: int) -> torch.nn.Linear:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(
-            f"--head {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}: expected "
-            "DINOv2's linear head checkpoint (weight [classes, 2 x d_model], bias)"
-        )
+    path = require_file(Path(path).expanduser(), "--head",
+                        "DINOv2's linear head checkpoint (weight [classes, 2 x d_model], bias)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from mech_interp.core.running_stats import Mean
 from mech_interp.data.locations import find_data
 from mech_interp.errors import NothingToMeasure, UsageError
+from mech_interp.user_files import require_file
 
 from . import hook_names
 from .configs import UPSTREAM_SIZES
@@ -52,12 +53,8 @@ class RegisterMeans:
     @classmethod
     def load(cls, path: str | Path) -> "RegisterMeans":
         """A ``{block: [n_registers, d_model]}`` file (upstream's, or one ``save`` wrote), on the CPU."""
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise UsageError(
-                f"register-means file {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}:"
-                " expected a .pt file holding {block: FloatTensor[n_registers, d_model]}"
-            )
+        path = require_file(Path(path).expanduser(), "register-means file",
+                            "a .pt file holding {block: FloatTensor[n_registers, d_model]}")
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
