@@ -160,6 +160,31 @@ def test_planted_register_activation_is_detected_on_its_register_and_dim(tmp_pat
 
 
 @pytest.mark.integration
+def test_device_path_of_the_image_pass_equals_the_host_path(tmp_path):
+    """The GPU path of the recorder (forced here on the CPU) gives the image pass the host path's
+    tables, also when a loose criterion makes far more candidates than the recorder keeps on the
+    device, so that each batch must run again."""
+    import pandas as pd
+
+    from mech_interp.core import host_transfer
+    from mech_interp.core.criterion import MassiveCriterion
+
+    vit = load_vit("planted:vit-tiny-reg4")
+    hooked = HookedViT(vit.model, vit.entry.img_size)
+    images = open_images(_images(tmp_path))
+    loose = MassiveCriterion(min_abs=0.0, min_ratio=2.0)  # every entry above twice the median: hundreds per image
+    host = collect_layer_stats(hooked, images, vit.preprocessing.eval, criterion=loose)
+    assert host.massive["count"].sum() > 64 * len(images)
+    host_transfer.set_deferred_transfer("always")
+    try:
+        device = collect_layer_stats(hooked, images, vit.preprocessing.eval, criterion=loose)
+    finally:
+        host_transfer.set_deferred_transfer("auto")
+    for a, b in ((host.summary, device.summary), (host.top_entries, device.top_entries), (host.massive, device.massive)):
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_exact=True)
+
+
+@pytest.mark.integration
 def test_fix_reg_mean_overwrites_exactly_the_registers_of_every_block(tiny, batch):
     vit, hooked = tiny
     n = hooked.n_blocks

@@ -53,7 +53,8 @@ def collect_layer_stats(
             unit="batch",
             leave=False,
         ):
-            hooked(batch)
+            # on a GPU the recorder reads back once per batch; a batch whose candidates overflow runs again
+            recorder.run_batch(lambda: hooked(batch))
     stats = recorder.result(
         layer_of=lambda site: hook_names.parse(site)[1], label_name=hooked.roles.name, label_columns=LABEL_COLUMNS
     )
