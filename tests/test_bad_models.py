@@ -257,6 +257,9 @@ def test_sharded_directory_with_a_missing_shard_or_broken_index(tmp_path, capsys
     with pytest.raises(UsageError, match=r"has a broken model.safetensors.index.json \("):
         ModelSpec.parse(str(model))
     (model / "model.safetensors.index.json").write_text('["not", "a", "map"]')
+    with pytest.raises(UsageError, match="has a model.safetensors.index.json that is not a JSON object"):
+        ModelSpec.parse(str(model))
+    (model / "model.safetensors.index.json").write_text('{"metadata": {}}')
     with pytest.raises(UsageError, match="has a broken model.safetensors.index.json .no weight_map"):
         ModelSpec.parse(str(model))
 

@@ -10,12 +10,12 @@ packages that train such models. Everything but the weights is checked when the 
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..user_files import read_json_object
 
 CONFIG_FILE = "hooked_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.pt")
@@ -32,14 +32,7 @@ def read_checkpoint_config(path: Path, text: str) -> dict[str, Any]:
     file = path / CONFIG_FILE
     if not file.is_file():
         raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} is not a file")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"checkpoint {text!r} has a broken {CONFIG_FILE} ({err})") from None
-    except OSError as err:
-        raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} cannot be read ({err.strerror})") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} is not a JSON object")
+    config = read_json_object(file, f"checkpoint {text!r}")
     builder = config.get("builder")
     if not isinstance(builder, str) or builder.count(":") != 1 or not all(builder.split(":")):
         raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} has builder {builder!r}: expected "

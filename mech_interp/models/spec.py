@@ -9,12 +9,12 @@ and the number of layers from the registry, config.json or the GGUF header, neve
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from ..errors import UsageError
+from ..user_files import read_json_object
 from .registry import is_registered, list_models, model_entry
 
 Kind = Literal["registered", "hf_dir", "checkpoint", "gguf", "hub"]
@@ -133,15 +133,7 @@ def _read_config(path: Path, text: str) -> dict:
                          "Face model directory")
     if not config_file.is_file():
         raise UsageError(f"model directory {text!r} has no config.json: expected a Hugging Face model directory")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"model directory {text!r} has a broken config.json ({err}): fix or re-download it") from None
-    except OSError as err:
-        raise UsageError(f"model directory {text!r}: config.json cannot be read ({err.strerror})") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"model directory {text!r} has a config.json that is not a JSON object")
-    return config
+    return read_json_object(config_file, f"model directory {text!r}", ": fix or re-download it")
 
 
 def _check_hf_dir(path: Path, text: str) -> None:
@@ -180,13 +172,8 @@ def _has_tokenizer(path: Path) -> bool:
 
 def _check_index(path: Path, index: str, text: str) -> None:
     """Every shard the index names exists: else the load fails only after reading the others."""
-    try:
-        data = json.loads((path / index).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"model directory {text!r} has a broken {index} ({err}): fix or re-download it") from None
-    except OSError as err:
-        raise UsageError(f"model directory {text!r}: {index} cannot be read ({err.strerror})") from None
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    data = read_json_object(path / index, f"model directory {text!r}", ": fix or re-download it")
+    weight_map = data.get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise UsageError(f"model directory {text!r} has a broken {index} (no weight_map of tensor -> shard file): "
                          "fix or re-download it")
