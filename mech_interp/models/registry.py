@@ -1,6 +1,6 @@
 """Named models whose metadata is readable without building them (after timm's ``_registry``).
 
-An entry is one decorated builder function plus metadata (family, number of layers, what it is),
+An entry is one decorated builder function plus metadata (family, number of layers, parameters, what it is),
 so a batch can check layer indices and a listing can describe the models without loading any
 weights. Importing this module imports no torch.
 """
@@ -24,17 +24,20 @@ class ModelEntry:
     n_ctx: int  # context length, so an over-long --seq-len is refused before the model loads
     description: str
     build: Callable[[], HFModel]
+    n_params: int  # so a scheduler can reserve memory for it before anything loads
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, family: str, n_layers: int, n_ctx: int) -> Callable[[Callable[[], HFModel]], Callable[[], HFModel]]:
+def register_model(
+    name: str, *, family: str, n_layers: int, n_ctx: int, n_params: int
+) -> Callable[[Callable[[], HFModel]], Callable[[], HFModel]]:
     def decorator(fn: Callable[[], HFModel]) -> Callable[[], HFModel]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, family, n_layers, n_ctx, doc[0] if doc else "", fn)
+        _REGISTRY[name] = ModelEntry(name, family, n_layers, n_ctx, doc[0] if doc else "", fn, n_params)
         return fn
 
     return decorator

@@ -10,6 +10,10 @@
     params = { prompt = "Summer is warm. Winter is cold." }   # optional experiment parameters
     options = { prepend_bos = true }                          # optional per-entry options
 
+    [ray]                 # optional, for --backend ray only (see runs/ray_backend.py)
+    results = "driver"    # or "shared": --out is a path every Ray node mounts
+    resources = { "smollm2-135m" = { num_gpus = 1, memory_gb = 4 } }
+
 Finished runs are skipped (their manifest holds the same configuration), so rerunning the same
 command after a kill resumes where it stopped. Every run of the file is checked (values and their
 types, models, layers, texts, devices) before the first one starts.
@@ -32,7 +36,7 @@ from .runner import check_runs
 from .spec import RunSpec
 
 ENTRY_KEYS = {"models", "experiments", "layers", "params", "options"}
-TOP_KEYS = {"defaults", "runs"}
+TOP_KEYS = {"defaults", "runs", "ray"}  # [ray]: read by the Ray backend (ray_backend.read_ray_settings)
 
 
 class _DuplicateKey(ValueError):
@@ -96,8 +100,9 @@ def _options(values: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
     return values
 
 
-def expand(path: str | Path) -> list[RunSpec]:
-    """Every run the config file asks for, validated, in file order."""
+def expand(path: str | Path, check_devices: bool = True) -> list[RunSpec]:
+    """Every run the config file asks for, validated, in file order (the devices too, unless the
+    runs go to other machines)."""
     path = Path(path)
     data = read_config(path)
     unknown = sorted(set(data) - TOP_KEYS)
@@ -152,5 +157,5 @@ def expand(path: str | Path) -> list[RunSpec]:
                     except UsageError as err:
                         raise _malformed(path, f"{where}: {err}") from err
                     specs.append(spec)
-    check_runs(specs)  # models, layers, texts, devices: every run before the first starts
+    check_runs(specs, check_devices)  # models, layers, texts, devices: every run before the first starts
     return specs

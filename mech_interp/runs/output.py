@@ -166,16 +166,33 @@ class RunWriter:
 
     def commit(self, manifest: dict[str, Any]) -> Path:
         manifest = {
+            "command": sys.argv,  # unless the manifest names the command that asked for the run (a Ray task's driver)
             **manifest,
             "identity": self.identity,
             "files": sorted(self.files),
             "packages": package_versions(),
             "git_commit": git_commit(),
-            "command": sys.argv,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         shutil.rmtree(self._dir() / "pieces", ignore_errors=True)
         atomic_write_text(self._dir() / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        return self._publish()
+
+    def publish_files(self, files: dict[str, bytes]) -> Path:
+        """Publish a complete run computed elsewhere (the files of a Ray task's scratch run directory),
+        its manifest written last, as ``commit`` publishes one computed here."""
+        for name in files:
+            if Path(name).is_absolute() or ".." in Path(name).parts or not name:
+                raise ValueError(f"run file name {name!r} is not inside the run directory")
+        for name, data in sorted(files.items(), key=lambda item: item[0] == MANIFEST):
+            path = self._dir() / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if MANIFEST not in files:
+            raise ValueError("a run without its manifest is not complete")
+        return self._publish()
+
+    def _publish(self) -> Path:
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir)  # a rerun (--force, or a changed configuration) replaces the old result
         os.replace(self.partial, self.run_dir)

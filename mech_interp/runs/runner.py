@@ -34,10 +34,11 @@ def model_for(options: RunOptions):
 TEXT_FIELDS = ("text", "mean_text", "datasets")  # config fields naming texts (a name, a file, or a list of them)
 
 
-def check_runs(specs: Sequence[RunSpec]) -> None:
+def check_runs(specs: Sequence[RunSpec], check_devices: bool = True) -> None:
     """Refuse, before anything runs or is written, any run that would fail on its input: unknown or
     broken models, layers or ``seq_len`` beyond the model, missing/unreadable/non-UTF-8/empty local
-    texts, devices this machine lacks. Each model, text and device is checked once."""
+    texts, devices this machine lacks (``check_devices=False`` where the runs go to other machines,
+    whose devices the scheduler checks). Each model, text and device is checked once."""
     from ..data.texts import check_text
 
     metadata: dict[str, Any] = {}
@@ -61,7 +62,7 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
                     if text not in texts:
                         check_text(text)
                         texts.add(text)
-            if spec.options.device not in devices:
+            if check_devices and spec.options.device not in devices:
                 if spec.options.device not in ("cpu", "auto"):
                     from ..models.loading import resolve_device
 
@@ -140,13 +141,15 @@ def execute(
     model: Any | Callable[[], Any] | None = None,
     force: bool = False,
     report: Callable[[str], None] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> tuple[Path, ExperimentResult | None]:
     """Run ``spec`` unless an identical run is complete (then return ``(dir, None)``).
 
     ``model`` may be a loaded model or a zero-argument loader, so batch runs share one model and
     skipped runs never load one. Bad input raises ``UsageError`` before anything is written. A
     complete run whose recorded configuration differs (a default changed since) is rerun, and
-    ``report`` is told why: ``[rerun] <dir>: <what changed>``.
+    ``report`` is told why: ``[rerun] <dir>: <what changed>``. ``provenance`` adds to the manifest
+    (a Ray task records its driver's command line and its node).
     """
     import torch
 
@@ -192,6 +195,7 @@ def execute(
             "seed": spec.options.seed,
             "seconds": round(time.time() - started, 2),
             "summary": result.summary,
+            **(provenance or {}),
         })
     except BaseException as err:
         # A kill or Ctrl-C keeps resumable pieces; any other failure leaves nothing behind.

@@ -1,0 +1,323 @@
+"""``mech-interp batch FILE --backend ray``: each run of a batch file as one Ray task.
+
+The driver (the machine running the command) does everything that decides what runs: it expands
+and checks the file, reads which runs are already complete under ``--out`` (the same skip/resume
+rules as the local backend), checks that every run's resource needs fit on some node of the
+cluster and that every node sees the run's local inputs (model files, text files) and, with shared
+results, the output directory; only then does it submit the runs that are not done, one task each.
+
+Where results land, set by the batch file's ``[ray] results``:
+
+- ``"driver"`` (default): a task runs into a scratch directory on its node and returns the finished
+  run directory's files; the driver publishes them under ``--out`` on its own filesystem the way a
+  local run is published (built in ``<run>.partial``, renamed when complete, manifest last). Works
+  on any cluster; a killed task leaves nothing behind, and the intervention's resumable pieces stay
+  on the node that was killed (the rerun computes them again).
+- ``"shared"``: ``--out`` is a path that every node mounts; tasks write into it directly, with the
+  local backend's atomic directories and locks, so pieces of a killed run are resumed.
+
+A task that fails (an exception, a killed worker after ``--max-retries`` retries) is reported with
+its run directory and does not stop the others; the command then exits with status 1 and the same
+command runs exactly the runs that are still missing. Tasks run with ``TQDM_DISABLE=1`` (no
+progress bars from the workers); the driver prints one line per finished run and a progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import UsageError
+from .batch import read_config
+from .output import MANIFEST, RunWriter
+from .resources import RunResources, parse_overrides, resources_for
+from .runner import TEXT_FIELDS, run_state
+from .spec import RunSpec
+
+RESULTS = ("driver", "shared")
+RAY_KEYS = {"results", "resources"}
+EXIT_FAILED = 1  # some runs failed; the finished ones are kept and a rerun does the rest
+_ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9.\-]+:(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    results: str = "driver"
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def check_address(address: str | None) -> None:
+    if address is None or address == "auto":
+        return
+    match = _ADDRESS.match(address)
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        raise UsageError(f"--address {address!r} is not allowed: expected auto, HOST:PORT or ray://HOST:PORT")
+
+
+def check_ray_installed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError("--backend ray needs Ray, an optional extra: pip install -e '.[ray]' (or pip install 'ray>=2.9')")
+
+
+def read_ray_settings(path: str | Path, specs: Sequence[RunSpec]) -> RaySettings:
+    """The batch file's ``[ray]`` table, checked: ``results`` and per-model ``resources``."""
+    table = read_config(path).get("ray", {})
+    where = f"config file {str(path)!r}: [ray]"
+    if not isinstance(table, dict):
+        raise UsageError(f"{where} must be a table with some of {', '.join(sorted(RAY_KEYS))}")
+    unknown = sorted(set(table) - RAY_KEYS)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r} (accepted: {', '.join(sorted(RAY_KEYS))})")
+    results = table.get("results", "driver")
+    if results not in RESULTS:
+        raise UsageError(f"{where}.results = {results!r}: expected one of {', '.join(RESULTS)}")
+    models = {spec.options.model for spec in specs}
+    return RaySettings(results, parse_overrides(table.get("resources", {}), models, f"{where}.resources"))
+
+
+# --------------------------------------------------------------------------- what each node must see
+
+
+def local_inputs(specs: Sequence[RunSpec]) -> dict[str, int | None]:
+    """The local files the runs read, as given (relative to the driver's working directory), with
+    their size (None for a directory): each node must see the same ones to compute the same thing."""
+    from ..data.texts import is_local_file
+
+    inputs: dict[str, int | None] = {}
+    for spec in specs:
+        model = spec.model_spec()
+        if model.path is not None:
+            inputs[spec.options.model] = model.path.stat().st_size if model.path.is_file() else None
+        config = spec.config()
+        for name in TEXT_FIELDS:
+            value = getattr(config, name, None)
+            for text in value if isinstance(value, list) else [value] if value is not None else []:
+                if is_local_file(text):
+                    inputs[text] = Path(text).expanduser().stat().st_size
+    return inputs
+
+
+def probe_node(cwd: str, inputs: dict[str, int | None], shared_out: str | None, token: str | None) -> list[str]:
+    """What this node lacks: inputs missing or of another size, the shared output unseen or read-only."""
+    problems = []
+    base = Path(cwd) if Path(cwd).is_dir() else None
+    for given, size in inputs.items():
+        path = Path(given).expanduser()
+        if not path.is_absolute():
+            if base is None:
+                problems.append(f"{given!r} is relative and the driver's directory {cwd} does not exist here")
+                continue
+            path = base / path
+        if not path.exists():
+            problems.append(f"{given!r} does not exist here")
+        elif size is not None and (not path.is_file() or path.stat().st_size != size):
+            problems.append(f"{given!r} differs here (not the driver's {size} bytes)")
+    if shared_out is not None:
+        marker = Path(shared_out) / f".ray-probe-{token}"
+        try:
+            seen = marker.read_text() == token
+        except OSError:
+            seen = False
+        if not seen:
+            problems.append(f"--out {shared_out} is not the driver's directory here (the driver's marker file is absent)")
+        elif not os.access(shared_out, os.W_OK | os.X_OK):
+            problems.append(f"--out {shared_out} is not writable here")
+    return problems
+
+
+def check_cluster(ray, needs: dict[str, RunResources], inputs: dict[str, int | None], shared_out: Path | None) -> None:
+    """Refuse runs that no node can take, and inputs or a shared output that some node cannot see."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    for run, need in needs.items():
+        fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= need.num_cpus
+                and n["Resources"].get("GPU", 0) >= need.num_gpus and n["Resources"].get("memory", 0) >= need.memory]
+        if not fits:
+            most = max(nodes, key=lambda n: (n["Resources"].get("GPU", 0), n["Resources"].get("memory", 0)))["Resources"]
+            raise UsageError(f"run {run} needs {need.describe()}, more than any Ray node has (largest: "
+                             f"{most.get('CPU', 0):g} CPU, {most.get('GPU', 0):g} GPU, {most.get('memory', 0) / 2**30:.1f} GiB): "
+                             "lower it in the batch file's [ray.resources], or add a node that has it")
+    if not inputs and shared_out is None:
+        return
+    token = uuid.uuid4().hex
+    marker = shared_out / f".ray-probe-{token}" if shared_out is not None else None
+    if marker is not None:
+        shared_out.mkdir(parents=True, exist_ok=True)
+        marker.write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0)(probe_node)
+        refs = {n["NodeManagerAddress"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(os.getcwd(), inputs, str(shared_out) if shared_out else None, token) for n in nodes}
+        for address, ref in refs.items():
+            problems = ray.get(ref)
+            if problems:
+                raise UsageError(f"Ray node {address}: {problems[0]}: use paths that every node mounts"
+                                 + (", or [ray] results = \"driver\"" if shared_out is not None else ""))
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- the task
+
+
+_loaded: dict[tuple, Any] = {}  # one model per worker process, reused by the next task of the same model
+
+
+def _model(options):
+    from .runner import model_for
+
+    key = (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = model_for(options)
+    return _loaded[key]
+
+
+def run_task(spec: RunSpec, shared_out: str | None, cwd: str, command: list[str]) -> dict[str, Any]:
+    """Run one spec on this worker: into the shared ``--out``, or into scratch whose files go back."""
+    import dataclasses
+
+    import ray
+
+    from .runner import execute
+
+    if Path(cwd).is_dir():
+        os.chdir(cwd)  # relative model and text paths mean what they meant on the driver (probed)
+    if spec.options.device == "auto":  # Ray hides the GPUs of a task that did not ask for one
+        spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, device="cuda" if ray.get_gpu_ids() else "cpu"))
+    provenance = {"command": command, "backend": {"name": "ray", "node": socket.gethostname(), "ray": ray.__version__}}
+    if shared_out is not None:
+        run_dir, _ = execute(spec, shared_out, lambda: _model(spec.options), force=True, provenance=provenance)
+        return {"run_dir": str(run_dir), "files": None}
+    scratch = Path(tempfile.mkdtemp(prefix="mech-interp-ray-"))
+    try:
+        run_dir, _ = execute(spec, scratch, lambda: _model(spec.options), force=True, provenance=provenance)
+        files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+        return {"run_dir": str(run_dir.relative_to(scratch)), "files": files}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def publish(out: Path, spec: RunSpec, files: dict[str, bytes]) -> Path:
+    """Write a run that a task returned under ``out``, as a local run is published."""
+    from ..viz.writing import ensure_plotly_js
+
+    if any(name.endswith(".html") for name in files):
+        ensure_plotly_js(out)  # the figures' relative link to the results root's plotly.min.js
+    identity = spec.identity()
+    manifest = json.loads(files[MANIFEST])
+    if manifest.get("identity") != identity:  # model file mtimes differ between nodes; skip/resume is the driver's
+        manifest["identity_on_node"], manifest["identity"] = manifest.get("identity"), identity
+        files = {**files, MANIFEST: json.dumps(manifest, indent=2, default=str).encode()}
+    writer = RunWriter(spec.run_dir(out), out, identity)
+    try:
+        return writer.publish_files(files)
+    except BaseException:
+        writer.discard()
+        raise
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def _connect(address: str | None):
+    import ray
+
+    if ray.is_initialized():  # a session the caller opened (a notebook, a test): used as it is
+        return ray, False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except ConnectionError as err:
+        where = "a running cluster (auto)" if address == "auto" else repr(address)
+        raise UsageError(f"--address {address}: no Ray cluster at {where}: start one with 'ray start --head', "
+                         f"or leave --address out to start a local one ({str(err).splitlines()[0]})") from None
+    return ray, True
+
+
+def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | None, max_retries: int) -> int:
+    from tqdm.auto import tqdm
+
+    from .batch import expand
+
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise UsageError(f"--max-retries {max_retries!r}: expected an integer >= 0")
+    check_address(address)
+    check_ray_installed()
+    specs = expand(config, check_devices=False)  # the nodes' devices are Ray's to match (check_cluster)
+    settings = read_ray_settings(config, specs)
+    out = Path(out).resolve()
+    shared_out = out if settings.results == "shared" else None
+    needs = {str(spec.run_dir(out)): resources_for(spec, settings.resources) for spec in specs}
+    inputs = local_inputs(specs)
+
+    todo = []
+    for spec in specs:
+        state, why = ("new", "") if force else run_state(spec, out)
+        if state == "stale":
+            print(f"[rerun] {spec.run_dir(out)}: {why}", flush=True)
+        if state != "done":
+            todo.append(spec)
+    skipped = len(specs) - len(todo)
+    for spec in specs:
+        if spec not in todo:
+            print(f"[skip] {spec.run_dir(out)} is complete", flush=True)
+    if not todo:
+        print(f"{len(specs)} runs: 0 run now, {skipped} already complete")
+        return 0
+
+    ray, started = _connect(address)
+    try:
+        check_cluster(ray, {str(s.run_dir(out)): needs[str(s.run_dir(out))] for s in todo}, inputs, shared_out)
+        results_where = f"shared --out {out} (every node writes there)" if shared_out else f"{out} on this machine (tasks send their files back)"
+        print(f"ray: {len(todo)} runs on {ray.cluster_resources().get('CPU', 0):g} CPUs / "
+              f"{ray.cluster_resources().get('GPU', 0):g} GPUs; results -> {results_where}", flush=True)
+        task = ray.remote(run_task)
+        pending = {}
+        for spec in todo:
+            need = needs[str(spec.run_dir(out))]
+            ref = task.options(name=f"mech-interp:{spec.run_dir(out).relative_to(out)}", max_retries=max_retries,
+                               retry_exceptions=False, runtime_env={"env_vars": {"TQDM_DISABLE": "1"}},
+                               **need.ray_options()).remote(spec, str(shared_out) if shared_out else None,
+                                                            os.getcwd(), list(sys.argv))
+            pending[ref] = spec
+        failed = []
+        with tqdm(total=len(todo), desc="runs", unit="run") as bar:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                spec = pending.pop(ready[0])
+                run_dir = spec.run_dir(out)
+                try:
+                    result = ray.get(ready[0])
+                    if result["files"] is not None:
+                        publish(out, spec, result["files"])
+                    tqdm.write(f"[done] {run_dir}")
+                except Exception as err:  # a failed or killed task: reported, the others go on
+                    failed.append(run_dir)
+                    tqdm.write(f"[failed] {run_dir}: {_why(err)}")
+                bar.update()
+    finally:
+        if started:
+            ray.shutdown()
+    print(f"{len(specs)} runs: {len(todo) - len(failed)} run now, {skipped} already complete, {len(failed)} failed"
+          + (": run the same command again to retry them" if failed else ""))
+    return EXIT_FAILED if failed else 0
+
+
+def _why(err: Exception) -> str:
+    cause = getattr(err, "cause", None)  # RayTaskError wraps the task's own exception
+    shown = cause if isinstance(cause, BaseException) else err
+    lines = [line for line in str(shown).splitlines() if line.strip()]
+    return f"{type(shown).__name__}: {lines[-1] if lines else ''}".rstrip(": ")

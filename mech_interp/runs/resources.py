@@ -1,0 +1,94 @@
+"""What one run asks a scheduler for (CPUs, GPUs, memory), known before any weights load.
+
+A run on ``cuda``/``cuda:N`` needs one GPU; every other device none (``auto`` then resolves to the
+CPU on a Ray worker, which hides the GPUs of tasks that did not ask for one). Memory is a
+reservation, not a limit: three copies of the weights in the run's dtype (the Hugging Face model,
+the TransformerLens model built from it, transient conversion buffers) plus 1 GiB for activations,
+tokenizer and interpreter. The weights' size comes from the registry's parameter count, or from the
+size of a local model's weight files (a GGUF dequantizes to about 7 bytes of float32 per byte of a
+4-bit file); a hub model's is unknown until it loads, so it reserves only the 1 GiB unless a config
+says more. A batch file's ``[ray.resources]`` table overrides any of the three per model (or ``"*"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import UsageError
+from .spec import RunSpec
+
+GIB = 1 << 30
+BASE_MEMORY = GIB
+WEIGHT_COPIES = 3
+GGUF_EXPANSION = 7  # float32 bytes per byte of a ~4.5-bit quantized file
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+FIELDS = {"num_cpus": "CPUs", "num_gpus": "GPUs", "memory_gb": "GiB of memory"}
+
+
+@dataclass(frozen=True)
+class RunResources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory: int = BASE_MEMORY  # bytes
+
+    def ray_options(self) -> dict[str, Any]:
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "memory": self.memory}
+
+    def describe(self) -> str:
+        return f"{self.num_cpus:g} CPU, {self.num_gpus:g} GPU, {self.memory / GIB:.1f} GiB"
+
+
+def weight_bytes(spec: RunSpec) -> int | None:
+    """The run's weights in its dtype, from metadata and file sizes alone; None for a hub model."""
+    model = spec.model_spec()
+    per_param = DTYPE_BYTES[spec.options.dtype]
+    if model.kind == "registered":
+        from ..models.registry import model_entry
+
+        return model_entry(model.text).n_params * per_param
+    if model.kind == "hub":
+        return None
+    files = model.fingerprint() or {}
+    on_disk = sum(int(stamp.split(" ", 1)[0]) for stamp in files.values())
+    if model.kind == "gguf":
+        return on_disk * GGUF_EXPANSION * per_param // 4
+    return on_disk * per_param // 4  # safetensors / checkpoints as saved, float32 at most
+
+
+def estimate(spec: RunSpec) -> RunResources:
+    weights = weight_bytes(spec)
+    gpus = 1.0 if spec.options.device.startswith("cuda") else 0.0
+    return RunResources(num_gpus=gpus, memory=BASE_MEMORY + WEIGHT_COPIES * (weights or 0))
+
+
+def parse_overrides(table: Any, models: set[str], where: str) -> dict[str, dict[str, float]]:
+    """``[ray.resources]``: ``{model or "*": {num_cpus, num_gpus, memory_gb}}``, checked."""
+    if not isinstance(table, dict):
+        raise UsageError(f"{where} must be a table of models, each {{num_cpus, num_gpus, memory_gb}}")
+    out = {}
+    for model, values in table.items():
+        if model != "*" and model not in models:
+            raise UsageError(f"{where}: {model!r} is not a model of any run (models: {', '.join(sorted(models))}, or \"*\")")
+        if not isinstance(values, dict) or not values:
+            raise UsageError(f"{where}.{model!r} must be a table with some of {', '.join(FIELDS)}")
+        for key, value in values.items():
+            if key not in FIELDS:
+                raise UsageError(f"{where}.{model!r}: unknown key {key!r} (accepted: {', '.join(FIELDS)})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
+                raise UsageError(f"{where}.{model!r}.{key} = {value!r}: expected a number >= 0 ({FIELDS[key]})")
+        out[model] = {k: float(v) for k, v in values.items()}
+    return out
+
+
+def resources_for(spec: RunSpec, overrides: dict[str, dict[str, float]]) -> RunResources:
+    needs = estimate(spec)
+    for key in ("*", spec.options.model):
+        values = overrides.get(key, {})
+        if "num_cpus" in values:
+            needs = replace(needs, num_cpus=values["num_cpus"])
+        if "num_gpus" in values:
+            needs = replace(needs, num_gpus=values["num_gpus"])
+        if "memory_gb" in values:
+            needs = replace(needs, memory=int(values["memory_gb"] * GIB))
+    return needs

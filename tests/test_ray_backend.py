@@ -1,0 +1,210 @@
+"""``mech-interp batch --backend ray``: refusals before anything runs, what a task needs, what each
+node must see, and a real local Ray (2 CPUs) whose worker is killed mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mech_interp.runs.options import RunOptions
+from mech_interp.runs.ray_backend import probe_node
+from mech_interp.runs.resources import BASE_MEMORY, GIB, WEIGHT_COPIES, resources_for
+from mech_interp.runs.spec import RunSpec
+from tests.cli_runs import assert_refused, files_under, run_cli
+
+SWEEP = """
+[defaults]
+device = "cpu"
+[[runs]]
+models = ["random:gpt2-tiny", "random:llama-tiny"]
+experiments = ["layerwise"]
+params = { n_seqs = 2, seq_len = 32 }
+[[runs]]
+models = ["random:llama-tiny"]
+experiments = ["layerwise"]
+params = { n_seqs = 48, seq_len = 256 }   # the slow one, killed mid-run
+[[runs]]
+models = ["random:gpt2-tiny"]
+experiments = ["feature_view"]
+layers = [2]
+[ray]
+results = "{results}"
+resources = { "*" = { memory_gb = 0.25 } }
+"""
+SLOW = "random-llama-tiny/layerwise__n_seqs=48__seq_len=256"
+
+
+def _config(tmp_path: Path, results: str = "driver", text: str = SWEEP) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(text.replace("{results}", results))
+    return path
+
+
+# --------------------------------------------------------------------------- refused before any run
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--backend", "ray", "--address", "not an address"], "--address 'not an address' is not allowed: expected auto, HOST:PORT"),
+    (["--backend", "ray", "--address", "host:99999"], "--address 'host:99999' is not allowed"),
+    (["--backend", "ray", "--max-retries", "-1"], "--max-retries -1: expected an integer >= 0"),
+    (["--address", "auto"], "--address is for --backend ray"),
+    (["--max-retries", "2"], "--max-retries is for --backend ray"),
+    (["--backend", "slurm"], "argument --backend: invalid choice: 'slurm'"),
+])
+def test_bad_backend_flags_are_refused(tmp_path, capsys, args, needle):
+    out = tmp_path / "results"
+    code, _, err = run_cli(["batch", _config(tmp_path), "--out", out, *args], capsys)
+    assert_refused(code, err, needle, out)
+
+
+@pytest.mark.parametrize("ray_table, needle", [
+    ('results = "nfs"', "[ray].results = 'nfs': expected one of driver, shared"),
+    ('where = "x"', "[ray]: unknown key 'where' (accepted: resources, results)"),
+    ('resources = { "gpt2" = { num_gpus = 1 } }', "'gpt2' is not a model of any run"),
+    ('resources = { "*" = { gpus = 1 } }', "unknown key 'gpus' (accepted: num_cpus, num_gpus, memory_gb)"),
+    ('resources = { "*" = { num_gpus = -1 } }', "num_gpus = -1: expected a number >= 0"),
+])
+def test_bad_ray_tables_are_refused(tmp_path, capsys, ray_table, needle):
+    text = SWEEP.split("[ray]")[0] + "[ray]\n" + ray_table + "\n"
+    out = tmp_path / "results"
+    code, _, err = run_cli(["batch", _config(tmp_path, text=text), "--out", out, "--backend", "ray"], capsys)
+    assert_refused(code, err, needle, out)
+
+
+def test_missing_ray_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    out = tmp_path / "results"
+    code, _, err = run_cli(["batch", _config(tmp_path), "--out", out, "--backend", "ray"], capsys)
+    assert_refused(code, err, "--backend ray needs Ray, an optional extra: pip install -e '.[ray]'", out)
+
+
+# --------------------------------------------------------------------------- what a task asks for
+
+
+def test_resources_come_from_registry_metadata_and_overrides():
+    from mech_interp.models.registry import model_entry
+
+    cpu = RunSpec("layerwise", RunOptions(model="random:llama-1b", device="cpu", dtype="bfloat16"))
+    needs = resources_for(cpu, {})
+    assert needs.num_gpus == 0 and needs.num_cpus == 1
+    assert needs.memory == BASE_MEMORY + WEIGHT_COPIES * model_entry("random:llama-1b").n_params * 2
+    gpu = RunSpec("layerwise", RunOptions(model="random:llama-1b", device="cuda:1"))
+    assert resources_for(gpu, {}).num_gpus == 1
+    overrides = {"*": {"memory_gb": 2.0, "num_cpus": 4.0}, "random:llama-1b": {"memory_gb": 9.0}}
+    tuned = resources_for(gpu, overrides)
+    assert (tuned.num_cpus, tuned.num_gpus, tuned.memory) == (4.0, 1.0, 9 * GIB)  # the model's own entry wins over "*"
+
+
+def test_probe_names_what_a_node_lacks(tmp_path):
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"x" * 10)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("hello")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / ".ray-probe-tok").write_text("tok")
+    inputs = {str(model): 10, "texts/a.txt": 5}
+    assert probe_node(str(tmp_path), inputs, str(shared), "tok") == []
+    problems = probe_node(str(tmp_path / "elsewhere"), {**inputs, str(model): 11}, str(shared), "other")
+    assert problems == [
+        f"{str(model)!r} differs here (not the driver's 11 bytes)",
+        f"'texts/a.txt' is relative and the driver's directory {tmp_path / 'elsewhere'} does not exist here",
+        f"--out {shared} is not the driver's directory here (the driver's marker file is absent)",
+    ]
+    assert probe_node(str(tmp_path), {"gone.txt": 3}, None, None) == ["'gone.txt' does not exist here"]
+
+
+# --------------------------------------------------------------------------- a real local Ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed (make install adds it)")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def _kill_when_running(name_part: str, stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the Ray worker whose process title names the task ``name_part`` once it is running."""
+    while not stop.is_set() and not killed:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::mech-interp:") and name_part in title:
+                time.sleep(0.5)  # well inside the run: its model is loaded and it is computing
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.02)
+
+
+def _tables(root: Path) -> dict[str, pd.DataFrame]:
+    return {p.relative_to(root).as_posix(): pd.read_parquet(p) for p in sorted(root.rglob("*.parquet"))}
+
+
+def _manifests(root: Path) -> dict[str, dict]:
+    import json
+
+    return {p.parent.relative_to(root).as_posix(): json.loads(p.read_text()) for p in sorted(root.rglob("manifest.json"))}
+
+
+@pytest.mark.acceptance
+def test_killed_worker_fails_one_run_and_the_rerun_completes_it_as_locally(local_ray, tmp_path, capsys):
+    config = _config(tmp_path)
+    out = tmp_path / "ray"
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_when_running, args=(SLOW, stop, killed), daemon=True)
+    killer.start()
+    try:
+        code, stdout, _ = run_cli(["batch", config, "--out", out, "--backend", "ray", "--max-retries", "0"], capsys)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the slow run's worker was never seen running"
+    failed = [line for line in stdout.splitlines() if line.startswith("[failed]")]
+    assert code == 1 and len(failed) == 1 and SLOW in failed[0], stdout
+    assert "4 runs: 3 run now, 0 already complete, 1 failed: run the same command again" in stdout
+    assert not (out / SLOW).exists() and not list(out.rglob("*.partial")), files_under(out)
+
+    code, stdout, _ = run_cli(["batch", config, "--out", out, "--backend", "ray"], capsys)
+    assert code == 0 and "4 runs: 1 run now, 3 already complete, 0 failed" in stdout, stdout
+    assert f"[done] {out / SLOW}" in stdout
+
+    local = tmp_path / "local"
+    code, stdout, _ = run_cli(["batch", config, "--out", local], capsys)
+    assert code == 0 and "note: the [ray] table" in stdout
+    ray_tables, local_tables = _tables(out), _tables(local)
+    assert sorted(ray_tables) == sorted(local_tables) and len(ray_tables) >= 8
+    for name, table in local_tables.items():
+        pd.testing.assert_frame_equal(ray_tables[name], table, check_exact=True, obj=name)
+    ray_manifests, local_manifests = _manifests(out), _manifests(local)
+    assert sorted(ray_manifests) == sorted(local_manifests)
+    for run, manifest in local_manifests.items():
+        assert ray_manifests[run]["identity"] == manifest["identity"] and ray_manifests[run]["summary"] == manifest["summary"]
+        assert ray_manifests[run]["backend"]["name"] == "ray" and "backend" not in manifest
+        assert ray_manifests[run]["command"] == manifest["command"]  # the driver's command line, not the worker's
+
+
+@pytest.mark.acceptance
+def test_shared_results_are_written_by_the_tasks(local_ray, tmp_path, capsys):
+    text = SWEEP.replace('params = { n_seqs = 48, seq_len = 256 }   # the slow one, killed mid-run', 'params = { n_seqs = 3, seq_len = 32 }')
+    out = tmp_path / "shared"
+    code, stdout, _ = run_cli(["batch", _config(tmp_path, "shared", text), "--out", out, "--backend", "ray"], capsys)
+    assert code == 0 and "results -> shared --out" in stdout and "4 runs: 4 run now" in stdout, stdout
+    assert len(_manifests(out)) == 4 and all(m["backend"]["name"] == "ray" for m in _manifests(out).values())
+    code, stdout, _ = run_cli(["batch", _config(tmp_path, "shared", text), "--out", out, "--backend", "ray"], capsys)
+    assert code == 0 and "4 runs: 0 run now, 4 already complete" in stdout
