@@ -208,3 +208,11 @@ def test_shared_results_are_written_by_the_tasks(local_ray, tmp_path, capsys):
     assert len(_manifests(out)) == 4 and all(m["backend"]["name"] == "ray" for m in _manifests(out).values())
     code, stdout, _ = run_cli(["batch", _config(tmp_path, "shared", text), "--out", out, "--backend", "ray"], capsys)
     assert code == 0 and "4 runs: 0 run now, 4 already complete" in stdout
+
+
+@pytest.mark.acceptance
+def test_a_run_no_node_can_take_is_refused_before_any_runs(local_ray, tmp_path, capsys):
+    text = SWEEP.replace('device = "cpu"', 'device = "cuda"')  # the local Ray has no GPU
+    out = tmp_path / "results"
+    code, _, err = run_cli(["batch", _config(tmp_path, text=text), "--out", out, "--backend", "ray"], capsys)
+    assert_refused(code, err, "needs 1 CPU, 1 GPU, 0.2 GiB, more than any Ray node has (largest: 2 CPU, 0 GPU", out)
