@@ -6,8 +6,10 @@ These run once per hooked layer and sequence, so on a CPU they are a visible sha
 selected by radix instead: non-negative float32 order as their int32 bit patterns, so one
 histogram of the top 16 bits (sign, exponent, 7 mantissa bits: bins 1/128 wide relative to their
 value) says which bin holds the median and which holds the k-th largest, and only those bins'
-entries need sorting (~0.5 ms in all). On other devices torch's kernels run where the data is.
-Results equal torch's: same values, ties included, lower median as ``torch.median``.
+entries need sorting (~0.5 ms in all). On other devices torch's kernels run where the data is,
+except the median: ``torch.median`` sorts each row in one CUDA thread block, so ``radix_median``
+selects it with whole-tensor kernels instead. Results equal torch's: same values, ties included,
+lower median as ``torch.median``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from jaxtyping import Float, Int
+
+from .radix_median import lower_median
 
 _BINS = 1 << 15  # top 16 bits of a non-negative float32
 _INF_BIN = 0x7F80  # the bins of +inf and NaN: left to torch, whose semantics they then get
@@ -54,7 +58,10 @@ def order_statistics(
             top = torch.from_numpy(np.stack([r[0] for r in rows]))
             median = torch.from_numpy(np.array([r[1] for r in rows], dtype=np.float32))
             return top, median
-    return mag.topk(k, dim=1).values, mag.median(dim=1).values
+    # rows with +inf or NaN on the CPU get torch's median too: fast there, slow on a GPU
+    device_path = not _on_numpy(mag) and mag.dtype == torch.float32
+    median = lower_median(mag) if device_path else mag.median(dim=1).values
+    return mag.topk(k, dim=1).values, median
 
 
 def at_least(

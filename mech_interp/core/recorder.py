@@ -25,6 +25,7 @@ from .dtype_range import check_peak, check_range, needs_range_check
 from .host_transfer import use_deferred
 from .layer_stats import LayerStats
 from .order_statistics import at_least, order_statistics
+from .radix_median import lower_median
 from .running_stats import KeyedSums, Mean, TopK
 
 
@@ -68,7 +69,7 @@ class _Pending:
     d_model: int
     n_flat: int  # pos * d_model
     dtype: torch.dtype
-    packed: torch.Tensor  # [batch, k + 5 + 3 * capacity] float64, see ``_pack``
+    packed: torch.Tensor  # [batch, k + 4 + 3 * capacity] float64, see ``_pack``
     capacity: int
 
 
@@ -124,19 +125,20 @@ class ActivationRecorder:
     def _pack(self, site: str, acts: torch.Tensor, labels: torch.Tensor) -> _Pending:
         """Reduce on the device without reading anything back: the top ``capacity`` |a| of each
         sequence with their flat index and signed value, the number of entries at or above the
-        candidate bound (to tell at the flush whether the capacity held them all), the median, the
-        mean and the peak, packed into one float64 row per sequence (float32 values and int64
-        indices below 2**53 are exact in float64)."""
+        candidate bound (to tell at the flush whether the capacity held them all), the median and
+        the mean, packed into one float64 row per sequence (float32 values and int64 indices below
+        2**53 are exact in float64). The peak that the flush checks is the top score: ``topk``
+        ranks NaN above everything, so it is NaN exactly when ``amax`` would be."""
         flat = acts.flatten(1)
         mag = flat.abs().float()
         m = min(self.capacity, mag.shape[1])
         scores, index = mag.topk(m, dim=1)  # descending
-        median = mag.median(dim=1).values  # the lower median, as on the host
+        median = lower_median(mag, acts.dtype)  # the lower median, as on the host
         bound = torch.minimum(self.criterion.lower_bound(median), scores[:, self.k - 1])
         n_candidates = (mag >= bound[:, None]).sum(1)
         packed = torch.cat([
             scores[:, : self.k], median[:, None], mag.mean(1, keepdim=True), bound[:, None],
-            n_candidates[:, None], mag.amax(1, keepdim=True), scores, index, flat.gather(1, index).float(),
+            n_candidates[:, None], scores, index, flat.gather(1, index).float(),
         ], dim=1).double()
         return _Pending(site, labels, acts.shape[2], flat.shape[1], acts.dtype, packed, m)
 
@@ -164,14 +166,14 @@ class ActivationRecorder:
         k = self.k
         for p in pending:  # an overflowed half-precision forward is refused, not rerun
             if needs_range_check(p.dtype):
-                check_peak(float(rows[id(p)][:, k + 4].max()), p.dtype, p.site)
+                check_peak(float(rows[id(p)][:, 0].max()), p.dtype, p.site)  # column 0: the top |a|, the peak
         needed = max(int(rows[id(p)][:, k + 3].max()) for p in pending)  # candidates of the fullest sequence
         if any(int(rows[id(p)][:, k + 3].max()) > p.capacity for p in pending):
             self.capacity = max(self.capacity, 1 << (needed - 1).bit_length())
             return False
         for p in pending:
             row, m = rows[id(p)], p.capacity
-            scores, index, values = row[:, k + 5: k + 5 + m], row[:, k + 5 + m: k + 5 + 2 * m], row[:, k + 5 + 2 * m:]
+            scores, index, values = row[:, k + 4: k + 4 + m], row[:, k + 4 + m: k + 4 + 2 * m], row[:, k + 4 + 2 * m:]
             hit = scores >= row[:, k + 2: k + 3]
             seq = torch.arange(row.shape[0])[:, None].expand_as(hit)[hit]
             index = index[hit].long()
