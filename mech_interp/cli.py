@@ -5,6 +5,7 @@
     mech-interp layerwise --model random:gpt2-tiny --n-seqs 4
     mech-interp batch runs.toml            # many runs, resumable
     mech-interp batch runs.toml --backend ray [--address auto]   # each run a Ray task
+    mech-interp report results             # a static HTML site of everything under results/
 
 Layers are 0-based TransformerLens blocks: ``--layer L`` means ``blocks.L.hook_resid_post``.
 Bad input prints one line to stderr and exits with status 2, before anything is written; every run
@@ -22,6 +23,7 @@ from typing import Any, Sequence
 from .command import OneLineParser, parse, run_command
 from .errors import UsageError
 from .flags import add_fields, collect
+from .report.command import add_report_parser, report_main
 
 STUDIES = ("lm", "heads")  # mech_interp.studies.<name>.STUDY lists each one's experiments
 
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--max-retries", type=int, default=None,
                        help="ray only: times a task is retried after its worker dies (default 0)")
     sub.add_parser("models", help="list the registered models")
+    add_report_parser(sub)
     return parser
 
 
@@ -195,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _study(ns)
         elif ns.command == "batch":
             return _batch(ns)
+        elif ns.command == "report":
+            report_main(ns)
         else:
             _single(ns)
 

@@ -205,7 +205,7 @@ def test_no_command_is_one_line_on_stderr(capsys):
     assert code == 2 and not stdout
     assert stderr.strip().splitlines() == [
         "mech-interp: error: no command given: expected one of study, feature-view, layerwise, intervention, "
-        "attention, head-scores, head-ablation, head-sweep, head-cumulative, attribution, head-3d, batch, models "
+        "attention, head-scores, head-ablation, head-sweep, head-cumulative, attribution, head-3d, batch, models, report "
         "(mech-interp --help explains each)"]
 
 
@@ -245,7 +245,7 @@ def test_help_of_every_subcommand_imports_no_torch_and_is_fast():
         "start = time.perf_counter()\n"
         "from mech_interp import cli\n"
         "for command in [[], ['study'], ['feature-view'], ['layerwise'], ['intervention'], ['attention'],\n"
-        "                ['batch'], ['models']]:\n"
+        "                ['batch'], ['models'], ['report']]:\n"
         "    try:\n"
         "        cli.main([*command, '--help'])\n"
         "    except SystemExit as exit:\n"

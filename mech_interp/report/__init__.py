@@ -1,0 +1,14 @@
+"""``mech-interp report RESULTS_DIR``: a static HTML site of a results tree, read by its manifests.
+
+Every directory holding a ``manifest.json`` is a run (``mech-interp``, ``vit-hooks`` and
+``train-gpt2-bias`` runs alike); ``.partial`` directories are never read. The site is
+self-contained and works from ``file://`` with no network:
+
+    index.html            the models and every run: experiment, configuration, versions, commit, when
+    compare.html          where massive activations appear, model by model (each metric defined there)
+    models/<model>.html   one page per model: every table (sortable) and figure of its runs
+    runs/<model>/<run>/   copies of each run's manifest, summary, CSV tables and figure HTML (the
+                          figures' plotly.js reference rewritten to the site's own copy)
+    plotly.min.js         the one plotly.js every figure loads
+    report.css, sort.js   the pages' style and the table sorting (vanilla JS)
+"""

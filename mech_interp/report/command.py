@@ -1,0 +1,34 @@
+"""The ``report`` subcommand of ``mech-interp``: its arguments and what it runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .tables import MAX_ROWS
+
+HELP = "write a static HTML site of a results tree (index, one page per model, cross-model comparison)"
+DESCRIPTION = f"""\
+Write a static HTML site of RESULTS_DIR, read from its runs' manifests (mech-interp, vit-hooks and
+train-gpt2-bias runs alike; .partial runs are skipped): index.html lists the models and every run
+(configuration, package versions, git commit, when), models/<model>.html shows every table (sortable,
+the first {MAX_ROWS} rows; the CSV holds all) and figure of a model's runs, compare.html compares where
+massive activations appear. It works offline from file://: the site holds its own plotly.min.js and
+copies of the runs' manifests, summaries, CSV tables and figures. An earlier site at --out is replaced."""
+
+
+def add_report_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("report", help=HELP, description=DESCRIPTION)
+    parser.add_argument("results", type=Path, metavar="RESULTS_DIR", help="results tree to report (e.g. results)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for the site (default: RESULTS_DIR/report, skipped when reading the runs); "
+                             "must be new, empty or an earlier site")
+    return parser
+
+
+def report_main(ns: argparse.Namespace) -> None:
+    from .site import build_site
+
+    site = build_site(ns.results, ns.out)
+    print(f"report of {len(site.runs)} runs of {len(site.models)} models ({site.compared} compared) -> "
+          f"{site.out / 'index.html'}")

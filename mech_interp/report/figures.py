@@ -1,0 +1,57 @@
+"""Figures in the site: each run's figure HTML is copied under ``runs/`` with its plotly.js
+reference (a relative path into the results tree, or a CDN address) rewritten to the site's one
+``plotly.min.js``, and shown in an ``<iframe>``; a PNG without its HTML is shown as an image."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+from ..viz.writing import PLOTLY_JS
+
+# the src of the <script> that loads plotly.js, whatever path or address a writer gave it
+_PLOTLY_SRC = re.compile(r'(<script\b[^>]*\bsrc=")[^"]*plotly[^"/]*\.js(")', re.IGNORECASE)
+
+
+def copy_plotly_js(results: Path, site: Path) -> Path:
+    """The results tree's own copy (the one its figures were written against), else the installed
+    plotly package's."""
+    target = site / PLOTLY_JS
+    source = results / PLOTLY_JS
+    if source.is_file():
+        shutil.copyfile(source, target)
+    else:
+        from plotly.offline import get_plotlyjs
+
+        target.write_text(get_plotlyjs(), encoding="utf-8")
+    return target
+
+
+def copy_figure(source: Path, target: Path, plotly_js: Path) -> None:
+    text = source.read_text(encoding="utf-8", errors="replace")
+    src = quote(os.path.relpath(plotly_js, target.parent).replace(os.sep, "/"))
+    text = _PLOTLY_SRC.sub(lambda m: m.group(1) + src + m.group(2), text)
+    # the figure fills its frame (height 100%): the body's default margin would add a scroll bar
+    text = re.sub(r"(<head[^>]*>)", r"\1<style>body { margin: 0; }</style>", text, count=1, flags=re.IGNORECASE)
+    target.write_text(text, encoding="utf-8")
+
+
+def link(target: Path, page: Path) -> str:
+    """``target``'s address relative to ``page``, escaped for an attribute."""
+    return html.escape(quote(os.path.relpath(target, page.parent).replace(os.sep, "/")))
+
+
+def figure_html(name: str, copied: Path, page: Path, png: Path | None = None) -> str:
+    href = link(copied, page)
+    extra = f' · <a href="{link(png, page)}">PNG</a>' if png is not None else ""
+    return (f'<figure class="plot"><figcaption>{html.escape(name)} · <a href="{href}">open alone</a>{extra}'
+            f'</figcaption><iframe src="{href}" title="{html.escape(name)}" loading="eager"></iframe></figure>')
+
+
+def image_html(name: str, copied: Path, page: Path) -> str:
+    return (f'<figure class="image"><figcaption>{html.escape(name)}</figcaption>'
+            f'<img src="{link(copied, page)}" alt="{html.escape(name)}"></figure>')

@@ -1,0 +1,87 @@
+"""The site's front page: the models, then every run with what its manifest records (experiment,
+configuration, package versions, git commit, when it finished)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from .discovery import Run
+from .figures import link
+from .model_page import model_page_path, run_anchor
+from .page import render
+from .tables import Cell, sortable_table
+
+MAIN_PACKAGES = ("torch", "transformer-lens", "transformers")
+
+
+def _pairs(values: Any, skip: tuple[str, ...] = ()) -> str:
+    """``key=value`` for each entry of a manifest section; long values cut, in full on hover."""
+    if not isinstance(values, dict):
+        return "" if values is None else html.escape(str(values))
+    out = []
+    for key, value in values.items():
+        if key in skip or value == "not installed":
+            continue
+        text = str(value)
+        short = text if len(text) <= 48 else text[:45] + "..."
+        out.append(f'<span title="{html.escape(text)}">{html.escape(str(key))}={html.escape(short)}</span>')
+    return ", ".join(out)
+
+
+def _versions(run: Run) -> str:
+    """The packages that compute the numbers, the others on hover."""
+    packages = run.manifest.get("packages")
+    if not isinstance(packages, dict):
+        return "-"
+    pairs = [f"{k} {v}" for k, v in packages.items() if v != "not installed"]
+    main = [p for p in pairs if p.split(" ")[0] in MAIN_PACKAGES] or pairs[:3]
+    rest = f" (+{len(pairs) - len(main)})" if len(pairs) > len(main) else ""
+    return f'<span title="{html.escape(", ".join(pairs))}">{html.escape(", ".join(main))}{rest}</span>'
+
+
+def _short(commit: str) -> str:
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
+def write_index(site: Path, results: Path, models: dict[str, list[Run]]) -> Path:
+    page = site / "index.html"
+    model_rows = []
+    for model, runs in models.items():
+        href = link(model_page_path(site, model), page)
+        names = ", ".join(sorted({r.model_name for r in runs if r.model_name})) or "-"
+        experiments = ", ".join(sorted({r.experiment for r in runs}))
+        model_rows.append([Cell(f'<a href="{href}">{html.escape(model)}</a>', model), Cell(html.escape(names), names),
+                           Cell(str(len(runs)), str(len(runs))), Cell(html.escape(experiments), experiments)])
+    run_rows = []
+    for model, runs in models.items():
+        for run in runs:
+            href = link(model_page_path(site, model), page) + "#" + run_anchor(run)
+            run_rows.append([
+                Cell(html.escape(model), model),
+                Cell(f'<a href="{href}">{html.escape(run.name)}</a>', run.name),
+                Cell(html.escape(run.experiment), run.experiment),
+                Cell(_pairs(run.manifest.get("options"), skip=("model",)) or "-", ""),
+                Cell(_pairs(run.manifest.get("config")) or "-", ""),
+                Cell(_versions(run), ""),
+                Cell(f'<code title="{html.escape(run.commit)}">{html.escape(_short(run.commit))}</code>', run.commit),
+                Cell(html.escape(run.when), run.when),
+                Cell(html.escape(str(run.manifest.get("seconds", "-"))), str(run.manifest.get("seconds", ""))),
+            ])
+    n_runs = sum(len(r) for r in models.values())
+    body = (f'<p class="note">Results tree <code>{html.escape(str(results))}</code>: {n_runs} runs of {len(models)} '
+            f'models, read from their manifests (runs in progress, <code>.partial</code>, are not shown). '
+            f'<a href="compare.html">Cross-model comparison</a>.</p>\n'
+            "<h2>Models</h2>\n<p class=\"note\">A model is a directory of runs; click a header to sort.</p>\n"
+            + sortable_table(["model directory", "model (manifest)", "runs", "experiments"], model_rows, "models")
+            + "\n<h2>Runs</h2>\n<p class=\"note\">options and config: the run's settings as its manifest records them "
+              "(hover a cut value for all of it); versions: the packages it ran with (hover for all); commit: the "
+              "project's git commit (+dirty: uncommitted changes; hover for all of it); finished: the manifest's "
+              "time, or its file's (UTC); seconds: the experiment's wall time.</p>\n"
+            + '<div class="wide">'
+            + sortable_table(["model", "run", "experiment", "options", "config", "versions", "commit", "finished",
+                              "seconds"], run_rows, "runs")
+            + "</div>")
+    render(page, site, "Massive activations: results", body)
+    return page

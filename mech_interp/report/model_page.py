@@ -1,0 +1,88 @@
+"""One page per model: each of its runs with its manifest, printed summary, every figure and every
+table (sortable, the first ``MAX_ROWS`` rows)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+from ..runs.output import MANIFEST
+from .discovery import Run
+from .figures import figure_html, image_html, link
+from .page import render
+from .run_files import run_folder
+from .tables import MAX_ROWS, frame_table, read_head
+
+
+def model_page_path(site: Path, model: str) -> Path:
+    return site / "models" / (re.sub(r"[^A-Za-z0-9._,=-]", "_", model.replace("/", "__")) + ".html")
+
+
+def run_anchor(run: Run) -> str:
+    return "run-" + re.sub(r"[^A-Za-z0-9_-]", "_", run.rel)
+
+
+def facts(run: Run) -> str:
+    """The manifest's provenance in one line."""
+    seconds = run.manifest.get("seconds")
+    parts = [f"experiment <b>{html.escape(run.experiment)}</b>", f"finished {html.escape(run.when)}",
+             f"commit <code>{html.escape(run.commit)}</code>"]
+    if seconds is not None:
+        parts.append(f"{html.escape(str(seconds))} s")
+    if run.model_name:
+        parts.append(f"model {html.escape(run.model_name)}")
+    return " · ".join(parts)
+
+
+def _table(name: str, path: Path, csv: Path, page: Path, anchor: str) -> str:
+    try:
+        frame, total = read_head(path)
+    except (OSError, ValueError) as err:
+        return f'<h3>{html.escape(name)}</h3><p class="note">could not be read: {html.escape(str(err))}</p>'
+    shown = (f"all {total} rows" if total <= MAX_ROWS
+             else f"the first {MAX_ROWS} of {total} rows (the whole table is the CSV)")
+    csv_link = f' · <a href="{link(csv, page)}">CSV</a>' if csv.is_file() else ""
+    return (f'<h3 id="{anchor}-{html.escape(name)}">{html.escape(name)}</h3>\n'
+            f'<p class="note">{total} rows x {len(frame.columns)} columns; showing {shown}; '
+            f"click a header to sort{csv_link}</p>\n"
+            f'<div class="wide">{frame_table(frame, f"{anchor}-table-{name}")}</div>')
+
+
+def run_section(run: Run, site: Path, page: Path) -> str:
+    folder = run_folder(site, run)
+    anchor = run_anchor(run)
+    parts = [f'<section class="run" id="{anchor}">',
+             f"<h2>{html.escape(run.name)}</h2>",
+             f'<p class="note">{facts(run)} · directory <code>{html.escape(run.rel)}</code></p>']
+    if not run.manifest_ok:
+        parts.append('<p class="note">its manifest.json could not be read as a JSON object</p>')
+    parts.append(f'<details><summary>manifest (<a href="{link(folder / MANIFEST, page)}">manifest.json</a>)</summary>'
+                 f"<pre>{html.escape(json.dumps(run.manifest, indent=2, default=str))}</pre></details>")
+    for name in run.texts:
+        text = (folder / name).read_text(encoding="utf-8", errors="replace")
+        parts.append(f"<h3>{html.escape(name)}</h3><pre>{html.escape(text)}</pre>")
+    for name in run.figures:
+        png = folder / f"{name}.png" if name in run.images else None
+        parts.append(figure_html(name, folder / f"{name}.html", page, png))
+    for name in run.images:
+        if name not in run.figures:
+            parts.append(image_html(name, folder / f"{name}.png", page))
+    for name, path in run.tables.items():
+        parts.append(_table(name, path, folder / f"{name}.csv", page, anchor))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def write_model_page(site: Path, model: str, runs: list[Run]) -> Path:
+    page = model_page_path(site, model)
+    contents = "".join(f'<li><a href="#{run_anchor(r)}">{html.escape(r.name)}</a> ({html.escape(r.experiment)}: '
+                       f"{len(r.tables)} tables, {len(r.figures) + len(set(r.images) - set(r.figures))} figures)</li>"
+                       for r in runs)
+    names = sorted({r.model_name for r in runs if r.model_name})
+    intro = (f'<p class="note">results directory <code>{html.escape(model)}</code>'
+             + (f"; model {html.escape(', '.join(names))}" if names else "") + "</p>")
+    body = intro + f"<ul>{contents}</ul>\n" + "\n".join(run_section(r, site, page) for r in runs)
+    render(page, site, f"Model {model}", body)
+    return page

@@ -1,0 +1,68 @@
+"""Tables as sortable HTML: a click on a header sorts by that column (``sort.js``, by each cell's
+``data-v`` sort value, numeric when every value of the column is a number)."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+MAX_ROWS = 500  # rows shown per table; the whole table is the linked CSV
+
+
+@dataclass
+class Cell:
+    html: str  # what is shown, already escaped
+    sort: str  # what it sorts by: a number's repr or the plain text
+
+
+def cell(value: Any) -> Cell:
+    """A table value shown plainly: floats to 6 significant digits, NaN and None empty."""
+    if hasattr(value, "tolist") and not isinstance(value, (int, float, str)):
+        value = value.tolist()  # numpy scalars and arrays (list-valued columns)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Cell("", "")
+    if isinstance(value, bool):
+        return Cell(str(value).lower(), str(value).lower())
+    if isinstance(value, int):
+        return Cell(str(value), str(value))
+    if isinstance(value, float):
+        return Cell(f"{value:.6g}", repr(value))
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(cell(v).html for v in value)
+        return Cell(text, html.unescape(text))
+    text = str(value)
+    return Cell(html.escape(text), text)
+
+
+def sortable_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], table_id: str = "",
+                   titles: Sequence[str] | None = None) -> str:
+    """``titles``: a tooltip per header (a column's definition)."""
+    head = "".join((f'<th title="{html.escape(titles[i])}">' if titles and titles[i] else "<th>")
+                   + html.escape(h) + "</th>" for i, h in enumerate(headers))
+    body = "\n".join("<tr>" + "".join(f'<td data-v="{html.escape(c.sort)}">{c.html}</td>' for c in row) + "</tr>"
+                     for row in rows)
+    ident = f' id="{html.escape(table_id)}"' if table_id else ""
+    return f'<table class="sortable"{ident}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+
+
+def read_head(path: Path, n: int = MAX_ROWS):
+    """(first ``n`` rows as a DataFrame, total rows); a parquet file is read no further than needed."""
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(path)
+        first = next(file.iter_batches(batch_size=max(n, 1)), None)
+        frame = first.to_pandas() if first is not None else file.schema_arrow.empty_table().to_pandas()
+        return frame.head(n), file.metadata.num_rows
+    frame = pd.read_csv(path)  # only CSV-only tables (a training log) come here: small
+    return frame.head(n), len(frame)
+
+
+def frame_table(frame, table_id: str = "") -> str:
+    rows = [[cell(v) for v in record] for record in frame.itertuples(index=False, name=None)]
+    return sortable_table([str(c) for c in frame.columns], rows, table_id)

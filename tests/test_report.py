@@ -1,0 +1,290 @@
+"""``mech-interp report``: a static site of a results tree, built from tiny runs made here once.
+
+The tree holds the four language-model experiments on ``planted:gpt2-tiny`` (a massive activation
+planted at block 2, dim 17), three on ``random:llama-tiny`` (no massive activation: its intervention
+cannot run), a run of another writer (a training run: a manifest without ``experiment`` or
+``finished_at``, a CSV-only table, a PNG-only figure) and a ``.partial`` run that must never be read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pandas as pd
+import pytest
+
+from mech_interp.report.discovery import find_runs
+from mech_interp.report.tables import MAX_ROWS
+from mech_interp.runs.options import RunOptions
+from mech_interp.runs.runner import execute, model_for
+from mech_interp.runs.spec import RunSpec
+from mech_interp.viz import writing
+from tests.cli_runs import assert_refused, files_under, run_cli
+
+FAST = {"n_seqs": 2, "seq_len": 64}
+RUNS = {
+    "planted:gpt2-tiny": [("layerwise", {}), ("layerwise", FAST), ("feature_view", {}), ("attention", {}),
+                          ("intervention", {"layer": 2, "datasets": ["builtin"], "n_windows": 2, "seq_len": 64,
+                                           "n_mean_seqs": 4})],
+    "random:llama-tiny": [("layerwise", FAST), ("feature_view", {}), ("attention", {})],
+}
+FOREIGN = "train/tiny/default"
+
+
+def _png() -> bytes:
+    """A 1x1 grey PNG."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))
+
+
+_BUILT: list[Path] = []  # the tree, once per session also when test_report_browser.py imports the fixture
+
+
+@pytest.fixture(scope="session")
+def results_tree(tmp_path_factory) -> Path:
+    if not _BUILT:
+        _BUILT.append(_build(tmp_path_factory.mktemp("report") / "results"))
+    return _BUILT[0]
+
+
+def _build(root: Path) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writing, "png_export_available", lambda: False)  # PNG export takes seconds a figure
+        patch.setattr(writing, "_warned_png", True)
+        for model, runs in RUNS.items():
+            options = RunOptions(model=model, device="cpu")
+            loaded = model_for(options)
+            for experiment, params in runs:
+                execute(RunSpec(experiment, options, params), root, loaded)
+    foreign = root / FOREIGN
+    foreign.mkdir(parents=True)
+    pd.DataFrame({"step": [1, 2, 3], "train_loss": [10.8, 9.1, 8.0]}).to_csv(foreign / "log.csv", index=False)
+    (foreign / "loss_curve.png").write_bytes(_png())
+    (foreign / "manifest.json").write_text(json.dumps({
+        "summary": {"steps": 3}, "config": {"variant": "default", "preset": "tiny"},
+        "packages": {"torch": "9.9.9-test"}, "git_commit": "feedc0de"}))
+    partial = root / "planted-gpt2-tiny" / "layerwise__n_seqs=99.partial"
+    partial.mkdir()
+    (partial / "manifest.json").write_text(json.dumps({"experiment": "layerwise", "git_commit": "PARTIAL"}))
+    (partial / "layerwise.csv").write_text("layer,top1\n0,1\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def site(results_tree: Path) -> Path:
+    from mech_interp import cli
+
+    code = cli.main(["report", str(results_tree)])
+    assert code == 0
+    return results_tree / "report"
+
+
+class _Page(HTMLParser):
+    """Links, ids, and each ``<table id>``'s header and body rows (cell texts) of one page."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+        self.tables: dict[str, dict[str, list]] = {}
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._in_head = False
+        self.feed(path.read_text(encoding="utf-8"))
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        for key in ("href", "src"):
+            if attrs.get(key):
+                self.links.append(attrs[key])
+        if tag == "table":
+            self._table = attrs.get("id", "")
+            self.tables[self._table] = {"head": [], "rows": []}
+        elif tag == "thead":
+            self._in_head = True
+        elif tag == "tbody":
+            self._in_head = False
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            self.tables[self._table]["head" if self._in_head else "rows"].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _table(page: _Page, table_id: str) -> list[dict[str, str]]:
+    table = page.tables[table_id]
+    return [dict(zip(table["head"][0], row)) for row in table["rows"]]
+
+
+def test_index_lists_every_model_and_run_with_its_provenance(site: Path, results_tree: Path):
+    page = _Page(site / "index.html")
+    models = {row["model directory"]: row for row in _table(page, "models")}
+    assert set(models) == {"planted-gpt2-tiny", "random-llama-tiny", "train/tiny"}
+    assert models["planted-gpt2-tiny"]["runs"] == "5" and models["random-llama-tiny"]["runs"] == "3"
+    runs = {(row["model"], row["run"]): row for row in _table(page, "runs")}
+    expected = {(r.model, r.name): r for r in find_runs(results_tree, skip=site)}
+    assert set(runs) == set(expected) and len(runs) == 9
+    for key, run in expected.items():
+        row = runs[key]
+        assert row["commit"].startswith((run.manifest["git_commit"] or "-")[:12])  # None outside a git checkout
+        assert f"torch {run.manifest['packages']['torch']}" in row["versions"]
+        assert row["finished"] == run.manifest.get("finished_at", row["finished"])
+    layerwise = runs[("planted-gpt2-tiny", "layerwise__n_seqs=2__seq_len=64")]
+    assert "n_seqs=2" in layerwise["config"] and "seq_len=64" in layerwise["config"]
+    assert "min_ratio=1000.0" in layerwise["options"] and layerwise["experiment"] == "layerwise"
+    foreign = runs[("train/tiny", "default")]
+    assert foreign["experiment"] == "default" and foreign["finished"].endswith("(file time)")
+    assert "variant=default" in foreign["config"]
+    assert "PARTIAL" not in (site / "index.html").read_text()  # the .partial run is never read
+
+
+def test_model_pages_hold_every_table_and_figure(site: Path, results_tree: Path):
+    runs = find_runs(results_tree, skip=site)
+    for model in {r.model for r in runs}:
+        name = model.replace("/", "__")
+        page = _Page(site / "models" / f"{name}.html")
+        for run in (r for r in runs if r.model == model):
+            anchor = "run-" + re.sub(r"[^A-Za-z0-9_-]", "_", run.rel)
+            assert anchor in page.ids
+            for table, path in run.tables.items():
+                data = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+                shown = page.tables[f"{anchor}-table-{table}"]
+                assert shown["head"][0] == [str(c) for c in data.columns]
+                assert len(shown["rows"]) == min(len(data), MAX_ROWS), (run.rel, table)
+                csv = site / "runs" / run.rel / f"{table}.csv"
+                assert len(pd.read_csv(csv)) == len(data)  # the whole table, also past the cap
+            for figure in run.figures:
+                assert any(link.endswith(f"/{figure}.html") and run.name in unquote(link) for link in page.links)
+    capped = _Page(site / "models" / "planted-gpt2-tiny.html")
+    logits = pd.read_parquet(results_tree / "planted-gpt2-tiny" / "attention" / "attention_logits.parquet")
+    assert len(logits) > MAX_ROWS  # the cap is exercised
+    text = (site / "models" / "planted-gpt2-tiny.html").read_text()
+    assert f"the first {MAX_ROWS} of {len(logits)} rows" in text
+    assert len(capped.tables["run-planted-gpt2-tiny_attention-table-attention_logits"]["rows"]) == MAX_ROWS
+    foreign = _Page(site / "models" / "train__tiny.html")
+    assert any(link.endswith("runs/train/tiny/default/loss_curve.png") for link in foreign.links)  # PNG-only figure
+    assert len(foreign.tables["run-train_tiny_default-table-log"]["rows"]) == 3
+
+
+def test_comparison_page_compares_both_models(site: Path, results_tree: Path):
+    page = _Page(site / "compare.html")
+    rows = _table(page, "comparison")
+    planted = next(row for row in rows if row["model"].startswith("planted-gpt2-tiny"))
+    llama = next(row for row in rows if row["model"].startswith("random-llama-tiny"))
+    assert len(rows) == 2  # the training run has no table this page reads
+    assert planted["first massive block"] == "2" and planted["massive dims"] == "17"
+    assert "'.'" in planted["tokens"] and planted["feature view"].startswith("block 2: ")
+    layerwise = pd.read_parquet(results_tree / "planted-gpt2-tiny" / "layerwise" / "layerwise.parquet")
+    at2 = layerwise[layerwise["layer"] == 2].iloc[0]
+    assert float(planted["top-1"]) == pytest.approx(at2["top1"], rel=1e-5)  # the default-settings run, not FAST
+    assert float(planted["top-1/median"]) == pytest.approx(at2["ratio_of_means_top1_median"], rel=1e-5)
+    ppl = pd.read_parquet(next((results_tree / "planted-gpt2-tiny").glob("intervention*")) / "perplexity.parquet")
+    for condition in ("original", "set_zero", "set_mean"):
+        assert float(planted[f"builtin: {condition}"]) == pytest.approx(ppl[condition].iloc[0], rel=1e-5)
+        assert llama[f"builtin: {condition}"] == "-"  # no intervention run on this model
+    assert llama["first massive block"] == "none" and llama["massive dims"] == "-" and llama["top-1"] == "-"
+    assert llama["largest top-1/median"].endswith(")") and planted["sink share"].endswith("(eps 0.3)")
+    shares = pd.read_parquet(results_tree / "random-llama-tiny" / "attention" / "sink_share.parquet")
+    assert llama["sink share"].startswith(f"{shares['n_sink_heads'].sum() / shares['n_heads'].sum():.3g} of "
+                                          f"{shares['n_heads'].sum()} heads")
+    assert "layerwise" in planted["runs read"].split(", ")
+    text = (site / "compare.html").read_text()
+    for header in page.tables["comparison"]["head"][0][1:]:
+        assert f"<dt>{header.split(': ')[-1]}</dt>" in text or header == "runs read", header  # every metric defined
+
+
+def test_every_link_resolves_offline(site: Path):
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 10
+    for page_path in pages:
+        page = _Page(page_path)
+        for address in page.links:
+            parts = urlsplit(address)
+            assert not parts.scheme and not parts.netloc, f"{page_path}: {address} needs the network"
+            if not parts.path:
+                assert parts.fragment in page.ids, f"{page_path}: #{parts.fragment}"
+                continue
+            target = (page_path.parent / unquote(parts.path)).resolve()
+            assert target.is_file(), f"{page_path}: {address}"
+            assert site.resolve() in target.parents, f"{page_path}: {address} leaves the site"
+            if parts.fragment:
+                assert parts.fragment in _Page(target).ids, f"{page_path}: {address}"
+    figure = (site / "runs" / "planted-gpt2-tiny" / "layerwise" / "layerwise.html").read_text()
+    assert '<script charset="utf-8" src="../../../plotly.min.js">' in figure
+    assert (site / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_a_rerun_replaces_the_site_and_never_reads_it(site: Path, results_tree: Path, capsys):
+    stale = site / "models" / "gone.html"
+    stale.write_text("from an earlier report")
+    code, out, err = run_cli(["report", results_tree], capsys)
+    assert code == 0, err
+    assert "9 runs of 3 models (2 compared)" in out  # the site under the results tree is not a run
+    assert not stale.exists() and (site / "index.html").is_file()
+    assert not list(results_tree.glob("report.partial"))
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "empty", "only_partial"])
+def test_a_bad_results_directory_is_refused(case: str, tmp_path: Path, capsys):
+    results = tmp_path / "results"
+    needle = {"missing": "does not exist", "file": "is not a directory", "empty": "holds no run manifests",
+              "only_partial": "holds no run manifests"}[case]
+    if case == "file":
+        results.write_text("not a tree")
+    elif case in ("empty", "only_partial"):
+        results.mkdir()
+    if case == "only_partial":
+        (results / "m" / "layerwise.partial").mkdir(parents=True)
+        (results / "m" / "layerwise.partial" / "manifest.json").write_text("{}")
+    before = files_under(tmp_path)
+    code, _, err = run_cli(["report", results, "--out", tmp_path / "site"], capsys)
+    assert_refused(code, err, needle, tmp_path / "site")
+    assert str(results) in err and "manifest.json" in err  # names it and what is expected
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "foreign_files", "is_results", "a_file"])
+def test_an_unwritable_out_is_refused(case: str, results_tree: Path, tmp_path: Path, capsys):
+    out = {"under_a_file": tmp_path / "file" / "site", "foreign_files": tmp_path / "mine",
+           "is_results": results_tree, "a_file": tmp_path / "file"}[case]
+    needle = {"under_a_file": "not a writable directory", "foreign_files": "not an earlier report",
+              "is_results": "holds the results directory", "a_file": "is not a directory"}[case]
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    before = {p: p.stat().st_mtime_ns for p in files_under(tmp_path) + files_under(results_tree)}
+    code, _, err = run_cli(["report", results_tree, "--out", out], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("mech-interp: error:")]
+    assert code == 2 and len(errors) == 1 and needle in errors[0] and "Traceback" not in err, err
+    assert {p: p.stat().st_mtime_ns for p in files_under(tmp_path) + files_under(results_tree)} == before
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_help_names_the_default_site(capsys):
+    code, out, _ = run_cli(["report", "--help"], capsys)
+    assert code == 0 and "RESULTS_DIR/report" in " ".join(out.split())

@@ -1,0 +1,114 @@
+"""The report site in a real browser: headless Chromium (the Debian ``chromium`` and
+``chromium-driver`` packages, which scripts/install.sh adds) driven by Selenium opens the index
+from ``file://`` with no network, follows its links to every model page and the comparison page,
+checks that every plotly figure rendered (an SVG or canvas of non-zero size in each figure's
+frame), that a click on a header sorts a table, and that the browser logged no error. A screenshot
+is written to the test's directory and, when ``REPORT_SCREENSHOT`` names a path, there too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_report import results_tree, site  # noqa: F401  (the same tree and site, built once per session)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-extensions", "--no-first-run", "--window-size=1400,1000",
+        # WebGL (the 3D feature view) without a GPU: Chromium's software renderer, which it no longer picks alone
+        "--enable-unsafe-swiftshader")
+RENDER_TIMEOUT_S = 30
+
+# Every plotly figure of the frame: drawn when it holds an SVG (2D) or a canvas (WebGL) of non-zero size.
+FIGURES_DRAWN = """
+const divs = Array.from(document.querySelectorAll('.plotly-graph-div'));
+return divs.length > 0 && divs.every(div => Array.from(div.querySelectorAll('svg.main-svg, canvas')).some(el => {
+  const box = el.getBoundingClientRect(); return box.width > 0 && box.height > 0; }));
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install the Debian package chromium (scripts/install.sh does)")
+    if not os.path.exists(CHROMEDRIVER):
+        pytest.skip(f"no chromedriver at {CHROMEDRIVER}: install the Debian package chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ARGS:
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)  # no driver download
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _severe(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def _check_figures(driver, page: str) -> int:
+    """Every figure frame of the current page rendered; returns how many there were."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    frames = driver.find_elements(By.CSS_SELECTOR, "figure.plot iframe")
+    for index in range(len(frames)):
+        frame = driver.find_elements(By.CSS_SELECTOR, "figure.plot iframe")[index]
+        name = frame.get_attribute("title")
+        driver.execute_script("arguments[0].scrollIntoView()", frame)
+        driver.switch_to.frame(frame)
+        try:
+            WebDriverWait(driver, RENDER_TIMEOUT_S).until(lambda d: d.execute_script(FIGURES_DRAWN),
+                                                          f"{page}: figure {name} did not render")
+        finally:
+            driver.switch_to.default_content()
+    return len(frames)
+
+
+def test_the_site_renders_in_chromium(browser, site: Path, tmp_path: Path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get((site / "index.html").as_uri())
+    assert "results" in driver.title
+    links = {a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#models a")}
+    links.add(driver.find_element(By.LINK_TEXT, "Cross-model comparison").get_attribute("href"))
+    assert len(links) == 4  # three model pages and the comparison
+    assert not _severe(driver)
+
+    # a click on a header sorts the table by it, numerically; a second click reverses
+    header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "#runs th") if th.text == "seconds")
+    column = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#runs th")].index("seconds") + 1
+    for descending in (False, True):
+        header.click()
+        cells = driver.find_elements(By.CSS_SELECTOR, f"#runs tbody td:nth-child({column})")
+        values = [float(c.get_attribute("data-v")) for c in cells if c.get_attribute("data-v")]
+        assert len(values) >= 8 and values == sorted(values, reverse=descending)
+
+    figures = 0
+    for link in sorted(links):
+        driver.get(link)
+        assert driver.find_element(By.TAG_NAME, "h1").text, link
+        figures += _check_figures(driver, link)
+        assert not _severe(driver), (link, _severe(driver))
+        if "planted" in link:
+            driver.get(link + "#run-planted-gpt2-tiny_layerwise")
+            _check_figures(driver, link)
+            driver.execute_script("document.getElementById('run-planted-gpt2-tiny_layerwise').scrollIntoView()")
+            shot = tmp_path / "report.png"
+            assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+            if os.environ.get("REPORT_SCREENSHOT"):
+                target = Path(os.environ["REPORT_SCREENSHOT"])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(shot, target)
+    assert figures == len(list((site / "runs").rglob("*.html")))  # every figure, the 3D feature views (WebGL) too
