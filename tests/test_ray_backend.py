@@ -87,6 +87,17 @@ def test_missing_ray_is_one_line(tmp_path, capsys, monkeypatch):
     assert_refused(code, err, "--backend ray needs Ray, an optional extra: pip install -e '.[ray]'", out)
 
 
+def test_no_cluster_at_the_address_is_one_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray", reason="the [ray] extra is not installed (make install adds it)")
+    import ray
+
+    assert not ray.is_initialized()  # before the module's local Ray starts
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = tmp_path / "results"
+    code, _, err = run_cli(["batch", _config(tmp_path), "--out", out, "--backend", "ray", "--address", "auto"], capsys)
+    assert_refused(code, err, "--address auto: no running Ray cluster was found: start one with 'ray start --head'", out)
+
+
 # --------------------------------------------------------------------------- what a task asks for
 
 

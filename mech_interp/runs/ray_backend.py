@@ -241,9 +241,9 @@ def _connect(address: str | None):
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as err:
-        where = "a running cluster (auto)" if address == "auto" else repr(address)
-        raise UsageError(f"--address {address}: no Ray cluster at {where}: start one with 'ray start --head', "
-                         f"or leave --address out to start a local one ({str(err).splitlines()[0]})") from None
+        found = "no running Ray cluster was found" if address == "auto" else "no Ray cluster answers there"
+        raise UsageError(f"--address {address}: {found}: start one with 'ray start --head', or leave --address out "
+                         f"to start a local one ({str(err).splitlines()[0]})") from None
     return ray, True
 
 
