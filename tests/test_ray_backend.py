@@ -211,13 +211,25 @@ def test_killed_worker_fails_one_run_and_the_rerun_completes_it_as_locally(local
 
 
 @pytest.mark.acceptance
-def test_shared_results_are_written_by_the_tasks(local_ray, tmp_path, capsys):
-    text = SWEEP.replace('params = { n_seqs = 48, seq_len = 256 }   # the slow one, killed mid-run', 'params = { n_seqs = 3, seq_len = 32 }')
+def test_shared_results_and_a_retried_worker(local_ray, tmp_path, capsys):
+    """With results = "shared" the tasks write into --out themselves; with --max-retries 1 a worker
+    killed mid-run is replaced and its run retried, so the one command completes every run."""
+    config = _config(tmp_path, "shared")
     out = tmp_path / "shared"
-    code, stdout, _ = run_cli(["batch", _config(tmp_path, "shared", text), "--out", out, "--backend", "ray"], capsys)
-    assert code == 0 and "results -> shared --out" in stdout and "4 runs: 4 run now" in stdout, stdout
-    assert len(_manifests(out)) == 4 and all(m["backend"]["name"] == "ray" for m in _manifests(out).values())
-    code, stdout, _ = run_cli(["batch", _config(tmp_path, "shared", text), "--out", out, "--backend", "ray"], capsys)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_when_running, args=(SLOW, stop, killed), daemon=True)
+    killer.start()
+    try:
+        code, stdout, _ = run_cli(["batch", config, "--out", out, "--backend", "ray", "--max-retries", "1"], capsys)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the slow run's worker was never seen running"
+    assert code == 0 and "results -> shared --out" in stdout and "4 runs: 4 run now, 0 already complete, 0 failed" in stdout, stdout
+    manifests = _manifests(out)
+    assert len(manifests) == 4 and all(m["backend"]["name"] == "ray" for m in manifests.values())
+    assert not list(out.rglob("*.partial"))
+    code, stdout, _ = run_cli(["batch", config, "--out", out, "--backend", "ray"], capsys)
     assert code == 0 and "4 runs: 0 run now, 4 already complete" in stdout
 
 
