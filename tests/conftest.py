@@ -51,6 +51,7 @@ import torch
 import mech_interp as mi
 from mech_interp.data.locations import find_data
 from mech_interp.models.conversion import hooked_from_hf
+from mech_interp.viz.writing import PNG_ENV
 from mech_interp.models.planted import (  # noqa: F401
     MARKER_DIM,
     PLANT_CHAR,
@@ -69,6 +70,18 @@ ACCEPTANCE_NAMES = {"shared_data"}
 # Names whose appearance in a test (or in what it calls) means a model is built or the CLI runs.
 LOADS_A_MODEL = {"load_model", "load_hf", "hooked_from_hf", "from_pretrained", "HookedTransformer",
                  "run_cli", "cli", "execute", "subprocess", "planted", "smollm2"}
+
+
+# Static PNG export starts a Chromium per figure through kaleido (seconds each): HTML figures only,
+# in this process and every process it starts (CLI subprocesses, Ray workers), except in the tests
+# marked ``png``, which check the PNGs themselves.
+os.environ[PNG_ENV] = "0"
+
+
+@pytest.fixture(autouse=True)
+def _png_where_marked(request, monkeypatch):
+    if request.node.get_closest_marker("png"):
+        monkeypatch.delenv(PNG_ENV)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,7 @@ import pytest
 from mech_interp.runs.options import RunOptions
 from mech_interp.runs.runner import execute
 from mech_interp.runs.spec import RunSpec
-from mech_interp.viz.writing import png_export_available
+from mech_interp.viz.writing import PNG_ENV, png_export_available
 
 from .cli_runs import run_cli
 
@@ -78,7 +78,8 @@ def test_console_script_exit_code(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("mech-interp: error: unknown model 'no-such-model'")
 
 
-def test_run_writes_tables_figures_and_manifest(tmp_path, capsys):
+@pytest.mark.png
+def test_run_writes_tables_figures_and_manifest(tmp_path, capsys, monkeypatch):
     out = tmp_path / "results"
     code, stdout, _ = run_cli(["layerwise", *TINY, "--n-seqs", "3", "--seq-len", "64", "--out", out], capsys)
     assert code == 0
@@ -95,7 +96,12 @@ def test_run_writes_tables_figures_and_manifest(tmp_path, capsys):
     html = (run_dir / "layerwise.html").read_text()
     assert 'src="../../plotly.min.js"' in html and len(html) < 200_000  # shared, not embedded
     assert (out / "plotly.min.js").is_file()
+    if png_export_available():
+        assert (run_dir / "layerwise.png").stat().st_size > 1000
+    assert set(manifest["files"]) == {p.name for p in run_dir.iterdir()} - {"manifest.json"}
+    # MECH_INTERP_PNG=0: HTML figures only.
     # --prepend-bos is a separate run, recorded as such, and its prompt does start with BOS.
+    monkeypatch.setenv(PNG_ENV, "0")
     for flags in ([], ["--prepend-bos"]):
         code, _, stderr = run_cli(["feature-view", *TINY, "--layer", "1", *flags, "--out", out], capsys)
         assert code == 0, stderr
@@ -104,9 +110,7 @@ def test_run_writes_tables_figures_and_manifest(tmp_path, capsys):
     plain = pd.read_parquet(plain_dir / "activations.parquet").groupby("position")["token"].first().tolist()
     with_bos = pd.read_parquet(bos_dir / "activations.parquet").groupby("position")["token"].first().tolist()
     assert with_bos == ["<|endoftext|>", *plain]
-    if png_export_available():
-        assert (run_dir / "layerwise.png").stat().st_size > 1000
-    assert set(manifest["files"]) == {p.name for p in run_dir.iterdir()} - {"manifest.json"}
+    assert list(plain_dir.glob("*.html")) and not list(plain_dir.glob("*.png"))
 
 
 def test_failed_run_leaves_nothing(tmp_path, monkeypatch):

@@ -58,12 +58,6 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
-def _html_figures_only(monkeypatch):
-    """Static PNG export starts a Chromium per figure (seconds each); the figures' data is what is tested."""
-    monkeypatch.setattr("mech_interp.viz.writing.png_export_available", lambda: False)
-
-
 def tiny_config(corpus: Path, out: Path, **overrides) -> TrainConfig:
     values = {"preset": "tiny", "corpus": [str(corpus)], "tokenizer": "byte", "data_dir": str(out.parent / "data"),
               "val_fraction": 0.3, "out": str(out), "progress": False, "max_steps": 12, "eval_interval": 6,

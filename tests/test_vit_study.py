@@ -21,12 +21,6 @@ from .test_vit_hooks import _images
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:no Chromium found")]
 
 
-@pytest.fixture(autouse=True)
-def _html_only(monkeypatch):
-    """PNG export through kaleido costs seconds per figure; one test below keeps it."""
-    monkeypatch.setattr(writing, "png_export_available", lambda: False)
-
-
 def run_vit_cli(args, capsys):
     code = cli.main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -102,8 +96,8 @@ def test_massive_reset_on_the_planted_register(tmp_path, capsys):
     assert "massive reset at block 0 output" in stdout
 
 
+@pytest.mark.png
 def test_runs_skip_rerun_and_write_data_and_figures(tmp_path, capsys, monkeypatch):
-    monkeypatch.undo()  # this one writes PNGs too, where a Chromium is there
     images, out = _images(tmp_path, n=3), tmp_path / "out"
     args = ["layerwise", "--model", "planted:vit-tiny-reg4", "--images", images, "--out", out]
     code, stdout, err = run_vit_cli(args, capsys)

@@ -1,5 +1,6 @@
 """How figures are written: HTML always, beside one shared plotly.js per results tree, and PNG
-when a Chromium is there for kaleido."""
+when a Chromium is there for kaleido, unless ``MECH_INTERP_PNG=0`` (kaleido starts a Chromium for
+each figure: seconds apiece, most of a small run's time)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import plotly.graph_objects as go
 from ..scratch import atomic_write_text
 
 PLOTLY_JS = "plotly.min.js"
+PNG_ENV = "MECH_INTERP_PNG"  # "0": HTML figures only
 
 
 def ensure_plotly_js(results_root: Path) -> Path:
@@ -26,8 +28,12 @@ def ensure_plotly_js(results_root: Path) -> Path:
     return target
 
 
+def png_disabled() -> bool:
+    return os.environ.get(PNG_ENV, "1").strip() == "0"
+
+
 def png_export_available() -> bool:
-    return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")) or bool(
+    return not png_disabled() and any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")) or bool(
         os.environ.get("BROWSER_PATH")
     )
 
@@ -45,7 +51,7 @@ def write_figure(fig: go.Figure, base: Path, plotly_js_src: str) -> list[Path]:
         png = base.with_suffix(".png")
         fig.write_image(png, width=1100, height=750, scale=1)
         written.append(png)
-    elif not _warned_png:
+    elif not _warned_png and not png_disabled():
         warnings.warn("no Chromium found: figures are written as HTML only (install chromium for PNG)")
         _warned_png = True
     return written
