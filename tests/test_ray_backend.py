@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def test_bad_backend_flags_are_refused(tmp_path, capsys, args, needle):
     ('resources = { "gpt2" = { num_gpus = 1 } }', "'gpt2' is not a model of any run"),
     ('resources = { "*" = { gpus = 1 } }', "unknown key 'gpus' (accepted: num_cpus, num_gpus, memory_gb)"),
     ('resources = { "*" = { num_gpus = -1 } }', "num_gpus = -1: expected a number >= 0"),
+    ('resources = { "*" = { num_cpus = 0.00001 } }', "num_cpus = 1e-05: Ray counts CPUs in steps of 0.0001"),
 ])
 def test_bad_ray_tables_are_refused(tmp_path, capsys, ray_table, needle):
     text = SWEEP.split("[ray]")[0] + "[ray]\n" + ray_table + "\n"
@@ -134,6 +136,38 @@ def test_probe_names_what_a_node_lacks(tmp_path):
     assert probe_node(str(tmp_path), {"gone.txt": 3}, None, None) == ["'gone.txt' does not exist here"]
 
 
+def test_runs_sharing_a_directory_run_once_or_are_refused(tmp_path, capsys):
+    from mech_interp.runs.ray_backend import unique_runs
+
+    same = [RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device=d)) for d in ("cpu", "auto")]
+    assert unique_runs(same, tmp_path) == same[:1]  # the device is in neither the name nor the identity
+    import mech_interp as mi
+
+    hf = mi.load_hf("random:gpt2-tiny")
+    for parent in ("a", "b"):
+        hf.model.save_pretrained(tmp_path / parent / "tiny")
+        hf.tokenizer.save_pretrained(tmp_path / parent / "tiny")
+    text = (SWEEP.split("[[runs]]")[0] + f"[[runs]]\nmodels = ['{tmp_path / 'a' / 'tiny'}', '{tmp_path / 'b' / 'tiny'}']\n"
+            "experiments = ['layerwise']\n")
+    out = tmp_path / "results"
+    code, _, err = run_cli(["batch", _config(tmp_path, text=text), "--out", out, "--backend", "ray"], capsys)
+    assert_refused(code, err, f"both write {out}/tiny/layerwise (options.model was", out)
+
+
+def test_a_published_run_holds_exactly_its_files(tmp_path):
+    """What a killed attempt left in <run>.partial (pieces, a stale figure) is not published with a task's run."""
+    from mech_interp.runs.output import RunWriter
+
+    run_dir = tmp_path / "m" / "layerwise"
+    partial = run_dir.with_name("layerwise.partial")
+    (partial / "pieces").mkdir(parents=True)
+    (partial / "pieces" / "abc.json").write_text("{}")
+    (partial / "stale_figure.html").write_text("old")
+    RunWriter(run_dir, tmp_path, {"x": 1}).publish_files({"summary.txt": b"new\n", "manifest.json": b"{}"})
+    assert sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")) == ["manifest.json", "summary.txt"]
+    assert not partial.exists()
+
+
 # --------------------------------------------------------------------------- a real local Ray
 
 
@@ -157,6 +191,12 @@ def _kill_when_running(name_part: str, stop: threading.Event, killed: list[int])
                 continue
             if title.startswith("ray::mech-interp:") and name_part in title:
                 time.sleep(0.5)  # well inside the run: its model is loaded and it is computing
+                try:
+                    still = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    still = ""
+                if still != title:
+                    continue  # it finished meanwhile: a kill now would hit an idle worker and prove nothing
                 os.kill(int(pid), signal.SIGKILL)
                 killed.append(int(pid))
                 return
@@ -188,12 +228,14 @@ def test_killed_worker_fails_one_run_and_the_rerun_completes_it_as_locally(local
     assert killed, "the slow run's worker was never seen running"
     failed = [line for line in stdout.splitlines() if line.startswith("[failed]")]
     assert code == 1 and len(failed) == 1 and SLOW in failed[0], stdout
-    assert "4 runs: 3 run now, 0 already complete, 1 failed: run the same command again" in stdout
+    assert "4 runs: 3 run now, 0 already complete, 1 failed (1 can be retried: run the same command again)" in stdout
     assert not (out / SLOW).exists() and not list(out.rglob("*.partial")), files_under(out)
 
     code, stdout, _ = run_cli(["batch", config, "--out", out, "--backend", "ray"], capsys)
     assert code == 0 and "4 runs: 1 run now, 3 already complete, 0 failed" in stdout, stdout
     assert f"[done] {out / SLOW}" in stdout
+    # the killed worker's scratch run is removed by the next task that needs scratch
+    assert not list(Path(tempfile.gettempdir()).glob(f"mech-interp-ray-run.{killed[0]}.tmp"))
 
     local = tmp_path / "local"
     code, stdout, _ = run_cli(["batch", config, "--out", local], capsys)
@@ -214,7 +256,8 @@ def test_killed_worker_fails_one_run_and_the_rerun_completes_it_as_locally(local
 def test_shared_results_and_a_retried_worker(local_ray, tmp_path, capsys):
     """With results = "shared" the tasks write into --out themselves; with --max-retries 1 a worker
     killed mid-run is replaced and its run retried, so the one command completes every run."""
-    config = _config(tmp_path, "shared")
+    long_prompt = "[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['feature_view']\nparams = { prompt = '" + "ab " * 400 + "' }\n"
+    config = _config(tmp_path, "shared", SWEEP.replace("[ray]", long_prompt + "[ray]"))
     out = tmp_path / "shared"
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_when_running, args=(SLOW, stop, killed), daemon=True)
@@ -225,12 +268,16 @@ def test_shared_results_and_a_retried_worker(local_ray, tmp_path, capsys):
         stop.set()
         killer.join()
     assert killed, "the slow run's worker was never seen running"
-    assert code == 0 and "results -> shared --out" in stdout and "4 runs: 4 run now, 0 already complete, 0 failed" in stdout, stdout
+    assert "results -> shared --out" in stdout, stdout
+    # a prompt longer than the context is found once the model has loaded, in the task: bad input, not retried
+    failed = [line for line in stdout.splitlines() if line.startswith("[failed]")]
+    assert len(failed) == 1 and "bad input: UsageError: --prompt is" in failed[0] and "longer than the model's context" in failed[0]
+    assert code == 1 and "5 runs: 4 run now, 0 already complete, 1 failed (1 refused, which a rerun repeats" in stdout, stdout
     manifests = _manifests(out)
     assert len(manifests) == 4 and all(m["backend"]["name"] == "ray" for m in manifests.values())
     assert not list(out.rglob("*.partial"))
     code, stdout, _ = run_cli(["batch", config, "--out", out, "--backend", "ray"], capsys)
-    assert code == 0 and "4 runs: 0 run now, 4 already complete" in stdout
+    assert code == 1 and "5 runs: 0 run now, 4 already complete, 1 failed" in stdout
 
 
 @pytest.mark.acceptance

@@ -184,6 +184,8 @@ class RunWriter:
         for name in files:
             if Path(name).is_absolute() or ".." in Path(name).parts or not name:
                 raise ValueError(f"run file name {name!r} is not inside the run directory")
+        for child in self._dir().iterdir():  # what an earlier attempt left here (pieces, files) is not this run's
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
         for name, data in sorted(files.items(), key=lambda item: item[0] == MANIFEST):
             path = self._dir() / name
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,17 @@ Where results land, set by the batch file's ``[ray] results``:
 
 A task that fails (an exception, a killed worker after ``--max-retries`` retries) is reported with
 its run directory and does not stop the others; the command then exits with status 1 and the same
-command runs exactly the runs that are still missing. Tasks run with ``TQDM_DISABLE=1`` (no
-progress bars from the workers); the driver prints one line per finished run and a progress bar.
+command runs exactly the runs that are still missing (a run refused as bad input says so: a rerun
+would repeat it). Runs that share a run directory are run once if they are the same computation and
+refused if not. A task records the driver's identity of its run, after checking that the node
+computes the same configuration (only the model's path and file times may differ), so that skip and
+resume on the driver read it. Tasks run with ``TQDM_DISABLE=1`` and the driver's ``MECH_INTERP_*``
+and Hugging Face offline settings; GPU tasks run in a fresh worker process each (a reused process
+would keep its first GPU), CPU workers keep the last model loaded for the next run of it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -38,14 +42,16 @@ from typing import Any, Sequence
 
 from ..errors import UsageError
 from .batch import read_config
-from .output import MANIFEST, RunWriter
+from .output import RunWriter
 from .resources import RunResources, parse_overrides, resources_for
-from .runner import TEXT_FIELDS, run_state
+from .runner import TEXT_FIELDS, identity_difference, run_state
 from .spec import RunSpec
 
 RESULTS = ("driver", "shared")
 RAY_KEYS = {"results", "resources"}
 EXIT_FAILED = 1  # some runs failed; the finished ones are kept and a rerun does the rest
+FORWARDED_ENV = ("MECH_INTERP_", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT", "HF_HOME", "TRANSFORMERS_OFFLINE")
+NODE_LOCAL = ("model", "model_files")  # identity options that may differ between nodes computing the same thing
 _ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9.\-]+:(\d{1,5})$")
 
 
@@ -97,8 +103,12 @@ def local_inputs(specs: Sequence[RunSpec]) -> dict[str, int | None]:
     inputs: dict[str, int | None] = {}
     for spec in specs:
         model = spec.model_spec()
-        if model.path is not None:
-            inputs[spec.options.model] = model.path.stat().st_size if model.path.is_file() else None
+        if model.path is not None and model.path.is_file():
+            inputs[spec.options.model] = model.path.stat().st_size
+        elif model.path is not None:  # a directory: its config and weight files, each with its size
+            inputs[spec.options.model] = None
+            for name, stamp in (model.fingerprint() or {}).items():
+                inputs[str(Path(spec.options.model) / name)] = int(stamp.split(" ", 1)[0])
         config = spec.config()
         for name in TEXT_FIELDS:
             value = getattr(config, name, None)
@@ -152,22 +162,34 @@ def check_cluster(ray, needs: dict[str, RunResources], inputs: dict[str, int | N
     if not inputs and shared_out is None:
         return
     token = uuid.uuid4().hex
-    marker = shared_out / f".ray-probe-{token}" if shared_out is not None else None
-    if marker is not None:
+    made = []  # the directories the marker needed, removed again if the check refuses
+    if shared_out is not None:
+        for parent in [shared_out, *shared_out.parents]:
+            if parent.exists():
+                break
+            made.append(parent)
         shared_out.mkdir(parents=True, exist_ok=True)
-        marker.write_text(token)
+        (shared_out / f".ray-probe-{token}").write_text(token)
     try:
         probe = ray.remote(num_cpus=0)(probe_node)
-        refs = {n["NodeManagerAddress"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(os.getcwd(), inputs, str(shared_out) if shared_out else None, token) for n in nodes}
-        for address, ref in refs.items():
-            problems = ray.get(ref)
+        refs = [(n["NodeManagerAddress"], probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                 .remote(os.getcwd(), inputs, str(shared_out) if shared_out else None, token)) for n in nodes]
+        for address, ref in refs:
+            try:
+                problems = ray.get(ref)
+            except Exception as err:  # the node cannot run this package at all
+                raise UsageError(f"Ray node {address} cannot run a probe task ({_why(err)}): install this package "
+                                 "there (pip install -e '.[ray]')") from None
             if problems:
                 raise UsageError(f"Ray node {address}: {problems[0]}: use paths that every node mounts"
                                  + (", or [ray] results = \"driver\"" if shared_out is not None else ""))
+    except BaseException:
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)  # the highest directory the marker needed, and all below
+        raise
     finally:
-        if marker is not None:
-            marker.unlink(missing_ok=True)
+        if shared_out is not None:
+            (shared_out / f".ray-probe-{token}").unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the task
@@ -186,42 +208,57 @@ def _model(options):
     return _loaded[key]
 
 
-def run_task(spec: RunSpec, shared_out: str | None, cwd: str, command: list[str]) -> dict[str, Any]:
+def run_task(spec: RunSpec, identity: dict[str, Any], shared_out: str | None, cwd: str,
+             command: list[str]) -> dict[str, Any]:
     """Run one spec on this worker: into the shared ``--out``, or into scratch whose files go back."""
     import dataclasses
 
     import ray
 
+    from ..scratch import scratch_path
     from .runner import execute
 
     if Path(cwd).is_dir():
         os.chdir(cwd)  # relative model and text paths mean what they meant on the driver (probed)
-    if spec.options.device == "auto":  # Ray hides the GPUs of a task that did not ask for one
-        spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, device="cuda" if ray.get_gpu_ids() else "cpu"))
+    if spec.options.device == "auto" or spec.options.device.startswith("cuda"):
+        # the GPU Ray assigned is this process's cuda:0; a task that reserved none runs on the CPU
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, device=device))
+    here = spec.identity()
+    if _computation(here) != _computation(identity):
+        raise UsageError(f"node {socket.gethostname()} would compute another configuration than the driver "
+                         f"({identity_difference(identity, here)}): install the same version of this package on every node")
     provenance = {"command": command, "backend": {"name": "ray", "node": socket.gethostname(), "ray": ray.__version__}}
+    if here != identity:
+        provenance["identity_on_node"] = here
     if shared_out is not None:
-        run_dir, _ = execute(spec, shared_out, lambda: _model(spec.options), force=True, provenance=provenance)
+        run_dir, _ = execute(spec, shared_out, lambda: _model(spec.options), force=True, provenance=provenance,
+                             identity=identity)
         return {"run_dir": str(run_dir), "files": None}
-    scratch = Path(tempfile.mkdtemp(prefix="mech-interp-ray-"))
+    # one scratch directory per worker process: the next task's scratch_path removes it if this one is killed
+    scratch = scratch_path(Path(tempfile.gettempdir()) / "mech-interp-ray-run")
+    shutil.rmtree(scratch, ignore_errors=True)
     try:
-        run_dir, _ = execute(spec, scratch, lambda: _model(spec.options), force=True, provenance=provenance)
+        run_dir, _ = execute(spec, scratch, lambda: _model(spec.options), force=True, provenance=provenance,
+                             identity=identity)
         files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
         return {"run_dir": str(run_dir.relative_to(scratch)), "files": files}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def publish(out: Path, spec: RunSpec, files: dict[str, bytes]) -> Path:
+def _computation(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity without what may differ between nodes computing the same thing (model path, file times)."""
+    options = {k: v for k, v in identity.get("options", {}).items() if k not in NODE_LOCAL}
+    return {**identity, "options": options}
+
+
+def publish(out: Path, spec: RunSpec, identity: dict[str, Any], files: dict[str, bytes]) -> Path:
     """Write a run that a task returned under ``out``, as a local run is published."""
     from ..viz.writing import ensure_plotly_js
 
     if any(name.endswith(".html") for name in files):
         ensure_plotly_js(out)  # the figures' relative link to the results root's plotly.min.js
-    identity = spec.identity()
-    manifest = json.loads(files[MANIFEST])
-    if manifest.get("identity") != identity:  # model file mtimes differ between nodes; skip/resume is the driver's
-        manifest["identity_on_node"], manifest["identity"] = manifest.get("identity"), identity
-        files = {**files, MANIFEST: json.dumps(manifest, indent=2, default=str).encode()}
     writer = RunWriter(spec.run_dir(out), out, identity)
     try:
         return writer.publish_files(files)
@@ -241,10 +278,30 @@ def _connect(address: str | None):
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as err:
-        found = "no running Ray cluster was found" if address == "auto" else "no Ray cluster answers there"
-        raise UsageError(f"--address {address}: {found}: start one with 'ray start --head', or leave --address out "
-                         f"to start a local one ({str(err).splitlines()[0]})") from None
+        given = f"--address {address}" if address else f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS', '')}"
+        found = "no running Ray cluster was found" if (address or "auto") == "auto" else "no Ray cluster answers there"
+        raise UsageError(f"{given}: {found}: start one with 'ray start --head', or leave --address out "
+                         f"(and RAY_ADDRESS unset) to start a local one ({str(err).splitlines()[0]})") from None
     return ray, True
+
+
+def unique_runs(specs: Sequence[RunSpec], out: Path) -> list[RunSpec]:
+    """The runs with distinct run directories: a second run of the same computation is dropped (the
+    local backend would skip it as done), one that would write another configuration there is refused."""
+    seen: dict[Path, RunSpec] = {}
+    for spec in specs:
+        first = seen.setdefault(spec.run_dir(out), spec)
+        if first is not spec and first.identity() != spec.identity():
+            raise UsageError(f"{first.origin or 'a run'} and {spec.origin or 'another'} both write {spec.run_dir(out)} "
+                             f"({identity_difference(first.identity(), spec.identity())}): give the models distinct "
+                             "file names or split the batch over two --out directories")
+    return list(seen.values())
+
+
+def _env_vars() -> dict[str, str]:
+    """The driver's settings that change what a task writes or reads, for workers started elsewhere."""
+    forwarded = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+    return {**forwarded, "TQDM_DISABLE": "1"}
 
 
 def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | None, max_retries: int) -> int:
@@ -256,11 +313,10 @@ def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | 
         raise UsageError(f"--max-retries {max_retries!r}: expected an integer >= 0")
     check_address(address)
     check_ray_installed()
-    specs = expand(config, check_devices=False)  # the nodes' devices are Ray's to match (check_cluster)
-    settings = read_ray_settings(config, specs)
     out = Path(out).resolve()
+    specs = unique_runs(expand(config, check_devices=False), out)  # the nodes' devices are Ray's to match
+    settings = read_ray_settings(config, specs)
     shared_out = out if settings.results == "shared" else None
-    needs = {str(spec.run_dir(out)): resources_for(spec, settings.resources) for spec in specs}
     inputs = local_inputs(specs)
 
     todo = []
@@ -268,32 +324,42 @@ def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | 
         state, why = ("new", "") if force else run_state(spec, out)
         if state == "stale":
             print(f"[rerun] {spec.run_dir(out)}: {why}", flush=True)
+        elif state == "done":
+            print(f"[skip] {spec.run_dir(out)} is complete", flush=True)
         if state != "done":
             todo.append(spec)
     skipped = len(specs) - len(todo)
-    for spec in specs:
-        if spec not in todo:
-            print(f"[skip] {spec.run_dir(out)} is complete", flush=True)
     if not todo:
-        print(f"{len(specs)} runs: 0 run now, {skipped} already complete")
+        print(f"{_runs(len(specs))}: 0 run now, {skipped} already complete")
         return 0
+    needs = {spec.run_dir(out): resources_for(spec, settings.resources) for spec in todo}
+    identities = {spec.run_dir(out): spec.identity() for spec in todo}  # as submitted: what skip/resume reads later
 
     ray, started = _connect(address)
     try:
-        check_cluster(ray, {str(s.run_dir(out)): needs[str(s.run_dir(out))] for s in todo}, inputs, shared_out)
+        check_cluster(ray, {str(run): need for run, need in needs.items()}, inputs, shared_out)
+        resources = ray.cluster_resources()
+        if resources.get("GPU", 0) and any(s.options.device == "auto" and not needs[s.run_dir(out)].num_gpus for s in todo):
+            print("note: runs with device 'auto' reserve no GPU, so they run on the CPU: give them device = \"cuda\" "
+                  "(or num_gpus in [ray.resources]) to use the cluster's GPUs", flush=True)
+        if shared_out is not None:
+            from ..viz.writing import ensure_plotly_js
+
+            ensure_plotly_js(shared_out)  # once, here: writers on other nodes cannot tell a live scratch file from a dead one
         results_where = f"shared --out {out} (every node writes there)" if shared_out else f"{out} on this machine (tasks send their files back)"
-        print(f"ray: {len(todo)} runs on {ray.cluster_resources().get('CPU', 0):g} CPUs / "
-              f"{ray.cluster_resources().get('GPU', 0):g} GPUs; results -> {results_where}", flush=True)
-        task = ray.remote(run_task)
+        print(f"ray: {_runs(len(todo))} on {resources.get('CPU', 0):g} CPUs / {resources.get('GPU', 0):g} GPUs; "
+              f"results -> {results_where}", flush=True)
+        # a reused worker process keeps the first GPU it was given: one GPU task per process
+        tasks = {False: ray.remote(run_task), True: ray.remote(max_calls=1)(run_task)}
         pending = {}
         for spec in todo:
-            need = needs[str(spec.run_dir(out))]
-            ref = task.options(name=f"mech-interp:{spec.run_dir(out).relative_to(out)}", max_retries=max_retries,
-                               retry_exceptions=False, runtime_env={"env_vars": {"TQDM_DISABLE": "1"}},
-                               **need.ray_options()).remote(spec, str(shared_out) if shared_out else None,
-                                                            os.getcwd(), list(sys.argv))
+            run_dir, need = spec.run_dir(out), needs[spec.run_dir(out)]
+            ref = tasks[need.num_gpus > 0].options(name=f"mech-interp:{run_dir.relative_to(out)}", max_retries=max_retries,
+                               retry_exceptions=False, runtime_env={"env_vars": _env_vars()}, **need.ray_options()
+                               ).remote(spec, identities[run_dir], str(shared_out) if shared_out else None,
+                                        os.getcwd(), list(sys.argv))
             pending[ref] = spec
-        failed = []
+        failed, refused = [], []
         with tqdm(total=len(todo), desc="runs", unit="run") as bar:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -302,18 +368,26 @@ def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | 
                 try:
                     result = ray.get(ready[0])
                     if result["files"] is not None:
-                        publish(out, spec, result["files"])
+                        publish(out, spec, identities[run_dir], result["files"])
                     tqdm.write(f"[done] {run_dir}")
                 except Exception as err:  # a failed or killed task: reported, the others go on
-                    failed.append(run_dir)
-                    tqdm.write(f"[failed] {run_dir}: {_why(err)}")
+                    bad_input = isinstance(getattr(err, "cause", err), UsageError)
+                    (refused if bad_input else failed).append(run_dir)
+                    tqdm.write(f"[failed] {run_dir}: {'bad input: ' if bad_input else ''}{_why(err)}")
                 bar.update()
     finally:
         if started:
             ray.shutdown()
-    print(f"{len(specs)} runs: {len(todo) - len(failed)} run now, {skipped} already complete, {len(failed)} failed"
-          + (": run the same command again to retry them" if failed else ""))
-    return EXIT_FAILED if failed else 0
+    n_failed = len(failed) + len(refused)
+    advice = [f"{len(failed)} can be retried: run the same command again"] if failed else []
+    advice += [f"{len(refused)} refused, which a rerun repeats: see [failed] above"] if refused else []
+    print(f"{_runs(len(specs))}: {len(todo) - n_failed} run now, {skipped} already complete, {n_failed} failed"
+          + (f" ({'; '.join(advice)})" if advice else ""))
+    return EXIT_FAILED if n_failed else 0
+
+
+def _runs(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
 
 
 def _why(err: Exception) -> str:

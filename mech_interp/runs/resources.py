@@ -1,7 +1,8 @@
 """What one run asks a scheduler for (CPUs, GPUs, memory), known before any weights load.
 
-A run on ``cuda``/``cuda:N`` needs one GPU; every other device none (``auto`` then resolves to the
-CPU on a Ray worker, which hides the GPUs of tasks that did not ask for one). Memory is a
+A run on ``cuda``/``cuda:N`` needs one GPU (on a Ray worker it runs on the GPU Ray assigned, its
+``cuda:0``); every other device none (``auto`` then means the CPU on a Ray worker: a task uses a GPU
+only when it reserved one, here or in the batch file). Memory is a
 reservation, not a limit: three copies of the weights in the run's dtype (the Hugging Face model,
 the TransformerLens model built from it, transient conversion buffers) plus 1 GiB for activations,
 tokenizer and interpreter. The weights' size comes from the registry's parameter count, or from the
@@ -24,6 +25,7 @@ WEIGHT_COPIES = 3
 GGUF_EXPANSION = 7  # float32 bytes per byte of a ~4.5-bit quantized file
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 FIELDS = {"num_cpus": "CPUs", "num_gpus": "GPUs", "memory_gb": "GiB of memory"}
+RAY_STEP = 1e-4  # Ray refuses fractions of a CPU or GPU finer than this
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ def parse_overrides(table: Any, models: set[str], where: str) -> dict[str, dict[
                 raise UsageError(f"{where}.{model!r}: unknown key {key!r} (accepted: {', '.join(FIELDS)})")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
                 raise UsageError(f"{where}.{model!r}.{key} = {value!r}: expected a number >= 0 ({FIELDS[key]})")
+            if key != "memory_gb" and 0 < value < RAY_STEP:
+                raise UsageError(f"{where}.{model!r}.{key} = {value!r}: Ray counts {FIELDS[key]} in steps of {RAY_STEP}")
         out[model] = {k: float(v) for k, v in values.items()}
     return out
 

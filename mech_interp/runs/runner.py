@@ -120,10 +120,10 @@ def run_state(spec: RunSpec, out: str | Path) -> tuple[str, str]:
                          "pass another --out, or --force to replace it")
     if manifest.get("identity") == identity:
         return "done", ""
-    return "stale", _difference(manifest.get("identity") or {}, identity)
+    return "stale", identity_difference(manifest.get("identity") or {}, identity)
 
 
-def _difference(old: dict, new: dict) -> str:
+def identity_difference(old: dict, new: dict) -> str:
     for part in ("experiment", "options", "config"):
         a, b = old.get(part), new.get(part)
         if isinstance(a, dict) and isinstance(b, dict):
@@ -142,6 +142,7 @@ def execute(
     force: bool = False,
     report: Callable[[str], None] | None = None,
     provenance: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> tuple[Path, ExperimentResult | None]:
     """Run ``spec`` unless an identical run is complete (then return ``(dir, None)``).
 
@@ -149,7 +150,8 @@ def execute(
     skipped runs never load one. Bad input raises ``UsageError`` before anything is written. A
     complete run whose recorded configuration differs (a default changed since) is rerun, and
     ``report`` is told why: ``[rerun] <dir>: <what changed>``. ``provenance`` adds to the manifest
-    (a Ray task records its driver's command line and its node).
+    (a Ray task records its driver's command line and its node); ``identity`` replaces the one
+    computed here (a Ray task records the driver's, which its skip/resume reads).
     """
     import torch
 
@@ -163,7 +165,7 @@ def execute(
     if state == "stale" and report is not None:
         report(f"[rerun] {run_dir}: {why}")
     try:
-        writer = RunWriter(run_dir, out, spec.identity())
+        writer = RunWriter(run_dir, out, identity or spec.identity())
     except OSError as err:  # the run directory cannot be made there (read-only, /proc, full, ...): the user's to fix
         raise write_error(err, Path(out)) from None
     try:
