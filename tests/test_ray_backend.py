@@ -137,10 +137,10 @@ def test_probe_names_what_a_node_lacks(tmp_path):
 
 
 def test_runs_sharing_a_directory_run_once_or_are_refused(tmp_path, capsys):
-    from mech_interp.runs.ray_backend import unique_runs
+    from mech_interp.runs.batch import unique_runs
 
     same = [RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device=d)) for d in ("cpu", "auto")]
-    assert unique_runs(same, tmp_path) == same[:1]  # the device is in neither the name nor the identity
+    assert unique_runs(same) == same[:1]  # the device is in neither the name nor the identity
     import mech_interp as mi
 
     hf = mi.load_hf("random:gpt2-tiny")
@@ -150,8 +150,9 @@ def test_runs_sharing_a_directory_run_once_or_are_refused(tmp_path, capsys):
     text = (SWEEP.split("[[runs]]")[0] + f"[[runs]]\nmodels = ['{tmp_path / 'a' / 'tiny'}', '{tmp_path / 'b' / 'tiny'}']\n"
             "experiments = ['layerwise']\n")
     out = tmp_path / "results"
-    code, _, err = run_cli(["batch", _config(tmp_path, text=text), "--out", out, "--backend", "ray"], capsys)
-    assert_refused(code, err, f"both write {out}/tiny/layerwise (options.model was", out)
+    for backend in ("local", "ray"):  # the local backend would replace the first run by the second
+        code, _, err = run_cli(["batch", _config(tmp_path, text=text), "--out", out, "--backend", backend], capsys)
+        assert_refused(code, err, "both write <out>/tiny/layerwise (options.model was", out)
 
 
 def test_a_published_run_holds_exactly_its_files(tmp_path):

@@ -32,7 +32,7 @@ from ..errors import UsageError
 from ..user_files import require_file
 from .experiments import get_experiment
 from .options import RunOptions
-from .runner import check_runs
+from .runner import check_runs, identity_difference
 from .spec import RunSpec
 
 ENTRY_KEYS = {"models", "experiments", "layers", "params", "options"}
@@ -158,4 +158,18 @@ def expand(path: str | Path, check_devices: bool = True) -> list[RunSpec]:
                         raise _malformed(path, f"{where}: {err}") from err
                     specs.append(spec)
     check_runs(specs, check_devices)  # models, layers, texts, devices: every run before the first starts
+    unique_runs(specs)  # two configurations for one run directory: the second would replace the first
     return specs
+
+
+def unique_runs(specs: list[RunSpec]) -> list[RunSpec]:
+    """The runs with distinct run directories: a second run of the same computation is dropped (it
+    would be skipped as done), one that would write another configuration there is refused."""
+    seen: dict[Path, RunSpec] = {}
+    for spec in specs:
+        first = seen.setdefault(spec.run_dir(Path()), spec)
+        if first is not spec and first.identity() != spec.identity():
+            raise UsageError(f"{first.origin or 'a run'} and {spec.origin or 'another'} both write "
+                             f"<out>/{spec.run_dir(Path())} ({identity_difference(first.identity(), spec.identity())}): "
+                             "give the models distinct file names, or split the batch over two --out directories")
+    return list(seen.values())

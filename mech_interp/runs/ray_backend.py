@@ -285,19 +285,6 @@ def _connect(address: str | None):
     return ray, True
 
 
-def unique_runs(specs: Sequence[RunSpec], out: Path) -> list[RunSpec]:
-    """The runs with distinct run directories: a second run of the same computation is dropped (the
-    local backend would skip it as done), one that would write another configuration there is refused."""
-    seen: dict[Path, RunSpec] = {}
-    for spec in specs:
-        first = seen.setdefault(spec.run_dir(out), spec)
-        if first is not spec and first.identity() != spec.identity():
-            raise UsageError(f"{first.origin or 'a run'} and {spec.origin or 'another'} both write {spec.run_dir(out)} "
-                             f"({identity_difference(first.identity(), spec.identity())}): give the models distinct "
-                             "file names or split the batch over two --out directories")
-    return list(seen.values())
-
-
 def _env_vars() -> dict[str, str]:
     """The driver's settings that change what a task writes or reads, for workers started elsewhere."""
     forwarded = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
@@ -307,14 +294,14 @@ def _env_vars() -> dict[str, str]:
 def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | None, max_retries: int) -> int:
     from tqdm.auto import tqdm
 
-    from .batch import expand
+    from .batch import expand, unique_runs
 
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise UsageError(f"--max-retries {max_retries!r}: expected an integer >= 0")
     check_address(address)
     check_ray_installed()
     out = Path(out).resolve()
-    specs = unique_runs(expand(config, check_devices=False), out)  # the nodes' devices are Ray's to match
+    specs = unique_runs(expand(config, check_devices=False))  # the nodes' devices are Ray's to match
     settings = read_ray_settings(config, specs)
     shared_out = out if settings.results == "shared" else None
     inputs = local_inputs(specs)
