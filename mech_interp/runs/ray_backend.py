@@ -274,6 +274,8 @@ def _connect(address: str | None):
     import ray
 
     if ray.is_initialized():  # a session the caller opened (a notebook, a test): used as it is
+        if address is not None:
+            print(f"note: --address {address} not used: this process is already connected to a Ray session", flush=True)
         return ray, False
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -329,6 +331,11 @@ def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | 
         if resources.get("GPU", 0) and any(s.options.device == "auto" and not needs[s.run_dir(out)].num_gpus for s in todo):
             print("note: runs with device 'auto' reserve no GPU, so they run on the CPU: give them device = \"cuda\" "
                   "(or num_gpus in [ray.resources]) to use the cluster's GPUs", flush=True)
+        sized = {m for m, values in settings.resources.items() if "memory_gb" in values}
+        unknown = [] if "*" in sized else sorted({s.options.model for s in todo if s.model_spec().kind == "hub"} - sized)
+        if unknown:
+            print(f"note: the size of {', '.join(unknown)} is unknown until it loads, so its tasks reserve 1 GiB: "
+                  "give memory_gb in [ray.resources] for it", flush=True)
         if shared_out is not None:
             from ..viz.writing import ensure_plotly_js
 
