@@ -9,7 +9,6 @@ cannot run), a run of another writer (a training run: a manifest without ``exper
 from __future__ import annotations
 
 import json
-import re
 import struct
 import zlib
 from html.parser import HTMLParser
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 
 from mech_interp.report.discovery import find_runs
+from mech_interp.report.model_page import model_page_path, run_anchor
 from mech_interp.report.tables import MAX_ROWS
 from mech_interp.runs.options import RunOptions
 from mech_interp.runs.runner import execute, model_for
@@ -166,10 +166,9 @@ def test_index_lists_every_model_and_run_with_its_provenance(site: Path, results
 def test_model_pages_hold_every_table_and_figure(site: Path, results_tree: Path):
     runs = find_runs(results_tree, skip=site)
     for model in {r.model for r in runs}:
-        name = model.replace("/", "__")
-        page = _Page(site / "models" / f"{name}.html")
+        page = _Page(model_page_path(site, model))
         for run in (r for r in runs if r.model == model):
-            anchor = "run-" + re.sub(r"[^A-Za-z0-9_-]", "_", run.rel)
+            anchor = run_anchor(run)
             assert anchor in page.ids
             for table, path in run.tables.items():
                 data = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
@@ -185,10 +184,10 @@ def test_model_pages_hold_every_table_and_figure(site: Path, results_tree: Path)
     assert len(logits) > MAX_ROWS  # the cap is exercised
     text = (site / "models" / "planted-gpt2-tiny.html").read_text()
     assert f"the first {MAX_ROWS} of {len(logits)} rows" in text
-    assert len(capped.tables["run-planted-gpt2-tiny_attention-table-attention_logits"]["rows"]) == MAX_ROWS
+    assert len(capped.tables["run-planted-gpt2-tiny/attention-table-attention_logits"]["rows"]) == MAX_ROWS
     foreign = _Page(site / "models" / "train__tiny.html")
     assert any(link.endswith("runs/train/tiny/default/loss_curve.png") for link in foreign.links)  # PNG-only figure
-    assert len(foreign.tables["run-train_tiny_default-table-log"]["rows"]) == 3
+    assert len(foreign.tables["run-train/tiny/default-table-log"]["rows"]) == 3
 
 
 def test_comparison_page_compares_both_models(site: Path, results_tree: Path):
@@ -288,3 +287,55 @@ def test_an_unwritable_out_is_refused(case: str, results_tree: Path, tmp_path: P
 def test_help_names_the_default_site(capsys):
     code, out, _ = run_cli(["report", "--help"], capsys)
     assert code == 0 and "RESULTS_DIR/report" in " ".join(out.split())
+
+
+def test_a_foreign_partial_beside_out_is_refused_and_kept(results_tree: Path, tmp_path: Path, capsys):
+    mine = tmp_path / "site.partial"
+    mine.mkdir()
+    (mine / "data.txt").write_text("precious")
+    code, _, err = run_cli(["report", results_tree, "--out", tmp_path / "site"], capsys)
+    assert_refused(code, err, "site.partial' exists and is not an interrupted report", tmp_path / "site")
+    assert (mine / "data.txt").read_text() == "precious"
+    code, _, err = run_cli(["report", results_tree, "--out", ""], capsys)
+    assert code == 2 and "--out '' is not allowed" in err and "Traceback" not in err
+
+
+def test_an_interrupted_swap_keeps_the_previous_site(results_tree: Path, tmp_path: Path, monkeypatch):
+    import os
+
+    from mech_interp.report import site as site_module
+
+    out = tmp_path / "site"
+    site_module.build_site(results_tree, out)
+    before = (out / "index.html").read_text()
+    replace = os.replace
+
+    def interrupted(src, dst):
+        if str(src).endswith(".partial"):
+            raise KeyboardInterrupt
+        replace(src, dst)
+
+    monkeypatch.setattr(site_module.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        site_module.build_site(results_tree, out)
+    assert (out / "index.html").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # no .partial, no .old
+
+
+def test_odd_model_names_get_pages_of_their_own(tmp_path: Path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    for model in ("mod a", "mod_a", "x<y&z"):
+        run = results / model / "run=1,b"
+        run.mkdir(parents=True)
+        (run / "manifest.json").write_text(json.dumps({"experiment": "layerwise", "model_source": 5}))
+        pd.DataFrame({"v": [1.0, float("inf"), float("nan")]}).to_parquet(run / "t.parquet")
+    monkeypatch.chdir(results)
+    code, stdout, err = run_cli(["report", ".", "--out", tmp_path / "site"], capsys)
+    assert code == 0, err
+    pages = sorted(p.name for p in (tmp_path / "site" / "models").iterdir())
+    assert len(pages) == 3 and all(not name.startswith(".") for name in pages), pages
+    index = _Page(tmp_path / "site" / "index.html")
+    assert len({link.split("#")[0] for link in index.links if link.startswith("models/")}) == 3
+    text = (tmp_path / "site" / "models" / next(p for p in pages if p.startswith("x"))).read_text()
+    assert "x&lt;y&amp;z" in text and "x<y&z" not in text
+    assert 'data-v="Infinity"' in text  # what JavaScript's Number() sorts as a number

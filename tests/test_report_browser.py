@@ -82,7 +82,8 @@ def test_the_site_renders_in_chromium(browser, site: Path, tmp_path: Path):  # n
     driver.get((site / "index.html").as_uri())
     assert "results" in driver.title
     links = {a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#models a")}
-    links.add(driver.find_element(By.LINK_TEXT, "Cross-model comparison").get_attribute("href"))
+    links_by_name = {"compare": driver.find_element(By.LINK_TEXT, "Cross-model comparison").get_attribute("href")}
+    links.add(links_by_name["compare"])
     assert len(links) == 4  # three model pages and the comparison
     assert not _severe(driver)
 
@@ -95,6 +96,16 @@ def test_the_site_renders_in_chromium(browser, site: Path, tmp_path: Path):  # n
         values = [float(c.get_attribute("data-v")) for c in cells if c.get_attribute("data-v")]
         assert len(values) >= 8 and values == sorted(values, reverse=descending)
 
+    # a column of numbers and text (a block, or "none"): numbers first, in numeric order, then the text
+    driver.get(links_by_name["compare"])
+    table = driver.find_element(By.CSS_SELECTOR, "table.sortable")
+    names = [th.text for th in table.find_elements(By.CSS_SELECTOR, "th")]
+    table.find_elements(By.CSS_SELECTOR, "th")[names.index("first massive block")].click()
+    values = [td.get_attribute("data-v") for td in
+              table.find_elements(By.CSS_SELECTOR, f"tbody td:nth-child({names.index('first massive block') + 1})")]
+    numbers = [v for v in values if v and v.replace(".", "", 1).isdigit()]
+    assert numbers and "none" in values and values[: len(numbers)] == sorted(numbers, key=float), values
+
     figures = 0
     for link in sorted(links):
         driver.get(link)
@@ -102,9 +113,9 @@ def test_the_site_renders_in_chromium(browser, site: Path, tmp_path: Path):  # n
         figures += _check_figures(driver, link)
         assert not _severe(driver), (link, _severe(driver))
         if "planted" in link:
-            driver.get(link + "#run-planted-gpt2-tiny_layerwise")
+            driver.get(link + "#run-planted-gpt2-tiny/layerwise")
             _check_figures(driver, link)
-            driver.execute_script("document.getElementById('run-planted-gpt2-tiny_layerwise').scrollIntoView()")
+            driver.execute_script("document.getElementById('run-planted-gpt2-tiny/layerwise').scrollIntoView()")
             shot = tmp_path / "report.png"
             assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
             if os.environ.get("REPORT_SCREENSHOT"):

@@ -20,7 +20,7 @@ copies of the runs' manifests, summaries, CSV tables and figures. An earlier sit
 def add_report_parser(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser("report", help=HELP, description=DESCRIPTION)
     parser.add_argument("results", type=Path, metavar="RESULTS_DIR", help="results tree to report (e.g. results)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", default=None,
                         help="directory for the site (default: RESULTS_DIR/report, skipped when reading the runs); "
                              "must be new, empty or an earlier site")
     return parser

@@ -102,13 +102,15 @@ def _listing(pairs: list[tuple[Any, int]], quote: bool = False) -> str:
 
 
 def _layerwise(result: ModelComparison, run: Run, frame) -> None:
-    options = run.manifest.get("options") or {}
-    config = run.manifest.get("config") or {}
+    options = run.section("options")
+    config = run.section("config")
     result.values["criterion"] = f"min_abs {options.get('min_abs', '?')}, min_ratio {options.get('min_ratio', '?')}"
     if "text" in config:
         shape = f"{config.get('n_seqs', '?')} x {config.get('seq_len', '?')}"
         result.values["layerwise data"] = f"{config['text']}, {shape}"
-    frame = frame.dropna(subset=["layer"]).sort_values("layer")
+    if "site" in frame.columns:  # a run with extra hook points: the residual stream, as every column says
+        frame = frame[frame["site"].astype(str).str.endswith("hook_resid_post")]
+    frame = frame.dropna(subset=["layer"]).sort_values("layer", kind="stable")
     best = frame.loc[frame["ratio_of_means_top1_median"].idxmax()] if len(frame) else None
     if best is not None:
         result.values["largest top-1/median"] = (float(best["ratio_of_means_top1_median"]), int(best["layer"]))
@@ -122,9 +124,14 @@ def _layerwise(result: ModelComparison, run: Run, frame) -> None:
                           "top-1/median": float(row["ratio_of_means_top1_median"])})
     if "massive_entries" not in run.tables:
         return
-    entries = _load(run, "massive_entries")
+    try:
+        entries = _load(run, "massive_entries")
+    except (OSError, ValueError):  # unreadable: the page shows what the summary gave
+        return
     if "layer" not in entries.columns:
         return
+    if "site" in entries.columns:
+        entries = entries[entries["site"].astype(str).str.endswith("hook_resid_post")]
     entries = entries[entries["layer"] == layer]
     if "dim" in entries.columns:
         result.values["massive dims"] = ", ".join(str(d) for d, _ in _counted(entries, "dim"))
@@ -135,7 +142,7 @@ def _layerwise(result: ModelComparison, run: Run, frame) -> None:
 
 
 def _feature_view(result: ModelComparison, run: Run, frame) -> None:
-    layer = (run.manifest.get("summary") or {}).get("layer")
+    layer = run.section("summary").get("layer")
     where = [f"{int(r['position'])}{' ' + repr(str(r['token'])) if 'token' in frame.columns else ''} d{int(r['dim'])}"
              for _, r in frame.iterrows()]
     shown = ", ".join(where[:TOP_SHOWN]) + (f" (+{len(where) - TOP_SHOWN} more)" if len(where) > TOP_SHOWN else "")
@@ -143,7 +150,7 @@ def _feature_view(result: ModelComparison, run: Run, frame) -> None:
 
 
 def _intervention(result: ModelComparison, run: Run, frame) -> None:
-    layer = (run.manifest.get("summary") or {}).get("layer")
+    layer = run.section("summary").get("layer")
     if layer is not None:
         result.values["intervention block"] = layer
     for _, row in frame.iterrows():

@@ -56,10 +56,16 @@ class Run:
 
     @property
     def model_name(self) -> str | None:
-        info = self.manifest.get("model")
-        if isinstance(info, dict) and info.get("name"):
+        info = self.section("model")
+        if info.get("name"):
             return str(info["name"])
-        return self.manifest.get("model_source")
+        source = self.manifest.get("model_source")
+        return source if isinstance(source, str) else None
+
+    def section(self, key: str) -> dict[str, Any]:
+        """A manifest's table (options, config, summary, ...), or {} where it is absent or not a table."""
+        value = self.manifest.get(key)
+        return value if isinstance(value, dict) else {}
 
 
 def _read(path: Path) -> tuple[dict[str, Any], bool]:
@@ -94,7 +100,7 @@ def _describe(path: Path, root: Path) -> Run:
 def find_runs(root: Path, skip: Path | None = None) -> list[Run]:
     """Every complete run under ``root``, sorted by path. Not read: ``.partial`` directories (runs in
     progress or killed), ``skip`` (the site being written) and any earlier site. Links are not followed."""
-    root = Path(root)
+    root = Path(os.path.abspath(root))  # "." has no name to give a run directly under it
     skip_real = os.path.realpath(skip) if skip is not None else None
     runs = []
     for here, dirs, files in os.walk(root):

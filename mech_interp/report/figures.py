@@ -49,7 +49,7 @@ def figure_html(name: str, copied: Path, page: Path, png: Path | None = None) ->
     href = link(copied, page)
     extra = f' · <a href="{link(png, page)}">PNG</a>' if png is not None else ""
     return (f'<figure class="plot"><figcaption>{html.escape(name)} · <a href="{href}">open alone</a>{extra}'
-            f'</figcaption><iframe src="{href}" title="{html.escape(name)}" loading="eager"></iframe></figure>')
+            f'</figcaption><iframe src="{href}" title="{html.escape(name)}" loading="lazy"></iframe></figure>')
 
 
 def image_html(name: str, copied: Path, page: Path) -> str:

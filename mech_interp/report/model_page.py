@@ -3,6 +3,7 @@ table (sortable, the first ``MAX_ROWS`` rows)."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -16,12 +17,19 @@ from .run_files import run_folder
 from .tables import MAX_ROWS, frame_table, read_head
 
 
+def _safe(text: str, allowed: str) -> str:
+    """``text`` with other characters replaced; a hash of the original when any was, so that two
+    names never become one."""
+    safe = re.sub(f"[^{allowed}]", "_", text)
+    return safe if safe == text else f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
 def model_page_path(site: Path, model: str) -> Path:
-    return site / "models" / (re.sub(r"[^A-Za-z0-9._,=-]", "_", model.replace("/", "__")) + ".html")
+    return site / "models" / (_safe(model.replace("/", "__"), "A-Za-z0-9._,=-") + ".html")
 
 
 def run_anchor(run: Run) -> str:
-    return "run-" + re.sub(r"[^A-Za-z0-9_-]", "_", run.rel)
+    return "run-" + _safe(run.rel, "A-Za-z0-9._,=/-")
 
 
 def facts(run: Run) -> str:

@@ -27,8 +27,9 @@ pre { background: #f8f8f8; padding: .6em; overflow-x: auto; font-size: 12px; }
 dl.defs dt { font-weight: bold; margin-top: .5em; } dl.defs dd { margin-left: 1.5em; }
 """
 
-# Sorts a table's body by the clicked column: numbers as numbers when the whole column is numeric,
-# else text; empty cells last either way. A second click reverses.
+# Sorts a table's body by the clicked column: numbers before text, numbers numerically, text in natural
+# order (so a column holding both "11" and "none" still sorts its numbers as numbers); empty cells last
+# either way. A second click reverses.
 SORT_JS = """\
 document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("table.sortable").forEach(function (table) {
@@ -40,11 +41,12 @@ document.addEventListener("DOMContentLoaded", function () {
         Array.prototype.forEach.call(headers, function (h) { h.classList.remove("asc", "desc"); });
         th.classList.add(desc ? "desc" : "asc");
         var value = function (row) { return row.cells[col] ? row.cells[col].getAttribute("data-v") : ""; };
-        var numeric = rows.every(function (r) { var v = value(r); return v === "" || !isNaN(Number(v)); });
         rows.sort(function (a, b) {
           var x = value(a), y = value(b);
           if (x === "" || y === "") { return (x === "") - (y === ""); }
-          var order = numeric ? Number(x) - Number(y) : x.localeCompare(y);
+          var nx = !isNaN(Number(x)), ny = !isNaN(Number(y));
+          var order = nx && ny ? Number(x) - Number(y) : nx !== ny ? (nx ? -1 : 1)
+                    : x.localeCompare(y, undefined, {numeric: true});
           return desc ? -order : order;
         });
         rows.forEach(function (r) { body.appendChild(r); });

@@ -49,8 +49,6 @@ def check_inputs(results: Path, out: Path) -> list[Run]:
     runs = find_runs(results, skip=out)
     if not runs:
         raise UsageError(f"results directory {str(results)!r} holds no run manifests: expected {EXPECTED}")
-    if not str(out).strip():
-        raise UsageError("--out '' is not allowed: name the directory for the site (default: RESULTS_DIR/report)")
     if _inside(results, out):
         raise UsageError(f"--out {str(out)!r} holds the results directory {str(results)!r}: the site replaces its "
                          "directory, so name a directory outside the results (default: RESULTS_DIR/report)")
@@ -58,6 +56,10 @@ def check_inputs(results: Path, out: Path) -> list[Run]:
         if _inside(out, run.path):
             raise UsageError(f"--out {str(out)!r} is inside the run directory {str(run.path)!r}: "
                              "name another directory")
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists() and (not partial.is_dir() or (any(partial.iterdir()) and not (partial / SITE_MARKER).is_file())):
+        raise UsageError(f"{str(partial)!r} exists and is not an interrupted report: the report builds its site "
+                         "there, so move it or name another --out")
     if out.is_symlink():
         raise UsageError(f"--out {str(out)!r} is a link: name the directory itself (the site replaces it)")
     if out.exists():
@@ -77,9 +79,28 @@ def check_inputs(results: Path, out: Path) -> list[Run]:
     return runs
 
 
-def build_site(results: Path, out: Path | None = None) -> Site:
-    results = Path(results)
-    out = Path(out) if out is not None else default_out(results)
+def _swap(partial: Path, out: Path) -> None:
+    """``partial`` becomes ``out``; the previous site is removed only once the new one is in place,
+    and put back if the swap is interrupted."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(partial, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_site(results: Path, out: Path | str | None = None) -> Site:
+    if out is not None and not str(out).strip():
+        raise UsageError("--out '' is not allowed: name the directory for the site (default: RESULTS_DIR/report)")
+    results = Path(os.path.abspath(results))  # "." has no name for the index, nor a parent for the site
+    out = Path(os.path.abspath(out)) if out is not None else default_out(results)
     runs = check_inputs(results, out)
     models = by_model(runs)
     partial = out.with_name(out.name + ".partial")
@@ -96,10 +117,8 @@ def build_site(results: Path, out: Path | None = None) -> Site:
         compared = compare(models)
         write_comparison(partial, compared)
         write_index(partial, results, models)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    _swap(partial, out)
     return Site(out, runs, models, len(compared))

@@ -19,11 +19,15 @@ class Cell:
 
 
 def cell(value: Any) -> Cell:
-    """A table value shown plainly: floats to 6 significant digits, NaN and None empty."""
+    """A table value shown plainly: floats to 6 significant digits, NaN, NA and None empty."""
+    import pandas as pd
+
     if hasattr(value, "tolist") and not isinstance(value, (int, float, str)):
         value = value.tolist()  # numpy scalars and arrays (list-valued columns)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return Cell("", "")
+    if isinstance(value, float) and math.isinf(value):
+        return Cell(f"{value:g}", "Infinity" if value > 0 else "-Infinity")  # what JavaScript's Number() reads
     if isinstance(value, bool):
         return Cell(str(value).lower(), str(value).lower())
     if isinstance(value, int):
@@ -59,8 +63,9 @@ def read_head(path: Path, n: int = MAX_ROWS):
         first = next(file.iter_batches(batch_size=max(n, 1)), None)
         frame = first.to_pandas() if first is not None else file.schema_arrow.empty_table().to_pandas()
         return frame.head(n), file.metadata.num_rows
-    frame = pd.read_csv(path)  # only CSV-only tables (a training log) come here: small
-    return frame.head(n), len(frame)
+    with open(path, "rb") as f:  # counted without parsing: a CSV-only table may be large
+        total = max(sum(1 for _ in f) - 1, 0)
+    return pd.read_csv(path, nrows=n), total
 
 
 def frame_table(frame, table_id: str = "") -> str:
