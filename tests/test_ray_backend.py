@@ -66,7 +66,9 @@ def test_bad_backend_flags_are_refused(tmp_path, capsys, args, needle):
 
 @pytest.mark.parametrize("ray_table, needle", [
     ('results = "nfs"', "[ray].results = 'nfs': expected one of driver, shared"),
-    ('where = "x"', "[ray]: unknown key 'where' (accepted: resources, results)"),
+    ('where = "x"', "[ray]: unknown key 'where' (accepted: out, resources, results)"),
+    ('out = "shared/results"', "[ray].out = 'shared/results': expected an absolute path that every node mounts"),
+    ('out = "/srv/results"\nresults = "driver"', "out = '/srv/results' is a shared results path, but results = 'driver'"),
     ('resources = { "gpt2" = { num_gpus = 1 } }', "'gpt2' is not a model of any run"),
     ('resources = { "*" = { gpus = 1 } }', "unknown key 'gpus' (accepted: num_cpus, num_gpus, memory_gb)"),
     ('resources = { "*" = { num_gpus = -1 } }', "num_gpus = -1: expected a number >= 0"),
@@ -258,18 +260,20 @@ def test_shared_results_and_a_retried_worker(local_ray, tmp_path, capsys):
     """With results = "shared" the tasks write into --out themselves; with --max-retries 1 a worker
     killed mid-run is replaced and its run retried, so the one command completes every run."""
     long_prompt = "[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['feature_view']\nparams = { prompt = '" + "ab " * 400 + "' }\n"
-    config = _config(tmp_path, "shared", SWEEP.replace("[ray]", long_prompt + "[ray]"))
     out = tmp_path / "shared"
+    config = _config(tmp_path, "shared", SWEEP.replace("[ray]", long_prompt + f"[ray]\nout = '{out}'"))
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_when_running, args=(SLOW, stop, killed), daemon=True)
     killer.start()
     try:
-        code, stdout, _ = run_cli(["batch", config, "--out", out, "--backend", "ray", "--max-retries", "1"], capsys)
+        code, stdout, _ = run_cli(["batch", config, "--out", tmp_path / "unused", "--backend", "ray", "--max-retries", "1"],
+                                  capsys)
     finally:
         stop.set()
         killer.join()
     assert killed, "the slow run's worker was never seen running"
-    assert "results -> shared --out" in stdout, stdout
+    assert f"note: results go to [ray] out = {out}" in stdout and "results -> shared --out" in stdout, stdout
+    assert not (tmp_path / "unused").exists()
     # a prompt longer than the context is found once the model has loaded, in the task: bad input, not retried
     failed = [line for line in stdout.splitlines() if line.startswith("[failed]")]
     assert len(failed) == 1 and "bad input: UsageError: --prompt is" in failed[0] and "longer than the model's context" in failed[0]
@@ -277,7 +281,7 @@ def test_shared_results_and_a_retried_worker(local_ray, tmp_path, capsys):
     manifests = _manifests(out)
     assert len(manifests) == 4 and all(m["backend"]["name"] == "ray" for m in manifests.values())
     assert not list(out.rglob("*.partial"))
-    code, stdout, _ = run_cli(["batch", config, "--out", out, "--backend", "ray"], capsys)
+    code, stdout, _ = run_cli(["batch", config, "--backend", "ray"], capsys)
     assert code == 1 and "5 runs: 0 run now, 4 already complete, 1 failed" in stdout
 
 

@@ -13,8 +13,9 @@ Where results land, set by the batch file's ``[ray] results``:
   local run is published (built in ``<run>.partial``, renamed when complete, manifest last). Works
   on any cluster; a killed task leaves nothing behind, and the intervention's resumable pieces stay
   on the node that was killed (the rerun computes them again).
-- ``"shared"``: ``--out`` is a path that every node mounts; tasks write into it directly, with the
-  local backend's atomic directories and locks, so pieces of a killed run are resumed.
+- ``"shared"``: ``--out``, or the absolute path ``[ray] out`` names, is a path that every node
+  mounts; tasks write into it directly, with the local backend's atomic directories and locks, so
+  pieces of a killed run are resumed.
 
 A task that fails (an exception, a killed worker after ``--max-retries`` retries) is reported with
 its run directory and does not stop the others; the command then exits with status 1 and the same
@@ -42,13 +43,13 @@ from typing import Any, Sequence
 
 from ..errors import UsageError
 from .batch import read_config
-from .output import RunWriter
+from .output import RunWriter, check_writable
 from .resources import RunResources, parse_overrides, resources_for
 from .runner import TEXT_FIELDS, identity_difference, run_state
 from .spec import RunSpec
 
 RESULTS = ("driver", "shared")
-RAY_KEYS = {"results", "resources"}
+RAY_KEYS = {"results", "out", "resources"}
 EXIT_FAILED = 1  # some runs failed; the finished ones are kept and a rerun does the rest
 FORWARDED_ENV = ("MECH_INTERP_", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT", "HF_HOME", "TRANSFORMERS_OFFLINE")
 NODE_LOCAL = ("model", "model_files")  # identity options that may differ between nodes computing the same thing
@@ -59,6 +60,7 @@ _ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9.\-]+:(\d{1,5})$")
 class RaySettings:
     results: str = "driver"
     resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    out: Path | None = None  # a shared results path given in the file, used instead of --out
 
 
 def check_address(address: str | None) -> None:
@@ -85,11 +87,21 @@ def read_ray_settings(path: str | Path, specs: Sequence[RunSpec]) -> RaySettings
     unknown = sorted(set(table) - RAY_KEYS)
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} (accepted: {', '.join(sorted(RAY_KEYS))})")
-    results = table.get("results", "driver")
+    out = table.get("out")
+    results = table.get("results", "shared" if out is not None else "driver")
     if results not in RESULTS:
         raise UsageError(f"{where}.results = {results!r}: expected one of {', '.join(RESULTS)}")
+    if out is not None:
+        if not isinstance(out, str) or not Path(out).expanduser().is_absolute():
+            raise UsageError(f"{where}.out = {out!r}: expected an absolute path that every node mounts "
+                             "(a relative one would mean another directory on each worker)")
+        if results != "shared":
+            raise UsageError(f"{where}: out = {out!r} is a shared results path, but results = {results!r}: "
+                             "drop one of them")
+        out = Path(out).expanduser()
+        check_writable(out)
     models = {spec.options.model for spec in specs}
-    return RaySettings(results, parse_overrides(table.get("resources", {}), models, f"{where}.resources"))
+    return RaySettings(results, parse_overrides(table.get("resources", {}), models, f"{where}.resources"), out)
 
 
 # --------------------------------------------------------------------------- what each node must see
@@ -302,9 +314,11 @@ def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | 
         raise UsageError(f"--max-retries {max_retries!r}: expected an integer >= 0")
     check_address(address)
     check_ray_installed()
-    out = Path(out).resolve()
     specs = unique_runs(expand(config, check_devices=False))  # the nodes' devices are Ray's to match
     settings = read_ray_settings(config, specs)
+    if settings.out is not None:
+        print(f"note: results go to [ray] out = {settings.out} (--out {out} is not used)", flush=True)
+    out = (settings.out or Path(out)).resolve()
     shared_out = out if settings.results == "shared" else None
     inputs = local_inputs(specs)
 
