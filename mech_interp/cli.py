@@ -154,7 +154,7 @@ def _batch(ns: argparse.Namespace) -> int | None:
     from tqdm.auto import tqdm
 
     from .runs.batch import expand, read_config
-    from .runs.runner import execute, model_for
+    from .runs.runner import execute, load_key, model_for
 
     specs = expand(ns.config)
     if "ray" in read_config(ns.config):
@@ -163,7 +163,7 @@ def _batch(ns: argparse.Namespace) -> int | None:
     done = skipped = 0
     for spec in tqdm(specs, desc="runs", unit="run"):
         o = spec.options
-        key = (o.model, o.device, o.dtype, o.prepend_bos)
+        key = load_key(o)
 
         def model(key=key, o=o):
             if key not in cache:

@@ -9,6 +9,7 @@ and the number of layers from the registry, config.json or the GGUF header, neve
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -106,6 +107,18 @@ class ModelSpec:
         """Size and mtime of the local files that hold the model (the GGUF, or config.json / hooked_config.json
         and the weights of a directory), so that a run of a file replaced in place is seen as stale without
         hashing gigabytes. None for registered and hub models, which a name fixes."""
+        stats = self._file_stats()
+        if stats is None:
+            return None
+        return {name: f"{stat.st_size} bytes, mtime_ns {stat.st_mtime_ns}" for name, stat in stats.items()}
+
+    def file_sizes(self) -> dict[str, int] | None:
+        """Bytes of each local file that holds the model (those of ``fingerprint``); None for registered
+        and hub models."""
+        stats = self._file_stats()
+        return None if stats is None else {name: stat.st_size for name, stat in stats.items()}
+
+    def _file_stats(self) -> dict[str, os.stat_result] | None:
         if self.kind == "gguf":
             files = [self.path]
         elif self.kind == "hf_dir":
@@ -116,14 +129,13 @@ class ModelSpec:
             files = [self.path / name for name in (CONFIG_FILE, *WEIGHT_FILES)]
         else:
             return None
-        stamps = {}
+        stats = {}
         for file in files:
             try:
-                stat = file.stat()
+                stats[file.name] = file.stat()
             except OSError:
                 continue  # gone since parsing: the load refuses it
-            stamps[file.name] = f"{stat.st_size} bytes, mtime_ns {stat.st_mtime_ns}"
-        return stamps
+        return stats
 
 
 def _read_config(path: Path, text: str) -> dict:

@@ -119,8 +119,8 @@ def local_inputs(specs: Sequence[RunSpec]) -> dict[str, int | None]:
             inputs[spec.options.model] = model.path.stat().st_size
         elif model.path is not None:  # a directory: its config and weight files, each with its size
             inputs[spec.options.model] = None
-            for name, stamp in (model.fingerprint() or {}).items():
-                inputs[str(Path(spec.options.model) / name)] = int(stamp.split(" ", 1)[0])
+            for name, size in (model.file_sizes() or {}).items():
+                inputs[str(Path(spec.options.model) / name)] = size
         config = spec.config()
         for name in TEXT_FIELDS:
             value = getattr(config, name, None)
@@ -211,9 +211,9 @@ _loaded: dict[tuple, Any] = {}  # one model per worker process, reused by the ne
 
 
 def _model(options):
-    from .runner import model_for
+    from .runner import load_key, model_for
 
-    key = (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths)
+    key = load_key(options)
     if key not in _loaded:
         _loaded.clear()
         _loaded[key] = model_for(options)

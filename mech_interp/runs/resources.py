@@ -51,8 +51,7 @@ def weight_bytes(spec: RunSpec) -> int | None:
         return model_entry(model.text).n_params * per_param
     if model.kind == "hub":
         return None
-    files = model.fingerprint() or {}
-    on_disk = sum(int(stamp.split(" ", 1)[0]) for stamp in files.values())
+    on_disk = sum((model.file_sizes() or {}).values())
     if model.kind == "gguf":
         return on_disk * GGUF_EXPANSION * per_param // 4
     return on_disk * per_param // 4  # safetensors / checkpoints as saved, float32 at most

@@ -31,6 +31,11 @@ def model_for(options: RunOptions):
                       fast_paths=options.fast_paths)
 
 
+def load_key(options: RunOptions) -> tuple:
+    """What decides the loaded model: runs with equal keys can share one."""
+    return (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths)
+
+
 TEXT_FIELDS = ("text", "mean_text", "datasets")  # config fields naming texts (a name, a file, or a list of them)
 
 
