@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import quote
 
-from ..viz.writing import PLOTLY_JS
+from ..viz.writing import PLOTLY_JS, ensure_plotly_js
 
 # the src of the <script> that loads plotly.js, whatever path or address a writer gave it
 _PLOTLY_SRC = re.compile(r'(<script\b[^>]*\bsrc=")[^"]*plotly[^"/]*\.js(")', re.IGNORECASE)
@@ -20,15 +20,11 @@ _PLOTLY_SRC = re.compile(r'(<script\b[^>]*\bsrc=")[^"]*plotly[^"/]*\.js(")', re.
 def copy_plotly_js(results: Path, site: Path) -> Path:
     """The results tree's own copy (the one its figures were written against), else the installed
     plotly package's."""
-    target = site / PLOTLY_JS
     source = results / PLOTLY_JS
-    if source.is_file():
-        shutil.copyfile(source, target)
-    else:
-        from plotly.offline import get_plotlyjs
-
-        target.write_text(get_plotlyjs(), encoding="utf-8")
-    return target
+    if not source.is_file():
+        return ensure_plotly_js(site)
+    shutil.copyfile(source, site / PLOTLY_JS)
+    return site / PLOTLY_JS
 
 
 def copy_figure(source: Path, target: Path, plotly_js: Path) -> None:
