@@ -30,5 +30,8 @@ def report_main(ns: argparse.Namespace) -> None:
     from .site import build_site
 
     site = build_site(ns.results, ns.out)
-    print(f"report of {len(site.runs)} runs of {len(site.models)} models ({site.compared} compared) -> "
-          f"{site.out / 'index.html'}")
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'s' if n != 1 else ''}"
+
+    print(f"report of {count(len(site.runs), 'run')} of {count(len(site.models), 'model')} ({site.compared} compared) "
+          f"-> {site.out / 'index.html'}")
