@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,42 @@ def read_json_object(file: Path, where: str, fix: str = "") -> dict[str, Any]:
     """The JSON object in ``file``; else one line: ``{where} has a broken {name} (why){fix}``, or it cannot
     be read, or it holds no object. ``where`` names what the file belongs to ("model directory 'm'")."""
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = parse_nested(json.loads, file.read_text(encoding="utf-8"), f"{where}: {file.name}")
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UsageError(f"{where} has a broken {file.name} ({err}){fix}") from None
     except OSError as err:
         raise UsageError(f"{where}: {file.name} cannot be read ({err.strerror})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{where} has a {file.name} that is not a JSON object{fix}")
+    return data
+
+
+# Deeper than any file this project writes or reads (a batch file is 4 levels, a manifest 6), far below the
+# nesting at which the parsers (recursive) or later walks over the value would exhaust Python's stack.
+MAX_NESTING = 32
+
+
+def nesting_depth(value: Any) -> int:
+    """Levels of lists and dicts in ``value`` (a scalar is 0), without recursion."""
+    depth, level = 0, [(value, 0)]
+    while level:
+        item, d = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            depth = max(depth, d + 1)
+            level.extend((child, d + 1) for child in children)
+    return depth
+
+
+def parse_nested(parse: Callable[[str], Any], text: str, where: str) -> Any:
+    """``parse(text)`` (json.loads, tomllib.loads, a YAML load), refused in one line when the document nests
+    deeper than MAX_NESTING: the parsers recurse, so a crafted file would end in a RecursionError."""
+    too_deep = UsageError(f"{where} nests lists or tables deeper than {MAX_NESTING} levels: expected at most "
+                          f"{MAX_NESTING}")
+    try:
+        data = parse(text)
+    except RecursionError:
+        raise too_deep from None
+    if nesting_depth(data) > MAX_NESTING:
+        raise too_deep
     return data

@@ -74,6 +74,7 @@ class RunWriter:
         self.partial = self.run_dir.with_name(self.run_dir.name + ".partial")
         self.identity = identity
         self.files: list[str] = []
+        self.missing_png: dict[str, str] = {}  # figure file -> why its export failed (its HTML is there)
         self._lock = self._acquire_lock()
         from ..viz.writing import PLOTLY_JS
 
@@ -162,7 +163,9 @@ class RunWriter:
 
         js = ensure_plotly_js(self.results_root)
         written = write_figure(fig, self._dir() / name, os.path.relpath(js, self.run_dir))
-        self.files += [p.name for p in written]
+        self.files += [p.name for p in written.paths]
+        if written.png_error is not None:
+            self.missing_png[f"{name}.png"] = written.png_error
 
     def commit(self, manifest: dict[str, Any]) -> Path:
         manifest = {
@@ -170,6 +173,7 @@ class RunWriter:
             **manifest,
             "identity": self.identity,
             "files": sorted(self.files),
+            **({"missing_png": self.missing_png} if self.missing_png else {}),
             "packages": package_versions(),
             "git_commit": git_commit(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -41,17 +42,32 @@ def png_export_available() -> bool:
 _warned_png = False
 
 
-def write_figure(fig: go.Figure, base: Path, plotly_js_src: str) -> list[Path]:
-    """``base.html`` always; ``base.png`` when a Chromium is there for kaleido (else one warning)."""
+@dataclass(frozen=True)
+class WrittenFigure:
+    """What ``write_figure`` wrote, and why the PNG is missing when its export failed (to record in a manifest)."""
+
+    paths: list[Path]
+    png_error: str | None = None
+
+
+def write_figure(fig: go.Figure, base: Path, plotly_js_src: str) -> WrittenFigure:
+    """``base.html`` always; ``base.png`` when a Chromium is there for kaleido (else one warning). A failed PNG
+    export (kaleido's Chromium crashing, a broken browser install) is a warning and a ``png_error``, never an
+    exception: the run's tables and HTML figures were computed and must not be lost for a static image."""
     global _warned_png
     html = base.with_suffix(".html")
     fig.write_html(html, include_plotlyjs=plotly_js_src, full_html=True)
-    written = [html]
     if png_export_available():
         png = base.with_suffix(".png")
-        fig.write_image(png, width=1100, height=750, scale=1)
-        written.append(png)
-    elif not _warned_png and not png_disabled():
+        try:
+            fig.write_image(png, width=1100, height=750, scale=1)
+        except Exception as err:  # kaleido raises whatever its browser bridge raised (ReferenceError, RuntimeError, ...)
+            png.unlink(missing_ok=True)
+            why = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            warnings.warn(f"{png.name} was not written ({why}); {html.name} was", stacklevel=2)
+            return WrittenFigure([html], why)
+        return WrittenFigure([html, png])
+    if not _warned_png and not png_disabled():
         warnings.warn("no Chromium found: figures are written as HTML only (install chromium for PNG)")
         _warned_png = True
-    return written
+    return WrittenFigure([html])
