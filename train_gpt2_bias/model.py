@@ -1,7 +1,8 @@
 """GPT-2 variants as ``HookedTransformer`` models built from a ``HookedTransformerConfig``.
 
-``build_model(config)`` is the builder a checkpoint's ``hooked_config.json`` names (convention 3), so
-``mech_interp.models`` loads a trained variant without importing this package statically. ``config`` holds
+``build_model(config)`` is the builder of the checkpoint format ``train_gpt2_bias`` in mech_interp's table of formats
+(``mech_interp.models.checkpoint.FORMATS``; a checkpoint names its format, never code), so ``mech_interp.models``
+loads a trained variant without importing this package statically. ``config`` holds
 HookedTransformerConfig fields plus ``variant`` (``VARIANTS``) and ``bias`` (whether the linear and LayerNorm
 biases train; upstream trains GPT-2 with ``bias=False``, reproduced here by keeping TransformerLens' bias
 parameters at zero and frozen, which computes exactly what a bias-free model does).
@@ -32,9 +33,11 @@ from transformer_lens.components import Embed, LayerNorm, Unembed
 from .attention import ATTENTION_CLASSES
 from .variants import VARIANTS
 
-BUILDER = "train_gpt2_bias.model:build_model"
+# How hooked_config.json names what it is, for mech_interp's table of checkpoint formats.
+FORMAT = {"format": "train_gpt2_bias", "format_version": 1}
 INIT_STD = 0.02  # nanoGPT / GPT-2
-_EXTRA_KEYS = ("variant", "bias", "builder")  # in hooked_config.json beside the HookedTransformerConfig fields
+# In hooked_config.json beside the HookedTransformerConfig fields ("builder": what the previous version wrote).
+_EXTRA_KEYS = ("variant", "bias", "n_prefix_tokens", "n_key_slots", "builder", *FORMAT)
 
 
 class PrefixTokens(nn.Module):
@@ -114,24 +117,24 @@ def hooked_config(model: dict[str, Any], vocab_size: int) -> HookedTransformerCo
 
 
 def config_dict(cfg: HookedTransformerConfig, variant: str, bias: bool) -> dict[str, Any]:
-    """What ``hooked_config.json`` holds: the config fields that define the model, the variant and the builder."""
+    """What ``hooked_config.json`` holds: the config fields that define the model, the variant and the format."""
     keys = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "act_fn", "normalization_type",
             "positional_embedding_type", "attention_dir", "default_prepend_bos", "original_architecture", "model_name",
             "eps")
-    return {**{k: getattr(cfg, k) for k in keys}, "variant": variant, "bias": bias, "builder": BUILDER,
+    return {**{k: getattr(cfg, k) for k in keys}, "variant": variant, "bias": bias, **FORMAT,
             "n_prefix_tokens": VARIANTS[variant].n_prefix_tokens, "n_key_slots": VARIANTS[variant].n_key_slots}
 
 
 def build_model(config: dict[str, Any], seed: int | None = None) -> VariantTransformer:
-    """Build the variant named in ``config`` (the builder of convention 3). ``seed`` draws nanoGPT's
-    initialisation (N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 n_layers))); without it the weights are
-    whatever the caller loads next."""
+    """Build the variant named in ``config`` (the builder of checkpoint format train_gpt2_bias). ``seed`` draws
+    nanoGPT's initialisation (N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 n_layers))); without it the weights
+    are whatever the caller loads next."""
     config = dict(config)
     variant = config.get("variant", "default")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
     bias = bool(config.get("bias", False))
-    fields = {k: v for k, v in config.items() if k not in _EXTRA_KEYS + ("n_prefix_tokens", "n_key_slots")}
+    fields = {k: v for k, v in config.items() if k not in _EXTRA_KEYS}
     cfg = HookedTransformerConfig(**{**fields, "init_weights": False})
     if seed is not None:
         torch.manual_seed(seed)

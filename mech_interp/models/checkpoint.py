@@ -1,16 +1,29 @@
-"""Trained checkpoints: a directory with ``hooked_config.json`` and the weights of a HookedTransformer built in code.
+"""Trained checkpoints: a directory with ``hooked_config.json``, the weights of a HookedTransformer built in code, and
+optionally its tokenizer.
 
-``hooked_config.json`` holds HookedTransformerConfig fields plus ``"builder": "package.module:function"``, the
-function that builds the model from that dict (e.g. ``train_gpt2_bias.model:build_model`` for the GPT-2 variants
-with a sink token or attention-bias slots); the weights are ``model.safetensors`` or ``model.pt`` (a state dict);
-``tokenizer/`` is optional. The builder is imported by name when the model loads, so mech_interp never imports the
-packages that train such models. Everything but the weights is checked when the spec is parsed.
+Loading a checkpoint never runs code that the directory chooses. The model is built by the builder that OUR table
+``FORMATS`` names for the checkpoint's format, imported from that fixed string only when such a model loads (so
+mech_interp does not import the training package before then). What a checkpoint may contain, all checked when the
+spec is parsed, before anything is imported:
+
+- ``hooked_config.json``: one JSON object with exactly these keys:
+  - ``"format"``, a name in ``FORMATS`` (``"train_gpt2_bias"``); ``"format_version"``, one of its versions (1);
+    ``"variant"``, one of its variants (train_gpt2_bias: ``default``, ``sink``, ``attn_bias``, ``gated``);
+  - the HookedTransformerConfig fields and the variant's settings in ``FIELDS``, each of the type given there.
+  A checkpoint of the previous version has ``"builder": "train_gpt2_bias.model:build_model"`` in place of format
+  and format_version: that exact string (compared as a string, never imported as given) reads as format version 0
+  of train_gpt2_bias; any other builder is refused.
+- the weights: ``model.safetensors``, or ``model.pt`` holding a state dict of tensors, read with
+  ``torch.load(weights_only=True)`` (no pickled code runs; anything else in it is refused);
+- ``tokenizer/`` (optional): a Hugging Face tokenizer directory, loaded with ``trust_remote_code=False``.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +35,103 @@ WEIGHT_FILES = ("model.safetensors", "model.pt")
 TOKENIZER_DIR = "tokenizer"
 
 
+@dataclass(frozen=True)
+class CheckpointFormat:
+    versions: tuple[int, ...]
+    builder: str  # "module:function" of our own code: builds the model from the checked config
+    variants: str  # "module:MAPPING" of our own code: the variant names the builder takes
+
+
+FORMATS: dict[str, CheckpointFormat] = {
+    "train_gpt2_bias": CheckpointFormat((1,), "train_gpt2_bias.model:build_model", "train_gpt2_bias.variants:VARIANTS"),
+}
+# What the previous version wrote instead of a format: a builder string, accepted only as this exact text, read as
+# version 0 of the format it names here.
+LEGACY_BUILDERS = {"train_gpt2_bias.model:build_model": ("train_gpt2_bias", 0)}
+IDENTIFYING_KEYS = ("format", "format_version", "builder")  # which format; never passed to a builder
+
+
+def _integer(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
+            "a positive integer" if low == 1 else f"an integer >= {low}")
+
+
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_FLAG = (lambda v: isinstance(v, bool), "true or false")
+FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{key: _integer(1) for key in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab")},
+    **{key: _TEXT for key in ("act_fn", "normalization_type", "positional_embedding_type", "attention_dir",
+                              "original_architecture", "model_name", "variant")},
+    "eps": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf,
+            "a positive number"),
+    "default_prepend_bos": _FLAG,
+    "bias": _FLAG,
+    "n_prefix_tokens": _integer(0),
+    "n_key_slots": _integer(0),
+}
+
+
 def is_checkpoint_dir(path: Path) -> bool:
     return (path / CONFIG_FILE).exists()
 
 
+def _accepted() -> str:
+    formats = "; ".join(f"\"format\": {name!r} with format_version {fmt.versions[-1]}" for name, fmt in FORMATS.items())
+    return f"{formats}; or a checkpoint of the previous version, with builder {' or '.join(map(repr, LEGACY_BUILDERS))}"
+
+
+def checkpoint_format(config: dict[str, Any], text: str) -> tuple[str, int]:
+    """(format name, version) of a checkpoint's config; refused in one line unless our tables know it. Nothing the
+    file names is imported: a builder is only compared with the legacy strings."""
+    where = f"checkpoint {text!r}: {CONFIG_FILE}"
+    if "builder" in config:
+        builder = config["builder"]
+        if "format" in config or builder not in LEGACY_BUILDERS:
+            raise UsageError(f"{where} names builder {builder!r}, which is not loaded (a checkpoint cannot choose the "
+                             f"code that builds it): expected {_accepted()}")
+        return LEGACY_BUILDERS[builder]
+    name, version = config.get("format"), config.get("format_version")
+    if not isinstance(name, str) or name not in FORMATS:
+        raise UsageError(f"{where} has format {name!r}: expected {_accepted()}")
+    if isinstance(version, bool) or version not in FORMATS[name].versions:
+        raise UsageError(f"{where} has format_version {version!r} of format {name!r}: expected "
+                         f"{FORMATS[name].versions[-1]}")
+    return name, version
+
+
+def _import(target: str, text: str) -> Any:
+    """The object ``module:name`` of one of OUR tables (never a string read from a checkpoint)."""
+    module_name, name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UsageError(f"checkpoint {text!r} needs {module_name!r} to build its model, which cannot be imported "
+                         f"({err}): install the package that trained it") from None
+    return getattr(module, name)
+
+
 def read_checkpoint_config(path: Path, text: str) -> dict[str, Any]:
-    """The config of checkpoint directory ``path``, checked: a JSON object, a ``module:function`` builder, positive
-    sizes, and weights beside it."""
+    """The config of checkpoint directory ``path``, checked against the module doc (format, keys and their types,
+    variant) with weights beside it."""
     file = path / CONFIG_FILE
     if not file.is_file():
         raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} is not a file")
     config = read_json_object(file, f"checkpoint {text!r}")
-    builder = config.get("builder")
-    if not isinstance(builder, str) or builder.count(":") != 1 or not all(builder.split(":")):
-        raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} has builder {builder!r}: expected "
-                         "\"package.module:function\"")
-    for key in ("n_layers", "d_model", "n_ctx", "d_vocab"):
-        value = config.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} has {key} {value!r}: expected a positive integer")
+    name, version = checkpoint_format(config, text)
+    where = f"checkpoint {text!r}: {CONFIG_FILE}"
+    allowed = set(FIELDS) | ({"builder"} if version == 0 else {"format", "format_version"})
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise UsageError(f"{where} has unknown key(s) {', '.join(map(repr, unknown))}: expected only "
+                         f"{', '.join(sorted(allowed))}")
+    for key, (valid, expected) in FIELDS.items():
+        if key not in config:
+            raise UsageError(f"{where} lacks {key!r}: expected {expected}")
+        if not valid(config[key]):
+            raise UsageError(f"{where} has {key} {config[key]!r}: expected {expected}")
+    variants = _import(FORMATS[name].variants, text)
+    if config["variant"] not in variants:
+        raise UsageError(f"{where} has variant {config['variant']!r}: expected one of {', '.join(variants)}")
     if weights_file(path) is None:
         raise UsageError(f"checkpoint {text!r} has no weights ({' or '.join(WEIGHT_FILES)})")
     return config
@@ -50,41 +141,59 @@ def weights_file(path: Path) -> Path | None:
     return next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
 
 
-def _builder(name: str, text: str) -> Callable[[dict[str, Any]], Any]:
-    module_name, function = name.split(":")
+def _read_weights(weights: Path, text: str) -> dict[str, Any]:
+    """The state dict in ``weights``, read without running pickled code; one line when it is anything else."""
+    import pickle
+
+    import torch
+    from safetensors import SafetensorError
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UsageError(f"checkpoint {text!r} needs {module_name!r} to build its model, which cannot be imported "
-                         f"({err}): install the package that trained it") from None
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        raise UsageError(f"checkpoint {text!r}: builder {name!r} is not a function of {module_name!r}")
-    return fn
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(weights))
+        else:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
+        why = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        raise UsageError(f"checkpoint {text!r}: {weights.name} cannot be read as a state dict of tensors ({why}): "
+                         f"expected {WEIGHT_FILES[0]}, or {WEIGHT_FILES[1]} saved from model.state_dict()") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UsageError(f"checkpoint {text!r}: {weights.name} holds a {type(state).__name__}, not a state dict of "
+                         f"tensors: expected {WEIGHT_FILES[0]}, or {WEIGHT_FILES[1]} saved from model.state_dict()")
+    return state
 
 
 def load_checkpoint(path: Path, text: str, device, dtype, prepend_bos: bool):
-    """Build the model with its builder, load the weights (every key must match), attach the tokenizer."""
+    """Read the weights, build the model with the builder of the checkpoint's format (every key must match), attach
+    the tokenizer."""
     import torch
 
     config = read_checkpoint_config(path, text)
-    model = _builder(config["builder"], text)(config)
-    weights = weights_file(path)
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+    name, _ = checkpoint_format(config, text)
+    state = _read_weights(weights_file(path), text)  # before the build: a bad file is refused without it
+    build = _import(FORMATS[name].builder, text)
+    try:
+        model = build({k: v for k, v in config.items() if k not in IDENTIFYING_KEYS})
+    except (ValueError, TypeError, AssertionError) as err:  # values of the right type that make no model
+        raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} does not describe a model ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:300]})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise UsageError(f"checkpoint {text!r}: the weights do not fit the model its builder makes "
+        raise UsageError(f"checkpoint {text!r}: the weights do not fit the model its config describes "
                          f"({' '.join(str(err).split())[:300]})") from None
     if (path / TOKENIZER_DIR).is_dir():
         from transformers import AutoTokenizer
 
-        model.set_tokenizer(AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR)), default_padding_side="right")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR), trust_remote_code=False)
+        except (OSError, ValueError) as err:  # custom code it would need, missing or broken files
+            raise UsageError(f"checkpoint {text!r}: {TOKENIZER_DIR}/ is not a tokenizer that loads without custom "
+                             f"code ({' '.join(str(err).split())[:200]})") from None
+        model.set_tokenizer(tokenizer, default_padding_side="right")
     model.cfg.default_prepend_bos = prepend_bos
     if dtype != model.cfg.dtype:
         model.to(dtype)
