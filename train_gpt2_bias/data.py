@@ -4,9 +4,12 @@ Sources (``TrainConfig.corpus``): ``debian-docs`` (the offline English corpus: D
 sources, perl-doc POD files, gnu-standards, plus ``wikitext-2-raw/wiki.test.raw`` from ../shared/data; about 7 M
 GPT-2 tokens), ``wikitext2``, a text file, a directory (its ``.txt .rst .pod .md .raw .text .gz`` files,
 recursively) or ``hf:NAME[:CONFIG[:SPLIT]]`` (a Hugging Face dataset's ``text`` column). Each document ends with the
-tokenizer's end-of-text token. Documents longer than 64 KiB are cut at blank lines into pieces of about that size,
-and each piece goes to the validation split when a hash of (source, piece) falls below ``val_fraction``: a stable
-split spread over every source.
+tokenizer's end-of-text token. Files are read as UTF-8 (anything else is refused in one line, as mech-interp
+refuses a text) with universal newlines (``\r\n`` and ``\r`` read as ``\n``, as a text-mode file reads them).
+Documents longer than 64 KiB are cut at blank lines into pieces of about that size, and each piece goes to the
+validation split when a hash of (source, piece) falls below ``val_fraction``: a stable split spread over every
+source. A corpus with too few pieces for that hash to fill both splits (a small file) is split by tokens instead:
+the last ``val_fraction`` of its token stream is held out (``meta.json`` says which split was made).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from jaxtyping import Int
 from mech_interp.errors import UsageError
 
 UINT16_LIMIT = 2**16
+READING = "utf-8, universal newlines"  # in meta.json: memmaps made by an earlier way of reading are made again
 PIECE_CHARS = 64 * 1024
 TEXT_SUFFIXES = (".txt", ".rst", ".pod", ".md", ".raw", ".text", ".gz")
 DEBIAN_DOCS = {  # what scripts/install.sh installs (as root, through apt)
@@ -53,7 +57,7 @@ def load_tokenizer(name: str):
     elif name == "gpt2" and find_data("gpt2-tokenizer") is not None:
         tokenizer = GPT2TokenizerFast.from_pretrained(str(find_data("gpt2-tokenizer")))
     elif Path(name).expanduser().is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(str(Path(name).expanduser()))
+        tokenizer = AutoTokenizer.from_pretrained(str(Path(name).expanduser()), trust_remote_code=False)
     elif name == "gpt2":
         try:
             tokenizer = AutoTokenizer.from_pretrained("gpt2")
@@ -75,8 +79,20 @@ def _files(root: Path, pattern: str | None = None) -> list[Path]:
 
 
 def _read(path: Path) -> str:
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    return data.decode("utf-8", errors="replace")
+    fix = "convert it to UTF-8 text, or leave it out of --corpus"
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as err:  # unreadable, or not a whole gzip stream
+        raise UsageError(f"corpus file {str(path)!r} cannot be read ({type(err).__name__}: {err}): {fix}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        where = f"offset {err.start}" + (" of its decompressed data" if path.suffix == ".gz" else "")
+        raise UsageError(f"corpus file {str(path)!r} is not UTF-8 (byte {data[err.start]:#04x} at {where}): "
+                         f"{fix}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _documents(source: str) -> Iterator[tuple[str, str]]:
@@ -179,7 +195,7 @@ def prepare_data(corpus: list[str], tokenizer_name: str, directory: str | Path, 
                          "use a tokenizer with at most 65536 tokens")
     directory = Path(directory)
     request = {"corpus": corpus, "tokenizer": tokenizer_name, "val_fraction": val_fraction, "max_tokens": max_tokens,
-               "vocab_size": vocab, "eot": tokenizer.eos_token_id}
+               "vocab_size": vocab, "eot": tokenizer.eos_token_id, "reading": READING}
     meta_file = directory / "meta.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
@@ -208,10 +224,13 @@ def prepare_data(corpus: list[str], tokenizer_name: str, directory: str | Path, 
     bar.close()
     if counts["train"] + counts["val"] == 0:
         raise UsageError(f"corpus {', '.join(corpus)} holds no text: nothing to train on")
-    if counts["val"] == 0 or counts["train"] == 0:
-        empty = "val" if counts["val"] == 0 else "train"
-        raise UsageError(f"corpus {', '.join(corpus)} gives an empty {empty} split ({documents} document(s), "
-                         f"--val-fraction {val_fraction}): add text or change --val-fraction")
+    split_by = "pieces"
+    if counts["val"] == 0 or counts["train"] == 0:  # every piece hashed to one side: hold out the stream's tail
+        tokens = np.concatenate(splits["train"] + splits["val"])
+        n_val = max(1, round(val_fraction * len(tokens)))
+        splits = {"train": [tokens[:-n_val]], "val": [tokens[-n_val:]]}
+        counts = {"train": len(tokens) - n_val, "val": n_val}
+        split_by = "tokens"
     directory.mkdir(parents=True, exist_ok=True)
     for name, arrays in splits.items():
         tokens = np.concatenate(arrays)
@@ -221,7 +240,7 @@ def prepare_data(corpus: list[str], tokenizer_name: str, directory: str | Path, 
         del out
         (directory / f"{name}.bin.tmp").replace(directory / f"{name}.bin")
     meta = {"request": request, "train_tokens": counts["train"], "val_tokens": counts["val"], "documents": documents,
-            "tokenizer_class": type(tokenizer).__name__}
+            "split": split_by, "tokenizer_class": type(tokenizer).__name__}
     meta_file.write_text(json.dumps(meta, indent=2))
     return TokenData(directory, meta)
 
