@@ -1,17 +1,26 @@
 """What a training run leaves in its directory, and how it is read back.
 
-- ``ckpt.pt``: the training state (model, optimizer, step, every process's batch-sampler RNG, the log so far, the
-  configuration it belongs to), written atomically every ``ckpt_interval`` steps; ``train`` resumes from it.
+- ``ckpt.pt``: the training state (model, optimizer, step, every process's batch-sampler RNG state as a tensor, the
+  log so far, the configuration it belongs to, the training's wall time so far), written atomically every
+  ``ckpt_interval`` steps; ``train`` resumes from it. It holds tensors, numbers, strings and plain lists and dicts
+  only, and is read with ``torch.load(weights_only=True)``: a file that needs anything else (pickled code) is refused
+  without running it.
 - The model, in the form ``mech_interp`` loads (the "checkpoint" ModelSpec kind, convention 3 of the project):
-  ``hooked_config.json`` (HookedTransformerConfig fields, the variant, and ``"builder":
-  "train_gpt2_bias.model:build_model"``), ``model.safetensors`` (the state dict) and ``tokenizer/``. So
-  ``mech-interp layerwise --model <run dir>`` works on every variant.
+  ``hooked_config.json`` (HookedTransformerConfig fields, the variant, and ``"format": "train_gpt2_bias",
+  "format_version": 1``, which mech_interp's own table maps to ``model.build_model``), ``model.safetensors`` (the
+  state dict) and ``tokenizer/``. So ``mech-interp layerwise --model <run dir>`` works on every variant.
+- ``log.csv``, ``log.json``, ``loss_curve.html`` (and ``.png``), ``plotly.min.js``, ``manifest.json``.
+
+``--out`` must be new, empty, or a directory holding only these (an earlier run, perhaps killed mid-write): a
+training run's files written into another directory (a results tree) would hide what is there.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +32,27 @@ STATE = "ckpt.pt"
 HOOKED_CONFIG = "hooked_config.json"
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer"
+RUN_FILES = {STATE, HOOKED_CONFIG, WEIGHTS, TOKENIZER, "log.csv", "log.json", "loss_curve.html", "loss_curve.png",
+             "plotly.min.js", "manifest.json"}
+# The types of each entry of a training state ("train_seconds" is absent from states of the previous version).
+STATE_TYPES = {"model": dict, "optimizer": dict, "step": int, "batch_rng": list, "log": list, "identity": dict,
+               "model_config": dict, "train_seconds": float}
+
+
+def check_out(out: Path) -> None:
+    """``out`` can take a training run: absent, or a directory holding nothing but a run's files (module doc)."""
+    from mech_interp.runs.output import check_writable
+
+    check_writable(out)
+    if not out.is_dir():
+        return
+    # A write cut short leaves <file>.tmp (ours) or <file>.<pid>.tmp (mech_interp's scratch files).
+    foreign = sorted(p.name for p in out.iterdir() if re.sub(r"(\.\d+)?\.tmp$", "", p.name) not in RUN_FILES)
+    if foreign:
+        shown = ", ".join(map(repr, foreign[:3])) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UsageError(f"--out {str(out)!r} is a directory that is not a training run: it holds {shown}, which "
+                         "train-gpt2-bias does not write: pass a new or empty directory, or the --out of an earlier "
+                         "train run")
 
 
 def _atomic(path: Path, write) -> None:
@@ -36,20 +66,52 @@ def save_state(out: Path, state: dict[str, Any]) -> None:
     _atomic(out / STATE, lambda p: torch.save(state, p))
 
 
+def _not_a_state(path: Path, why: str) -> UsageError:
+    return UsageError(f"{str(path)!r} is not a training state this trainer wrote ({why}): pass --no-resume to start "
+                      "over (it is deleted), or another --out")
+
+
 def load_state(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     """The saved training state of ``out`` when its configuration equals ``identity``; None when there is none.
-    A state of another configuration is refused (resuming it would mix two runs)."""
+    A file that is not such a state, or a state of another configuration, is refused (resuming it would mix two
+    runs)."""
     path = out / STATE
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    saved = json.loads(json.dumps(state.get("identity"), default=str))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        # weights_only refuses pickled code (UnpicklingError); a cut or foreign file fails in the zip reader
+        raise _not_a_state(path, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from None
+    if not isinstance(state, dict):
+        raise _not_a_state(path, f"it holds a {type(state).__name__}")
+    for key, kind in STATE_TYPES.items():
+        if key == "train_seconds" and key not in state:
+            continue
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise _not_a_state(path, f"its {key!r} is {type(state.get(key)).__name__}, not {kind.__name__}")
+    saved = json.loads(json.dumps(state["identity"], default=str))
     wanted = json.loads(json.dumps(identity, default=str))
     if saved != wanted:
-        changed = sorted(k for k in set(saved or {}) | set(wanted) if (saved or {}).get(k) != wanted.get(k))
+        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise UsageError(f"{str(out)!r} holds a run with another configuration ({', '.join(changed)} differ): pass "
                          "--no-resume to start it over, or another --out")
     return state
+
+
+def restore(out: Path, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            batch_rng: torch.Generator, rank: int, world: int) -> None:
+    """Put a loaded state into the model, the optimizer and this process's batch sampler."""
+    rngs = state["batch_rng"]
+    if len(rngs) != world:
+        raise UsageError(f"{str(out)!r} was saved by {len(rngs)} process(es), this run has {world}: resume with "
+                         "the same number, or --no-resume")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        batch_rng.set_state(rngs[rank])
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:  # a state made by hand for this configuration
+        raise _not_a_state(out / STATE, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from None
 
 
 def export_model(out: Path, model: torch.nn.Module, model_config: dict[str, Any], tokenizer) -> None:

@@ -8,20 +8,21 @@
 
 Every ``train`` flag is a field of ``TrainConfig`` and a key of the ``--config`` TOML/YAML file (flags win).
 The same command after a kill resumes from the last checkpoint. Bad input prints one line and exits with 2
-before any data is read or model built.
+before any data is read or model built; so does a training loss that stops being finite. An ``experiment`` whose
+analyses failed (``[failed]`` lines) writes the comparison without them and exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from mech_interp.command import OneLineParser, parse, run_command
 from mech_interp.flags import add_fields, collect
 
 PROG = "train-gpt2-bias"
-
-
+EXIT_FAILED = 1  # an experiment ran, but some of its analyses failed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .config import TrainConfig
             from .experiment import ExperimentConfig, run_experiment
 
-            run_experiment(ns.config, collect(ns, TrainConfig, skip=("variant", "out", "stop_after")),
-                           ExperimentConfig(**collect(ns, ExperimentConfig)))
+            result = run_experiment(ns.config, collect(ns, TrainConfig, skip=("variant", "out", "stop_after")),
+                                    ExperimentConfig(**collect(ns, ExperimentConfig)))
+            if result["failed"]:
+                print(f"{PROG}: error: {len(result['failed'])} analysis run(s) failed ({', '.join(result['failed'])}; "
+                      "see [failed] above): the comparison says which did not run; the same command runs them "
+                      "again", file=sys.stderr)
+                return EXIT_FAILED
 
     return run_command("train-gpt2-bias", body, "the same command resumes from the last checkpoint",
                        getattr(ns, "out", None) or "")

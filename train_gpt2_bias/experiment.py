@@ -112,12 +112,14 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
     check_writable(root)
     from mech_interp.data.texts import check_text
 
+    from .checkpoint import check_out
     from .data import check_sources
 
     check_text(experiment.text)  # the analyses' text, before hours of training
     check_sources(base.corpus)
     for variant, config in configs.items():
         config.out = str(root / variant)
+        check_out(Path(config.out))  # each before the first trains
     started = time.time()
 
     # ---- 1. train each variant alike (a finished checkpoint is resumed at its last step: nothing to do) ----
@@ -131,6 +133,7 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
     seq_len = experiment.seq_len or base.n_ctx
     analysis = root / "analysis"
     layerwise, attention, feature = {}, {}, {}
+    failed = []
     for variant, config in configs.items():
         options = RunOptions(model=config.out, device=config.device,
                              min_ratio=float(experiment.min_ratio), seed=config.seed)
@@ -145,6 +148,7 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
                 run_dir, _ = execute(spec, analysis, force=False, report=print)
             except Exception as err:  # reported and recorded: the comparison says which analysis did not run
                 print(f"[failed] {name} on {variant}: {type(err).__name__}: {err}", flush=True)
+                failed.append(f"{name} on {variant}")
                 {"layerwise": layerwise, "attention": attention, "feature_view": feature}[name][variant] = None
                 continue
             print(f"[done] {run_dir}", flush=True)
@@ -178,8 +182,11 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
             rows.append(row)
         del model
     comparison = pd.DataFrame(rows)
+    # train_seconds: recorded with each training run (absent from runs of the previous version), so a rerun that
+    # trains nothing reports the training's time, not its own
     losses = pd.DataFrame([{"variant": v, "steps": s["steps"], "tokens": s["tokens"], "final_train_loss": s["final_train_loss"],
-                            "final_val_loss": s["final_val_loss"], "train_tokens_per_second": s["train_tokens_per_second"]}
+                            "final_val_loss": s["final_val_loss"], "train_tokens_per_second": s["train_tokens_per_second"],
+                            "train_seconds": s.get("train_seconds")}
                            for v, s in trained.items()])
 
     # ---- 4. the comparison, as data first ----
@@ -195,7 +202,7 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
                                                                f"{title}: top-1 / median |a|", "ratio", log_y=True))
         writer.figure("attn_first_token", comparison_lines(comparison, "attn_first_token",
                                                            f"{title}: attention to the first token", "attention"))
-        text = comparison_text(base, experiment, comparison, losses, time.time() - started, layerwise, feature, attention)
+        text = comparison_text(base, experiment, comparison, losses, layerwise, feature, attention)
         writer.text("comparison.md", text)
         run_dir = writer.commit({"summary": {"losses": losses.to_dict("records")}, "seed": base.seed,
                                  "criterion": {"min_abs": 100.0, "min_ratio": experiment.min_ratio}})
@@ -203,25 +210,27 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
         writer.discard()
         raise
     print(text)
-    print(f"-> {run_dir}")
-    return {"comparison": comparison, "losses": losses, "dir": run_dir}
+    print(f"-> {run_dir} (this command: {(time.time() - started) / 60:.1f} min)")
+    return {"comparison": comparison, "losses": losses, "dir": run_dir, "failed": failed}
 
 
-def comparison_text(base, experiment: ExperimentConfig, comparison, losses, seconds: float, layerwise, feature,
-                    attention) -> str:
+def comparison_text(base, experiment: ExperimentConfig, comparison, losses, layerwise, feature, attention) -> str:
     tokens_per_step = base.batch_size * base.n_ctx * base.grad_accum
     lines = [f"# {' vs '.join(experiment.variants)}, preset {base.preset}",
              "",
              f"Same data, seed ({base.seed}) and budget for each: {base.max_steps} steps x {tokens_per_step} tokens "
              f"({base.n_layers}L/{base.n_heads}H/{base.d_model}, context {base.n_ctx}, lr {base.lr} -> {base.min_lr}); "
-             f"corpus {', '.join(base.corpus)}; wall time of this command {seconds / 60:.1f} min.",
+             f"corpus {', '.join(base.corpus)}.",
              "",
-             "| variant | steps | tokens | final train loss | val loss | train tokens/s |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| variant | steps | tokens | final train loss | val loss | train tokens/s | training wall time |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in losses.to_dict("records"):
+        minutes = "-" if _missing(r["train_seconds"]) else f"{r['train_seconds'] / 60:.1f} min"
         lines.append(f"| {r['variant']} | {r['steps']} | {r['tokens']:,} | {r['final_train_loss']:.4f} | "
-                     f"{r['final_val_loss']:.4f} | {r['train_tokens_per_second']:,.0f} |")
-    lines += ["", "val loss: mean next-token cross-entropy (nats) over fixed random batches of the held-out split.", "",
+                     f"{r['final_val_loss']:.4f} | {r['train_tokens_per_second']:,.0f} | {minutes} |")
+    lines += ["", "val loss: mean next-token cross-entropy (nats) over fixed random batches of the held-out split. "
+              "Training wall time: of the training loop (steps, evaluations, checkpoints), recorded with each "
+              "training run (`train_seconds` in its manifest), summed over the processes that trained it.", "",
               f"Per block (0-based; resid_post), layer-wise over {experiment.n_seqs} windows of `{experiment.text}`: "
               "top-1 and lower-median |a| (mean over sequences), top1/median = ratio of those means, `first` = share of "
               "sequences whose top-1 entry is at the first token; attention over "
@@ -247,6 +256,10 @@ def comparison_text(base, experiment: ExperimentConfig, comparison, losses, seco
     return "\n".join(lines)
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _cell(row: dict, key: str, fmt: str) -> str:
     value = row.get(key, math.nan)
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+    return "-" if _missing(value) else format(value, fmt)

@@ -8,6 +8,9 @@ averaged by DDP, ``grad_accum`` is divided among the processes (so the tokens pe
 alone evaluates, logs and writes checkpoints. The step after a resume computes the same loss as an uninterrupted
 run: model, optimizer, step and every process's sampler RNG are saved and restored (the evaluation batches come
 from a generator of their own, seeded afresh for every evaluation).
+
+A step whose training loss is not finite (a learning rate far too high) ends the run with a one-line error naming
+the step and the rate; the diverged model is not written out.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 
 from mech_interp.errors import UsageError
 
-from .checkpoint import export_model, load_state, save_state
+from .checkpoint import STATE, check_out, export_model, load_state, restore, save_state
 from .config import TrainConfig
 from .data import check_block_size, check_sources, data_dir_for, get_batch, load_tokenizer, prepare_data
 from .model import build_model, config_dict, hooked_config
@@ -94,7 +97,11 @@ def _device(config: TrainConfig, local_rank: int | None) -> torch.device:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train ``config.variant`` into ``config.out``; returns the run's summary (losses, tokens, time)."""
-    check_sources(config.corpus)  # before any process group, data or model
+    out = Path(config.out)
+    # ---- before any process group, data or model: the output, the sources, the state to resume ----
+    check_out(out)
+    check_sources(config.corpus)
+    state = load_state(out, config.identity()) if config.resume else None
     # ---- processes: one, or one per GPU under torchrun ----
     ddp = "RANK" in os.environ
     if ddp:
@@ -117,7 +124,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
-    out = Path(config.out)
     tokens_per_step = config.batch_size * config.n_ctx * config.grad_accum
 
     # ---- data: tokenized once (rank 0), memory-mapped by everyone ----
@@ -144,19 +150,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     batch_rng = torch.Generator().manual_seed(config.seed + 1 + rank)
 
     # ---- resume ----
-    state = load_state(out, config.identity()) if config.resume else None
-    start_step, log = 0, []
+    start_step, log, seconds_before = 0, [], 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rngs = state["batch_rng"]
-        if len(rngs) != world:
-            raise UsageError(f"{str(out)!r} was saved by {len(rngs)} process(es), this run has {world}: resume with "
-                             "the same number, or --no-resume")
-        batch_rng.set_state(rngs[rank])
-        start_step, log = state["step"], state["log"]
-    elif master and (out / "ckpt.pt").exists():
-        (out / "ckpt.pt").unlink()  # --no-resume: the old state must not be resumed by a later run
+        restore(out, state, model, optimizer, batch_rng, rank, world)
+        # a state of the previous version did not record the time: its part is unknown
+        start_step, log, seconds_before = state["step"], state["log"], state.get("train_seconds", 0.0)
+    elif master and (out / STATE).exists():
+        (out / STATE).unlink()  # --no-resume: the old state must not be resumed by a later run
     if start_step >= config.max_steps and (out / "manifest.json").is_file() and (out / "hooked_config.json").is_file():
         if master:
             print(f"{out} is trained ({start_step} steps): nothing to do", flush=True)
@@ -185,7 +185,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if master:
             save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                              "batch_rng": rngs, "log": log, "identity": config.identity(),
-                             "model_config": model_config})
+                             "model_config": model_config, "train_seconds": seconds_before + time.time() - started})
 
     # ---- the loop ----
     from tqdm.auto import tqdm
@@ -218,6 +218,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
             dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
         row = {"step": step, "tokens": step * tokens_per_step, "lr": lr, "train_loss": train_loss.item(),
                "grad_norm": grad_norm.item(), "val_loss": math.nan, "seconds": time.time() - t0}
+        if not math.isfinite(row["train_loss"]):  # the same on every process (averaged above)
+            bar.close()
+            raise UsageError(f"training diverged: the loss is {row['train_loss']} at step {step}, learning rate "
+                             f"{lr:.3g} (--lr {config.lr:g}); the model was not saved: lower --lr")
         if master and (step % config.eval_interval == 0 or step == config.max_steps):
             row["val_loss"] = evaluate(model, val_data, config, device, autocast)
         if master:
@@ -237,7 +241,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if master:
         export_model(out, model, model_config, tokenizer)
         summary = write_outputs(out, config, log, data.meta, decay_names, n_params, device, use_bf16, world,
-                                time.time() - started, last)
+                                time.time() - started, seconds_before + time.time() - started, last)
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
@@ -245,7 +249,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: dict, decay_names: dict, n_params: int,
-                  device: torch.device, use_bf16: bool, world: int, seconds: float, last_step: int) -> dict[str, Any]:
+                  device: torch.device, use_bf16: bool, world: int, seconds: float, train_seconds: float,
+                  last_step: int) -> dict[str, Any]:
     import pandas as pd
 
     from mech_interp.runs.manifest import git_commit, package_versions
@@ -257,7 +262,7 @@ def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: di
     table.to_csv(out / "log.csv", index=False)
     (out / "log.json").write_text(json.dumps(log, indent=1))
     fig = loss_curve(table, f"{config.variant} ({config.preset}): loss")
-    write_figure(fig, out / "loss_curve", os.path.relpath(ensure_plotly_js(out), out))
+    figure = write_figure(fig, out / "loss_curve", os.path.relpath(ensure_plotly_js(out), out))
     val = table.dropna(subset=["val_loss"])
     summary = {
         "variant": config.variant, "preset": config.preset, "steps": last_step, "max_steps": config.max_steps,
@@ -269,6 +274,10 @@ def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: di
                                f"of {config.batch_size} x {config.n_ctx} val tokens",
         "trainable_parameters": n_params,
         "seconds_this_process": round(seconds, 1),
+        "train_seconds": round(train_seconds, 1),
+        "train_seconds_definition": "wall time of the training loop (steps, evaluations, checkpoints), summed over "
+                                    "the processes that trained this run (one that was killed: up to its last "
+                                    "checkpoint)",
         "train_tokens_per_second": round(config.batch_size * config.n_ctx * config.grad_accum
                                          / float(table["seconds"].median()), 1) if len(table) else None,
         "tokens_per_second_definition": "tokens per step / median wall time of a training step (no evaluation)",
@@ -279,6 +288,7 @@ def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: di
         "seed": config.seed, "packages": package_versions(), "git_commit": git_commit(),
         "files": ["hooked_config.json", "model.safetensors", "tokenizer/", "ckpt.pt", "log.csv", "log.json",
                   "loss_curve.html"],
+        **({"missing_png": {"loss_curve.png": figure.png_error}} if figure.png_error else {}),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return summary
