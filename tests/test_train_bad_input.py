@@ -1,0 +1,382 @@
+"""Bad input to ``train-gpt2-bias`` and to mech_interp's loader of its checkpoints, as a hostile user would try it:
+each is refused in one line ``<prog>: error: ...`` naming the value, with exit status 2, leaves nothing behind, and
+runs no code that a user's file names. Then what can go wrong once training runs: a loss that diverges, a PNG export
+that fails, an analysis that raises, and the wall time a rerun reports.
+
+Everything runs in-process; the refusals build no model (unit tier), the rest trains the tiny preset for a few
+steps on the built-in text with the byte tokenizer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+
+from mech_interp.viz.writing import PNG_ENV
+from train_gpt2_bias.cli import main
+
+from .cli_runs import assert_refused, files_under, run_cli
+
+pytestmark = pytest.mark.filterwarnings("ignore:no Chromium found")
+
+PROG = "train-gpt2-bias"
+TRAIN = ["train", "--preset", "tiny", "--tokenizer", "byte", "--corpus", "{tmp}/corpus", "--val-fraction", "0.3",
+         "--data-dir", "{tmp}/data", "--no-progress", "--out", "{tmp}/run"]
+ZEN = "Beautiful is better than ugly"
+
+
+def builtin_text() -> str:
+    return (resources.files("mech_interp") / "data" / "sample_text.txt").read_text(encoding="utf-8")
+
+
+def corpus_dir(root: Path) -> Path:
+    """Sixteen documents: with --val-fraction 0.3 the hash split puts some in each split."""
+    text = builtin_text()
+    (root / "corpus").mkdir()
+    for i in range(16):
+        (root / "corpus" / f"doc{i:02d}.txt").write_text(text[i * len(text) // 16:(i + 1) * len(text) // 16])
+    return root / "corpus"
+
+
+class Payload:
+    """Unpickling it writes ``target``: what a crafted pickle would do with a shell instead."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return Path.write_text, (self.target, "the payload ran")
+
+
+def tree(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+def refused(code: int, stderr: str, needle: str, prog: str = PROG) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert code == 2, stderr
+    assert len(errors) == 1 and needle in errors[0], stderr
+    assert "Traceback" not in stderr, stderr
+
+
+# --- train-gpt2-bias: files the cases use, built in tmp_path ----------------------------------------
+
+def _state(t: Path, content) -> None:
+    (t / "run").mkdir()
+    if isinstance(content, bytes):
+        (t / "run" / "ckpt.pt").write_bytes(content)
+    else:
+        torch.save(content, t / "run" / "ckpt.pt")
+
+
+def _truncated_state(t: Path) -> None:
+    _state(t, {"model": {"w": torch.zeros(4096)}, "step": 3})
+    data = (t / "run" / "ckpt.pt").read_bytes()
+    (t / "run" / "ckpt.pt").write_bytes(data[: len(data) // 2])
+
+
+def _results_tree(t: Path) -> None:
+    run = t / "run" / "gpt2-tiny" / "layerwise"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text("{}")
+    (t / "run" / "plotly.min.js").write_text("")
+
+
+def _gz(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data))
+
+
+def _nested_config(t: Path) -> None:
+    (t / "deep.toml").write_text("max_steps = " + "[" * 100_000 + "]" * 100_000 + "\n")
+
+
+# (id, setup(tmp) -> None, args with {tmp} placeholders, expected substring of the one error line)
+CASES = [
+    # resuming: torch.load(weights_only=False) ran the payload before any check
+    ("resume-pickled-code", lambda t: _state(t, Payload(t / "pwned")), TRAIN,
+     "'{tmp}/run/ckpt.pt' is not a training state this trainer wrote (UnpicklingError"),
+    ("resume-garbage", lambda t: _state(t, b"not a checkpoint at all"), TRAIN,
+     "'{tmp}/run/ckpt.pt' is not a training state this trainer wrote"),
+    ("resume-truncated", _truncated_state, TRAIN, "'{tmp}/run/ckpt.pt' is not a training state this trainer wrote"),
+    ("resume-not-a-dict", lambda t: _state(t, [1, 2, 3]), TRAIN, "(it holds a list)"),
+    ("resume-step-not-a-number", lambda t: _state(t, {"model": {}, "optimizer": {}, "step": "3", "batch_rng": [],
+                                                      "log": [], "identity": {}, "model_config": {}}),
+     TRAIN, "its 'step' is str, not int"),
+    # --out
+    ("out-is-a-file", lambda t: (t / "run").write_text("x"), TRAIN, "'{tmp}/run' is a file, not a directory"),
+    ("out-is-a-results-tree", _results_tree, TRAIN,
+     "--out '{tmp}/run' is a directory that is not a training run: it holds 'gpt2-tiny', which"),
+    ("experiment-variant-dir-is-foreign", lambda t: (t / "exp" / "attn_bias" / "notes").mkdir(parents=True),
+     ["experiment", "--preset", "tiny", "--tokenizer", "byte", "--corpus", "{tmp}/corpus", "--val-fraction", "0.3",
+      "--root", "{tmp}/exp", "--text", "{tmp}/corpus/doc00.txt"],
+     "--out '{tmp}/exp/attn_bias' is a directory that is not a training run"),
+    # corpora: read strictly (they were decoded with errors='replace', or reported as an empty split)
+    ("corpus-latin-1", lambda t: (t / "latin.txt").write_bytes("caf\xe9 ol\xe9. ".encode("latin-1") * 100),
+     [*TRAIN, "--corpus", "{tmp}/latin.txt"], "corpus file '{tmp}/latin.txt' is not UTF-8 (byte 0xe9 at offset 3)"),
+    ("corpus-binary", lambda t: (t / "blob.bin.txt").write_bytes(bytes(range(256)) * 64),
+     [*TRAIN, "--corpus", "{tmp}/blob.bin.txt"], "is not UTF-8 (byte 0x80 at offset 128)"),
+    ("corpus-gz-in-a-directory", lambda t: _gz(t / "docs" / "a.text.gz", b"ok\n" + "\xe9".encode("latin-1")),
+     [*TRAIN, "--corpus", "{tmp}/docs"],
+     "'{tmp}/docs/a.text.gz' is not UTF-8 (byte 0xe9 at offset 3 of its decompressed data)"),
+    ("corpus-gz-truncated", lambda t: (t / "cut.gz").write_bytes(gzip.compress(b"text " * 1000)[:40]),
+     [*TRAIN, "--corpus", "{tmp}/cut.gz"], "corpus file '{tmp}/cut.gz' cannot be read (EOFError"),
+    # the learning-rate schedule
+    ("min-lr-above-lr", None, [*TRAIN, "--lr", "0.01", "--min-lr", "0.1"],
+     "--min-lr 0.1 is above --lr 0.01: the decay would raise the learning rate"),
+    ("warmup-beyond-max-steps", None, [*TRAIN, "--warmup-steps", "50", "--max-steps", "10"],
+     "--warmup-steps 50 is more than --max-steps 10"),
+    ("warmup-beyond-decay", None, [*TRAIN, "--warmup-steps", "20", "--lr-decay-steps", "10"],
+     "--warmup-steps 20 is more than --lr-decay-steps 10"),
+    ("lr-infinite", None, [*TRAIN, "--lr", "inf"], "--lr inf is not allowed: expected a finite number >= 0"),
+    # config files
+    ("config-nested-100000-deep", _nested_config, [*TRAIN, "--config", "{tmp}/deep.toml"],
+     "nests lists or tables deeper than 32 levels"),
+    # values
+    ("variant-unknown", None, [*TRAIN, "--variant", "nope"], "unknown variant 'nope'"),
+    ("preset-unknown", None, [*TRAIN, "--preset", "huge"], "unknown preset 'huge'"),
+    ("max-steps-zero", None, [*TRAIN, "--max-steps", "0"], "--max-steps 0"),
+    ("d-model-not-a-multiple", None, [*TRAIN, "--d-model", "30", "--n-heads", "4"], "not a multiple"),
+    ("corpus-missing", None, [*TRAIN, "--corpus", "{tmp}/missing"], "corpus source '{tmp}/missing' not found"),
+    ("experiment-variants-unknown", None, ["experiment", "--variants", "default,nope"], "--variants"),
+]
+
+
+@pytest.mark.unit  # no case builds a model: every refusal comes first
+@pytest.mark.parametrize("case_id, setup, args, needle", CASES, ids=[c[0] for c in CASES])
+def test_train_gpt2_bias_refuses_bad_input_in_one_line(tmp_path, capsys, monkeypatch, case_id, setup, args, needle):
+    corpus_dir(tmp_path)
+    if setup is not None:
+        setup(tmp_path)
+    monkeypatch.chdir(tmp_path)  # nothing may be written into the working directory either
+    before = tree(tmp_path)
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    captured = capsys.readouterr()
+    refused(code, captured.err, needle.replace("{tmp}", str(tmp_path)))
+    assert tree(tmp_path) == before, f"a refused run created files: {sorted(tree(tmp_path) - before)}"
+    assert "[done]" not in captured.out
+
+
+# --- checkpoints that name code: mech_interp must never import or call it -----------------------------
+
+SIZES = {"n_layers": 1, "d_model": 8, "n_ctx": 8, "d_vocab": 8}
+CONFIG = {**SIZES, "n_heads": 2, "d_head": 4, "d_mlp": 32, "act_fn": "gelu", "normalization_type": "LN",
+          "positional_embedding_type": "standard", "attention_dir": "causal", "default_prepend_bos": False,
+          "original_architecture": "GPT2-default", "model_name": "gpt2-default", "eps": 1e-5, "variant": "default",
+          "bias": False, "n_prefix_tokens": 0, "n_key_slots": 0, "format": "train_gpt2_bias", "format_version": 1}
+EVIL_MODULE = ("from pathlib import Path\n"
+               "Path(__file__).with_name('pwned').write_text('the payload ran')\n"
+               "build = print\n")
+
+
+def _checkpoint(t: Path, config: dict, weights: str = "model.safetensors", payload: bool = False) -> None:
+    ck = t / "ck"
+    ck.mkdir()
+    (ck / "hooked_config.json").write_text(json.dumps(config))
+    if payload:
+        torch.save(Payload(t / "pwned"), ck / weights)
+    else:
+        (ck / weights).write_bytes(b"")
+
+
+def _shell_checkpoint(t: Path) -> None:
+    # subprocess.run(config) iterates the dict: its keys, in order, are the command line
+    _checkpoint(t, {"sh": 0, "-c": 0, f"echo the payload ran > {t}/pwned": 0, "builder": "subprocess:run", **SIZES})
+
+
+def _module_in_cwd(t: Path) -> None:
+    (t / "evil.py").write_text(EVIL_MODULE)
+    _checkpoint(t, {"builder": "evil:build", **SIZES})
+
+
+CHECKPOINT_CASES = [
+    ("builder-subprocess-run", _shell_checkpoint, "names builder 'subprocess:run', which is not loaded"),
+    ("builder-module-in-cwd", _module_in_cwd, "names builder 'evil:build', which is not loaded"),
+    ("builder-this", lambda t: _checkpoint(t, {"builder": "this:s", **SIZES}), "names builder 'this:s'"),
+    ("builder-beside-format", lambda t: _checkpoint(t, {**CONFIG, "builder": "train_gpt2_bias.model:build_model"}),
+     "names builder 'train_gpt2_bias.model:build_model', which is not loaded"),
+    ("format-unknown", lambda t: _checkpoint(t, {**CONFIG, "format": "pickle"}),
+     "has format 'pickle': expected \"format\": 'train_gpt2_bias' with format_version 1"),
+    ("format-version-unknown", lambda t: _checkpoint(t, {**CONFIG, "format_version": 2}), "has format_version 2"),
+    ("variant-unknown", lambda t: _checkpoint(t, {**CONFIG, "variant": "evil"}),
+     "has variant 'evil': expected one of default, sink, attn_bias, gated"),
+    ("remote-tokenizer-keys", lambda t: _checkpoint(t, {**CONFIG, "tokenizer_name": "x", "trust_remote_code": True}),
+     "has unknown key(s) 'tokenizer_name', 'trust_remote_code'"),
+    ("size-not-an-integer", lambda t: _checkpoint(t, {**CONFIG, "d_model": "8"}),
+     "has d_model '8': expected a positive integer"),
+    ("key-missing", lambda t: _checkpoint(t, {k: v for k, v in CONFIG.items() if k != "eps"}), "lacks 'eps'"),
+    # model.pt must be a plain state dict: pickled code ended in a traceback quoting PyTorch's unpickler
+    ("weights-pickled-code", lambda t: _checkpoint(t, CONFIG, "model.pt", payload=True),
+     "model.pt cannot be read as a state dict of tensors (UnpicklingError"),
+    ("weights-not-safetensors", lambda t: _checkpoint(t, CONFIG), "model.safetensors cannot be read as a state dict"),
+]
+BATCH = "[defaults]\ndevice = 'cpu'\n[[runs]]\nmodels = ['{ck}']\nexperiments = ['feature_view']\n"
+
+
+@pytest.mark.unit  # every checkpoint is refused before a model is built
+@pytest.mark.parametrize("how", ["feature-view", "batch"])
+@pytest.mark.parametrize("case_id, setup, needle", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
+def test_checkpoints_never_run_code_they_name(tmp_path, capsys, monkeypatch, case_id, setup, needle, how):
+    setup(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m mech_interp.cli` run in this directory would have it
+    out = tmp_path / "results"
+    if how == "batch":
+        (tmp_path / "b.toml").write_text(BATCH.format(ck=tmp_path / "ck"))
+        args = ["batch", tmp_path / "b.toml", "--out", out]
+    else:
+        args = ["feature-view", "--model", tmp_path / "ck", "--device", "cpu", "--out", out]
+    before = tree(tmp_path)
+    fresh = {"this", "evil"} - set(sys.modules)
+    code, stdout, stderr = run_cli(args, capsys)
+    assert not (tmp_path / "pwned").exists(), "the checkpoint's code ran"
+    assert ZEN not in stdout and not fresh & set(sys.modules), "the checkpoint's module was imported"
+    assert_refused(code, stderr, needle, out)
+    assert tree(tmp_path) == before, sorted(tree(tmp_path) - before)
+
+
+# --- runs that fail after they started ---------------------------------------------------------------
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    return corpus_dir(tmp_path)
+
+
+def train_args(tmp_path: Path, corpus: Path, *extra) -> list[str]:
+    return ["train", "--preset", "tiny", "--tokenizer", "byte", "--corpus", str(corpus), "--val-fraction", "0.3",
+            "--data-dir", str(tmp_path / "data"), "--no-progress", "--out", str(tmp_path / "run"), "--max-steps", "4",
+            "--warmup-steps", "1", "--eval-interval", "2", "--ckpt-interval", "2", *extra]
+
+
+@pytest.mark.integration
+def test_a_diverging_loss_stops_the_run_and_saves_no_model(tmp_path, capsys, corpus):
+    code = main(train_args(tmp_path, corpus, "--lr", "1e30"))
+    captured = capsys.readouterr()
+    refused(code, captured.err, "training diverged: the loss is nan at step 2, learning rate 9.97e+29 (--lr 1e+30)")
+    assert "[done]" not in captured.out
+    assert not any((tmp_path / "run" / name).exists() for name in ("hooked_config.json", "model.safetensors",
+                                                                    "manifest.json", "ckpt.pt"))
+
+
+@pytest.mark.integration
+def test_a_small_single_file_corpus_trains(tmp_path, capsys):
+    """One short document: every piece hashes to one side, so the stream's tail is held out (it was refused as
+    an empty val split)."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(builtin_text()[:3000])
+    code = main(train_args(tmp_path, corpus, "--n-ctx", "16", "--val-fraction", "0.02"))
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "run" / "manifest.json").read_text())["data"]
+    total = meta["train_tokens"] + meta["val_tokens"]
+    assert meta["split"] == "tokens" and total > 3000 and meta["val_tokens"] == round(0.02 * total)
+
+
+@pytest.mark.integration
+def test_a_failed_png_export_keeps_the_training_run(tmp_path, capsys, monkeypatch, corpus):
+    import plotly.graph_objects as go
+
+    def broken(*args, **kwargs):
+        raise ReferenceError("kaleido_scopes is not defined")
+
+    monkeypatch.setattr(go.Figure, "write_image", broken)
+    monkeypatch.setenv(PNG_ENV, "1")  # PNG on, and png_export_available() says a browser is there
+    monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
+    with pytest.warns(UserWarning, match="loss_curve.png was not written"):
+        code = main(train_args(tmp_path, corpus))
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["missing_png"] == {"loss_curve.png": "ReferenceError: kaleido_scopes is not defined"}
+    assert (tmp_path / "run" / "loss_curve.html").is_file() and not (tmp_path / "run" / "loss_curve.png").exists()
+
+
+# --- the experiment: analyses that fail, and the time a rerun reports ---------------------------------
+
+SHARED = ["--preset", "tiny", "--tokenizer", "byte", "--no-progress", "--max-steps", "4", "--warmup-steps", "1",
+          "--eval-interval", "2", "--ckpt-interval", "2", "--val-fraction", "0.3"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """Both variants of the experiment trained once (4 steps); each test copies them into its own root."""
+    root = tmp_path_factory.mktemp("trained")
+    common = [*SHARED, "--corpus", str(corpus_dir(root)), "--data-dir", str(root / "data")]
+    for variant in ("default", "attn_bias"):
+        assert main(["train", *common, "--variant", variant, "--out", str(root / "exp" / variant)]) == 0
+    return {"root": root, "args": ["experiment", *common, "--text", str(root / "corpus" / "doc00.txt"), "--n-seqs", "2",
+                                   "--attention-windows", "2", "--attention-prompt",
+                                   "Summer is warm. Winter is cold."]}
+
+
+def experiment_root(trained: dict, tmp_path: Path) -> Path:
+    root = tmp_path / "exp"
+    shutil.copytree(trained["root"] / "exp", root)
+    return root
+
+
+@pytest.mark.integration
+def test_a_failed_analysis_makes_the_experiment_fail(trained, tmp_path, capsys, monkeypatch):
+    from mech_interp.runs import runner
+
+    execute = runner.execute
+
+    def attention_raises(spec, *args, **kwargs):
+        if spec.experiment == "attention":
+            raise RuntimeError("the attention analysis broke")
+        return execute(spec, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "execute", attention_raises)
+    root = experiment_root(trained, tmp_path)
+    code = main([*trained["args"], "--root", str(root)])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith(f"{PROG}: error:")]
+    assert errors == [f"{PROG}: error: 2 analysis run(s) failed (attention on default, attention on attn_bias; see "
+                      "[failed] above): the comparison says which did not run; the same command runs them again"]
+    assert "[failed] attention on default: RuntimeError" in captured.out
+    text = (root / "comparison" / "comparison.md").read_text()
+    assert "did not run: attention on default, attention on attn_bias" in text
+    assert len(list((root / "analysis").rglob("layerwise.parquet"))) == 2  # the analyses that ran are kept
+
+
+@pytest.mark.integration
+def test_a_failed_png_export_keeps_every_analysis(trained, tmp_path, capsys, monkeypatch):
+    import plotly.graph_objects as go
+
+    def broken(*args, **kwargs):
+        raise ReferenceError("kaleido_scopes is not defined")
+
+    monkeypatch.setattr(go.Figure, "write_image", broken)
+    monkeypatch.setenv(PNG_ENV, "1")
+    monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
+    root = experiment_root(trained, tmp_path)
+    with pytest.warns(UserWarning, match="was not written"):
+        code = main([*trained["args"], "--root", str(root)])
+    captured = capsys.readouterr()
+    assert code == 0 and "[failed]" not in captured.out, captured.out + captured.err
+    manifests = [json.loads(p.read_text()) for p in (root / "analysis").rglob("manifest.json")]
+    assert len(manifests) == 6 and all(m.get("missing_png") for m in manifests)
+    assert len(list((root / "analysis").rglob("*.parquet"))) >= 6 and list((root / "analysis").rglob("*.html"))
+    comparison = json.loads((root / "comparison" / "manifest.json").read_text())
+    assert set(comparison["missing_png"]) >= {"top1.png", "attn_first_token.png"}
+
+
+@pytest.mark.integration
+def test_a_rerun_reports_the_training_wall_time_not_its_own(trained, tmp_path, capsys):
+    root = experiment_root(trained, tmp_path)
+    for variant, seconds in (("default", 750.0), ("attn_bias", 1234.5)):  # as if each had trained for minutes
+        manifest = json.loads((root / variant / "manifest.json").read_text())
+        assert manifest["summary"]["train_seconds"] > 0
+        manifest["summary"]["train_seconds"] = seconds
+        (root / variant / "manifest.json").write_text(json.dumps(manifest))
+    assert main([*trained["args"], "--root", str(root)]) == 0, capsys.readouterr().err
+    assert "nothing to do" in capsys.readouterr().out
+    text = (root / "comparison" / "comparison.md").read_text()
+    assert "| default | 4 |" in text and "| 12.5 min |" in text and "| 20.6 min |" in text
+    assert "wall time of this command" not in text
