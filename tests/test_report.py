@@ -21,6 +21,7 @@ import pytest
 from mech_interp.report.discovery import find_runs
 from mech_interp.report.model_page import model_page_path, run_anchor
 from mech_interp.report.tables import MAX_ROWS
+from mech_interp.report.tree import ResultsTree
 from mech_interp.runs.options import RunOptions
 from mech_interp.runs.runner import execute, model_for
 from mech_interp.runs.spec import RunSpec
@@ -147,7 +148,7 @@ def test_index_lists_every_model_and_run_with_its_provenance(site: Path, results
     assert set(models) == {"planted-gpt2-tiny", "random-llama-tiny", "train/tiny"}
     assert models["planted-gpt2-tiny"]["runs"] == "5" and models["random-llama-tiny"]["runs"] == "3"
     runs = {(row["model"], row["run"]): row for row in _table(page, "runs")}
-    expected = {(r.model, r.name): r for r in find_runs(results_tree, skip=site)}
+    expected = {(r.model, r.name): r for r in find_runs(ResultsTree(results_tree), skip=site)}
     assert set(runs) == set(expected) and len(runs) == 9
     for key, run in expected.items():
         row = runs[key]
@@ -164,9 +165,11 @@ def test_index_lists_every_model_and_run_with_its_provenance(site: Path, results
 
 
 def test_model_pages_hold_every_table_and_figure(site: Path, results_tree: Path):
-    runs = find_runs(results_tree, skip=site)
+    runs = find_runs(ResultsTree(results_tree), skip=site)
     for model in {r.model for r in runs}:
         page = _Page(model_page_path(site, model))
+        text = model_page_path(site, model).read_text()
+        assert "manifest fields left out" not in text and "not read, links" not in text  # every writer's types fit
         for run in (r for r in runs if r.model == model):
             anchor = run_anchor(run)
             assert anchor in page.ids

@@ -11,4 +11,9 @@ self-contained and works from ``file://`` with no network:
                           figures' plotly.js reference rewritten to the site's own copy)
     plotly.min.js         the one plotly.js every figure loads
     report.css, sort.js   the pages' style and the table sorting (vanilla JS)
+
+A results tree may be someone else's: nothing outside it is read (``tree``: a link leaving it is
+skipped and named in a warning), every string of it is escaped on the pages, and its manifests and
+tables may hold anything (``manifest_fields``; the comparison reads only tables of numbers). The
+report replaces or deletes only directories it made (``ownership``).
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .tables import MAX_ROWS
@@ -14,7 +15,9 @@ train-gpt2-bias runs alike; .partial runs are skipped): index.html lists the mod
 (configuration, package versions, git commit, when), models/<model>.html shows every table (sortable,
 the first {MAX_ROWS} rows; the CSV holds all) and figure of a model's runs, compare.html compares where
 massive activations appear. It works offline from file://: the site holds its own plotly.min.js and
-copies of the runs' manifests, summaries, CSV tables and figures. An earlier site at --out is replaced."""
+copies of the runs' manifests, summaries, CSV tables and figures. An earlier site at --out is replaced; a
+directory of the user's at --out, or beside it at --out.partial or --out.old, is refused, never replaced.
+Nothing outside RESULTS_DIR is read: a link leaving it is skipped, with a warning naming it."""
 
 
 def add_report_parser(sub) -> argparse.ArgumentParser:
@@ -30,6 +33,9 @@ def report_main(ns: argparse.Namespace) -> None:
     from .site import build_site
 
     site = build_site(ns.results, ns.out)
+    for path, why in site.skipped.items():
+        print(f"mech-interp: warning: not read: {str(path)!r} {why}", file=sys.stderr)
+
     def count(n: int, what: str) -> str:
         return f"{n} {what}{'s' if n != 1 else ''}"
 

@@ -7,6 +7,7 @@ recently finished; the page links the runs it used."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,15 @@ SOURCES = {
     "intervention": ("perplexity", {"dataset", "original"}),
     "attention": ("sink_share", {"n_heads", "n_sink_heads", "sink_eps"}),
 }
+# The columns read as numbers, by table: a table holding anything else there (text in a hand-edited CSV)
+# is not compared (its model page still shows it). Those read as whole numbers must be finite too; a
+# layer may be missing (a hook point outside the blocks), a count too (skipped when summed).
+NUMERIC = {"layerwise": {"layer", "top1", "median", "ratio_of_means_top1_median", "seq_fraction_with_massive"},
+           "massive_entries": {"layer", "position", "dim", "count"},
+           "perplexity": set(PERPLEXITY_CONDITIONS),
+           "sink_share": {"n_heads", "n_sink_heads", "sink_eps"}}
+WHOLE = {"layer", "position", "dim", "count", "n_heads", "n_sink_heads"}
+MAY_BE_MISSING = {"layer", "count"}
 
 DEFINITIONS = {
     "first massive block": "the first 0-based block L (blocks.L.hook_resid_post, the paper's layer L+1) whose hidden "
@@ -62,10 +72,22 @@ class ModelComparison:
 
 
 def _load(run: Run, table: str):
+    """The table, or None where it cannot be read or holds other than numbers where ``NUMERIC`` says."""
     import pandas as pd
 
     path = run.tables[table]
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError):
+        return None  # unreadable: its model page says so
+    for column in NUMERIC[table] & set(frame.columns):
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            return None
+        if column in WHOLE and not (values.astype(float).map(math.isfinite)
+                                    | (values.isna() & (column in MAY_BE_MISSING))).all():
+            return None
+    return frame
 
 
 def _pick(runs: list[Run], experiment: str):
@@ -75,11 +97,8 @@ def _pick(runs: list[Run], experiment: str):
     for run in runs:
         if run.experiment != experiment or table not in run.tables:
             continue
-        try:
-            frame = _load(run, table)
-        except (OSError, ValueError):
-            continue  # unreadable: its model page says so
-        if columns <= set(frame.columns):
+        frame = _load(run, table)
+        if frame is not None and columns <= set(frame.columns):
             found.append((run, frame))
     if not found:
         return None
@@ -101,17 +120,31 @@ def _listing(pairs: list[tuple[Any, int]], quote: bool = False) -> str:
     return ", ".join(shown) + more
 
 
+def _number(section: dict[str, Any], key: str, whole: bool = False) -> int | float | None:
+    """A number a manifest section gives, or None where it gives none or something else (edited by hand)."""
+    value = section.get(key)
+    fits = isinstance(value, int) if whole else isinstance(value, (int, float))
+    return value if fits and not isinstance(value, bool) else None
+
+
+def _or_unknown(value: int | float | None) -> str:
+    return "?" if value is None else str(value)
+
+
 def _layerwise(result: ModelComparison, run: Run, frame) -> None:
     options = run.section("options")
     config = run.section("config")
-    result.values["criterion"] = f"min_abs {options.get('min_abs', '?')}, min_ratio {options.get('min_ratio', '?')}"
-    if "text" in config:
-        shape = f"{config.get('n_seqs', '?')} x {config.get('seq_len', '?')}"
+    result.values["criterion"] = (f"min_abs {_or_unknown(_number(options, 'min_abs'))}, "
+                                  f"min_ratio {_or_unknown(_number(options, 'min_ratio'))}")
+    if isinstance(config.get("text"), str):
+        shape = (f"{_or_unknown(_number(config, 'n_seqs', whole=True))} x "
+                 f"{_or_unknown(_number(config, 'seq_len', whole=True))}")
         result.values["layerwise data"] = f"{config['text']}, {shape}"
     if "site" in frame.columns:  # a run with extra hook points: the residual stream, as every column says
         frame = frame[frame["site"].astype(str).str.endswith("hook_resid_post")]
     frame = frame.dropna(subset=["layer"]).sort_values("layer", kind="stable")
-    best = frame.loc[frame["ratio_of_means_top1_median"].idxmax()] if len(frame) else None
+    ratios = frame["ratio_of_means_top1_median"].dropna()
+    best = frame.loc[ratios.idxmax()] if len(ratios) else None
     if best is not None:
         result.values["largest top-1/median"] = (float(best["ratio_of_means_top1_median"]), int(best["layer"]))
     massive = frame[frame["seq_fraction_with_massive"] >= 0.5]
@@ -124,11 +157,8 @@ def _layerwise(result: ModelComparison, run: Run, frame) -> None:
                           "top-1/median": float(row["ratio_of_means_top1_median"])})
     if "massive_entries" not in run.tables:
         return
-    try:
-        entries = _load(run, "massive_entries")
-    except (OSError, ValueError):  # unreadable: the page shows what the summary gave
-        return
-    if "layer" not in entries.columns:
+    entries = _load(run, "massive_entries")
+    if entries is None or "layer" not in entries.columns:  # unreadable: the page shows what the summary gave
         return
     if "site" in entries.columns:
         entries = entries[entries["site"].astype(str).str.endswith("hook_resid_post")]
@@ -142,7 +172,7 @@ def _layerwise(result: ModelComparison, run: Run, frame) -> None:
 
 
 def _feature_view(result: ModelComparison, run: Run, frame) -> None:
-    layer = run.section("summary").get("layer")
+    layer = _number(run.section("summary"), "layer", whole=True)
     where = [f"{int(r['position'])}{' ' + repr(str(r['token'])) if 'token' in frame.columns else ''} d{int(r['dim'])}"
              for _, r in frame.iterrows()]
     shown = ", ".join(where[:TOP_SHOWN]) + (f" (+{len(where) - TOP_SHOWN} more)" if len(where) > TOP_SHOWN else "")
@@ -150,7 +180,7 @@ def _feature_view(result: ModelComparison, run: Run, frame) -> None:
 
 
 def _intervention(result: ModelComparison, run: Run, frame) -> None:
-    layer = run.section("summary").get("layer")
+    layer = _number(run.section("summary"), "layer", whole=True)
     if layer is not None:
         result.values["intervention block"] = layer
     for _, row in frame.iterrows():

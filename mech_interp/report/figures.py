@@ -12,16 +12,17 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..viz.writing import PLOTLY_JS, ensure_plotly_js
+from .tree import ResultsTree
 
 # the src of the <script> that loads plotly.js, whatever path or address a writer gave it
 _PLOTLY_SRC = re.compile(r'(<script\b[^>]*\bsrc=")[^"]*plotly[^"/]*\.js(")', re.IGNORECASE)
 
 
-def copy_plotly_js(results: Path, site: Path) -> Path:
+def copy_plotly_js(tree: ResultsTree, site: Path) -> Path:
     """The results tree's own copy (the one its figures were written against), else the installed
     plotly package's."""
-    source = results / PLOTLY_JS
-    if not source.is_file():
+    source = tree.root / PLOTLY_JS
+    if not source.is_file() or not tree.holds(source):
         return ensure_plotly_js(site)
     shutil.copyfile(source, site / PLOTLY_JS)
     return site / PLOTLY_JS

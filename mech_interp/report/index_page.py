@@ -16,10 +16,8 @@ from .tables import Cell, sortable_table
 MAIN_PACKAGES = ("torch", "transformer-lens", "transformers")
 
 
-def _pairs(values: Any, skip: tuple[str, ...] = ()) -> str:
+def _pairs(values: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     """``key=value`` for each entry of a manifest section; long values cut, in full on hover."""
-    if not isinstance(values, dict):
-        return "" if values is None else html.escape(str(values))
     out = []
     for key, value in values.items():
         if key in skip or value == "not installed":
@@ -32,8 +30,8 @@ def _pairs(values: Any, skip: tuple[str, ...] = ()) -> str:
 
 def _versions(run: Run) -> str:
     """The packages that compute the numbers, the others on hover."""
-    packages = run.manifest.get("packages")
-    if not isinstance(packages, dict):
+    packages = run.section("packages")
+    if not packages:
         return "-"
     pairs = [f"{k} {v}" for k, v in packages.items() if v != "not installed"]
     main = [p for p in pairs if p.split(" ")[0] in MAIN_PACKAGES] or pairs[:3]
@@ -62,12 +60,12 @@ def write_index(site: Path, results: Path, models: dict[str, list[Run]]) -> Path
                 Cell(html.escape(model), model),
                 Cell(f'<a href="{href}">{html.escape(run.name)}</a>', run.name),
                 Cell(html.escape(run.experiment), run.experiment),
-                Cell(_pairs(run.manifest.get("options"), skip=("model",)) or "-", ""),
-                Cell(_pairs(run.manifest.get("config")) or "-", ""),
+                Cell(_pairs(run.section("options"), skip=("model",)) or "-", ""),
+                Cell(_pairs(run.section("config")) or "-", ""),
                 Cell(_versions(run), ""),
                 Cell(f'<code title="{html.escape(run.commit)}">{html.escape(_short(run.commit))}</code>', run.commit),
                 Cell(html.escape(run.when), run.when),
-                Cell(html.escape(str(run.manifest.get("seconds", "-"))), str(run.manifest.get("seconds", ""))),
+                Cell("-", "") if run.seconds is None else Cell(html.escape(str(run.seconds)), str(run.seconds)),
             ])
     n_runs = sum(len(r) for r in models.values())
     body = (f'<p class="note">Results tree <code>{html.escape(str(results))}</code>: {n_runs} runs of {len(models)} '

@@ -34,7 +34,7 @@ def run_anchor(run: Run) -> str:
 
 def facts(run: Run) -> str:
     """The manifest's provenance in one line."""
-    seconds = run.manifest.get("seconds")
+    seconds = run.seconds
     parts = [f"experiment <b>{html.escape(run.experiment)}</b>", f"finished {html.escape(run.when)}",
              f"commit <code>{html.escape(run.commit)}</code>"]
     if seconds is not None:
@@ -64,8 +64,15 @@ def run_section(run: Run, site: Path, page: Path) -> str:
     parts = [f'<section class="run" id="{anchor}">',
              f"<h2>{html.escape(run.name)}</h2>",
              f'<p class="note">{facts(run)} · directory <code>{html.escape(run.rel)}</code></p>']
-    if not run.manifest_ok:
-        parts.append('<p class="note">its manifest.json could not be read as a JSON object</p>')
+    if run.unreadable:
+        parts.append(f'<p class="note">its manifest.json could not be read as a JSON object: '
+                     f"{html.escape(run.unreadable)}</p>")
+    if run.problems:
+        parts.append(f'<p class="note">manifest fields left out, of the wrong type: '
+                     f"{html.escape('; '.join(run.problems))}</p>")
+    if run.skipped:
+        parts.append(f'<p class="note">not read, links leaving the results tree: '
+                     f'{html.escape(", ".join(run.skipped))}</p>')
     parts.append(f'<details><summary>manifest (<a href="{link(folder / MANIFEST, page)}">manifest.json</a>)</summary>'
                  f"<pre>{html.escape(json.dumps(run.manifest, indent=2, default=str))}</pre></details>")
     for name in run.texts:
