@@ -317,7 +317,7 @@ def test_experiments_run_on_the_planted_model(planted, tmp_path):
     (["head-sweep", "--layer", "7"], "layer 7 out of range"),
     (["head-scores", "--rank-by", "size"], "unknown --rank-by 'size': expected one of massive, first"),
     (["head-cumulative", "--max-heads", "0"], "--max-heads 0 is not allowed"),
-    (["head-ablation", "--head-sets", "no/such.csv"], "--head-sets 'no/such.csv' is not a file"),
+    (["head-ablation", "--head-sets", "no/such.csv"], "--head-sets 'no/such.csv' does not exist"),
 ])
 def test_bad_input_is_refused_before_the_model_loads(args, needle, tmp_path, capsys, monkeypatch):
     import mech_interp.runs.runner as runner
@@ -329,7 +329,7 @@ def test_bad_input_is_refused_before_the_model_loads(args, needle, tmp_path, cap
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["head-3d", "--heads", "1.7"], "head 7 out of range: each block has heads 0..3"),
+    (["head-3d", "--heads", "1.7"], "head 1.7 is out of range for random-gpt2-tiny: expected LAYER 0..3 and HEAD 0..3"),
     (["head-scores", "--k", "99", "--rank-by", "first"], "k 99 is larger than the number of heads with a first score (16)"),
 ])
 def test_bad_heads_are_refused_once_the_model_says_how_many(args, needle, tmp_path, capsys):

@@ -15,9 +15,10 @@ from ...runs.experiments import ExperimentResult
 from ...runs.options import RunOptions
 from ...viz.heads import change_by_layer
 from .configs import HeadAblationConfig
+from .head_sets_file import read_head_sets
 from .inputs import head_means, massive_layers, sequences
 from .probe import Probe, probe, residual_tokens
-from .scores import head_scores, heads_of, read_head_sets
+from .scores import head_scores, heads_of
 
 CHANGE_DEFINITION = ("change = ablated / clean - 1 per sequence, at the same entry (the clean run's massive entries, "
                      "detected per sequence at each block's resid_post) or of the top-1 |a| of the sequence; "
@@ -56,11 +57,11 @@ def compare(clean: Probe, ablated: Probe, labels: dict[tuple[int, int], str], n_
 
 
 def head_ablation(model: HookedTransformer, options: RunOptions, config: HeadAblationConfig) -> ExperimentResult:
-    seqs, reference, origin = sequences(model, options, config, held_out=config.how == "mean")
     criterion, n_layers = options.criterion, model.cfg.n_layers
     if config.head_sets is not None:
-        sets = read_head_sets(config.head_sets, n_layers, model.cfg.n_heads)
-    else:
+        sets = read_head_sets(config.head_sets, n_layers, model.cfg.n_heads, model.cfg.model_name)
+    seqs, reference, origin = sequences(model, options, config, held_out=config.how == "mean")
+    if config.head_sets is None:
         sets = head_scores(model, seqs, criterion).head_sets(config.k, config.n_random, options.seed, config.rank_by)
     means = head_means(model, config.how, reference, sorted(set(sets["layer"].tolist())))
     layers = list(range(n_layers))

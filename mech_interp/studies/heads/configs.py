@@ -53,13 +53,9 @@ def _check_eps(config) -> None:
 
 def _check_heads(config) -> None:
     if config.heads is not None:
-        from ...interventions.heads import parse_heads
+        from .named_heads import parse_head_list
 
-        if isinstance(config.heads, str):
-            config.heads = [h for h in config.heads.split(",") if h.strip()]
-        if not isinstance(config.heads, list):
-            raise UsageError(f"--heads {config.heads!r} is not allowed: expected LAYER.HEAD pairs, comma-separated")
-        config.heads = [f"{layer}.{head}" for layer, head in parse_heads(config.heads)]
+        config.heads = [f"{layer}.{head}" for layer, head in parse_head_list(config.heads)]
 
 
 @dataclass
@@ -104,11 +100,10 @@ class HeadAblationConfig(_Sequences):
         _check_choice(self, "rank_by", RANK_BY)
         _check_choice(self, "how", HOW)
         if self.head_sets is not None:
-            from pathlib import Path
+            from .head_sets_file import read_head_set_rows
 
             require_type(self, "head_sets", str, "the path of a head_sets.csv written by head-scores")
-            if not Path(self.head_sets).is_file():
-                raise UsageError(f"--head-sets {self.head_sets!r} is not a file: expected the head_sets.csv of a head-scores run")
+            read_head_set_rows(self.head_sets)  # every cell, before any model loads
 
 
 @dataclass

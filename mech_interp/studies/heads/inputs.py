@@ -12,6 +12,7 @@ from ...data.tokens import encode, windows
 from ...errors import NoMassiveActivations, UsageError
 from ...interventions.heads import HeadMeans
 from ...runs.options import RunOptions
+from .named_heads import require_in_model
 from .probe import Probe
 
 N_REFERENCE = 4  # held-out windows whose mean hook_z a mean ablation writes
@@ -59,6 +60,6 @@ def first_massive(clean: Probe, n_seq: int, model_name: str, criterion) -> int:
 
 
 def check_heads(model: HookedTransformer, heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    from ...interventions.heads import check_head
-
-    return [check_head(model.cfg.n_layers, model.cfg.n_heads, layer, head) for layer, head in heads]
+    for layer, head in heads:
+        require_in_model(layer, head, model.cfg.n_layers, model.cfg.n_heads, model.cfg.model_name)
+    return heads

@@ -51,7 +51,6 @@ DEFINITIONS = {
     "slot_attention": "mean over queries of the attention summed over the block's extra key slots (0 without slots)",
     "sink_share": SINK_DEFINITION + " (Gu et al. 2024)",
 }
-SET_NAMES = ("top", "bottom", "random")
 
 
 @dataclass
@@ -111,23 +110,6 @@ class HeadScores:
         sets += [("random", draw, sorted(rng.sample(ranked, k), key=lambda t: -t[2])) for draw in range(n_random)]
         return pd.DataFrame([{"set": name, "draw": draw, "rank": i, "layer": li, "head": h, "score": s, "rank_by": rank_by}
                              for name, draw, members in sets for i, (li, h, s) in enumerate(members)])
-
-
-def read_head_sets(path: str, n_layers: int, n_heads: int) -> pd.DataFrame:
-    """A ``head_sets.csv`` written by ``head-scores``: its columns and every head checked against the model."""
-    from ...interventions.heads import check_head
-
-    try:
-        sets = pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise UsageError(f"--head-sets {path!r} cannot be read as CSV: {err}") from None
-    missing = sorted({"set", "draw", "layer", "head"} - set(sets.columns))
-    if missing or not set(sets["set"]) & set(SET_NAMES):
-        raise UsageError(f"--head-sets {path!r} is not a head_sets.csv: expected columns set, draw, layer, head "
-                         f"with sets {', '.join(SET_NAMES)}" + (f" (missing {', '.join(missing)})" if missing else ""))
-    for row in sets.itertuples():
-        check_head(n_layers, n_heads, int(row.layer), int(row.head))
-    return sets
 
 
 def heads_of(sets: pd.DataFrame, name: str, draw: int = 0) -> list[tuple[int, int]]:
