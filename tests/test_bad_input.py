@@ -200,6 +200,100 @@ def test_bad_input_is_refused_in_one_line(tmp_path, capsys, monkeypatch, case_id
     assert "[done]" not in stdout
 
 
+# --- issue 15: crafted files and addresses, refused in one line before any model is built ---------------
+
+def _gguf(p: Path, fields: list[tuple[str, int, bytes]]) -> None:
+    """A GGUF v3 header with no tensors and the given (key, value type, packed value) pairs."""
+    import struct
+
+    def string(text: str) -> bytes:
+        return struct.pack("<Q", len(text.encode())) + text.encode()
+
+    body = b"".join(string(key) + struct.pack("<I", kind) + value for key, kind, value in fields)
+    p.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(fields)) + body)
+
+
+def _gguf_string(text: str) -> bytes:
+    import struct
+
+    return struct.pack("<Q", len(text.encode())) + text.encode()
+
+
+def _gguf_alignment(p: Path, kind: int, value: bytes) -> None:
+    _gguf(p, [("general.architecture", 8, _gguf_string("llama")), ("general.alignment", kind, value)])
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, then closed: nothing listens there afterwards
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+RAY_BATCH = "[defaults]\ndevice = 'cpu'\n[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['feature_view']\n"
+DEEP = 100_000  # far past Python's recursion limit: the parsers raised RecursionError
+DEEP_TOML = "runs = " + "[" * DEEP + "]" * DEEP + "\n"
+DEEP_YAML = "runs: " + "[" * DEEP + "]" * DEEP + "\n"
+NESTED_40 = "[defaults]\ndevice = 'cpu'\n[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['feature_view']\n" \
+            "params = { prompt = " + "[" * 40 + "'x'" + "]" * 40 + " }\n"
+
+# (id, setup(tmp) -> None, args with {tmp} placeholders, environment, expected substring of the one error line)
+HOSTILE = [
+    ("batch-toml-nested-100000", lambda t: _batch(t / "b.toml", DEEP_TOML), ["batch", "{tmp}/b.toml"], {},
+     "config file '{tmp}/b.toml' nests lists or tables deeper than 32 levels"),
+    ("batch-yaml-nested-100000", lambda t: _batch(t / "b.yaml", DEEP_YAML), ["batch", "{tmp}/b.yaml"], {},
+     "config file '{tmp}/b.yaml' nests lists or tables deeper than 32 levels"),
+    ("batch-toml-nested-40", lambda t: _batch(t / "b.toml", NESTED_40), ["batch", "{tmp}/b.toml"], {},
+     "nests lists or tables deeper than 32 levels: expected at most 32"),
+    ("hf-config-nested-100000", lambda t: _hf_dir(t / "m", '{"a": ' + "[" * DEEP + "]" * DEEP + "}"),
+     ["layerwise", "--model", "{tmp}/m"], {}, "model directory '{tmp}/m': config.json nests lists or tables deeper"),
+    ("gguf-alignment-string", lambda t: _gguf_alignment(t / "a.gguf", 8, _gguf_string("32")),
+     ["layerwise", "--model", "{tmp}/a.gguf"], {}, "has a corrupt header (general.alignment is '32': expected a "
+                                                  "positive multiple of 8)"),
+    ("gguf-alignment-zero", lambda t: _gguf_alignment(t / "a.gguf", 4, (0).to_bytes(4, "little")),
+     ["layerwise", "--model", "{tmp}/a.gguf"], {}, "general.alignment is 0: expected a positive multiple of 8"),
+    ("gguf-alignment-float", lambda t: _gguf_alignment(t / "a.gguf", 6, b"\x00\x00\x00\x42"),
+     ["layerwise", "--model", "{tmp}/a.gguf"], {}, "general.alignment is 32.0: expected a positive multiple of 8"),
+    ("ray-address-closed-port", lambda t: _batch(t / "b.toml", RAY_BATCH),
+     ["batch", "{tmp}/b.toml", "--backend", "ray", "--address", "127.0.0.1:{port}"], {},
+     "--address 127.0.0.1:{port}: no Ray cluster answers there (connection refused)"),
+    ("ray-env-address-closed-port", lambda t: _batch(t / "b.toml", RAY_BATCH),
+     ["batch", "{tmp}/b.toml", "--backend", "ray"], {"RAY_ADDRESS": "127.0.0.1:{port}"},
+     "RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers there (connection refused)"),
+    ("ray-client-not-installed", lambda t: _batch(t / "b.toml", RAY_BATCH),
+     ["batch", "{tmp}/b.toml", "--backend", "ray", "--address", "ray://127.0.0.1:{port}"], {},
+     "a ray:// address goes through Ray Client, which is not installed: pip install 'ray[client]'"),
+    ("ray-env-address-garbage", lambda t: _batch(t / "b.toml", RAY_BATCH),
+     ["batch", "{tmp}/b.toml", "--backend", "ray"], {"RAY_ADDRESS": "garbage!!"},
+     "RAY_ADDRESS='garbage!!' is not allowed: expected auto, HOST:PORT or ray://HOST:PORT"),
+]
+
+
+@pytest.mark.unit  # every case is refused before a model is built or a Ray session starts
+@pytest.mark.parametrize("case_id, setup, args, env, needle", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_crafted_files_and_addresses_are_refused_in_one_line(tmp_path, capsys, monkeypatch, case_id, setup, args,
+                                                              env, needle):
+    import importlib.util
+
+    if case_id.startswith("ray-") and importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (the [ray] extra)")
+    if case_id == "ray-client-not-installed" and importlib.util.find_spec("grpc") is not None:
+        pytest.skip("ray[client] is installed here")
+    setup(tmp_path)
+    port = str(_closed_port())
+    fill = lambda text: text.replace("{tmp}", str(tmp_path)).replace("{port}", port)  # noqa: E731
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, fill(value))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results"
+    before = {p for p in tmp_path.rglob("*")}
+    code, stdout, stderr = run_cli([*map(fill, args), "--out", str(out)], capsys)
+    assert_refused(code, stderr, fill(needle), out)
+    assert {p for p in tmp_path.rglob("*")} == before, "a refused run created files"
+
+
 def test_no_command_is_one_line_on_stderr(capsys):
     code, stdout, stderr = run_cli([], capsys)
     assert code == 2 and not stdout

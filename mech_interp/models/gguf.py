@@ -133,7 +133,10 @@ def _read_header(path: Path, size: int, mtime_ns: int) -> GGUFHeader:
                 shape = list(struct.unpack(f"<{n_dims}Q", _read(f, 8 * n_dims)))
                 kind, offset = struct.unpack("<IQ", _read(f, 12))
                 data_end = max(data_end, offset + (_tensor_bytes(kind, shape) or 1))
-            alignment = fields.get("general.alignment") or 32
+            alignment = fields.get("general.alignment", 32)
+            # The format's alignment is a uint32 multiple of 8; anything else is damage (a string crashed the division).
+            if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment < 8 or alignment % 8:
+                raise ValueError(f"general.alignment is {alignment!r}: expected a positive multiple of 8")
             data_start = -(-f.tell() // alignment) * alignment
             if n_tensors and data_start + data_end > size:
                 raise _Truncated

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from ..errors import UsageError
-from ..user_files import require_file
+from ..user_files import parse_nested, require_file
 from .experiments import get_experiment
 from .options import RunOptions
 from .runner import check_runs, identity_difference
@@ -70,9 +70,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise _malformed(path, f"not UTF-8 (byte {data[err.start]:#04x} at offset {err.start})") from None
     try:
         if path.suffix == ".toml":
-            data = tomllib.loads(text)
+            data = parse_nested(tomllib.loads, text, f"config file {str(path)!r}")
         elif path.suffix in (".yaml", ".yml"):
-            data = yaml.load(text, Loader=_StrictLoader)
+            data = parse_nested(lambda t: yaml.load(t, Loader=_StrictLoader), text, f"config file {str(path)!r}")
         else:
             raise UsageError(f"config file {str(path)!r} has suffix {path.suffix!r}: expected .toml, .yaml or .yml")
     except (tomllib.TOMLDecodeError, yaml.YAMLError, _DuplicateKey) as err:

@@ -50,6 +50,7 @@ from .spec import RunSpec
 
 RESULTS = ("driver", "shared")
 RAY_KEYS = {"results", "out", "resources"}
+CONNECT_TIMEOUT_S = 10.0  # a cluster's head answers in milliseconds; a firewall that drops packets never does
 EXIT_FAILED = 1  # some runs failed; the finished ones are kept and a rerun does the rest
 FORWARDED_ENV = ("MECH_INTERP_", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT", "HF_HOME", "TRANSFORMERS_OFFLINE")
 NODE_LOCAL = ("model", "model_files")  # identity options that may differ between nodes computing the same thing
@@ -64,11 +65,37 @@ class RaySettings:
 
 
 def check_address(address: str | None) -> None:
-    if address is None or address == "auto":
+    """``--address``, or ``RAY_ADDRESS`` when it is not given (Ray reads it instead), refused in one line before anything
+    runs when it is malformed or names Ray Client without the ``ray[client]`` extra (Ray raises a traceback for both)."""
+    given, value = (f"--address {address!r}", address) if address is not None else (
+        f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS', '')!r}", os.environ.get("RAY_ADDRESS", "").strip())
+    if not value or value == "auto":
         return
-    match = _ADDRESS.match(address)
+    match = _ADDRESS.match(value)
     if not match or not 1 <= int(match.group(2)) <= 65535:
-        raise UsageError(f"--address {address!r} is not allowed: expected auto, HOST:PORT or ray://HOST:PORT")
+        raise UsageError(f"{given} is not allowed: expected auto, HOST:PORT or ray://HOST:PORT")
+    import importlib.util
+
+    if match.group(1) and importlib.util.find_spec("grpc") is None:
+        raise UsageError(f"{given}: a ray:// address goes through Ray Client, which is not installed: "
+                         "pip install 'ray[client]', or give the cluster's HOST:PORT")
+
+
+def _unanswered(address: str | None) -> str | None:
+    """Why nothing listens at a HOST:PORT address (``--address`` or ``RAY_ADDRESS``), or None. Ray itself retries a
+    closed port for ever, so the command would hang until killed."""
+    value = address if address is not None else os.environ.get("RAY_ADDRESS", "").strip()
+    match = _ADDRESS.match(value or "")
+    if match is None:
+        return None  # auto: Ray finds the local cluster's file, or says quickly that there is none
+    host = value.removeprefix("ray://").rsplit(":", 1)[0]
+    try:
+        with socket.create_connection((host, int(match.group(2))), timeout=CONNECT_TIMEOUT_S):
+            return None
+    except TimeoutError:
+        return f"no answer within {CONNECT_TIMEOUT_S:g} s"
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
 
 
 def check_ray_installed() -> None:
@@ -289,10 +316,14 @@ def _connect(address: str | None):
         if address is not None:
             print(f"note: --address {address} not used: this process is already connected to a Ray session", flush=True)
         return ray, False
+    given = f"--address {address}" if address else f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS', '')}"
+    why = _unanswered(address)
+    if why is not None:
+        raise UsageError(f"{given}: no Ray cluster answers there ({why}): start one with 'ray start --head', or "
+                         "leave --address out (and RAY_ADDRESS unset) to start a local one")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as err:
-        given = f"--address {address}" if address else f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS', '')}"
         found = "no running Ray cluster was found" if (address or "auto") == "auto" else "no Ray cluster answers there"
         raise UsageError(f"{given}: {found}: start one with 'ray start --head', or leave --address out "
                          f"(and RAY_ADDRESS unset) to start a local one ({str(err).splitlines()[0]})") from None
