@@ -60,3 +60,17 @@ def test_local_text_files_are_read_strictly(tmp_path):
     (tmp_path / "ok ü.txt").write_text("Grüße. ", encoding="utf-8")
     source = load_text(str(tmp_path / "ok ü.txt"))
     assert source.text == "Grüße. " and source.name == "ok ü.txt" and not source.special_tokens
+
+
+def test_text_files_are_read_with_universal_newlines(tmp_path):
+    """A file saved with CRLF (or old Mac CR) line ends gives the same text, hence the same tokens, as the LF
+    file; the named wikitext2 source always did (it reads lines as a text-mode file does), a path did not."""
+    lines = [" = Title = ", "", " First line . ", " Second line . ", ""]
+    for name, end in (("lf.txt", "\n"), ("crlf.txt", "\r\n"), ("cr.txt", "\r")):
+        (tmp_path / name).write_bytes(end.join(lines).encode())
+    lf, crlf, cr = (load_text(str(tmp_path / n)) for n in ("lf.txt", "crlf.txt", "cr.txt"))
+    assert crlf.text == lf.text == cr.text and "\r" not in crlf.text
+    assert lf.origin == str((tmp_path / "lf.txt").resolve())  # nothing translated, nothing said
+    assert crlf.origin.endswith("(universal newlines: 4 \\r\\n or \\r read as \\n)")
+    assert cr.origin.endswith("(universal newlines: 4 \\r\\n or \\r read as \\n)")
+

@@ -16,7 +16,9 @@ How each named text is joined and tokenized, against the paper's code (Sun et al
   tokens; here the window length is ``--seq-len`` (512 by default, capped by the model's context) and
   the count ``--n-windows``, so the numbers are comparable in kind, not digit for digit.
 - a text file: read as UTF-8 (a file that is not is refused, not decoded with replacement
-  characters), tokenized without special tokens.
+  characters) with universal newlines, as a text-mode reader reads it (``\\r\\n`` and ``\\r`` become
+  ``\\n``, so a file saved on Windows gives the same tokens; the manifest's origin says when that
+  happened), tokenized without special tokens.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def _from_hub(dataset: str, config: str | None, split: str, limit: int | None = 
 
 
 def read_text_file(path: Path, what: str, shown: str | None = None) -> str:
-    """The UTF-8 text of ``path``; anything else (absent, a directory, not UTF-8, empty) is refused
-    in one line naming it. ``what`` says which kind of file it is ("text file", "data file")."""
+    """The UTF-8 text of ``path``, line endings as they are; anything else (absent, a directory, not UTF-8,
+    empty) is refused in one line naming it. ``what`` says which kind of file it is ("text file", "data file")."""
     shown = shown if shown is not None else str(path)
     require_file(path, what, f"a UTF-8 text file, or one of {', '.join(NAMED)}, hf:NAME[:CONFIG[:SPLIT]]", shown)
     try:
@@ -155,4 +157,6 @@ def load_text(spec: str) -> TextSource:
         return _from_hub(name, config, split)
     path = Path(spec).expanduser()
     text = read_text_file(path, "text file", spec)
-    return TextSource(path.name, text, str(path.resolve()))
+    line_ends = text.count("\r")
+    origin = str(path.resolve()) + (f" (universal newlines: {line_ends} \\r\\n or \\r read as \\n)" if line_ends else "")
+    return TextSource(path.name, io.StringIO(text, newline=None).read(), origin)
