@@ -313,3 +313,44 @@ def test_batch_killed_for_real_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert "3 runs: 2 run now, 1 already complete" in rerun.stdout
     assert len(list(out.glob("*/*/manifest.json"))) == 3 and not list(out.glob("*/*.partial"))
+
+
+def test_more_sequences_asked_for_than_the_text_holds_is_said(tmp_path, capsys):
+    """The run directory is named by the request before the text is tokenized; its summary says what ran."""
+    text = tmp_path / "short.txt"
+    text.write_text("The river runs to the sea. " * 40)
+    out = tmp_path / "results"
+    code, stdout, stderr = run_cli(["layerwise", *TINY, "--text", text, "--n-seqs", "1000000000", "--seq-len", "32",
+                                    "--out", out], capsys)
+    assert code == 0, stderr
+    run_dir = next((out / "random-gpt2-tiny").glob("layerwise__*"))
+    summary = json.loads((run_dir / "manifest.json").read_text())["summary"]
+    ran = summary["n_sequences"]
+    assert 1 <= ran < 1000 and summary["n_seqs_requested"] == 1_000_000_000
+    said = f"(--n-seqs 1000000000 asked for; the text holds only {ran} windows of 32 tokens)"
+    assert said in stdout and said in (run_dir / "summary.txt").read_text()
+
+
+def test_a_failed_png_export_keeps_the_run_and_records_it(tmp_path, capsys, monkeypatch):
+    """kaleido failing (here: the ReferenceError its Chromium bridge raised in the audit) costs the PNG only: the
+    tables and HTML figures are published, the manifest lists the missing PNG and why, the command exits 0."""
+    import plotly.graph_objects as go
+
+    from mech_interp.viz import writing
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+
+    monkeypatch.delenv(PNG_ENV, raising=False)
+    monkeypatch.setattr(writing, "png_export_available", lambda: True)
+    monkeypatch.setattr(go.Figure, "write_image", broken)
+    out = tmp_path / "results"
+    with pytest.warns(UserWarning, match=r"layerwise.png was not written \(RuntimeError: ReferenceError: "
+                                         r"kaleido_scopes is not defined\); layerwise.html was"):
+        code, _, stderr = run_cli(["layerwise", *TINY, "--n-seqs", "2", "--seq-len", "32", "--out", out], capsys)
+    assert code == 0, stderr
+    run_dir = out / "random-gpt2-tiny" / "layerwise__n_seqs=2__seq_len=32"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["missing_png"] == {"layerwise.png": "RuntimeError: ReferenceError: kaleido_scopes is not defined"}
+    assert {"layerwise.parquet", "layerwise.csv", "layerwise.html"} <= set(manifest["files"])
+    assert (run_dir / "layerwise.html").is_file() and not (run_dir / "layerwise.png").exists()

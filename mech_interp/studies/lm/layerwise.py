@@ -23,7 +23,11 @@ def layerwise(model: HookedTransformer, options: RunOptions, config: LayerwiseCo
     first = stats.first_massive_layer()
     title = f"{model.cfg.model_name}: layer-wise |a| over {len(seqs)} x {config.seq_len} tokens of {source.name}"
     summary_table = stats.summary
-    lines = [f"layer-wise over {len(seqs)} sequences of {config.seq_len} tokens ({source.name}); first massive layer: {first}",
+    # The run directory is named by the request (n_seqs=...) before the text is tokenized: say what ran.
+    shortfall = (f" (--n-seqs {config.n_seqs} asked for; the text holds only {len(seqs)} windows of {config.seq_len} "
+                 "tokens)" if len(seqs) < config.n_seqs else "")
+    lines = [f"layer-wise over {len(seqs)} sequences of {config.seq_len} tokens ({source.name}){shortfall}; "
+             f"first massive layer: {first}",
              "  topK, median: mean over sequences of the K-th largest / the lower median |a| of each sequence's hidden state",
              "  ratio = mean top1 / mean median (ratio of means); ratio_seq = mean over sequences of top1 / median",
              f"  {'site' if config.hooks else 'layer':>5} " + " ".join(f"{'top' + str(r + 1):>9}" for r in range(min(config.k, 3)))
@@ -39,7 +43,7 @@ def layerwise(model: HookedTransformer, options: RunOptions, config: LayerwiseCo
         tables={"layerwise": summary_table, "top_entries": stats.top_entries, "massive_entries": stats.massive},
         figures={"layerwise": layerwise_lines(summary_table, title, config.log_y)},
         summary={"text": source.name, "text_origin": source.origin, "special_tokens": source.special_tokens,
-                 "n_sequences": len(seqs), "first_massive_layer": first,
+                 "n_sequences": len(seqs), "n_seqs_requested": config.n_seqs, "first_massive_layer": first,
                  "massive_dims": stats.massive_dims()},
         lines=lines,
     )
