@@ -314,6 +314,11 @@ def _hf_weights_damaged(t: Path, how: str) -> None:
     if how == "truncated":
         data = weights.read_bytes()
         weights.write_bytes(data[: len(data) // 2])
+    elif how == "pickled-code":  # a .bin whose unpickling would run a command
+        import torch
+
+        weights.unlink()
+        torch.save({"w": _Payload(t / "payload-ran")}, target / "pytorch_model.bin")
     else:  # one tensor missing: transformers would initialise it at random and carry on
         from safetensors.torch import load_file, save_file
 
@@ -322,8 +327,18 @@ def _hf_weights_damaged(t: Path, how: str) -> None:
         save_file(tensors, weights, metadata={"format": "pt"})
 
 
+class _Payload:
+    def __init__(self, witness: Path):
+        self.witness = witness
+
+    def __reduce__(self):
+        return (Path.touch, (self.witness,))
+
+
 @pytest.mark.parametrize("how, needle", [
     ("truncated", "cannot load the model directory '{tmp}/m' (SafetensorError"),
+    ("pickled-code", "model directory '{tmp}/m' holds pickled weights that need code to load: refused; accepted "
+                     "weights are *.safetensors, or *.bin state dicts of tensors only"),
     ("missing-tensor", "lacks weights for 1 tensors (e.g. 'transformer.h.0.attn.c_proj.weight')"),
 ])
 def test_hf_directory_with_damaged_weights(tmp_path, capsys, how, needle):
@@ -331,6 +346,7 @@ def test_hf_directory_with_damaged_weights(tmp_path, capsys, how, needle):
     out = tmp_path / "results"
     code, _, stderr = run_cli(["layerwise", "--model", tmp_path / "m", "--device", "cpu", *FAST, "--out", out], capsys)
     assert_refused(code, stderr, needle.replace("{tmp}", str(tmp_path)), out)
+    assert not (tmp_path / "payload-ran").exists()
 
 
 def test_help_of_every_subcommand_imports_no_torch_and_is_fast():

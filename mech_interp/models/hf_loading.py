@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 from ..errors import UsageError
 from .hf_model import HFModel
 from .registry import build_registered
@@ -27,6 +29,9 @@ def load_hf(spec: str | ModelSpec, dtype=None) -> HFModel:
         try:
             model, info = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype, output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        except pickle.UnpicklingError:  # transformers reads *.bin with weights_only=True: code in it is never run
+            raise UsageError(f"model directory {spec.text!r} holds pickled weights that need code to load: refused; "
+                             "accepted weights are *.safetensors, or *.bin state dicts of tensors only") from None
         except Exception as err:  # truncated weights, a broken tokenizer file, ...: the directory is at fault
             first = str(err).splitlines()[0][:160] if str(err).strip() else ""
             raise UsageError(f"cannot load the model directory {spec.text!r} ({type(err).__name__}: {first}): "
