@@ -2,12 +2,16 @@
 as numbers, twice, outside the model; head_sets.csv files with float, NaN, negative or missing cells.
 Each is refused in one line ``mech-interp: error: ...`` naming the value, exit status 2, nothing
 written; before the model loads unless only the model can tell (how many heads it has).
+
+And a model without a massive token: the head experiments rank by the first score instead, and say so.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from .cli_runs import assert_refused, run_cli
@@ -98,3 +102,25 @@ def test_bad_heads_are_refused_in_one_line(tmp_path, capsys, monkeypatch, case_i
     assert_refused(code, stderr, needle.replace("{tmp}", str(tmp_path)), out)
     assert set(tmp_path.rglob("*")) == before, "a refused run created files"
     assert "[done]" not in stdout
+
+
+# 5. random:gpt2-tiny has no massive activation: no head has a massive score to rank by
+@pytest.mark.parametrize("args", [
+    ["head-scores", "--n-boot", "20"],
+    ["head-ablation", "--n-boot", "20", "--n-random", "1"],
+    ["head-cumulative", "--max-heads", "2"],
+], ids=lambda args: args[0])
+def test_no_massive_token_ranks_by_first_score_and_says_so(tmp_path, capsys, args):
+    out = tmp_path / "results"
+    code, stdout, stderr = run_cli([*args, *TINY, *FAST, "--out", out], capsys)
+    assert code == 0, stderr
+    said = "no head has a massive score (no block's input has a massive token before a query by |a| > 100"
+    assert said in stdout and "heads ranked by first score instead (attention to residual position 0)" in stdout
+    assert "by massive score" not in stdout
+    (manifest,) = out.rglob("manifest.json")
+    summary = json.loads(manifest.read_text())["summary"]
+    assert summary["rank_by"] == "first" and summary["rank_by_note"].startswith(said)
+    if args[0] == "head-scores":
+        assert summary["ranked_by_definition"].startswith("mean over queries q > 0 of attention[q, 0]")
+        sets = pd.read_csv(manifest.parent / "head_sets.csv")
+        assert set(sets["rank_by"]) == {"first"} and sets["score"].notna().all()

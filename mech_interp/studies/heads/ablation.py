@@ -61,8 +61,11 @@ def head_ablation(model: HookedTransformer, options: RunOptions, config: HeadAbl
     if config.head_sets is not None:
         sets = read_head_sets(config.head_sets, n_layers, model.cfg.n_heads, model.cfg.model_name)
     seqs, reference, origin = sequences(model, options, config, held_out=config.how == "mean")
+    rank_by, fallback = None, ""  # None: the file's head sets, ranked by whatever ranked them
     if config.head_sets is None:
-        sets = head_scores(model, seqs, criterion).head_sets(config.k, config.n_random, options.seed, config.rank_by)
+        scores = head_scores(model, seqs, criterion)
+        rank_by, fallback = scores.rank_by_used(config.rank_by, criterion)
+        sets = scores.head_sets(config.k, config.n_random, options.seed, rank_by)
     means = head_means(model, config.how, reference, sorted(set(sets["layer"].tolist())))
     layers = list(range(n_layers))
     clean = probe(model, seqs, layers, criterion)
@@ -94,7 +97,8 @@ def head_ablation(model: HookedTransformer, options: RunOptions, config: HeadAbl
     layer_table, entry_table, ppl_table = pd.concat(by_layer), pd.concat(by_entry), pd.DataFrame(ppl_rows)
     massive = massive_layers(clean, len(seqs))
     lines = [f"head ablation ({config.how} on hook_z) over {len(seqs)} sequences of {config.seq_len} tokens ({config.text}); "
-             f"heads ranked by {config.rank_by} score",
+             + (f"heads ranked by {rank_by} score" if rank_by else f"head sets of {config.head_sets}"),
+             *([f"  {fallback}"] if fallback else []),
              f"  {CHANGE_DEFINITION}; CI = {CI_DEFINITION.format(n_boot=config.n_boot, seed=options.seed)}",
              f"  {SLICE_CONTRAST}: the earlier study's 'pruning', zeroing dims d_head*h..d_head*(h+1)-1 of hook_attn_out",
              "  perplexity = exp(sum of next-token NLL / predicted tokens) over the same sequences",
@@ -118,6 +122,7 @@ def head_ablation(model: HookedTransformer, options: RunOptions, config: HeadAbl
         figures={"change_by_layer": change_by_layer(layer_table, f"{name}: top-1 |a| after removing heads "
                                                     f"({config.how}; 95% bootstrap CI over sequences)")},
         summary={"text": origin, "n_sequences": len(seqs), "how": config.how, "massive_layers": massive,
+                 "rank_by": rank_by, **({"rank_by_note": fallback} if fallback else {}),
                  "definition": CHANGE_DEFINITION, "perplexity": ppl_table.to_dict("records")},
         lines=lines,
     )

@@ -29,11 +29,11 @@ def head_cumulative(model: HookedTransformer, options: RunOptions, config: HeadC
     criterion = options.criterion
     layer = check_layer(model.cfg.n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
     seqs, reference, origin = sequences(model, options, config, held_out=config.how == "mean")
-    ranked = head_scores(model, seqs, criterion).ranking(config.rank_by)
-    if not ranked:
-        raise UsageError(f"no head has a {config.rank_by} score (no block's input has a massive token): try --rank-by first")
+    scores = head_scores(model, seqs, criterion)
+    rank_by, fallback = scores.rank_by_used(config.rank_by, criterion)
+    ranked = scores.ranking(rank_by)
     if (config.max_heads or 0) > len(ranked):
-        raise UsageError(f"--max-heads {config.max_heads} is larger than the number of heads with a {config.rank_by} "
+        raise UsageError(f"--max-heads {config.max_heads} is larger than the number of heads with a {rank_by} "
                          f"score ({len(ranked)}): expected 1..{len(ranked)}")
     max_heads = config.max_heads or min(DEFAULT_MAX_HEADS, len(ranked))
     clean = probe(model, seqs, list(range(model.cfg.n_layers)), criterion)
@@ -59,9 +59,9 @@ def head_cumulative(model: HookedTransformer, options: RunOptions, config: HeadC
     table = pd.DataFrame(rows)
     table["massive_change_pct"] = 100 * (table["massive_value"] / clean_value - 1)
     table["perplexity_change_pct"] = 100 * (table["perplexity"] / clean.ppl() - 1)
-    lines = [f"cumulative head removal ({config.how} on hook_z), 1..{max_heads} heads by {config.rank_by} score and "
+    lines = [f"cumulative head removal ({config.how} on hook_z), 1..{max_heads} heads by {rank_by} score and "
              f"{config.n_random} random order{'s' if config.n_random > 1 else ''}; measured at block {layer} resid_post over {len(seqs)} sequences of "
-             f"{config.seq_len} tokens ({config.text})", f"  {DEFINITION}",
+             f"{config.seq_len} tokens ({config.text})", *([f"  {fallback}"] if fallback else []), f"  {DEFINITION}",
              f"  clean: massive value {clean_value:.1f}, perplexity {clean.ppl():.3f}"]
     for (order, draw), sub in table[table["k"] > 0].groupby(["order", "draw"], sort=False):
         last = sub.iloc[-1]
@@ -73,6 +73,7 @@ def head_cumulative(model: HookedTransformer, options: RunOptions, config: HeadC
         figures={"cumulative": cumulative_plot(table, f"{model.cfg.model_name}: heads removed one more at a time "
                                                       f"({config.how}), block {layer}")},
         summary={"measured_layer": layer, "text": origin, "n_sequences": len(seqs), "definition": DEFINITION,
+                 "rank_by": rank_by, **({"rank_by_note": fallback} if fallback else {}),
                  "steps": table.to_dict("records")},
         lines=lines,
     )

@@ -17,7 +17,8 @@ def head_scores_experiment(model: HookedTransformer, options: RunOptions, config
     seqs, _, origin = sequences(model, options, config)
     scores = head_scores(model, seqs, options.criterion)
     table = scores.table(config.sink_eps, config.n_boot, options.seed)
-    sets = scores.head_sets(config.k, config.n_random, options.seed, config.rank_by)
+    rank_by, fallback = scores.rank_by_used(config.rank_by, options.criterion)
+    sets = scores.head_sets(config.k, config.n_random, options.seed, rank_by)
     per_layer, overall = scores.sink_share(config.sink_eps)
     sinks = table.groupby("layer").agg(n_sink_heads=("sink_head", "sum"), slot_attention=("slot_attention", "mean")).reset_index()
     sinks["sink_share"] = per_layer
@@ -25,11 +26,12 @@ def head_scores_experiment(model: HookedTransformer, options: RunOptions, config
     name = model.cfg.model_name
     lines = [f"head scores over {len(seqs)} sequences of {config.seq_len} tokens ({config.text}):"]
     lines += score_lines(scores, table, config.sink_eps, config.n_boot, options.seed)
+    lines += [f"  {fallback}"] if fallback else []
     for set_name in ("top", "bottom"):
         rows = sets[sets["set"] == set_name]
-        lines.append(f"  {set_name}-{config.k} by {config.rank_by} score: " + ", ".join(
+        lines.append(f"  {set_name}-{config.k} by {rank_by} score: " + ", ".join(
             f"{r.layer}.{r.head} ({r.score:.3f})" for r in rows.itertuples()))
-    value = MASSIVE_SCORE if config.rank_by == "massive" else FIRST_SCORE
+    value = MASSIVE_SCORE if rank_by == "massive" else FIRST_SCORE
     return ExperimentResult(
         tables={"head_scores": table, "head_sets": sets, "sink_share": sinks, "massive_positions": scores.massive_positions},
         figures={"head_scores_heatmap": layer_head_heatmap(table, MASSIVE_SCORE, f"{name}: attention to the massive tokens at "
@@ -39,6 +41,8 @@ def head_scores_experiment(model: HookedTransformer, options: RunOptions, config
                  "head_ranking": ranking_plot(table, value, f"{name}: heads ranked by {value} (95% bootstrap CI)")},
         summary={"n_sequences": len(seqs), "text": origin, "sink_eps": config.sink_eps, "sink_head_share": overall,
                  "sink_share_per_layer": per_layer, "definitions": DEFINITIONS,
+                 "rank_by": rank_by, "ranked_by_definition": DEFINITIONS[value],
+                 **({"rank_by_note": fallback} if fallback else {}),
                  "head_sets": sets.to_dict("records")},
         lines=lines,
     )

@@ -51,6 +51,9 @@ DEFINITIONS = {
     "slot_attention": "mean over queries of the attention summed over the block's extra key slots (0 without slots)",
     "sink_share": SINK_DEFINITION + " (Gu et al. 2024)",
 }
+NO_MASSIVE_SCORE = ("no head has a massive score (no block's input has a massive token before a query by {criterion}): "
+                    "heads ranked by first score instead (attention to residual position 0); --rank-by first asks for "
+                    "this ranking, --min-abs / --min-ratio loosen the criterion")
 
 
 @dataclass
@@ -91,6 +94,15 @@ class HeadScores:
         sinks = (self.first.nanmean(0) > sink_eps).float()
         return sinks.mean(1).tolist(), float(sinks.mean())
 
+    def rank_by_used(self, rank_by: str, criterion: MassiveCriterion) -> tuple[str, str]:
+        """The score the heads can be ranked by, and why when it is not ``rank_by``. A model without a massive
+        token has no massive score at all; its first score (the sink measure) still ranks every head, so a
+        study goes on and says so rather than stopping."""
+        if rank_by == "massive" and bool(self.massive.isnan().all()):
+            bounds = f"|a| > {criterion.min_abs:g} and |a| >= {criterion.min_ratio:g} x median |a|"
+            return "first", NO_MASSIVE_SCORE.format(criterion=bounds)
+        return rank_by, ""
+
     def ranking(self, rank_by: str) -> list[tuple[int, int, float]]:
         """(layer, head, score) from the highest score down; heads without a score are left out."""
         score = self.score(rank_by)
@@ -103,8 +115,7 @@ class HeadScores:
         ranked = self.ranking(rank_by)
         if k > len(ranked):
             raise UsageError(f"k {k} is larger than the number of heads with a {rank_by} score ({len(ranked)}): "
-                             f"expected 1..{len(ranked)}"
-                             + (" (no block's input has a massive token: try --rank-by first)" if not ranked else ""))
+                             f"expected 1..{len(ranked)}")
         rng = random.Random(seed)
         sets = [("top", 0, ranked[:k]), ("bottom", 0, ranked[::-1][:k])]
         sets += [("random", draw, sorted(rng.sample(ranked, k), key=lambda t: -t[2])) for draw in range(n_random)]
