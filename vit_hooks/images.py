@@ -4,21 +4,28 @@ start with the class's WordNet id (``n01440764_tench.JPEG``, as ``../shared/data
 An image's ImageNet-1k class index is the position of its WordNet id in timm's ImageNet synset list
 (the sorted 1000 ids, the order every ImageNet-1k head uses); images without a known id get -1 and
 count only in label-free measures.
+
+Opening a folder checks, before any model loads, every entry named like an image (a broken link or a
+FIFO is refused, not skipped) and the header of every image the run will read (``image_file``); a
+file whose pixels turn out truncated is refused when it is decoded.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from jaxtyping import Float, Int
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mech_interp.data.locations import find_data
 from mech_interp.errors import UsageError
+
+from .image_file import check_image, read_rgb
 
 SAMPLES = "imagenet-samples"  # the default folder, found with mech_interp.data.locations.find_data
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp")
@@ -55,22 +62,29 @@ class ImageSet:
     def load(
         self, index: int, transform: Callable[[Image.Image], torch.Tensor]
     ) -> Float[torch.Tensor, "3 height width"]:
-        return transform(_open(self.items[index].path))
+        return transform(read_rgb(self.items[index].path))
 
     def batches(
         self, batch_size: int, transform: Callable[[Image.Image], torch.Tensor]
     ) -> Iterator[tuple[Float[torch.Tensor, "batch 3 height width"], Int[torch.Tensor, "batch"]]]:
         for start in range(0, len(self.items), batch_size):
             chunk = self.items[start : start + batch_size]
-            yield (torch.stack([transform(_open(i.path)) for i in chunk]), torch.tensor([i.label for i in chunk]))
+            yield (torch.stack([transform(read_rgb(i.path)) for i in chunk]), torch.tensor([i.label for i in chunk]))
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise UsageError(f"cannot read image {str(path)!r}: {err}") from None
+def _image_files(root: Path, paths: Iterable[Path]) -> list[Path]:
+    """The entries of ``paths`` named like images; refused in one line when one is a broken link or not a
+    regular file: skipping it would compute on fewer images than the folder lists, and shift which are
+    the first N."""
+    listed = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()]
+    bad = [p for p in listed if not p.is_file()]
+    if bad:
+        what = f"a broken symbolic link (to {os.readlink(bad[0])!r})" if bad[0].is_symlink() else "not a regular file"
+        more = f" (and {len(bad) - 1} more entries like it)" if len(bad) > 1 else ""
+        raise UsageError(
+            f"--images {str(root)!r}: {str(bad[0])!r} is {what}{more}: expected image files; fix or remove it"
+        )
+    return listed
 
 
 def _imagenet_index() -> dict[str, int]:
@@ -100,14 +114,14 @@ def open_images(folder: str | Path | None = None, n_images: int | None = None) -
     if n_images is not None and (not isinstance(n_images, int) or isinstance(n_images, bool) or n_images < 1):
         raise UsageError(f"--n-images {n_images!r} is not allowed: expected an integer >= 1")
     index = _imagenet_index()
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir())
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = sorted(root.iterdir())
+    subdirs = [d for d in entries if d.is_dir()]
+    files = _image_files(root, entries)
     if subdirs and not files:
         items = [
             ImageItem(p, d.name, index.get(d.name, -1))
             for d in subdirs
-            for p in sorted(d.rglob("*"))
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            for p in _image_files(root, sorted(d.rglob("*")))
         ]
         layout = "imagefolder"
     else:
@@ -115,4 +129,7 @@ def open_images(folder: str | Path | None = None, n_images: int | None = None) -
         layout = "flat"
     if not items:
         raise UsageError(f"--images {str(root)!r} holds no images (accepted: {', '.join(IMAGE_SUFFIXES)})")
-    return ImageSet(root, layout, tuple(items)).head(n_images)
+    images = ImageSet(root, layout, tuple(items)).head(n_images)
+    for item in images.items:  # before any model loads: unreadable, too large, a mode without RGB
+        check_image(item.path)
+    return images
