@@ -17,7 +17,10 @@ from jaxtyping import Float
 from mech_interp.errors import UsageError
 from mech_interp.user_files import require_file
 
+from .tensor_files import load_tensors, require_real_finite
 from .token_roles import TokenRoles
+
+EXPECTED = "DINOv2's linear head checkpoint (weight [classes, 2 x d_model], bias)"
 
 
 def head_features(
@@ -27,23 +30,21 @@ def head_features(
 
 
 def load_linear_head(path: str | Path, d_model: int) -> torch.nn.Linear:
-    path = require_file(Path(path).expanduser(), "--head",
-                        "DINOv2's linear head checkpoint (weight [classes, 2 x d_model], bias)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UsageError(f"cannot read --head {str(path)!r}: {type(err).__name__}") from None
+    path = require_file(Path(path).expanduser(), "--head", EXPECTED)
+    raw = load_tensors(path, "--head", EXPECTED)
     for key in ("state_dict", "model"):
         if isinstance(raw, dict) and isinstance(raw.get(key), dict):
             raw = raw[key]
     weights = (
-        {k.rsplit(".", 1)[-1]: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+        {k.rsplit(".", 1)[-1]: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
         if isinstance(raw, dict)
         else {}
     )
     w, b = weights.get("weight"), weights.get("bias")
-    if w is None or b is None or w.ndim != 2 or b.shape != (w.shape[0],):
+    if w is None or b is None or {w.layout, b.layout} != {torch.strided} or w.ndim != 2 or b.shape != (w.shape[0],):
         raise UsageError(f"--head {str(path)!r} holds no linear layer (weight [classes, inputs], bias [classes])")
+    for name, tensor in (("weight", w), ("bias", b)):
+        require_real_finite(tensor, f"--head {str(path)!r}: its {name}")
     if w.shape[1] != 2 * d_model:
         raise UsageError(
             f"--head {str(path)!r} takes {w.shape[1]} inputs; the model needs 2 x {d_model} = {2 * d_model} "

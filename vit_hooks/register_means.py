@@ -31,9 +31,11 @@ from .configs import UPSTREAM_SIZES
 from .hooks import HookedViT
 from .images import ImageSet
 from .preprocessing import Preprocessing
+from .tensor_files import load_tensors, require_real_finite
 
 UPSTREAM_DIR = "dinov2-reg-feat-mean"
 UPSTREAM_FILES = {size: f"{size}_imagemean_bs10k_trainaug.pt" for size in UPSTREAM_SIZES}
+FORMAT = "a .pt file holding {block 0..N-1: FloatTensor[n_registers, d_model]}"
 
 
 @dataclass
@@ -53,18 +55,29 @@ class RegisterMeans:
     @classmethod
     def load(cls, path: str | Path) -> "RegisterMeans":
         """A ``{block: [n_registers, d_model]}`` file (upstream's, or one ``save`` wrote), on the CPU."""
-        path = require_file(Path(path).expanduser(), "register-means file",
-                            "a .pt file holding {block: FloatTensor[n_registers, d_model]}")
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise UsageError(f"cannot read register-means file {str(path)!r}: {type(err).__name__}") from None
-        ok = isinstance(raw, dict) and raw and all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in raw.values())
-        blocks = sorted(int(k) for k in raw) if ok else []
-        if not ok or blocks != list(range(len(blocks))) or len({tuple(v.shape) for v in raw.values()}) != 1:
-            raise UsageError(
-                f"register-means file {str(path)!r} is not {{block 0..N-1: FloatTensor[n_registers, d_model]}}"
-            )
+        path = require_file(Path(path).expanduser(), "register-means file", FORMAT)
+        raw = load_tensors(path, "register-means file", FORMAT)
+        where = f"register-means file {str(path)!r}"
+        if not isinstance(raw, dict) or not raw:
+            raise UsageError(f"{where} holds {'an empty dict' if isinstance(raw, dict) else type(raw).__name__}: "
+                             f"expected {FORMAT}")
+        for key, value in raw.items():
+            if not isinstance(key, int) or isinstance(key, bool):
+                raise UsageError(f"{where} has the key {key!r} ({type(key).__name__}): expected the blocks "
+                                 "0..N-1 as integer keys")
+            if not isinstance(value, torch.Tensor):
+                raise UsageError(f"{where} holds a {type(value).__name__} at block {key}: expected {FORMAT}")
+            if value.layout != torch.strided or value.ndim != 2:
+                shown = f"{value.ndim}-d" if value.layout == torch.strided else str(value.layout).removeprefix("torch.")
+                raise UsageError(f"{where} holds a {shown} tensor at block {key}: expected {FORMAT}")
+            require_real_finite(value, f"{where} at block {key}")
+        blocks = sorted(raw)
+        stray = next((b for b in blocks if not 0 <= b < len(blocks)), None)
+        if stray is not None:
+            raise UsageError(f"{where} has the key {stray} among {len(blocks)} blocks: expected the keys "
+                             f"0..{len(blocks) - 1}")
+        if len({tuple(v.shape) for v in raw.values()}) != 1:
+            raise UsageError(f"{where} holds blocks of different shapes: expected {FORMAT}")
         return cls({b: raw[b].float().contiguous() for b in blocks}, f"file:{path}")
 
     @classmethod

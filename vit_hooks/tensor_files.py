@@ -1,0 +1,55 @@
+"""Tensors from a file a user names (a linear head, register means): read with
+``torch.load(weights_only=True)`` only, so a pickle that would run code is refused, never run; every
+failure, and a value no measurement can use (complex, NaN, infinite), refused in one line."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mech_interp.errors import UsageError
+
+_REFUSED = "Weights only load failed"
+_WEIGHTS_ONLY = "WeightsUnpickler error:"
+
+
+def _first_sentence(text: str) -> str:
+    return " ".join(text.split()).split(". ")[0].rstrip(".")[:200]
+
+
+def _reason(err: Exception) -> str:
+    """torch's own first sentence on why, without its boilerplate (and its advice to load with
+    weights_only=False)."""
+    text = str(err)
+    if not text.startswith(_REFUSED):
+        return _first_sentence(text) or type(err).__name__
+    # The sentence sits after "WeightsUnpickler error:" or in the paragraph after the boilerplate one.
+    after = text.split(_WEIGHTS_ONLY, 1)[1] if _WEIGHTS_ONLY in text else text.split("\n\n", 1)[-1]
+    why = next((p for p in after.split("\n\n") if p.strip() and not p.strip().startswith("Check the doc")), "")
+    return f"not loadable with weights_only=True: {_first_sentence(why)}"
+
+
+def load_tensors(path: Path, what: str, expected: str) -> Any:
+    """What ``torch.load(path, weights_only=True)`` gives, on the CPU; ``what`` names the file in the
+    messages ("--head"), ``expected`` says what it should hold."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing the file
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # whatever torch raises on a file it cannot read, the file is the user's to fix
+        raise UsageError(f"cannot read {what} {str(path)!r} ({_reason(err)}): expected {expected}") from None
+
+
+def require_real_finite(tensor: torch.Tensor, where: str) -> None:
+    """Refuse a tensor that is not real floating point or holds NaN or infinity; ``where`` names it."""
+    if not tensor.dtype.is_floating_point:
+        raise UsageError(f"{where} is a {str(tensor.dtype).removeprefix('torch.')} tensor: expected real "
+                         "floating-point values (float16, bfloat16, float32 or float64)")
+    bad = (~torch.isfinite(tensor.float())).nonzero()  # as computed with: a float64 beyond float32's range is inf
+    if len(bad):
+        first, many = tuple(bad[0].tolist()), len(bad) > 1
+        raise UsageError(f"{where} holds {len(bad)} value{'s that are' if many else ' that is'} not finite as "
+                         f"float32 (the first, at {list(first)}, is {float(tensor[first]):g}): expected finite values")
