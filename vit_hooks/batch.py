@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mech_interp.errors import UsageError
-from mech_interp.user_files import require_file
+from mech_interp.user_files import parse_nested, require_file
 
 from .configs import ViTOptions
 from .runs import Experiment, check_run, execute, get_experiment
@@ -54,7 +54,7 @@ def expand(path: str | Path) -> list[BatchRun]:
     if path.suffix.lower() != ".toml":
         raise UsageError(f"config file {str(path)!r} is not allowed: expected a .toml file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = parse_nested(tomllib.loads, path.read_text(encoding="utf-8"), f"config file {str(path)!r}")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"malformed config file {str(path)!r}: {err}") from None
     unknown = sorted(set(data) - {"defaults", "runs"})
