@@ -294,6 +294,28 @@ def test_crafted_files_and_addresses_are_refused_in_one_line(tmp_path, capsys, m
     assert {p for p in tmp_path.rglob("*")} == before, "a refused run created files"
 
 
+@pytest.mark.parametrize("manifest", [
+    "[" * DEEP + "]" * DEEP, "[" * 40 + "]" * 40, "[1, 2]", '{"identity": [1]}', '{"identity": {"options": "x"}}',
+    '{"identity": {"options": {"model": ["random:gpt2-tiny"]}}}',
+], ids=["deep-100000", "deep-40", "a-list", "identity-a-list", "options-a-string", "model-a-list"])
+def test_a_crafted_manifest_in_a_run_directory_is_a_stale_run(tmp_path, capsys, manifest):
+    """Skip/resume reads the manifests under --out: one that no run of ours wrote is recomputed (its model named
+    as a list: refused as another model's run), never a traceback."""
+    out = tmp_path / "results"
+    run_dir = out / "random-gpt2-tiny" / "layerwise__n_seqs=2__seq_len=32"
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text(manifest)
+    code, stdout, stderr = run_cli(["layerwise", *TINY, *FAST, "--out", out], capsys)
+    assert "Traceback" not in stderr
+    if "model" in manifest:
+        assert code == 2 and stderr.strip().splitlines() == [
+            f"mech-interp: error: {run_dir} holds a run of ['random:gpt2-tiny'], not 'random:gpt2-tiny': pass another "
+            "--out, or --force to replace it"]
+    else:
+        assert code == 0, stderr
+        assert json.loads((run_dir / "manifest.json").read_text())["config"]["n_seqs"] == 2  # recomputed and replaced
+
+
 def test_no_command_is_one_line_on_stderr(capsys):
     code, stdout, stderr = run_cli([], capsys)
     assert code == 2 and not stdout

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..scratch import atomic_write_text, remove_stale
+from ..user_files import parse_nested
 from .manifest import git_commit, package_versions
 
 MANIFEST = "manifest.json"
@@ -39,10 +40,13 @@ def is_complete(run_dir: Path) -> bool:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest, or ``{}`` when it cannot be one of ours (broken, not an object, nested past any manifest
+    written here): skip/resume then treats the run as stale and computes it again."""
     try:
-        return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = parse_nested(json.loads, (run_dir / MANIFEST).read_text(encoding="utf-8"), str(run_dir / MANIFEST))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, UsageError):
         return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def check_writable(out: str | Path) -> None:
@@ -137,9 +141,11 @@ class RunWriter:
     def load_piece(self, key: dict[str, Any]) -> Any | None:
         path = self._piece_path(key)
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return None  # absent, or cut short by a kill: recompute
+            saved = parse_nested(json.loads, path.read_text(encoding="utf-8"), str(path))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, UsageError):
+            return None  # absent, cut short by a kill, or not one of ours: recompute
+        if not isinstance(saved, dict):
+            return None
         same = saved.get("identity") == json.loads(json.dumps(self.identity, default=str))
         return saved.get("value") if same and saved.get("key") == json.loads(json.dumps(key, default=str)) else None
 

@@ -119,13 +119,15 @@ def run_state(spec: RunSpec, out: str | Path) -> tuple[str, str]:
         return "new", ""
     manifest = read_manifest(run_dir)
     identity = spec.identity()
-    done_source = (manifest.get("identity") or {}).get("options", {}).get("model", manifest.get("model_source"))
+    recorded = manifest.get("identity") if isinstance(manifest.get("identity"), dict) else {}
+    recorded_options = recorded.get("options") if isinstance(recorded.get("options"), dict) else {}
+    done_source = recorded_options.get("model", manifest.get("model_source"))
     if done_source is not None and done_source != identity["options"]["model"]:
         raise UsageError(f"{run_dir} holds a run of {done_source!r}, not {identity['options']['model']!r}: "
                          "pass another --out, or --force to replace it")
     if manifest.get("identity") == identity:
         return "done", ""
-    return "stale", identity_difference(manifest.get("identity") or {}, identity)
+    return "stale", identity_difference(recorded, identity)
 
 
 def identity_difference(old: dict, new: dict) -> str:
