@@ -19,7 +19,6 @@ from mech_interp.interventions.heads import (
     ablate_head,
     ablate_head_per_row,
     ablate_heads,
-    parse_heads,
     zero_output_slice,
 )
 from mech_interp.metrics.attention_scores import (
@@ -120,11 +119,7 @@ def test_per_row_ablation_equals_one_ablation_per_row(how):
             torch.testing.assert_close(together[2 * group:2 * group + 2], alone, rtol=1e-5, atol=1e-5)
 
 
-def test_parse_heads_and_refusals():
-    assert parse_heads("5.1, 6.1") == [(5, 1), (6, 1)]
-    for bad, needle in (("5", "expected LAYER.HEAD"), ("5.1,5.1", "named twice"), ("a.b", "expected LAYER.HEAD"), ("", "no heads")):
-        with pytest.raises(mi.UsageError, match=needle):
-            parse_heads(bad)
+def test_unknown_ablation_is_refused():
     with pytest.raises(mi.UsageError, match="unknown head ablation 'drop': expected one of zero, mean"):
         ablate_heads([(0, 0)], "drop")
 

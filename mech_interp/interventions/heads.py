@@ -35,35 +35,6 @@ def check_how(how: str) -> str:
     return how
 
 
-def check_head(n_layers: int, n_heads: int, layer: int, head: int) -> tuple[int, int]:
-    """A (0-based block, head) pair inside the model; anything else is refused in one line."""
-    for name, value, n in (("layer", layer, n_layers), ("head", head, n_heads)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{name} {value!r} is not an integer: expected 0..{n - 1}")
-    if not 0 <= layer < n_layers:
-        raise UsageError(f"layer {layer} out of range: the model has blocks 0..{n_layers - 1} (0-based)")
-    if not 0 <= head < n_heads:
-        raise UsageError(f"head {head} out of range: each block has heads 0..{n_heads - 1}")
-    return layer, head
-
-
-def parse_heads(text: str | list[str]) -> list[tuple[int, int]]:
-    """``"5.1,6.1"`` (or ``["5.1", "6.1"]``) -> ``[(5, 1), (6, 1)]``: block.head pairs, 0-based, each once."""
-    items = [item for item in (text.split(",") if isinstance(text, str) else list(text)) if str(item).strip()]
-    heads: list[tuple[int, int]] = []
-    for item in items:
-        parts = str(item).strip().split(".")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise UsageError(f"head {str(item).strip()!r} is not allowed: expected LAYER.HEAD with 0-based integers, e.g. 5.1")
-        pair = (int(parts[0]), int(parts[1]))
-        if pair in heads:
-            raise UsageError(f"head {pair[0]}.{pair[1]} is named twice: give each once")
-        heads.append(pair)
-    if not heads:
-        raise UsageError("no heads given: expected LAYER.HEAD pairs, comma-separated, e.g. 5.1,6.1")
-    return heads
-
-
 class HeadMeans(torch.nn.Module):
     """Mean ``hook_z`` of every head of one layer over reference sequences.
 
