@@ -22,6 +22,7 @@ from PIL import Image
 from mech_interp.errors import UsageError
 from vit_hooks import cli
 from vit_hooks.image_file import check_image, read_rgb, to_rgb
+from vit_hooks.tensor_files import check_checkpoint
 
 TINY = ["--model", "random:vit-tiny-reg4"]  # 4 blocks, 4 registers, d_model 48
 
@@ -127,6 +128,7 @@ NAN = torch.zeros(4, 48).index_put_((torch.tensor([2]), torch.tensor([7])), torc
 MEANS = ["fix-reg-mean", *TINY, "--images", "{tmp}/imgs", "--means", "{tmp}/means.pt"]
 IMAGES = ["layerwise", *TINY, "--images", "{tmp}/imgs"]
 HEAD = ["fix-reg-mean", *TINY, "--images", "{tmp}/imgs", "--means", "measure", "--head", "{tmp}/head.pth"]
+CHECKPOINT = ["layerwise", "--model", "vit_small_patch14_reg4_dinov2@{tmp}/model.pth", "--images", "{tmp}/imgs"]
 RUNS = "[[runs]]\nmodels = ['random:vit-tiny']\nexperiments = ['layerwise']\n"
 
 # (id, setup(tmp), args with {tmp}, expected substring of the one error line). None of them loads a model.
@@ -161,8 +163,15 @@ CASES = [
     ("head-pickle-running-code", lambda t: _pickle(t, "head.pth", {"weight": _RunsCode()}), HEAD,
      "cannot read --head '{tmp}/head.pth' (not loadable with weights_only=True: "),
     ("means-truncated", lambda t: _file(t, "means.pt", _truncated_torch_file), MEANS,
-     "cannot read register-means file '{tmp}/means.pt' (PytorchStreamReader failed reading zip archive: failed "
+     "cannot read register-means file '{tmp}/means.pt' (RuntimeError: PytorchStreamReader failed reading zip archive: failed "
      "finding central directory): expected a .pt file"),
+    ("checkpoint-pickle-running-code", lambda t: _pickle(t, "model.pth", {"pos_embed": _RunsCode()}), CHECKPOINT,
+     "cannot read checkpoint '{tmp}/model.pth' (not loadable with weights_only=True: "),
+    ("checkpoint-text", lambda t: _file(t, "model.pth", lambda p: p.write_text("hi\n")), CHECKPOINT,
+     "cannot read checkpoint '{tmp}/model.pth' (KeyError: "),
+    ("checkpoint-broken-safetensors", lambda t: _file(t, "model.safetensors", lambda p: p.write_bytes(b"\xff" * 64)),
+     ["layerwise", "--model", "vit_small_patch14_reg4_dinov2@{tmp}/model.safetensors", "--images", "{tmp}/imgs"],
+     "cannot read checkpoint '{tmp}/model.safetensors' ("),
     # 5. image modes without a defined conversion to RGB
     ("float-tiff-named-png", lambda t: _folder(t, {"f.png": _tiff("F")}), IMAGES,
      "image '{tmp}/imgs/f.png' has PIL mode 'F' (floating-point samples, whose white the mode does not define): "
@@ -340,3 +349,21 @@ def test_images_between_the_warning_and_the_bomb_limit_are_read_quietly(tmp_path
     assert not caught, [str(w.message) for w in caught]
     with pytest.warns(Image.DecompressionBombWarning):  # what PIL alone prints for every such image
         Image.open(quiet).close()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "safetensors"])
+def test_readable_checkpoints_pass_the_check_before_the_model(tmp_path, fmt):
+    state = {"pos_embed": torch.randn(1, 5, 8), "blocks.0.norm1.weight": torch.ones(8)}
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        path = tmp_path / "model.safetensors"
+        save_file(state, path)
+    else:
+        path = tmp_path / "model.pth"
+        torch.save({"model": state}, path, _use_new_zipfile_serialization=fmt == "zip")
+    check_checkpoint(path, "a state dict")
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(UsageError, match=r"^cannot read checkpoint '.*model\.(pth|safetensors)' \(.+\): expected a state dict$"):
+        check_checkpoint(path, "a state dict")

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from vit_hooks import hook_names
+from vit_hooks.configs import LayerwiseConfig, ViTOptions
 from vit_hooks.fix_reg_mean import FixRegMean
 from vit_hooks.hooks import HookedViT
 from vit_hooks.images import open_images
@@ -19,6 +20,7 @@ from vit_hooks.loading import load_vit
 from vit_hooks.preprocessing import Preprocessing
 from vit_hooks.register_means import RegisterMeans, measure
 from vit_hooks.registry import PLANT, list_models, parse_model
+from vit_hooks.runs import EXPERIMENTS, check_run
 
 
 def _images(tmp_path, n=4, size=(80, 64)):
@@ -301,6 +303,8 @@ def test_local_checkpoint_loads_into_its_timm_architecture(tmp_path):
         source = timm.create_model("test_vit", pretrained=False, num_classes=0)  # timm's own tiny test ViT
     path = tmp_path / "weights.pth"
     torch.save(source.state_dict(), path)
+    options = ViTOptions(model=f"test_vit@{path}", images=str(_images(tmp_path, n=1)))
+    check_run(EXPERIMENTS["layerwise"], options, LayerwiseConfig())  # the checkpoint check lets it through
     vit = load_vit(f"test_vit@{path}")
     assert vit.entry.kind == "file" and vit.entry.slug == "weights"
     state = vit.model.state_dict()

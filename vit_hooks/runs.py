@@ -87,8 +87,8 @@ def run_dir(experiment: Experiment, options: configs.ViTOptions, config: Any, ou
 
 
 def check_run(experiment: Experiment, options: configs.ViTOptions, config: Any) -> None:
-    """What can be refused before the model loads: the model spec, the images, the head file, blocks
-    beyond the model, an unknown ``--means``."""
+    """What can be refused before the model loads: the model spec, a checkpoint timm could not read, the
+    images, the head file, blocks beyond the model, an unknown ``--means``."""
     if not experiment.needs_model:
         return
     from .images import open_images
@@ -104,6 +104,10 @@ def check_run(experiment: Experiment, options: configs.ViTOptions, config: Any) 
                 "use --device cpu"
             )
     require_hub(entry)
+    if entry.kind == "file":
+        from .tensor_files import check_checkpoint
+
+        check_checkpoint(Path(entry.path), f"a {entry.arch} state dict (timm's or the original DINOv2 layout)")
     images = open_images(options.images, options.n_images)
     n_ref = getattr(config, "n_ref", None)
     if n_ref is not None and n_ref >= len(images):

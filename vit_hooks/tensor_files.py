@@ -1,10 +1,11 @@
-"""Tensors from a file a user names (a linear head, register means): read with
+"""Tensors from a file a user names (a linear head, register means, a model checkpoint): read with
 ``torch.load(weights_only=True)`` only, so a pickle that would run code is refused, never run; every
 failure, and a value no measurement can use (complex, NaN, infinite), refused in one line."""
 
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +25,41 @@ def _reason(err: Exception) -> str:
     """torch's own first sentence on why, without its boilerplate (and its advice to load with
     weights_only=False)."""
     text = str(err)
-    if not text.startswith(_REFUSED):
-        return _first_sentence(text) or type(err).__name__
+    if not text.startswith(_REFUSED):  # e.g. KeyError: 105 from the unpickler on a text file
+        return f"{type(err).__name__}: {_first_sentence(text)}".rstrip(": ")
     # The sentence sits after "WeightsUnpickler error:" or in the paragraph after the boilerplate one.
     after = text.split(_WEIGHTS_ONLY, 1)[1] if _WEIGHTS_ONLY in text else text.split("\n\n", 1)[-1]
     why = next((p for p in after.split("\n\n") if p.strip() and not p.strip().startswith("Check the doc")), "")
     return f"not loadable with weights_only=True: {_first_sentence(why)}"
 
 
-def load_tensors(path: Path, what: str, expected: str) -> Any:
-    """What ``torch.load(path, weights_only=True)`` gives, on the CPU; ``what`` names the file in the
-    messages ("--head"), ``expected`` says what it should hold."""
+def load_tensors(path: Path, what: str, expected: str, mmap: bool = False) -> Any:
+    """What ``torch.load(path, weights_only=True)`` gives, on the CPU (memory-mapped with ``mmap``, a
+    zip-format file only); ``what`` names the file in the messages ("--head"), ``expected`` says what it
+    should hold."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing the file
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # whatever torch raises on a file it cannot read, the file is the user's to fix
         raise UsageError(f"cannot read {what} {str(path)!r} ({_reason(err)}): expected {expected}") from None
+
+
+def check_checkpoint(path: Path, expected: str) -> None:
+    """Refuse, before a model is built from it, a checkpoint that timm's loader (``weights_only=True``, or
+    safetensors) would fail on with a traceback. Cheap: the tensors stay on disk (a zip-format file is
+    memory-mapped; of a safetensors file only the header is read)."""
+    if path.suffix.lower() != ".safetensors":
+        load_tensors(path, "checkpoint", expected, mmap=zipfile.is_zipfile(path))
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            f.keys()
+    except Exception as err:  # the safetensors library's own error type, or an OSError
+        raise UsageError(f"cannot read checkpoint {str(path)!r} ({_first_sentence(str(err))}): expected {expected}"
+                         ) from None
 
 
 def require_real_finite(tensor: torch.Tensor, where: str) -> None:
