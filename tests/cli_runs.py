@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mech_interp import cli
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of the command alone: what the test printed before (a model saved as its
+    input, with its own progress bars) is dropped."""
+    capsys.readouterr()
     code = cli.main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -18,9 +22,13 @@ def files_under(path: Path) -> list[Path]:
 
 
 def assert_refused(code: int, stderr: str, needle: str, out: Path) -> None:
-    """Exit 2, exactly one ``mech-interp: error:`` line holding ``needle``, no traceback, no file under ``out``."""
+    """Exit 2, exactly one ``mech-interp: error:`` line holding ``needle``, no traceback, no progress bar left
+    unfinished (work begun before the refusal; loading a model that is then refused may show its finished bar), no
+    file under ``out``."""
     errors = [line for line in stderr.splitlines() if line.startswith("mech-interp: error:")]
     assert code == 2, stderr
     assert len(errors) == 1 and needle in errors[0], stderr
     assert "Traceback" not in stderr, stderr
+    last = dict(re.findall(r"([A-Za-z][\w ]*?):\s+(\d+)%\|", stderr))  # each bar's description -> its last percentage
+    assert all(percent == "100" for percent in last.values()), f"work started before the refusal: {stderr}"
     assert not files_under(out), f"a refused run left files behind: {files_under(out)}"

@@ -50,16 +50,26 @@ def collect_layer_stats(
     current: dict[str, torch.Tensor] = {}
     n_prefix = getattr(model, "n_prefix_tokens", 0)
 
+    total = total if total is not None else len(batches) if hasattr(batches, "__len__") else None
+    bar: list[tqdm] = []  # shown once the first site is recorded: a refused --k must not leave a 0% bar above its error
+
     def hook(acts: Float[torch.Tensor, "batch pos *rest"], hook) -> None:
         recorder.record(hook.name, acts, current["labels"])
+        if not bar:
+            bar.append(tqdm(desc="layer statistics", unit="batch", total=total, disable=not progress))
 
     stop = stop_layer(model, hook_names)
     device = model.cfg.device
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(name, hook) for name in hook_names]):
-        for tokens in tqdm(batches, desc="layer statistics", unit="batch", total=total, disable=not progress):
-            current["labels"] = torch.cat([tokens.new_full((tokens.shape[0], n_prefix), PREFIX_LABEL), tokens], dim=1)
-            on_device = tokens.to(device)
-            recorder.run_batch(lambda: model(on_device, return_type=None, stop_at_layer=stop))
+    try:
+        with torch.inference_mode(), model.hooks(fwd_hooks=[(name, hook) for name in hook_names]):
+            for tokens in batches:
+                current["labels"] = torch.cat([tokens.new_full((tokens.shape[0], n_prefix), PREFIX_LABEL), tokens], dim=1)
+                on_device = tokens.to(device)
+                recorder.run_batch(lambda: model(on_device, return_type=None, stop_at_layer=stop))
+                bar[0].update()
+    finally:
+        if bar:
+            bar[0].close()
     return recorder.result(layer_of=block_of, label_name=lambda t: label_text(model, t), label_columns=TOKEN_COLUMNS)
 
 
