@@ -186,6 +186,15 @@ def _checkpoint(t: Path, config: dict, weights: str = "model.safetensors", paylo
         (ck / weights).write_bytes(b"")
 
 
+def _cut_weights(t: Path) -> None:
+    from safetensors.torch import save_file
+
+    _checkpoint(t, CONFIG)
+    save_file({"w": torch.zeros(1000)}, t / "ck" / "model.safetensors")
+    data = (t / "ck" / "model.safetensors").read_bytes()
+    (t / "ck" / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
 def _shell_checkpoint(t: Path) -> None:
     # subprocess.run(config) iterates the dict: its keys, in order, are the command line
     _checkpoint(t, {"sh": 0, "-c": 0, f"echo the payload ran > {t}/pwned": 0, "builder": "subprocess:run", **SIZES})
@@ -216,6 +225,7 @@ CHECKPOINT_CASES = [
     ("weights-pickled-code", lambda t: _checkpoint(t, CONFIG, "model.pt", payload=True),
      "model.pt cannot be read as a state dict of tensors (UnpicklingError"),
     ("weights-not-safetensors", lambda t: _checkpoint(t, CONFIG), "model.safetensors cannot be read as a state dict"),
+    ("weights-cut-short", _cut_weights, "model.safetensors cannot be read as a state dict of tensors (SafetensorError"),
 ]
 BATCH = "[defaults]\ndevice = 'cpu'\n[[runs]]\nmodels = ['{ck}']\nexperiments = ['feature_view']\n"
 

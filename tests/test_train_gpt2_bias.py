@@ -346,6 +346,21 @@ def test_broken_checkpoints_are_refused_in_one_line(runs, tmp_path):
         ModelSpec.parse(str(broken))
 
 
+def test_weights_as_a_state_dict_in_model_pt_load(runs, tmp_path):
+    import shutil
+
+    import mech_interp as mi
+    from safetensors.torch import load_file
+
+    copy = tmp_path / "pt"
+    shutil.copytree(runs["sink"], copy)
+    torch.save(load_file(copy / "model.safetensors"), copy / "model.pt")
+    (copy / "model.safetensors").unlink()
+    x = torch.arange(10).unsqueeze(0)
+    torch.testing.assert_close(mi.load_model(str(copy), device="cpu")(x), mi.load_model(str(runs["sink"]),
+                                                                                          device="cpu")(x), atol=0, rtol=0)
+
+
 def test_checkpoints_of_the_previous_version_still_load(runs, tmp_path):
     """They named their builder instead of a format: that exact string is still read (never imported as given)."""
     import shutil

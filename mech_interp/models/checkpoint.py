@@ -13,8 +13,9 @@ spec is parsed, before anything is imported:
   A checkpoint of the previous version has ``"builder": "train_gpt2_bias.model:build_model"`` in place of format
   and format_version: that exact string (compared as a string, never imported as given) reads as format version 0
   of train_gpt2_bias; any other builder is refused.
-- the weights: ``model.safetensors``, or ``model.pt`` holding a state dict of tensors, read with
-  ``torch.load(weights_only=True)`` (no pickled code runs; anything else in it is refused);
+- the weights: ``model.safetensors`` (its header is checked when the spec is parsed), or ``model.pt`` holding a
+  state dict of tensors, saved by torch >= 1.6 and read with ``torch.load(weights_only=True, mmap=True)`` (no
+  pickled code runs; anything else in it is refused when the spec is parsed, without reading the tensors);
 - ``tokenizer/`` (optional): a Hugging Face tokenizer directory, loaded with ``trust_remote_code=False``.
 """
 
@@ -112,7 +113,7 @@ def _import(target: str, text: str) -> Any:
 
 def read_checkpoint_config(path: Path, text: str) -> dict[str, Any]:
     """The config of checkpoint directory ``path``, checked against the module doc (format, keys and their types,
-    variant) with weights beside it."""
+    variant) with readable weights beside it."""
     file = path / CONFIG_FILE
     if not file.is_file():
         raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} is not a file")
@@ -132,13 +133,36 @@ def read_checkpoint_config(path: Path, text: str) -> dict[str, Any]:
     variants = _import(FORMATS[name].variants, text)
     if config["variant"] not in variants:
         raise UsageError(f"{where} has variant {config['variant']!r}: expected one of {', '.join(variants)}")
-    if weights_file(path) is None:
+    weights = weights_file(path)
+    if weights is None:
         raise UsageError(f"checkpoint {text!r} has no weights ({' or '.join(WEIGHT_FILES)})")
+    _check_weights(weights, text)
     return config
 
 
 def weights_file(path: Path) -> Path | None:
     return next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
+
+
+def _unreadable(weights: Path, text: str, err: Exception) -> UsageError:
+    why = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+    return UsageError(f"checkpoint {text!r}: {weights.name} cannot be read as a state dict of tensors ({why}): "
+                      f"expected {WEIGHT_FILES[0]}, or {WEIGHT_FILES[1]} saved from model.state_dict()")
+
+
+def _check_weights(weights: Path, text: str) -> None:
+    """Refuse weights that cannot be read, when the spec is parsed (before a batch starts its runs): a safetensors
+    header is read without torch; a model.pt is read whole, but memory-mapped, so its tensors are not."""
+    if weights.suffix != ".safetensors":
+        _read_weights(weights, text)
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
+            f.keys()
+    except (SafetensorError, OSError) as err:
+        raise _unreadable(weights, text, err) from None
 
 
 def _read_weights(weights: Path, text: str) -> dict[str, Any]:
@@ -153,12 +177,10 @@ def _read_weights(weights: Path, text: str) -> dict[str, Any]:
             from safetensors.torch import load_file
 
             state = load_file(str(weights))
-        else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+        else:  # mmap: the pickle is parsed (weights_only refuses code), the tensors are read when used
+            state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
-        why = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
-        raise UsageError(f"checkpoint {text!r}: {weights.name} cannot be read as a state dict of tensors ({why}): "
-                         f"expected {WEIGHT_FILES[0]}, or {WEIGHT_FILES[1]} saved from model.state_dict()") from None
+        raise _unreadable(weights, text, err) from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise UsageError(f"checkpoint {text!r}: {weights.name} holds a {type(state).__name__}, not a state dict of "
