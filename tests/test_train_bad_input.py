@@ -209,6 +209,8 @@ CHECKPOINT_CASES = [
     ("builder-subprocess-run", _shell_checkpoint, "names builder 'subprocess:run', which is not loaded"),
     ("builder-module-in-cwd", _module_in_cwd, "names builder 'evil:build', which is not loaded"),
     ("builder-this", lambda t: _checkpoint(t, {"builder": "this:s", **SIZES}), "names builder 'this:s'"),
+    ("builder-not-a-string", lambda t: _checkpoint(t, {"builder": ["evil", "build"], **SIZES}),
+     "names builder ['evil', 'build'], which is not loaded"),
     ("builder-beside-format", lambda t: _checkpoint(t, {**CONFIG, "builder": "train_gpt2_bias.model:build_model"}),
      "names builder 'train_gpt2_bias.model:build_model', which is not loaded"),
     ("format-unknown", lambda t: _checkpoint(t, {**CONFIG, "format": "pickle"}),

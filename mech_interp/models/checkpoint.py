@@ -87,7 +87,7 @@ def checkpoint_format(config: dict[str, Any], text: str) -> tuple[str, int]:
     where = f"checkpoint {text!r}: {CONFIG_FILE}"
     if "builder" in config:
         builder = config["builder"]
-        if "format" in config or builder not in LEGACY_BUILDERS:
+        if "format" in config or not isinstance(builder, str) or builder not in LEGACY_BUILDERS:
             raise UsageError(f"{where} names builder {builder!r}, which is not loaded (a checkpoint cannot choose the "
                              f"code that builds it): expected {_accepted()}")
         return LEGACY_BUILDERS[builder]
