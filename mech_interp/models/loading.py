@@ -1,7 +1,8 @@
 """One entry point from a model spec to a ``HookedTransformer`` in eval mode.
 
 A spec is a registered name (``list_models()``), a local Hugging Face directory, a trained checkpoint
-directory (``hooked_config.json`` + weights, built by the builder it names), a ``.gguf`` file,
+directory (``hooked_config.json`` + weights, built by the builder mech_interp's own table
+``models/checkpoint.FORMATS`` gives for its format: never code the file names), a ``.gguf`` file,
 or a TransformerLens/hub model name (``gpt2``), which needs network or a filled HF cache.
 """
 

@@ -65,7 +65,8 @@ class ModelSpec:
             return cls(text, "hf_dir", path.resolve())
         if path.exists():
             raise UsageError(f"model {text!r} is a file but not a .gguf: expected a GGUF file, a Hugging Face model "
-                             "directory, or a registered name")
+                             "directory, a trained checkpoint directory (hooked_config.json + model.safetensors), "
+                             "or a registered name")
         if "/" in text.rstrip("/").split("/", 1)[-1] or text.startswith((".", "~")) or text.endswith("/"):
             raise UsageError(f"model path {text!r} does not exist")
         return cls(text, "hub")
@@ -93,8 +94,7 @@ class ModelSpec:
             from .checkpoint import read_checkpoint_config
 
             config = read_checkpoint_config(self.path, self.text)
-            return ModelMetadata(config.get("original_architecture") or config["builder"], config["n_layers"],
-                                 config["n_ctx"])
+            return ModelMetadata(config["original_architecture"], config["n_layers"], config["n_ctx"])
         if self.kind == "gguf":
             from .architectures import GGUF_ARCHITECTURES
             from .gguf import read_header
