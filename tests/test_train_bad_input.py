@@ -195,6 +195,12 @@ def _cut_weights(t: Path) -> None:
     (t / "ck" / "model.safetensors").write_bytes(data[: len(data) // 2])
 
 
+def _deep_checkpoint(t: Path) -> None:
+    _checkpoint(t, CONFIG)
+    config = (t / "ck" / "hooked_config.json").read_text()
+    (t / "ck" / "hooked_config.json").write_text(config[:-1] + ', "n_ctx": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
 def _shell_checkpoint(t: Path) -> None:
     # subprocess.run(config) iterates the dict: its keys, in order, are the command line
     _checkpoint(t, {"sh": 0, "-c": 0, f"echo the payload ran > {t}/pwned": 0, "builder": "subprocess:run", **SIZES})
@@ -223,6 +229,8 @@ CHECKPOINT_CASES = [
     ("size-not-an-integer", lambda t: _checkpoint(t, {**CONFIG, "d_model": "8"}),
      "has d_model '8': expected a positive integer"),
     ("key-missing", lambda t: _checkpoint(t, {k: v for k, v in CONFIG.items() if k != "eps"}), "lacks 'eps'"),
+    ("config-nested-100000", _deep_checkpoint,
+     "hooked_config.json nests lists or tables deeper than 32 levels"),
     # model.pt must be a plain state dict: pickled code ended in a traceback quoting PyTorch's unpickler
     ("weights-pickled-code", lambda t: _checkpoint(t, CONFIG, "model.pt", payload=True),
      "model.pt cannot be read as a state dict of tensors (UnpicklingError"),
