@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mech_interp.errors import UsageError
+from mech_interp.errors import UsageError, reason
 
 AS_RGB = ("1", "L", "P", "RGB", "LA", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV")  # PIL's convert is right
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -43,21 +43,17 @@ _UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _checked: set[tuple[str, int, int]] = set()
 
 
-def _reason(err: Exception) -> str:
-    return " ".join(str(err).split())[:200] or type(err).__name__
-
-
 def _open(path: Path) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             return Image.open(path)
         except Image.DecompressionBombError as err:
-            raise UsageError(f"image {str(path)!r} is too large to decode safely: {_reason(err)}") from None
+            raise UsageError(f"image {str(path)!r} is too large to decode safely: {reason(err)}") from None
         except _UNREADABLE as err:
             empty = path.is_file() and path.stat().st_size == 0
             raise UsageError(
-                f"cannot read image {str(path)!r}: {'the file is empty' if empty else _reason(err)}: expected "
+                f"cannot read image {str(path)!r}: {'the file is empty' if empty else reason(err)}: expected "
                 "an image file PIL decodes (JPEG, PNG, WebP, BMP)"
             ) from None
 
@@ -95,6 +91,6 @@ def read_rgb(path: Path) -> Image.Image:
             img.load()
         except _UNREADABLE as err:
             raise UsageError(
-                f"cannot read image {str(path)!r}: {_reason(err)}: expected a complete image file"
+                f"cannot read image {str(path)!r}: {reason(err)}: expected a complete image file"
             ) from None
         return to_rgb(img)

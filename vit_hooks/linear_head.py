@@ -17,7 +17,7 @@ from jaxtyping import Float
 from mech_interp.errors import UsageError
 from mech_interp.user_files import require_file
 
-from .tensor_files import load_tensors, require_real_finite
+from mech_interp.tensor_files import load_tensors, require_real_finite
 from .token_roles import TokenRoles
 
 EXPECTED = "DINOv2's linear head checkpoint (weight [classes, 2 x d_model], bias)"

@@ -31,7 +31,7 @@ from .configs import UPSTREAM_SIZES
 from .hooks import HookedViT
 from .images import ImageSet
 from .preprocessing import Preprocessing
-from .tensor_files import load_tensors, require_real_finite
+from mech_interp.tensor_files import load_tensors, require_real_finite
 
 UPSTREAM_DIR = "dinov2-reg-feat-mean"
 UPSTREAM_FILES = {size: f"{size}_imagemean_bs10k_trainaug.pt" for size in UPSTREAM_SIZES}

@@ -105,7 +105,7 @@ def check_run(experiment: Experiment, options: configs.ViTOptions, config: Any) 
             )
     require_hub(entry)
     if entry.kind == "file":
-        from .tensor_files import check_checkpoint
+        from mech_interp.tensor_files import check_checkpoint
 
         check_checkpoint(Path(entry.path), f"a {entry.arch} state dict (timm's or the original DINOv2 layout)")
     images = open_images(options.images, options.n_images)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from ..errors import reason
 from ..scratch import atomic_write_text
 
 PLOTLY_JS = "plotly.min.js"
@@ -63,7 +64,7 @@ def write_figure(fig: go.Figure, base: Path, plotly_js_src: str) -> WrittenFigur
             fig.write_image(png, width=1100, height=750, scale=1)
         except Exception as err:  # kaleido raises whatever its browser bridge raised (ReferenceError, RuntimeError, ...)
             png.unlink(missing_ok=True)
-            why = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            why = reason(err, 300)
             warnings.warn(f"{png.name} was not written ({why}); {html.name} was", stacklevel=2)
             return WrittenFigure([html], why)
         return WrittenFigure([html, png])

@@ -1,9 +1,11 @@
-"""Tensors from a file a user names (a linear head, register means, a model checkpoint): read with
-``torch.load(weights_only=True)`` only, so a pickle that would run code is refused, never run; every
-failure, and a value no measurement can use (complex, NaN, infinite), refused in one line."""
+"""Tensors from a file a user names (model weights, a training state, a linear head, register means, a timm
+checkpoint): read with ``torch.load(weights_only=True)`` or safetensors only, so a pickle that would run code is
+refused, never run; every failure, and a value no measurement can use (complex, NaN, infinite), refused in one
+line. The one place such files are opened, for every study."""
 
 from __future__ import annotations
 
+import argparse
 import warnings
 import zipfile
 from pathlib import Path
@@ -11,14 +13,10 @@ from typing import Any
 
 import torch
 
-from mech_interp.errors import UsageError
+from .errors import UsageError, first_sentence, reason
 
 _REFUSED = "Weights only load failed"
 _WEIGHTS_ONLY = "WeightsUnpickler error:"
-
-
-def _first_sentence(text: str) -> str:
-    return " ".join(text.split()).split(". ")[0].rstrip(".")[:200]
 
 
 def _reason(err: Exception) -> str:
@@ -26,40 +24,46 @@ def _reason(err: Exception) -> str:
     weights_only=False)."""
     text = str(err)
     if not text.startswith(_REFUSED):  # e.g. KeyError: 105 from the unpickler on a text file
-        return f"{type(err).__name__}: {_first_sentence(text)}".rstrip(": ")
+        return reason(err)
     # The sentence sits after "WeightsUnpickler error:" or in the paragraph after the boilerplate one.
     after = text.split(_WEIGHTS_ONLY, 1)[1] if _WEIGHTS_ONLY in text else text.split("\n\n", 1)[-1]
     why = next((p for p in after.split("\n\n") if p.strip() and not p.strip().startswith("Check the doc")), "")
-    return f"not loadable with weights_only=True: {_first_sentence(why)}"
+    return f"not loadable with weights_only=True: {first_sentence(why)}"
 
 
-def load_tensors(path: Path, what: str, expected: str, mmap: bool = False) -> Any:
+def load_tensors(path: Path, what: str, expected: str, mmap: bool = False, safe_globals: tuple = ()) -> Any:
     """What ``torch.load(path, weights_only=True)`` gives, on the CPU (memory-mapped with ``mmap``, a
     zip-format file only); ``what`` names the file in the messages ("--head"), ``expected`` says what it
-    should hold."""
+    should hold; ``safe_globals`` are plain-data classes the file may also hold (as its reader allows)."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(safe_globals)):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing the file
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # whatever torch raises on a file it cannot read, the file is the user's to fix
+    except Exception as err:  # whatever torch raises on a file it cannot read (KeyError on text), the file is at fault
         raise UsageError(f"cannot read {what} {str(path)!r} ({_reason(err)}): expected {expected}") from None
 
 
-def check_checkpoint(path: Path, expected: str) -> None:
-    """Refuse, before a model is built from it, a checkpoint that timm's loader (``weights_only=True``, or
-    safetensors) would fail on with a traceback. Cheap: the tensors stay on disk (a zip-format file is
-    memory-mapped; of a safetensors file only the header is read)."""
-    if path.suffix.lower() != ".safetensors":
-        load_tensors(path, "checkpoint", expected, mmap=zipfile.is_zipfile(path))
-        return
+def check_safetensors(path: Path, what: str, expected: str) -> None:
+    """Refuse a safetensors file whose header cannot be read; the tensors are not read."""
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "numpy") as f:
             f.keys()
     except Exception as err:  # the safetensors library's own error type, or an OSError
-        raise UsageError(f"cannot read checkpoint {str(path)!r} ({_first_sentence(str(err))}): expected {expected}"
+        raise UsageError(f"cannot read {what} {str(path)!r} ({first_sentence(str(err))}): expected {expected}"
                          ) from None
+
+
+def check_checkpoint(path: Path, expected: str) -> None:
+    """Refuse, before a model is built from it, a checkpoint that timm's loader (``weights_only=True`` with
+    ``argparse.Namespace`` allowed, as timm's own training checkpoints hold their arguments; or safetensors) would
+    fail on with a traceback. Cheap: the tensors stay on disk (a zip-format file is memory-mapped; of a safetensors
+    file only the header is read)."""
+    if path.suffix.lower() == ".safetensors":
+        check_safetensors(path, "checkpoint", expected)
+    else:
+        load_tensors(path, "checkpoint", expected, mmap=zipfile.is_zipfile(path), safe_globals=(argparse.Namespace,))
 
 
 def require_real_finite(tensor: torch.Tensor, where: str) -> None:
