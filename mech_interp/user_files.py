@@ -43,15 +43,27 @@ MAX_NESTING = 32
 
 
 def nesting_depth(value: Any) -> int:
-    """Levels of lists and dicts in ``value`` (a scalar is 0), without recursion."""
-    depth, level = 0, [(value, 0)]
-    while level:
-        item, d = level.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is not None:
-            depth = max(depth, d + 1)
-            level.extend((child, d + 1) for child in children)
-    return depth
+    """Levels of lists and dicts in ``value`` (a scalar is 0), without recursion. A YAML file can share one node
+    among many places (``&anchor`` / ``*alias``, a billion-laughs file 10^8 times): each is walked once. A value
+    that contains itself (an alias inside its own anchor) has no depth: ValueError."""
+    depth: dict[int, int] = {}  # id of a list or dict -> its depth, once its children are done
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        item, children_done = stack.pop()
+        children = list(item.values()) if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None or (not children_done and id(item) in depth):
+            continue
+        if children_done:
+            on_path.discard(id(item))
+            depth[id(item)] = 1 + max((depth.get(id(c), 0) for c in children), default=0)
+            continue
+        if id(item) in on_path:
+            raise ValueError("it contains itself")
+        on_path.add(id(item))
+        stack.append((item, True))
+        stack.extend((c, False) for c in children)
+    return depth.get(id(value), 0)
 
 
 def parse_nested(parse: Callable[[str], Any], text: str, where: str) -> Any:
@@ -63,6 +75,11 @@ def parse_nested(parse: Callable[[str], Any], text: str, where: str) -> Any:
         data = parse(text)
     except RecursionError:
         raise too_deep from None
-    if nesting_depth(data) > MAX_NESTING:
+    try:
+        too_deep_after = nesting_depth(data) > MAX_NESTING
+    except ValueError:
+        raise UsageError(f"{where} contains itself (a YAML alias inside its own anchor): expected a tree of "
+                         "tables and lists") from None
+    if too_deep_after:
         raise too_deep
     return data

@@ -238,6 +238,10 @@ DEEP_YAML = "runs: " + "[" * DEEP + "]" * DEEP + "\n"
 NESTED_40 = "[defaults]\ndevice = 'cpu'\n[[runs]]\nmodels = ['random:gpt2-tiny']\nexperiments = ['feature_view']\n" \
             "params = { prompt = " + "[" * 40 + "'x'" + "]" * 40 + " }\n"
 
+# 10^8 leaves when expanded, 9 levels deep: the nesting check walked every one (it hung), now each shared node once
+LAUGHS = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)) + "runs: *a8\n"
+
 # (id, setup(tmp) -> None, args with {tmp} placeholders, environment, expected substring of the one error line)
 HOSTILE = [
     ("batch-toml-nested-100000", lambda t: _batch(t / "b.toml", DEEP_TOML), ["batch", "{tmp}/b.toml"], {},
@@ -246,6 +250,10 @@ HOSTILE = [
      "config file '{tmp}/b.yaml' nests lists or tables deeper than 32 levels"),
     ("batch-toml-nested-40", lambda t: _batch(t / "b.toml", NESTED_40), ["batch", "{tmp}/b.toml"], {},
      "nests lists or tables deeper than 32 levels: expected at most 32"),
+    ("batch-yaml-alias-in-its-anchor", lambda t: _batch(t / "b.yaml", "runs: &a [*a]\n"), ["batch", "{tmp}/b.yaml"], {},
+     "config file '{tmp}/b.yaml' contains itself (a YAML alias inside its own anchor)"),
+    ("batch-yaml-billion-laughs", lambda t: _batch(t / "b.yaml", LAUGHS), ["batch", "{tmp}/b.yaml"], {},
+     "malformed config file '{tmp}/b.yaml': unknown key 'a0' (accepted: defaults, ray, runs)"),
     ("hf-config-nested-100000", lambda t: _hf_dir(t / "m", '{"a": ' + "[" * DEEP + "]" * DEEP + "}"),
      ["layerwise", "--model", "{tmp}/m"], {}, "model directory '{tmp}/m': config.json nests lists or tables deeper"),
     ("gguf-alignment-string", lambda t: _gguf_alignment(t / "a.gguf", 8, _gguf_string("32")),
@@ -336,6 +344,12 @@ def _hf_weights_damaged(t: Path, how: str) -> None:
     if how == "truncated":
         data = weights.read_bytes()
         weights.write_bytes(data[: len(data) // 2])
+    elif how == "custom-code":  # transformers would import evil.py (after a prompt at a terminal)
+        config = json.loads((target / "config.json").read_text())
+        config.update(model_type="evilgpt", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"})
+        (target / "config.json").write_text(json.dumps(config))
+        (target / "evil.py").write_text(f"from pathlib import Path\nPath({str(t / 'payload-ran')!r}).touch()\n"
+                                        "from transformers import GPT2Config as EvilConfig, GPT2LMHeadModel as EvilModel\n")
     elif how == "pickled-code":  # a .bin whose unpickling would run a command
         import torch
 
@@ -359,6 +373,8 @@ class _Payload:
 
 @pytest.mark.parametrize("how, needle", [
     ("truncated", "cannot load the model directory '{tmp}/m' (SafetensorError"),
+    ("custom-code", "model directory '{tmp}/m' needs code of its own to load (config.json's auto_map): refused; only "
+                    "transformers' built-in architectures are loaded"),
     ("pickled-code", "model directory '{tmp}/m' holds pickled weights that need code to load: refused; accepted "
                      "weights are *.safetensors, or *.bin state dicts of tensors only"),
     ("missing-tensor", "lacks weights for 1 tensors (e.g. 'transformer.h.0.attn.c_proj.weight')"),

@@ -210,11 +210,12 @@ def _load_cached(path: Path, cached: Path) -> HFModel | None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, output_loading_info=True)
+        model, info = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, output_loading_info=True,
+                                                           trust_remote_code=False)
         wrong = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: {sorted(map(str, next(iter(wrong.values()))))[:3]}")
-        tokenizer = AutoTokenizer.from_pretrained(cached)
+        tokenizer = AutoTokenizer.from_pretrained(cached, trust_remote_code=False)
     except Exception as err:  # a cache entry damaged by a full disk, a kill or an editor: rebuild it
         why = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
         shutil.rmtree(cached, ignore_errors=True)
@@ -233,8 +234,9 @@ def _dequantize(path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                      trust_remote_code=False)
     except (ValueError, OSError, KeyError, struct.error, RuntimeError) as err:
         raise UsageError(f"cannot read GGUF file {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]}): "
                          "download it again") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 from ..errors import UsageError
+from ..user_files import read_json_object
 from .hf_model import HFModel
 from .registry import build_registered
 from .spec import ModelSpec
@@ -27,15 +28,20 @@ def load_hf(spec: str | ModelSpec, dtype=None) -> HFModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
-            model, info = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype, output_loading_info=True)
-            tokenizer = AutoTokenizer.from_pretrained(spec.path)
+            model, info = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype, output_loading_info=True,
+                                                               trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=False)
         except pickle.UnpicklingError:  # transformers reads *.bin with weights_only=True: code in it is never run
             raise UsageError(f"model directory {spec.text!r} holds pickled weights that need code to load: refused; "
                              "accepted weights are *.safetensors, or *.bin state dicts of tensors only") from None
+        except ValueError as err:
+            if "auto_map" in read_json_object(spec.path / "config.json", f"model directory {spec.text!r}"):
+                # trust_remote_code=False: transformers refuses to import the directory's own modules
+                raise UsageError(f"model directory {spec.text!r} needs code of its own to load (config.json's "
+                                 "auto_map): refused; only transformers' built-in architectures are loaded") from None
+            raise _unloadable(spec, err) from None
         except Exception as err:  # truncated weights, a broken tokenizer file, ...: the directory is at fault
-            first = str(err).splitlines()[0][:160] if str(err).strip() else ""
-            raise UsageError(f"cannot load the model directory {spec.text!r} ({type(err).__name__}: {first}): "
-                             "fix or re-download it") from None
+            raise _unloadable(spec, err) from None
         # transformers initialises missing weights at random with a warning: that would be another model
         missing = [str(k) for k in info.get("missing_keys", [])] + [str(k) for k in info.get("mismatched_keys", [])]
         if missing:
@@ -44,6 +50,12 @@ def load_hf(spec: str | ModelSpec, dtype=None) -> HFModel:
         model.eval()
         return HFModel(model=model, tokenizer=tokenizer, source=f"local:{spec.path}")
     raise UsageError(f"{spec.text!r} is a hub name, not a local model: load it with load_model")
+
+
+def _unloadable(spec: ModelSpec, err: Exception) -> UsageError:
+    first = str(err).splitlines()[0][:160] if str(err).strip() else ""
+    return UsageError(f"cannot load the model directory {spec.text!r} ({type(err).__name__}: {first}): "
+                      "fix or re-download it")
 
 
 def _cast(hf: HFModel, dtype) -> HFModel:
