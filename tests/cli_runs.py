@@ -22,13 +22,16 @@ def files_under(path: Path) -> list[Path]:
 
 
 def assert_refused(code: int, stderr: str, needle: str, out: Path) -> None:
-    """Exit 2, exactly one ``mech-interp: error:`` line holding ``needle``, no traceback, no progress bar left
-    unfinished (work begun before the refusal; loading a model that is then refused may show its finished bar), no
-    file under ``out``."""
+    """Exit 2, exactly one line on stderr, ``mech-interp: error: ...`` holding ``needle``: no traceback, warning or
+    prompt, and no progress bar left unfinished (work begun before the refusal; loading a model that is then refused
+    may show its finished bar); no file under ``out``."""
     errors = [line for line in stderr.splitlines() if line.startswith("mech-interp: error:")]
     assert code == 2, stderr
     assert len(errors) == 1 and needle in errors[0], stderr
     assert "Traceback" not in stderr, stderr
     last = dict(re.findall(r"([A-Za-z][\w ]*?):\s+(\d+)%\|", stderr))  # each bar's description -> its last percentage
     assert all(percent == "100" for percent in last.values()), f"work started before the refusal: {stderr}"
+    others = [line for line in re.split(r"[\r\n]", stderr)
+              if line.strip() and not line.startswith("mech-interp: error:") and not re.search(r"\d+%\|", line)]
+    assert not others, f"more than the one line: {others}"  # a library's prompt or warning is not one line
     assert not files_under(out), f"a refused run left files behind: {files_under(out)}"
