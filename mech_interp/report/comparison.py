@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .discovery import Run
+from .manifest_fields import number
 
 PERPLEXITY_CONDITIONS = ("original", "set_zero", "set_mean")
 TOP_SHOWN = 5  # positions and tokens listed per model, most frequent first
@@ -120,11 +121,10 @@ def _listing(pairs: list[tuple[Any, int]], quote: bool = False) -> str:
     return ", ".join(shown) + more
 
 
-def _number(section: dict[str, Any], key: str, whole: bool = False) -> int | float | None:
+def _number_in(section: dict[str, Any], key: str, whole: bool = False) -> int | float | None:
     """A number a manifest section gives, or None where it gives none or something else (edited by hand)."""
     value = section.get(key)
-    fits = isinstance(value, int) if whole else isinstance(value, (int, float))
-    return value if fits and not isinstance(value, bool) else None
+    return value if number(value, whole) else None
 
 
 def _or_unknown(value: int | float | None) -> str:
@@ -134,11 +134,11 @@ def _or_unknown(value: int | float | None) -> str:
 def _layerwise(result: ModelComparison, run: Run, frame) -> None:
     options = run.section("options")
     config = run.section("config")
-    result.values["criterion"] = (f"min_abs {_or_unknown(_number(options, 'min_abs'))}, "
-                                  f"min_ratio {_or_unknown(_number(options, 'min_ratio'))}")
+    result.values["criterion"] = (f"min_abs {_or_unknown(_number_in(options, 'min_abs'))}, "
+                                  f"min_ratio {_or_unknown(_number_in(options, 'min_ratio'))}")
     if isinstance(config.get("text"), str):
-        shape = (f"{_or_unknown(_number(config, 'n_seqs', whole=True))} x "
-                 f"{_or_unknown(_number(config, 'seq_len', whole=True))}")
+        shape = (f"{_or_unknown(_number_in(config, 'n_seqs', whole=True))} x "
+                 f"{_or_unknown(_number_in(config, 'seq_len', whole=True))}")
         result.values["layerwise data"] = f"{config['text']}, {shape}"
     if "site" in frame.columns:  # a run with extra hook points: the residual stream, as every column says
         frame = frame[frame["site"].astype(str).str.endswith("hook_resid_post")]
@@ -172,7 +172,7 @@ def _layerwise(result: ModelComparison, run: Run, frame) -> None:
 
 
 def _feature_view(result: ModelComparison, run: Run, frame) -> None:
-    layer = _number(run.section("summary"), "layer", whole=True)
+    layer = _number_in(run.section("summary"), "layer", whole=True)
     where = [f"{int(r['position'])}{' ' + repr(str(r['token'])) if 'token' in frame.columns else ''} d{int(r['dim'])}"
              for _, r in frame.iterrows()]
     shown = ", ".join(where[:TOP_SHOWN]) + (f" (+{len(where) - TOP_SHOWN} more)" if len(where) > TOP_SHOWN else "")
@@ -180,7 +180,7 @@ def _feature_view(result: ModelComparison, run: Run, frame) -> None:
 
 
 def _intervention(result: ModelComparison, run: Run, frame) -> None:
-    layer = _number(run.section("summary"), "layer", whole=True)
+    layer = _number_in(run.section("summary"), "layer", whole=True)
     if layer is not None:
         result.values["intervention block"] = layer
     for _, row in frame.iterrows():

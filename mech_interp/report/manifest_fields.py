@@ -15,8 +15,9 @@ def _text(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def number(value: Any, whole: bool = False) -> bool:
+    """A JSON number (an integer where ``whole``); never a bool, which Python counts as an int."""
+    return isinstance(value, int if whole else (int, float)) and not isinstance(value, bool)
 
 
 def _object(value: Any) -> bool:
@@ -37,7 +38,7 @@ FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("experiment", _text, "text"),
     ("finished_at", _time, "an ISO 8601 time"),
     ("git_commit", _text, "text"),
-    ("seconds", _number, "a number"),
+    ("seconds", number, "a number"),
     ("model_source", _text, "text"),
     ("model", _object, "an object"),
     ("model.name", _text, "text"),
