@@ -89,9 +89,12 @@ def _leak_through_a_link_in_the_tree(tmp: Path) -> None:
 
 def _links_inside(tmp: Path) -> None:
     run = _plain(tmp)
-    other = _run(tmp, "m/other", {"experiment": "attention"}, {"shared": {"kept": ["IN-THE-TREE"]}})
-    _link(run / "copy.csv", other / "shared.csv")
-    _link(run / "notes.txt", Path("../other/shared.csv"))  # relative, as a user would make it
+    other = _run(tmp, "m/other", {"experiment": "attention"})
+    # files of a kind the report does not read: their text reaches the site only through the links
+    (other / "table.dat").write_text("kept\nLINKED-TABLE\n")
+    (other / "notes.dat").write_text("LINKED-NOTES")
+    _link(run / "copy.csv", other / "table.dat")
+    _link(run / "notes.txt", Path("../other/notes.dat"))  # relative, as a user would make it
     _link(tmp / "results" / "alias", tmp / "results" / "m")  # a directory: its runs are listed once, where they are
 
 
@@ -160,8 +163,22 @@ def _injected(tmp: Path) -> None:
          {"massive_entries": {"position": [0], "dim": [3], "token": ["<script>alert(15)</script>"]}})
 
 
-# (id, setup(tmp) -> None, extra args with {tmp}, expected: ("warning"|"page"|"compare", substring))
-# "warning": a line of stderr; "page": the text of the site's model page of m (or n); "compare": compare.html.
+def _table_shown(run: str, table: str) -> tuple[str, str]:
+    """The rows of ``run``'s table on its model page (its name alone is there even when it cannot be read)."""
+    return "page", f'id="run-{run}-table-{table}"'
+
+
+def _left_out(problem: str) -> tuple[str, str]:
+    """The note on the run's page naming the one manifest field left out."""
+    return "page", f"manifest fields left out, of the wrong type: {problem}"
+
+
+NO_WARNING = ("not warning", "not read")  # every warning says what was not read (checked on every case)
+N_NOT_COMPARED = ("not compare", "models/n.html")  # n's runs give compare.html no row, nor a link to them
+
+# (id, setup(tmp) -> None, extra args with {tmp}, expected: a check or a list of checks (where, substring))
+# where: "warning": stderr; "page": the text of the site's model pages of m (and n); "compare": compare.html;
+# "not <where>": the substring must not be there.
 REPORTED = [
     ("link-txt-out-of-tree", lambda t: _leak_file(t, "leak.txt"), [], ("warning", "m/layerwise/leak.txt")),
     ("link-csv-out-of-tree", lambda t: _leak_file(t, "leak.csv", f"x\n{SECRET}\n"), [],
@@ -181,34 +198,38 @@ REPORTED = [
     ("link-plotly-out-of-tree", lambda t: (_plain(t), _link(t / "results" / "plotly.min.js", _outside(t, "p.js"))),
      [], ("warning", "results/plotly.min.js' is a link leaving")),
     ("link-chain-leaving-the-tree", _leak_through_a_link_in_the_tree, [], ("warning", "leak.txt")),
-    ("links-inside-the-tree-are-read", _links_inside, [], ("page", "IN-THE-TREE")),
-    ("broken-and-looping-links", _broken_links, [], ("page", "layerwise")),
-    ("fifo-manifest-and-table", _fifo_manifest, [], ("page", "layerwise")),
+    ("links-inside-the-tree-are-read", _links_inside, [],
+     [("page", "LINKED-TABLE"), ("page", "LINKED-NOTES"), NO_WARNING, ("not page", "not read")]),
+    ("broken-and-looping-links", _broken_links, [],
+     [_table_shown("m/layerwise", "layerwise"), ("not page", "gone"), ("not page", "loop.csv")]),
+    ("fifo-manifest-and-table", _fifo_manifest, [], [_table_shown("m/layerwise", "layerwise"), ("not page", "fifo")]),
     ("names-not-utf8", _not_utf8, [], ("warning", "m/layerwise-caf\\udce9' has a name that is not UTF-8")),
     # manifests of the wrong shape: the run is listed, the field left out and named on its page
     ("finished-at-a-number", lambda t: _bad_manifest(t, {"finished_at": 5}), [],
-     ("page", "finished_at is 5, not an ISO 8601 time")),
+     _left_out("finished_at is 5, not an ISO 8601 time")),
     ("finished-at-an-object", lambda t: _bad_manifest(t, {"finished_at": {"a": 1}}), [],
-     ("page", 'finished_at is {"a": 1}, not an ISO 8601 time')),
+     _left_out('finished_at is {"a": 1}, not an ISO 8601 time')),
     ("finished-at-not-a-time", lambda t: _bad_manifest(t, {"finished_at": "zzz"}), [],
-     ("page", 'finished_at is "zzz", not an ISO 8601 time')),
+     [_left_out('finished_at is "zzz", not an ISO 8601 time'), ("not page", "finished zzz")]),
     ("experiment-a-list", lambda t: _bad_manifest(t, {"experiment": ["layerwise"]}), [],
-     ("page", 'experiment is ["layerwise"], not text')),
-    ("experiment-a-number", lambda t: _bad_manifest(t, {"experiment": 7}), [], ("page", "experiment is 7, not text")),
+     _left_out('experiment is ["layerwise"], not text')),
+    ("experiment-a-number", lambda t: _bad_manifest(t, {"experiment": 7}), [], _left_out("experiment is 7, not text")),
     ("git-commit-a-list", lambda t: _bad_manifest(t, {"git_commit": [1, 2]}), [],
-     ("page", "git_commit is [1, 2], not text")),
-    ("seconds-text", lambda t: _bad_manifest(t, {"seconds": "abc"}), [], ("page", 'seconds is "abc", not a number')),
-    ("seconds-a-boolean", lambda t: _bad_manifest(t, {"seconds": True}), [], ("page", "seconds is true, not a number")),
-    ("model-a-list", lambda t: _bad_manifest(t, {"model": [1]}), [], ("page", "model is [1], not an object")),
+     _left_out("git_commit is [1, 2], not text")),
+    ("seconds-text", lambda t: _bad_manifest(t, {"seconds": "abc"}), [],
+     [_left_out('seconds is "abc", not a number'), ("not page", "abc s")]),
+    ("seconds-a-boolean", lambda t: _bad_manifest(t, {"seconds": True}), [],
+     _left_out("seconds is true, not a number")),
+    ("model-a-list", lambda t: _bad_manifest(t, {"model": [1]}), [], _left_out("model is [1], not an object")),
     ("model-name-an-object", lambda t: _bad_manifest(t, {"model": {"name": {"x": 1}}}), [],
-     ("page", 'model.name is {"x": 1}, not text')),
+     _left_out('model.name is {"x": 1}, not text')),
     ("model-source-a-number", lambda t: _bad_manifest(t, {"model_source": 5}), [],
-     ("page", "model_source is 5, not text")),
-    ("config-a-list", lambda t: _bad_manifest(t, {"config": [1, 2]}), [], ("page", "config is [1, 2], not an object")),
-    ("options-text", lambda t: _bad_manifest(t, {"options": "x"}), [], ("page", 'options is "x", not an object')),
-    ("summary-a-number", lambda t: _bad_manifest(t, {"summary": 3}), [], ("page", "summary is 3, not an object")),
+     _left_out("model_source is 5, not text")),
+    ("config-a-list", lambda t: _bad_manifest(t, {"config": [1, 2]}), [], _left_out("config is [1, 2], not an object")),
+    ("options-text", lambda t: _bad_manifest(t, {"options": "x"}), [], _left_out('options is "x", not an object')),
+    ("summary-a-number", lambda t: _bad_manifest(t, {"summary": 3}), [], _left_out("summary is 3, not an object")),
     ("packages-a-list", lambda t: _bad_manifest(t, {"packages": ["torch"]}), [],
-     ("page", 'packages is ["torch"], not an object')),
+     _left_out('packages is ["torch"], not an object')),
     ("manifest-a-list", lambda t: _bad_manifest(t, raw="[1, 2]"), [], ("page", "not a JSON object")),
     ("manifest-null", lambda t: _bad_manifest(t, raw="null"), [], ("page", "not a JSON object")),
     ("manifest-empty", lambda t: _bad_manifest(t, raw=""), [], ("page", "could not be read")),
@@ -228,27 +249,34 @@ REPORTED = [
                                             {"summary": {"layer": "two"}}), [], ("compare", '">0 d3<')),
     # tables the comparison reads, holding text or nothing where it reads numbers: not compared, still shown
     ("layerwise-table-text", lambda t: _tables(t, "layerwise", {"layerwise": {
-        **LAYERWISE, "top1": ["aa-text", "b", "c"]}}), [], ("page", "aa-text")),
+        **LAYERWISE, "top1": ["aa-text", "b", "c"]}}), [], [("page", "aa-text"), N_NOT_COMPARED]),
     ("layerwise-ratio-all-missing", lambda t: _tables(t, "layerwise", {"layerwise": {
         **LAYERWISE, "ratio_of_means_top1_median": [None] * 3}}), [],
-     ("compare", '<td data-v="3000.0">3000</td><td data-v="1.0">1</td><td data-v=""></td><td data-v="">-</td>')),
+     [("compare", '<td data-v="3000.0">3000</td><td data-v="1.0">1</td><td data-v=""></td><td data-v="">-</td>'),
+      _table_shown("n/layerwise", "layerwise")]),
     ("feature-view-position-missing", lambda t: _tables(t, "feature_view", {"massive_entries": {
-        "position": [None, 1.0], "dim": [3, 4]}}), [], ("page", "massive_entries")),
+        "position": [None, 1.0], "dim": [3, 4]}}), [],
+     [_table_shown("n/feature_view", "massive_entries"), N_NOT_COMPARED]),
     ("feature-view-position-infinite", lambda t: _tables(t, "feature_view", {"massive_entries": {
-        "position": [float("inf")], "dim": [3]}}), [], ("page", "massive_entries")),
+        "position": [float("inf")], "dim": [3]}}), [],
+     [_table_shown("n/feature_view", "massive_entries"), ("page", ">inf<"), N_NOT_COMPARED]),
     ("attention-heads-text", lambda t: _tables(t, "attention", {"sink_share": {
-        "n_heads": ["x"], "n_sink_heads": [1], "sink_eps": [0.3]}}), [], ("page", "sink_share")),
+        "n_heads": ["x"], "n_sink_heads": [1], "sink_eps": [0.3]}}), [],
+     [_table_shown("n/attention", "sink_share"), N_NOT_COMPARED]),
     ("intervention-perplexity-text", lambda t: _tables(t, "intervention", {"perplexity": {
-        "dataset": ["d"], "original": ["high"]}}), [], ("page", "perplexity")),
+        "dataset": ["d"], "original": ["high"]}}), [],
+     [_table_shown("n/intervention", "perplexity"), ("not compare", "d: original"), N_NOT_COMPARED]),
     ("massive-entries-count-text", lambda t: (_tables(t, "layerwise", {"layerwise": LAYERWISE}), _run(
         t, "n/layerwise", {"experiment": "layerwise"}, {"massive_entries": {
-            "layer": [2], "position": [0], "dim": [5], "count": ["many"]}})), [], ("page", ">many<")),
+            "layer": [2], "position": [0], "dim": [5], "count": ["many"]}})), [],
+     # n's row from its layerwise table alone: no massive dims, positions or tokens from its massive_entries
+     [("page", ">many<"), ("compare", '"models/n.html">n</a></td><td data-v="2">2</td><td data-v="min_abs ?, '
+                                      'min_ratio ?">min_abs ?, min_ratio ?</td>' + '<td data-v="">-</td>' * 5)]),
     # markup in every name and value the pages show: escaped (checked on every case below)
     ("markup-in-names-and-values", _injected, [], ("page", "<script>alert(5)</script>")),
     # directories of the report's own beside --out may go
-    ("earlier-site-old-replaced", lambda t: (_plain(t), _site(t / "site.old", {"x.html": "old"})), [],
-     ("warning", "")),
-    ("empty-out-used", lambda t: (_plain(t), (t / "site").mkdir()), [], ("warning", "")),
+    ("earlier-site-old-replaced", lambda t: (_plain(t), _site(t / "site.old", {"x.html": "old"})), [], NO_WARNING),
+    ("empty-out-used", lambda t: (_plain(t), (t / "site").mkdir()), [], NO_WARNING),
 ]
 
 
@@ -337,10 +365,11 @@ def test_a_hostile_tree_is_reported_without_leaving_it(tmp_path, capsys, monkeyp
         markup = _Markup(page.read_text(encoding="utf-8"))
         assert not markup.handlers, (page.name, markup.handlers)
         assert all(src is not None and src.endswith("sort.js") for src in markup.scripts), (page.name, markup.scripts)
-    where, needle = expected
     shown = {"warning": stderr, "compare": unescape((site / "compare.html").read_text(encoding="utf-8")),
              "page": "".join(unescape(p.read_text(encoding="utf-8")) for p in pages if p.parent.name == "models")}
-    assert needle in shown[where] if needle else not warnings, (needle, shown[where])
+    for where, needle in expected if isinstance(expected, list) else [expected]:
+        text = shown[where.removeprefix("not ")]
+        assert (needle not in text) if where.startswith("not ") else (needle in text), (where, needle, text)
     assert not list(tmp_path.glob("site.*")), "a .partial or .old was left beside the site"
 
 
