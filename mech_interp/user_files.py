@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,21 @@ def require_file(path: Path, what: str, expected: str, shown: str | None = None)
     if not path.is_file():  # /dev/null, a FIFO, a socket: nothing to read, or a read that never ends
         raise UsageError(f"{what} {shown!r} is not a regular file: expected {expected}")
     return path
+
+
+def decode_utf8(data: bytes, subject: str, fix: str, codec: str = "utf-8", offsets: str = "") -> str:
+    """``data`` as text; else one line ``{subject} is not UTF-8 (byte 0x.. at offset N{offsets}): {fix}`` (never
+    decoded with replacement characters, which would pass for text). ``codec`` may be "utf-8-sig"."""
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{subject} is not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}{offsets}): "
+                         f"{fix}") from None
+
+
+def universal_newlines(text: str) -> str:
+    """``text`` as a text-mode reader gives it: CRLF and CR become LF."""
+    return io.StringIO(text, newline=None).read()
 
 
 def read_json_object(file: Path, where: str, fix: str = "") -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Callable
 
 from ..errors import UsageError
 from ..hub import hub_reachable, offline_mode
-from ..user_files import require_file
+from ..user_files import decode_utf8, require_file, universal_newlines
 from .locations import find_data
 
 BUILTIN = "builtin"
@@ -76,11 +76,7 @@ def read_text_file(path: Path, what: str, shown: str | None = None) -> str:
         data = path.read_bytes()
     except OSError as err:
         raise UsageError(f"{what} {shown!r} cannot be read: {err.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{what} {shown!r} is not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}): "
-                         "convert it to UTF-8") from None
+    text = decode_utf8(data, f"{what} {shown!r}", "convert it to UTF-8")
     if not text.strip():
         raise UsageError(f"{what} {shown!r} is empty: expected some text")
     return text
@@ -159,4 +155,4 @@ def load_text(spec: str) -> TextSource:
     text = read_text_file(path, "text file", spec)
     line_ends = text.count("\r")
     origin = str(path.resolve()) + (f" (universal newlines: {line_ends} \\r\\n or \\r read as \\n)" if line_ends else "")
-    return TextSource(path.name, io.StringIO(text, newline=None).read(), origin)
+    return TextSource(path.name, universal_newlines(text), origin)

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from ..errors import UsageError
-from ..user_files import parse_nested, require_file
+from ..user_files import decode_utf8, parse_nested, require_file
 from .experiments import get_experiment
 from .options import RunOptions
 from .runner import check_runs, identity_difference
@@ -63,11 +63,7 @@ def _malformed(path: Path, why: str) -> UsageError:
 
 def read_config(path: str | Path) -> dict[str, Any]:
     path = require_file(Path(path), "config file", "a .toml, .yaml or .yml file")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise _malformed(path, f"not UTF-8 (byte {data[err.start]:#04x} at offset {err.start})") from None
+    text = decode_utf8(path.read_bytes(), f"malformed config file {str(path)!r}:", "save it as UTF-8")
     try:
         if path.suffix == ".toml":
             data = parse_nested(tomllib.loads, text, f"config file {str(path)!r}")

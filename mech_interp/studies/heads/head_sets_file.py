@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import UsageError
-from ...user_files import require_file
+from ...user_files import decode_utf8, require_file
 from .named_heads import require_in_model
 
 if TYPE_CHECKING:
@@ -71,11 +71,8 @@ def _text(path: str) -> tuple[str, str]:
         data = Path(path).read_bytes()
     except OSError as err:
         raise UsageError(f"{shown} cannot be read: {err.strerror}") from None
-    try:
-        text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is no part of the first column name
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{shown} is not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}): expected "
-                         f"{EXPECTED}") from None
+    # utf-8-sig: a spreadsheet's byte-order mark is no part of the first column name
+    text = decode_utf8(data, shown, f"expected {EXPECTED}", codec="utf-8-sig")
     if not text.strip():
         raise UsageError(f"{shown} is empty: expected {EXPECTED}")
     return text, shown
