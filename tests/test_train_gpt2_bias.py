@@ -243,6 +243,30 @@ def test_learning_rate_warms_up_then_follows_the_cosine():
     assert learning_rate(110, config) == pytest.approx(0.1) and learning_rate(500, config) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("lr, min_lr", [(3e-3, 3e-4), (2e-3, 2e-4), (6e-4, 6e-5), (0.7, 0.0), (0.1, 0.1)])
+def test_learning_rate_stays_within_its_bounds_for_any_step_counts(lr, min_lr):
+    """Warmups longer than the run or than the decay included: positive and at most lr while warming up, in
+    [min_lr, lr] after (tiny's own lr 3e-3 came out 1 ulp above lr at the end of its warmup)."""
+    from train_gpt2_bias.train import learning_rate
+
+    for warmup in range(0, 24):
+        for decay in range(0, 24):
+            config = TrainConfig(preset="tiny", lr=lr, min_lr=min_lr, warmup_steps=warmup, lr_decay_steps=decay,
+                                 max_steps=5)
+            for step in range(1, 40):
+                rate = learning_rate(step, config)
+                low = 0.0 if step <= warmup else min_lr
+                assert low <= rate <= lr and (rate > 0 or step > warmup), (warmup, decay, step, rate)
+
+
+@pytest.mark.parametrize("values", [{"preset": "cpu", "max_steps": 10}, {"preset": "tiny", "max_steps": 2},
+                                    {"preset": "tiny", "warmup_steps": 20, "lr_decay_steps": 10}])
+def test_a_smoke_run_shorter_than_its_warmup_is_accepted(values):
+    """A few steps of a preset end while warming up: allowed (they were refused as a warmup longer than the run)."""
+    config = TrainConfig(**values)
+    assert config.warmup_steps > min(config.max_steps, config.lr_decay_steps)
+
+
 @pytest.mark.integration  # a tiny model built in the test
 def test_a_few_steps_lower_the_loss_and_every_output_is_written(runs):
     for variant, out in runs.items():
@@ -338,6 +362,10 @@ def test_broken_checkpoints_are_refused_in_one_line(runs, tmp_path):
     with pytest.raises(UsageError, match="does not describe a model"):
         load_model(str(broken), device="cpu")
     (broken / "hooked_config.json").write_text(json.dumps({**config, "d_mlp": 64}))
+    with pytest.raises(UsageError, match=r"has d_mlp 64, but the weights have 128 \(model.safetensors: "
+                                         r"blocks.0.mlp.W_in \[32, 128\]\)"):
+        ModelSpec.parse(str(broken))  # before the build
+    (broken / "hooked_config.json").write_text(json.dumps({**config, "variant": "attn_bias"}))  # sizes right, no slot
     with pytest.raises(UsageError, match="the weights do not fit"):
         load_model(str(broken), device="cpu")
     (broken / "hooked_config.json").write_text(json.dumps(config))

@@ -1,32 +1,34 @@
 """What a training run leaves in its directory, and how it is read back.
 
 - ``ckpt.pt``: the training state (model, optimizer, step, every process's batch-sampler RNG state as a tensor, the
-  log so far, the configuration it belongs to, the training's wall time so far), written atomically every
-  ``ckpt_interval`` steps; ``train`` resumes from it. It holds tensors, numbers, strings and plain lists and dicts
-  only, and is read with ``torch.load(weights_only=True)``: a file that needs anything else (pickled code) is refused
-  without running it.
+  log so far, the configuration it belongs to, the training's wall time so far: absent when unknown, as in a state
+  of the previous version or one resumed from it), written atomically every ``ckpt_interval`` steps; ``train``
+  resumes from it. It holds tensors, numbers, strings and plain lists and dicts only, and is read with
+  ``mech_interp.tensor_files.load_tensors`` (``torch.load(weights_only=True)``): a file that needs anything else
+  (pickled code) is refused without running it, and any file torch cannot read is refused in one line.
 - The model, in the form ``mech_interp`` loads (the "checkpoint" ModelSpec kind, convention 3 of the project):
   ``hooked_config.json`` (HookedTransformerConfig fields, the variant, and ``"format": "train_gpt2_bias",
   "format_version": 1``, which mech_interp's own table maps to ``model.build_model``), ``model.safetensors`` (the
   state dict) and ``tokenizer/``. So ``mech-interp layerwise --model <run dir>`` works on every variant.
 - ``log.csv``, ``log.json``, ``loss_curve.html`` (and ``.png``), ``plotly.min.js``, ``manifest.json``.
 
-``--out`` must be new, empty, or a directory holding only these (an earlier run, perhaps killed mid-write): a
-training run's files written into another directory (a results tree) would hide what is there.
+``--out`` must be new, empty, or a directory holding only these (an earlier run, perhaps killed mid-write), each of
+its kind (``tokenizer`` a directory, the others regular files): a training run's files written into another directory
+(a results tree) would hide what is there, and a directory named ``ckpt.pt`` can be neither read nor replaced.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mech_interp.errors import UsageError
+from mech_interp.errors import UsageError, reason
+from mech_interp.tensor_files import load_tensors
 
 STATE = "ckpt.pt"
 HOOKED_CONFIG = "hooked_config.json"
@@ -34,7 +36,8 @@ WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer"
 RUN_FILES = {STATE, HOOKED_CONFIG, WEIGHTS, TOKENIZER, "log.csv", "log.json", "loss_curve.html", "loss_curve.png",
              "plotly.min.js", "manifest.json"}
-# The types of each entry of a training state ("train_seconds" is absent from states of the previous version).
+# The types of each entry of a training state ("train_seconds" is absent when unknown: from states of the previous
+# version, and from the states of runs that resumed one).
 STATE_TYPES = {"model": dict, "optimizer": dict, "step": int, "batch_rng": list, "log": list, "identity": dict,
                "model_config": dict, "train_seconds": float}
 
@@ -47,12 +50,27 @@ def check_out(out: Path) -> None:
     if not out.is_dir():
         return
     # A write cut short leaves <file>.tmp (ours) or <file>.<pid>.tmp (mech_interp's scratch files).
-    foreign = sorted(p.name for p in out.iterdir() if re.sub(r"(\.\d+)?\.tmp$", "", p.name) not in RUN_FILES)
+    entries = {p: re.sub(r"(\.\d+)?\.tmp$", "", p.name) for p in sorted(out.iterdir())}
+    foreign = [p.name for p, name in entries.items() if name not in RUN_FILES]
     if foreign:
         shown = ", ".join(map(repr, foreign[:3])) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise UsageError(f"--out {str(out)!r} is a directory that is not a training run: it holds {shown}, which "
                          "train-gpt2-bias does not write: pass a new or empty directory, or the --out of an earlier "
                          "train run")
+    for path, name in entries.items():
+        if path.is_dir() if name == TOKENIZER else path.is_file():
+            continue
+        wanted = "a directory" if name == TOKENIZER else "a regular file"
+        raise UsageError(f"--out {str(out)!r} holds {path.name!r}, which is {_kind(path)}: train-gpt2-bias writes "
+                         f"{wanted} by that name (reads, replaces or deletes it): remove it, or pass another --out")
+
+
+def _kind(path: Path) -> str:
+    if not path.exists():
+        return "a broken symbolic link"
+    if path.is_dir():
+        return "a directory"
+    return "a regular file" if path.is_file() else "neither a regular file nor a directory"
 
 
 def _atomic(path: Path, write) -> None:
@@ -66,9 +84,11 @@ def save_state(out: Path, state: dict[str, Any]) -> None:
     _atomic(out / STATE, lambda p: torch.save(state, p))
 
 
+AGAIN = "pass --no-resume to start over (it is deleted), or another --out"
+
+
 def _not_a_state(path: Path, why: str) -> UsageError:
-    return UsageError(f"{str(path)!r} is not a training state this trainer wrote ({why}): pass --no-resume to start "
-                      "over (it is deleted), or another --out")
+    return UsageError(f"{str(path)!r} is not a training state this trainer wrote ({why}): {AGAIN}")
 
 
 def load_state(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -78,11 +98,7 @@ def load_state(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     path = out / STATE
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        # weights_only refuses pickled code (UnpicklingError); a cut or foreign file fails in the zip reader
-        raise _not_a_state(path, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from None
+    state = load_tensors(path, "training state", f"a training state this trainer wrote: {AGAIN}")
     if not isinstance(state, dict):
         raise _not_a_state(path, f"it holds a {type(state).__name__}")
     for key, kind in STATE_TYPES.items():
@@ -111,7 +127,7 @@ def restore(out: Path, state: dict[str, Any], model: torch.nn.Module, optimizer:
         optimizer.load_state_dict(state["optimizer"])
         batch_rng.set_state(rngs[rank])
     except (RuntimeError, KeyError, ValueError, TypeError) as err:  # a state made by hand for this configuration
-        raise _not_a_state(out / STATE, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from None
+        raise _not_a_state(out / STATE, reason(err, 160)) from None
 
 
 def export_model(out: Path, model: torch.nn.Module, model_config: dict[str, Any], tokenizer) -> None:

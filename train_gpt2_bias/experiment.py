@@ -182,8 +182,8 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
             rows.append(row)
         del model
     comparison = pd.DataFrame(rows)
-    # train_seconds: recorded with each training run (absent from runs of the previous version), so a rerun that
-    # trains nothing reports the training's time, not its own
+    # train_seconds: recorded with each training run (absent from runs of the previous version, None after resuming
+    # one of its states: unknown), so a rerun that trains nothing reports the training's time, not its own
     losses = pd.DataFrame([{"variant": v, "steps": s["steps"], "tokens": s["tokens"], "final_train_loss": s["final_train_loss"],
                             "final_val_loss": s["final_val_loss"], "train_tokens_per_second": s["train_tokens_per_second"],
                             "train_seconds": s.get("train_seconds")}
@@ -224,13 +224,17 @@ def comparison_text(base, experiment: ExperimentConfig, comparison, losses, laye
              "",
              "| variant | steps | tokens | final train loss | val loss | train tokens/s | training wall time |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in losses.to_dict("records"):
-        minutes = "-" if _missing(r["train_seconds"]) else f"{r['train_seconds'] / 60:.1f} min"
+    records = losses.to_dict("records")
+    for r in records:
+        minutes = "unknown" if _missing(r["train_seconds"]) else f"{r['train_seconds'] / 60:.1f} min"
         lines.append(f"| {r['variant']} | {r['steps']} | {r['tokens']:,} | {r['final_train_loss']:.4f} | "
                      f"{r['final_val_loss']:.4f} | {r['train_tokens_per_second']:,.0f} | {minutes} |")
+    unknown = any(_missing(r["train_seconds"]) for r in records)
     lines += ["", "val loss: mean next-token cross-entropy (nats) over fixed random batches of the held-out split. "
               "Training wall time: of the training loop (steps, evaluations, checkpoints), recorded with each "
-              "training run (`train_seconds` in its manifest), summed over the processes that trained it.", "",
+              "training run (`train_seconds` in its manifest), summed over the processes that trained it" + (
+                  "; unknown: not recorded (resumed from a state without timing, which the previous version of the "
+                  "trainer wrote, or trained by that version)." if unknown else "."), "",
               f"Per block (0-based; resid_post), layer-wise over {experiment.n_seqs} windows of `{experiment.text}`: "
               "top-1 and lower-median |a| (mean over sequences), top1/median = ratio of those means, `first` = share of "
               "sequences whose top-1 entry is at the first token; attention over "

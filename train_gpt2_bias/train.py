@@ -9,8 +9,10 @@ alone evaluates, logs and writes checkpoints. The step after a resume computes t
 run: model, optimizer, step and every process's sampler RNG are saved and restored (the evaluation batches come
 from a generator of their own, seeded afresh for every evaluation).
 
-A step whose training loss is not finite (a learning rate far too high) ends the run with a one-line error naming
-the step and the rate; the diverged model is not written out.
+A run that diverges (a learning rate far too high) ends with a one-line error naming the step and the rate, and the
+diverged model is not written out: a training loss that is not finite stops it at once, and before every checkpoint
+and the export every weight must be finite, as must the val loss of the step (the last step's update is followed by
+no training loss that would show it).
 """
 
 from __future__ import annotations
@@ -38,13 +40,28 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation batches: a generator of their own, th
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warmup over steps 1..warmup_steps, cosine decay to min_lr at lr_decay_steps, then min_lr."""
+    """Linear warmup over steps 1..warmup_steps (lr / warmup_steps up to lr), cosine decay to min_lr at
+    lr_decay_steps, then min_lr: positive and at most lr during the warmup, in [min_lr, lr] after it. A run shorter
+    than its warmup ends while warming up; with lr_decay_steps <= warmup_steps the rate is min_lr right after it."""
     if config.warmup_steps and step <= config.warmup_steps:
-        return config.lr * step / config.warmup_steps
+        return config.lr * (step / config.warmup_steps)  # the fraction first: at most 1, so never above lr
     if step >= config.lr_decay_steps:
         return config.min_lr
     ratio = (step - config.warmup_steps) / max(1, config.lr_decay_steps - config.warmup_steps)
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config.lr - config.min_lr)
+
+
+def _diverged(what: str, step: int, lr: float, config: TrainConfig) -> UsageError:
+    return UsageError(f"training diverged: {what} step {step}, learning rate {lr:.3g} (--lr {config.lr:g}); the "
+                      "model was not saved: lower --lr")
+
+
+def require_finite_weights(model: torch.nn.Module, step: int, lr: float, config: TrainConfig) -> None:
+    """Refuse to save a model with a weight that is not finite (the same on every process: DDP keeps them equal)."""
+    bad = [name for name, param in model.named_parameters() if not bool(torch.isfinite(param).all())]
+    if bad:
+        raise _diverged(f"{len(bad)} weight tensor(s) hold values that are not finite (the first: {bad[0]}) after",
+                        step, lr, config)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> tuple[torch.optim.AdamW, dict]:
@@ -153,8 +170,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     start_step, log, seconds_before = 0, [], 0.0
     if state is not None:
         restore(out, state, model, optimizer, batch_rng, rank, world)
-        # a state of the previous version did not record the time: its part is unknown
-        start_step, log, seconds_before = state["step"], state["log"], state.get("train_seconds", 0.0)
+        # a state of the previous version did not record the time: its part, so the total, is unknown (None)
+        start_step, log, seconds_before = state["step"], state["log"], state.get("train_seconds")
     elif master and (out / STATE).exists():
         (out / STATE).unlink()  # --no-resume: the old state must not be resumed by a later run
     if start_step >= config.max_steps and (out / "manifest.json").is_file() and (out / "hooked_config.json").is_file():
@@ -183,9 +200,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
             rngs = [None] * world
             dist.all_gather_object(rngs, batch_rng.get_state())
         if master:
+            timing = {} if seconds_before is None else {"train_seconds": seconds_before + time.time() - started}
             save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                              "batch_rng": rngs, "log": log, "identity": config.identity(),
-                             "model_config": model_config, "train_seconds": seconds_before + time.time() - started})
+                             "model_config": model_config, **timing})
 
     # ---- the loop ----
     from tqdm.auto import tqdm
@@ -220,10 +238,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
                "grad_norm": grad_norm.item(), "val_loss": math.nan, "seconds": time.time() - t0}
         if not math.isfinite(row["train_loss"]):  # the same on every process (averaged above)
             bar.close()
-            raise UsageError(f"training diverged: the loss is {row['train_loss']} at step {step}, learning rate "
-                             f"{lr:.3g} (--lr {config.lr:g}); the model was not saved: lower --lr")
+            raise _diverged(f"the loss is {row['train_loss']} at", step, lr, config)
         if master and (step % config.eval_interval == 0 or step == config.max_steps):
             row["val_loss"] = evaluate(model, val_data, config, device, autocast)
+            if not math.isfinite(row["val_loss"]):  # rank 0 alone evaluates; torchrun stops the others when it exits
+                bar.close()
+                raise _diverged(f"the val loss is {row['val_loss']} after", step, lr, config)
         if master:
             log.append(row)
             bar.update(1)
@@ -231,6 +251,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                             **({"val": f"{row['val_loss']:.3f}"} if not math.isnan(row["val_loss"]) else {}))
         last = step
         if step % config.ckpt_interval == 0 or step == config.max_steps or step == config.stop_after:
+            require_finite_weights(model, step, lr, config)
             save(step)
         if step == config.stop_after:
             break
@@ -239,9 +260,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # ---- outputs: the model as mech_interp loads it, the log, the loss curve, a manifest ----
     summary = {}
     if master:
+        # again for a run that trains no step: its state may come from the previous version, which saved a divergence
+        require_finite_weights(model, last, learning_rate(last, config), config)
         export_model(out, model, model_config, tokenizer)
         summary = write_outputs(out, config, log, data.meta, decay_names, n_params, device, use_bf16, world,
-                                time.time() - started, seconds_before + time.time() - started, last)
+                                time.time() - started,
+                                None if seconds_before is None else seconds_before + time.time() - started, last)
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
@@ -249,7 +273,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: dict, decay_names: dict, n_params: int,
-                  device: torch.device, use_bf16: bool, world: int, seconds: float, train_seconds: float,
+                  device: torch.device, use_bf16: bool, world: int, seconds: float, train_seconds: float | None,
                   last_step: int) -> dict[str, Any]:
     import pandas as pd
 
@@ -274,10 +298,11 @@ def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: di
                                f"of {config.batch_size} x {config.n_ctx} val tokens",
         "trainable_parameters": n_params,
         "seconds_this_process": round(seconds, 1),
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": None if train_seconds is None else round(train_seconds, 1),
         "train_seconds_definition": "wall time of the training loop (steps, evaluations, checkpoints), summed over "
                                     "the processes that trained this run (one that was killed: up to its last "
-                                    "checkpoint)",
+                                    "checkpoint); null when unknown: resumed from a state without timing (written "
+                                    "by the previous version, or by a run that resumed one)",
         "train_tokens_per_second": round(config.batch_size * config.n_ctx * config.grad_accum
                                          / float(table["seconds"].median()), 1) if len(table) else None,
         "tokens_per_second_definition": "tokens per step / median wall time of a training step (no evaluation)",

@@ -1,10 +1,12 @@
 """Trained checkpoints: a directory with ``hooked_config.json``, the weights of a HookedTransformer built in code, and
 optionally its tokenizer.
 
-Loading a checkpoint never runs code that the directory chooses. The model is built by the builder that OUR table
-``FORMATS`` names for the checkpoint's format, imported from that fixed string only when such a model loads (so
-mech_interp does not import the training package before then). What a checkpoint may contain, all checked when the
-spec is parsed, before anything is imported:
+Loading a checkpoint never runs code that the directory chooses. The dependency goes one way: mech_interp names the
+training package's format in its own fixed table ``FORMATS`` (the builder, the variants, where each size shows in the
+weights) and never imports that package when mech_interp itself is imported. Of the strings in that table, the
+variants (``train_gpt2_bias.variants``, no torch) are imported when a checkpoint's spec is parsed, to check its
+variant; the builder (``train_gpt2_bias.model``) only when its model loads. What a checkpoint may contain, all
+checked when the spec is parsed, before the model is built:
 
 - ``hooked_config.json``: one JSON object with exactly these keys:
   - ``"format"``, a name in ``FORMATS`` (``"train_gpt2_bias"``); ``"format_version"``, one of its versions (1);
@@ -13,9 +15,12 @@ spec is parsed, before anything is imported:
   A checkpoint of the previous version has ``"builder": "train_gpt2_bias.model:build_model"`` in place of format
   and format_version: that exact string (compared as a string, never imported as given) reads as format version 0
   of train_gpt2_bias; any other builder is refused.
-- the weights: ``model.safetensors`` (its header is checked when the spec is parsed), or ``model.pt`` holding a
-  state dict of tensors, saved by torch >= 1.6 and read with ``torch.load(weights_only=True, mmap=True)`` (no
-  pickled code runs; anything else in it is refused when the spec is parsed, without reading the tensors);
+- the weights: ``model.safetensors`` (its header is read when the spec is parsed), or ``model.pt`` holding a state
+  dict of tensors, read with ``mech_interp.tensor_files.load_tensors`` (``torch.load(weights_only=True)``,
+  memory-mapped when in torch's zip format: no pickled code runs, and at parse time the tensors are not read;
+  anything else in it is refused). The config's sizes (``n_layers``, ``d_model``, ``n_heads``, ``d_head``,
+  ``d_mlp``, ``n_ctx``, ``d_vocab``) must be the weights' (their shapes, from the header or the memory map): a
+  config cannot make the build allocate what the weights do not hold;
 - ``tokenizer/`` (optional): a Hugging Face tokenizer directory, loaded with ``trust_remote_code=False``.
 """
 
@@ -23,12 +28,15 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, first_sentence, reason
+from ..tensor_files import check_safetensors, load_tensors
 from ..user_files import read_json_object
 
 CONFIG_FILE = "hooked_config.json"
@@ -41,11 +49,19 @@ class CheckpointFormat:
     versions: tuple[int, ...]
     builder: str  # "module:function" of our own code: builds the model from the checked config
     variants: str  # "module:MAPPING" of our own code: the variant names the builder takes
+    sizes: dict[str, tuple[str, int]]  # config key -> (weight, dimension) that must equal it, in this order
+    blocks: str  # block i's weights are named "<blocks>.<i>.*": there must be n_layers of them
 
 
+# Where TransformerLens' HookedTransformer state dict shows each size of its config.
+HOOKED_SIZES = {"d_vocab": ("embed.W_E", 0), "d_model": ("embed.W_E", 1), "n_ctx": ("pos_embed.W_pos", 0),
+                "n_heads": ("blocks.0.attn.W_Q", 0), "d_head": ("blocks.0.attn.W_Q", 2),
+                "d_mlp": ("blocks.0.mlp.W_in", 1)}
 FORMATS: dict[str, CheckpointFormat] = {
-    "train_gpt2_bias": CheckpointFormat((1,), "train_gpt2_bias.model:build_model", "train_gpt2_bias.variants:VARIANTS"),
+    "train_gpt2_bias": CheckpointFormat((1,), "train_gpt2_bias.model:build_model", "train_gpt2_bias.variants:VARIANTS",
+                                        HOOKED_SIZES, "blocks"),
 }
+EXPECTED_WEIGHTS = "model.safetensors, or model.pt saved from model.state_dict()"
 # What the previous version wrote instead of a format: a builder string, accepted only as this exact text, read as
 # version 0 of the format it names here.
 LEGACY_BUILDERS = {"train_gpt2_bias.model:build_model": ("train_gpt2_bias", 0)}
@@ -136,7 +152,7 @@ def read_checkpoint_config(path: Path, text: str) -> dict[str, Any]:
     weights = weights_file(path)
     if weights is None:
         raise UsageError(f"checkpoint {text!r} has no weights ({' or '.join(WEIGHT_FILES)})")
-    _check_weights(weights, text)
+    _check_sizes(config, FORMATS[name], _shapes(weights, text), weights.name, text)
     return config
 
 
@@ -144,47 +160,58 @@ def weights_file(path: Path) -> Path | None:
     return next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
 
 
-def _unreadable(weights: Path, text: str, err: Exception) -> UsageError:
-    why = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
-    return UsageError(f"checkpoint {text!r}: {weights.name} cannot be read as a state dict of tensors ({why}): "
-                      f"expected {WEIGHT_FILES[0]}, or {WEIGHT_FILES[1]} saved from model.state_dict()")
-
-
-def _check_weights(weights: Path, text: str) -> None:
-    """Refuse weights that cannot be read, when the spec is parsed (before a batch starts its runs): a safetensors
-    header is read without torch; a model.pt is read whole, but memory-mapped, so its tensors are not."""
+def _shapes(weights: Path, text: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in ``weights``, read without the tensors: a safetensors header, or a model.pt
+    memory-mapped (its pickle is parsed, its tensors stay on disk)."""
     if weights.suffix != ".safetensors":
-        _read_weights(weights, text)
-        return
-    from safetensors import SafetensorError, safe_open
+        return {k: tuple(v.shape) for k, v in _read_weights(weights, text).items()}
+    check_safetensors(weights, "checkpoint weights", EXPECTED_WEIGHTS)
+    from safetensors import safe_open
 
-    try:
-        with safe_open(str(weights), framework="numpy") as f:
-            f.keys()
-    except (SafetensorError, OSError) as err:
-        raise _unreadable(weights, text, err) from None
+    with safe_open(str(weights), framework="numpy") as f:  # a header just read: the shapes, no tensor
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def _check_sizes(config: dict[str, Any], fmt: CheckpointFormat, shapes: dict[str, tuple[int, ...]], file: str,
+                 text: str) -> None:
+    """Refuse a config whose sizes are not those of the weights, before the build allocates what the config says."""
+    where = f"checkpoint {text!r}: {CONFIG_FILE}"
+    for key, (weight, dim) in fmt.sizes.items():
+        shape = shapes.get(weight)
+        if shape is None or len(shape) <= dim:
+            held = "no" if shape is None else f"a {len(shape)}-dimensional"
+            raise UsageError(f"checkpoint {text!r}: the weights ({file}) have {held} {weight!r}, which gives {key}: "
+                             "expected the weights of the model its config describes")
+        if config[key] != shape[dim]:
+            raise UsageError(f"{where} has {key} {config[key]}, but the weights have {shape[dim]} ({file}: {weight} "
+                             f"{list(shape)}): expected the sizes of the weights beside it")
+    pattern = re.compile(rf"{re.escape(fmt.blocks)}\.(\d+)\.")
+    blocks = sorted({int(m.group(1)) for k in shapes if (m := pattern.match(k))})
+    if config["n_layers"] != len(blocks):
+        held = f"blocks {blocks[0]}..{blocks[-1]}" if blocks else "no block"
+        raise UsageError(f"{where} has n_layers {config['n_layers']}, but the weights have {len(blocks)} ({file}: "
+                         f"{held}): expected the sizes of the weights beside it")
 
 
 def _read_weights(weights: Path, text: str) -> dict[str, Any]:
-    """The state dict in ``weights``, read without running pickled code; one line when it is anything else."""
-    import pickle
-
+    """The state dict in ``weights``, read without running pickled code (a model.pt memory-mapped when in torch's zip
+    format); one line when it is anything else."""
     import torch
-    from safetensors import SafetensorError
 
-    try:
-        if weights.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(weights))
-        else:  # mmap: the pickle is parsed (weights_only refuses code), the tensors are read when used
-            state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
-        raise _unreadable(weights, text, err) from None
+        except Exception as err:  # the safetensors library's own error type, or an OSError: the file is at fault
+            raise UsageError(f"cannot read checkpoint weights {str(weights)!r} ({first_sentence(str(err))}): "
+                             f"expected {EXPECTED_WEIGHTS}") from None
+    else:
+        state = load_tensors(weights, "checkpoint weights", EXPECTED_WEIGHTS, mmap=zipfile.is_zipfile(weights))
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise UsageError(f"checkpoint {text!r}: {weights.name} holds a {type(state).__name__}, not a state dict of "
-                         f"tensors: expected {WEIGHT_FILES[0]}, or {WEIGHT_FILES[1]} saved from model.state_dict()")
+                         f"tensors: expected {EXPECTED_WEIGHTS}")
     return state
 
 
@@ -200,8 +227,8 @@ def load_checkpoint(path: Path, text: str, device, dtype, prepend_bos: bool):
     try:
         model = build({k: v for k, v in config.items() if k not in IDENTIFYING_KEYS})
     except (ValueError, TypeError, AssertionError) as err:  # values of the right type that make no model
-        raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} does not describe a model ({type(err).__name__}: "
-                         f"{' '.join(str(err).split())[:300]})") from None
+        raise UsageError(f"checkpoint {text!r}: {CONFIG_FILE} does not describe a model ({reason(err, 300)})"
+                         ) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
