@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Int
 
 from mech_interp.errors import UsageError
+from mech_interp.user_files import decode_utf8, universal_newlines
 
 UINT16_LIMIT = 2**16
 READING = "utf-8, universal newlines"  # in meta.json: memmaps made by an earlier way of reading are made again
@@ -86,13 +87,9 @@ def _read(path: Path) -> str:
             data = gzip.decompress(data)
     except (OSError, EOFError) as err:  # unreadable, or not a whole gzip stream
         raise UsageError(f"corpus file {str(path)!r} cannot be read ({type(err).__name__}: {err}): {fix}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        where = f"offset {err.start}" + (" of its decompressed data" if path.suffix == ".gz" else "")
-        raise UsageError(f"corpus file {str(path)!r} is not UTF-8 (byte {data[err.start]:#04x} at {where}): "
-                         f"{fix}") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    text = decode_utf8(data, f"corpus file {str(path)!r}", fix,
+                       offsets=" of its decompressed data" if path.suffix == ".gz" else "")
+    return universal_newlines(text)
 
 
 def _documents(source: str) -> Iterator[tuple[str, str]]:
