@@ -43,13 +43,14 @@ def load_tensors(path: Path, what: str, expected: str, mmap: bool = False, safe_
         raise UsageError(f"cannot read {what} {str(path)!r} ({_reason(err)}): expected {expected}") from None
 
 
-def check_safetensors(path: Path, what: str, expected: str) -> None:
-    """Refuse a safetensors file whose header cannot be read; the tensors are not read."""
+def safetensors_shapes(path: Path, what: str, expected: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, from its header alone (no tensor is read); a header that
+    cannot be read is refused in one line."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), "numpy") as f:
-            f.keys()
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except Exception as err:  # the safetensors library's own error type, or an OSError
         raise UsageError(f"cannot read {what} {str(path)!r} ({first_sentence(str(err))}): expected {expected}"
                          ) from None
@@ -61,7 +62,7 @@ def check_checkpoint(path: Path, expected: str) -> None:
     fail on with a traceback. Cheap: the tensors stay on disk (a zip-format file is memory-mapped; of a safetensors
     file only the header is read)."""
     if path.suffix.lower() == ".safetensors":
-        check_safetensors(path, "checkpoint", expected)
+        safetensors_shapes(path, "checkpoint", expected)
     else:
         load_tensors(path, "checkpoint", expected, mmap=zipfile.is_zipfile(path), safe_globals=(argparse.Namespace,))
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, first_sentence, reason
-from ..tensor_files import check_safetensors, load_tensors
+from ..tensor_files import load_tensors, safetensors_shapes
 from ..user_files import read_json_object
 
 CONFIG_FILE = "hooked_config.json"
@@ -165,11 +165,7 @@ def _shapes(weights: Path, text: str) -> dict[str, tuple[int, ...]]:
     memory-mapped (its pickle is parsed, its tensors stay on disk)."""
     if weights.suffix != ".safetensors":
         return {k: tuple(v.shape) for k, v in _read_weights(weights, text).items()}
-    check_safetensors(weights, "checkpoint weights", EXPECTED_WEIGHTS)
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="numpy") as f:  # a header just read: the shapes, no tensor
-        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    return safetensors_shapes(weights, "checkpoint weights", EXPECTED_WEIGHTS)
 
 
 def _check_sizes(config: dict[str, Any], fmt: CheckpointFormat, shapes: dict[str, tuple[int, ...]], file: str,
