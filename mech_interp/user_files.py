@@ -30,7 +30,9 @@ def decode_utf8(data: bytes, subject: str, fix: str, codec: str = "utf-8", offse
     try:
         return data.decode(codec)
     except UnicodeDecodeError as err:
-        raise UsageError(f"{subject} is not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}{offsets}): "
+        # utf-8-sig counts from after the byte-order mark it dropped
+        start = err.start + (3 if codec == "utf-8-sig" and data.startswith(b"\xef\xbb\xbf") else 0)
+        raise UsageError(f"{subject} is not UTF-8 (byte {data[start]:#04x} at offset {start}{offsets}): "
                          f"{fix}") from None
 
 
@@ -56,35 +58,41 @@ def read_json_object(file: Path, where: str, fix: str = "") -> dict[str, Any]:
 # Deeper than any file this project writes or reads (a batch file is 4 levels, a manifest 6), far below the
 # nesting at which the parsers (recursive) or later walks over the value would exhaust Python's stack.
 MAX_NESTING = 32
+# Values once YAML aliases are expanded: far more than any config holds, far less than what would take minutes to
+# check, print or copy.
+MAX_VALUES = 1_000_000
 
 
-def nesting_depth(value: Any) -> int:
-    """Levels of lists and dicts in ``value`` (a scalar is 0), without recursion. A YAML file can share one node
-    among many places (``&anchor`` / ``*alias``, a billion-laughs file 10^8 times): each is walked once. A value
-    that contains itself (an alias inside its own anchor) has no depth: ValueError."""
-    depth: dict[int, int] = {}  # id of a list or dict -> its depth, once its children are done
+def nesting_depth(value: Any) -> tuple[int, int]:
+    """(levels of lists and dicts, values once expanded) of ``value`` (a scalar: (0, 1)), without recursion. A YAML
+    file can share one node among many places (``&anchor`` / ``*alias``: a billion-laughs file names 10^9 values in a
+    few lines): each shared node is walked once, and what it expands to is counted. A value that contains itself (an
+    alias inside its own anchor) has no depth: ValueError."""
+    done: dict[int, tuple[int, int]] = {}  # id of a list or dict -> (depth, expanded size), once its children are done
     on_path: set[int] = set()
     stack: list[tuple[Any, bool]] = [(value, False)]
     while stack:
         item, children_done = stack.pop()
         children = list(item.values()) if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None or (not children_done and id(item) in depth):
+        if children is None or (not children_done and id(item) in done):
             continue
         if children_done:
             on_path.discard(id(item))
-            depth[id(item)] = 1 + max((depth.get(id(c), 0) for c in children), default=0)
+            parts = [done.get(id(c), (0, 1)) for c in children]
+            done[id(item)] = (1 + max((d for d, _ in parts), default=0), 1 + sum(n for _, n in parts))
             continue
         if id(item) in on_path:
             raise ValueError("it contains itself")
         on_path.add(id(item))
         stack.append((item, True))
         stack.extend((c, False) for c in children)
-    return depth.get(id(value), 0)
+    return done.get(id(value), (0, 1))
 
 
 def parse_nested(parse: Callable[[str], Any], text: str, where: str) -> Any:
     """``parse(text)`` (json.loads, tomllib.loads, a YAML load), refused in one line when the document nests
-    deeper than MAX_NESTING: the parsers recurse, so a crafted file would end in a RecursionError."""
+    deeper than MAX_NESTING (the parsers recurse, so a crafted file would end in a RecursionError), contains itself,
+    or expands to more than MAX_VALUES values through YAML aliases (checking or printing it would never end)."""
     too_deep = UsageError(f"{where} nests lists or tables deeper than {MAX_NESTING} levels: expected at most "
                           f"{MAX_NESTING}")
     try:
@@ -92,10 +100,13 @@ def parse_nested(parse: Callable[[str], Any], text: str, where: str) -> Any:
     except RecursionError:
         raise too_deep from None
     try:
-        too_deep_after = nesting_depth(data) > MAX_NESTING
+        depth, size = nesting_depth(data)
     except ValueError:
         raise UsageError(f"{where} contains itself (a YAML alias inside its own anchor): expected a tree of "
                          "tables and lists") from None
-    if too_deep_after:
+    if depth > MAX_NESTING:
         raise too_deep
+    if size > MAX_VALUES:
+        raise UsageError(f"{where} expands to {size} values (aliases repeat what they name): expected at most "
+                         f"{MAX_VALUES}")
     return data
