@@ -94,6 +94,25 @@ def _pickle_protocol_4(path: Path) -> None:
     path.write_bytes(pickle.dumps({"model": torch.zeros(2)}, protocol=4))
 
 
+def _nested_dict(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def _log_linked_out(t: Path) -> None:  # the run would write its log through the link, over a file outside --out
+    (t / "outside.json").write_text("a user's file")
+    (t / "run").mkdir()
+    (t / "run" / "log.json").symlink_to(t / "outside.json")
+
+
+def _tokenizer_linked_out(t: Path) -> None:
+    (t / "elsewhere").mkdir()
+    (t / "run").mkdir()
+    (t / "run" / "tokenizer").symlink_to(t / "elsewhere")
+
+
 def _results_tree(t: Path) -> None:
     run = t / "run" / "gpt2-tiny" / "layerwise"
     run.mkdir(parents=True)
@@ -132,7 +151,15 @@ CASES = [
     ("resume-step-not-a-number", lambda t: _state(t, {"model": {}, "optimizer": {}, "step": "3", "batch_rng": [],
                                                       "log": [], "identity": {}, "model_config": {}}),
      TRAIN, "its 'step' is str, not int"),
+    ("resume-identity-nested-100", lambda t: _state(t, {"model": {}, "optimizer": {}, "step": 3, "batch_rng": [],
+                                                        "log": [], "identity": _nested_dict(100), "model_config": {}}),
+     TRAIN, "its 'identity' nests deeper than 32 levels"),
     # --out
+    ("log-name-on-a-link", _log_linked_out, TRAIN,
+     "holds 'log.json', which is a symbolic link to '{tmp}/outside.json': train-gpt2-bias writes a regular file"),
+    ("tokenizer-name-on-a-link", _tokenizer_linked_out, TRAIN, "holds 'tokenizer', which is a symbolic link to"),
+    ("tokenizer-dir-without-files", lambda t: (t / "tok").mkdir(), [*TRAIN[:4], "{tmp}/tok", *TRAIN[5:]],
+     "--tokenizer '{tmp}/tok' cannot be loaded ("),
     ("out-is-a-file", lambda t: (t / "run").write_text("x"), TRAIN, "'{tmp}/run' is a file, not a directory"),
     ("out-is-a-results-tree", _results_tree, TRAIN,
      "--out '{tmp}/run' is a directory that is not a training run: it holds 'gpt2-tiny', which"),

@@ -29,6 +29,7 @@ import torch
 
 from mech_interp.errors import UsageError, reason
 from mech_interp.tensor_files import load_tensors
+from mech_interp.user_files import MAX_NESTING, nesting_depth
 
 STATE = "ckpt.pt"
 HOOKED_CONFIG = "hooked_config.json"
@@ -58,7 +59,8 @@ def check_out(out: Path) -> None:
                          "train-gpt2-bias does not write: pass a new or empty directory, or the --out of an earlier "
                          "train run")
     for path, name in entries.items():
-        if path.is_dir() if name == TOKENIZER else path.is_file():
+        # a link would have the run write through it, to a file or directory outside --out
+        if not path.is_symlink() and (path.is_dir() if name == TOKENIZER else path.is_file()):
             continue
         wanted = "a directory" if name == TOKENIZER else "a regular file"
         raise UsageError(f"--out {str(out)!r} holds {path.name!r}, which is {_kind(path)}: train-gpt2-bias writes "
@@ -66,8 +68,8 @@ def check_out(out: Path) -> None:
 
 
 def _kind(path: Path) -> str:
-    if not path.exists():
-        return "a broken symbolic link"
+    if path.is_symlink():
+        return f"a symbolic link to {str(path.resolve())!r}" if path.exists() else "a broken symbolic link"
     if path.is_dir():
         return "a directory"
     return "a regular file" if path.is_file() else "neither a regular file nor a directory"
@@ -106,6 +108,8 @@ def load_state(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
             continue
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise _not_a_state(path, f"its {key!r} is {type(state.get(key)).__name__}, not {kind.__name__}")
+    if nesting_depth(state["identity"])[0] > MAX_NESTING:  # no identity of ours is; json.dumps would recurse past the stack
+        raise _not_a_state(path, f"its 'identity' nests deeper than {MAX_NESTING} levels")
     saved = json.loads(json.dumps(state["identity"], default=str))
     wanted = json.loads(json.dumps(identity, default=str))
     if saved != wanted:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from jaxtyping import Int
 
-from mech_interp.errors import UsageError
+from mech_interp.errors import UsageError, reason
 from mech_interp.user_files import decode_utf8, universal_newlines
 
 UINT16_LIMIT = 2**16
@@ -58,7 +58,12 @@ def load_tokenizer(name: str):
     elif name == "gpt2" and find_data("gpt2-tokenizer") is not None:
         tokenizer = GPT2TokenizerFast.from_pretrained(str(find_data("gpt2-tokenizer")))
     elif Path(name).expanduser().is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(str(Path(name).expanduser()), trust_remote_code=False)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(Path(name).expanduser()), trust_remote_code=False)
+        except (OSError, ValueError, TypeError) as err:  # no tokenizer files, broken ones, or custom code it would need
+            raise UsageError(f"--tokenizer {name!r} cannot be loaded ({reason(err)}): expected a directory with a "
+                             "tokenizer of transformers' own classes (tokenizer.json, or vocab.json and merges.txt)"
+                             ) from None
     elif name == "gpt2":
         try:
             tokenizer = AutoTokenizer.from_pretrained("gpt2")
@@ -123,7 +128,7 @@ def _documents(source: str) -> Iterator[tuple[str, str]]:
 
             rows = datasets.load_dataset(name, config, split=split or "train")
         except Exception as err:  # offline, unknown name, ...: the user's to fix
-            raise UsageError(f"corpus {source!r} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+            raise UsageError(f"corpus {source!r} cannot be loaded ({reason(err)})") from None
         for i, row in enumerate(rows):
             yield f"{source}#{i}", row["text"]
         return
