@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mech_interp.errors import UsageError
+from mech_interp.errors import UsageError, reason
 
 from .preprocessing import Preprocessing
 from .registry import PLANT, ModelEntry, parse_model, require_hub
@@ -96,6 +96,5 @@ def _timm(entry: ModelEntry, checkpoint: str | None = None) -> torch.nn.Module:
     except (OSError, RuntimeError, ValueError) as err:
         if isinstance(err, UsageError):
             raise
-        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         where = f"from {checkpoint}" if checkpoint else "from the Hugging Face hub (offline? use ARCH@CHECKPOINT_FILE)"
-        raise UsageError(f"cannot load {entry.name!r} {where}: {first}") from None
+        raise UsageError(f"cannot load {entry.name!r} {where}: {reason(err)}") from None

@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UsageError
+from ..errors import UsageError, reason
 from ..hub import hub_reachable, offline_mode
 from ..user_files import decode_utf8, require_file, universal_newlines
 from .locations import find_data
@@ -60,7 +60,7 @@ def _from_hub(dataset: str, config: str | None, split: str, limit: int | None = 
         rows = datasets.load_dataset(dataset, config, split=spec)[field]
     except Exception as err:  # datasets raises many types for "no network / not cached"
         raise UsageError(
-            f"text source {dataset!r} is not available ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
+            f"text source {dataset!r} is not available ({reason(err, 120)}): "
             "pass a local text file instead"
         ) from err
     return TextSource(name=dataset, text=joiner.join(rows), origin=f"hf:{dataset}/{config or ''}/{spec}",

@@ -229,7 +229,7 @@ def load_checkpoint(path: Path, text: str, device, dtype, prepend_bos: bool):
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise UsageError(f"checkpoint {text!r}: the weights do not fit the model its config describes "
-                         f"({' '.join(str(err).split())[:300]})") from None
+                         f"({reason(err, 300)})") from None
     if (path / TOKENIZER_DIR).is_dir():
         from transformers import AutoTokenizer
 
@@ -237,7 +237,7 @@ def load_checkpoint(path: Path, text: str, device, dtype, prepend_bos: bool):
             tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR), trust_remote_code=False)
         except (OSError, ValueError) as err:  # custom code it would need, missing or broken files
             raise UsageError(f"checkpoint {text!r}: {TOKENIZER_DIR}/ is not a tokenizer that loads without custom "
-                             f"code ({' '.join(str(err).split())[:200]})") from None
+                             f"code ({reason(err)})") from None
         model.set_tokenizer(tokenizer, default_padding_side="right")
     model.cfg.default_prepend_bos = prepend_bos
     if dtype != model.cfg.dtype:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..cache import cache_root
-from ..errors import UsageError
+from ..errors import UsageError, reason
 from ..scratch import remove_stale, scratch_path
 from ..user_files import require_file
 from .hf_model import HFModel
@@ -217,7 +217,7 @@ def _load_cached(path: Path, cached: Path) -> HFModel | None:
             raise ValueError(f"{', '.join(wrong)}: {sorted(map(str, next(iter(wrong.values()))))[:3]}")
         tokenizer = AutoTokenizer.from_pretrained(cached, trust_remote_code=False)
     except Exception as err:  # a cache entry damaged by a full disk, a kill or an editor: rebuild it
-        why = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+        why = reason(err, 120)
         shutil.rmtree(cached, ignore_errors=True)
         if cached.exists():
             raise UsageError(f"the cached conversion {str(cached)!r} of {str(path)!r} is damaged ({why}) and cannot be "
@@ -238,7 +238,7 @@ def _dequantize(path: Path):
         loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
                                                       trust_remote_code=False)
     except (ValueError, OSError, KeyError, struct.error, RuntimeError) as err:
-        raise UsageError(f"cannot read GGUF file {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]}): "
+        raise UsageError(f"cannot read GGUF file {str(path)!r} ({reason(err, 160)}): "
                          "download it again") from None
     # The GGUF load leaves a quantization_config that TransformerLens reads as "weights are
     # quantized" and refuses; the tensors are already dequantized, so rebuild a plain model.
@@ -274,6 +274,6 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
         if not isinstance(err, Exception):
             raise
         if not target.exists():  # else a concurrent writer saved the same conversion
-            why = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err).strip() else ''}"
+            why = reason(err, 120)
             warnings.warn(f"the converted model could not be cached at {target} ({why}); using it without the "
                           "cache, so the next load converts it again", stacklevel=3)

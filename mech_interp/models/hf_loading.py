@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from ..errors import UsageError
+from ..errors import UsageError, reason
 from ..user_files import read_json_object
 from .hf_model import HFModel
 from .registry import build_registered
@@ -53,9 +53,7 @@ def load_hf(spec: str | ModelSpec, dtype=None) -> HFModel:
 
 
 def _unloadable(spec: ModelSpec, err: Exception) -> UsageError:
-    first = str(err).splitlines()[0][:160] if str(err).strip() else ""
-    return UsageError(f"cannot load the model directory {spec.text!r} ({type(err).__name__}: {first}): "
-                      "fix or re-download it")
+    return UsageError(f"cannot load the model directory {spec.text!r} ({reason(err, 160)}): fix or re-download it")
 
 
 def _cast(hf: HFModel, dtype) -> HFModel:

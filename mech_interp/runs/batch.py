@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError
+from ..errors import UsageError, first_sentence
 from ..user_files import decode_utf8, parse_nested, require_file
 from .experiments import get_experiment
 from .options import RunOptions
@@ -72,7 +72,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         else:
             raise UsageError(f"config file {str(path)!r} has suffix {path.suffix!r}: expected .toml, .yaml or .yml")
     except (tomllib.TOMLDecodeError, yaml.YAMLError, _DuplicateKey) as err:
-        raise _malformed(path, str(err).splitlines()[0]) from err
+        raise _malformed(path, first_sentence(str(err))) from err
     if not isinstance(data, dict):
         raise _malformed(path, "expected a table with 'runs'")
     return data

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import UsageError
+from ..errors import UsageError, reason
 from .batch import read_config
 from .output import RunWriter, check_writable
 from .resources import RunResources, parse_overrides, resources_for
@@ -326,7 +326,7 @@ def _connect(address: str | None):
     except ConnectionError as err:
         found = "no running Ray cluster was found" if (address or "auto") == "auto" else "no Ray cluster answers there"
         raise UsageError(f"{given}: {found}: start one with 'ray start --head', or leave --address out "
-                         f"(and RAY_ADDRESS unset) to start a local one ({str(err).splitlines()[0]})") from None
+                         f"(and RAY_ADDRESS unset) to start a local one ({reason(err)})") from None
     return ray, True
 
 
