@@ -270,6 +270,15 @@ def _sized_checkpoint(t: Path, config: dict, n_layers: int = 1, weights: str = "
         save_file(_sized_weights(n_layers), t / "ck" / weights)
 
 
+def _stub_blocks(t: Path, n_layers: int) -> None:
+    """One real block and n_layers - 1 one-value tensors named as blocks: the build made n_layers real blocks."""
+    from safetensors.torch import save_file
+
+    _checkpoint(t, {**CONFIG, "n_layers": n_layers})
+    weights = _sized_weights(1) | {f"blocks.{i}.attn.W_Q": torch.zeros(1) for i in range(1, n_layers)}
+    save_file(weights, t / "ck" / "model.safetensors")
+
+
 def _cut_weights(t: Path) -> None:
     from safetensors.torch import save_file
 
@@ -337,6 +346,8 @@ CHECKPOINT_CASES = [
      "hooked_config.json has n_layers 3, but the weights have 2 (model.safetensors: blocks 0..1)"),
     ("d-vocab-in-model-pt", lambda t: _sized_checkpoint(t, {**CONFIG, "d_vocab": 50257}, weights="model.pt"),
      "hooked_config.json has d_vocab 50257, but the weights have 8 (model.pt: embed.W_E [8, 8])"),
+    ("stub-blocks-beside-a-real-one", lambda t: _stub_blocks(t, 1000),
+     "the weights' block 1 (model.safetensors) is not shaped as block 0 (blocks.1.attn.W_K): expected n_layers alike"),
     ("size-weight-missing", lambda t: _sized_checkpoint(t, CONFIG, n_layers=0),
      "the weights (model.safetensors) have no 'blocks.0.attn.W_Q', which gives n_heads"),
 ]

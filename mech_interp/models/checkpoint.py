@@ -187,6 +187,14 @@ def _check_sizes(config: dict[str, Any], fmt: CheckpointFormat, shapes: dict[str
         held = f"blocks {blocks[0]}..{blocks[-1]}" if blocks else "no block"
         raise UsageError(f"{where} has n_layers {config['n_layers']}, but the weights have {len(blocks)} ({file}: "
                          f"{held}): expected the sizes of the weights beside it")
+    # The build allocates n_layers blocks like block 0: a block of stub tensors must not pass for a full one.
+    parts = [{k.removeprefix(f"{fmt.blocks}.{b}."): v for k, v in shapes.items() if k.startswith(f"{fmt.blocks}.{b}.")}
+             for b in range(len(blocks))]
+    for b, part in enumerate(parts):
+        if b not in blocks or part != parts[0]:
+            odd = sorted(set(part) ^ set(parts[0]) | {k for k in part if parts[0].get(k, part[k]) != part[k]})
+            raise UsageError(f"checkpoint {text!r}: the weights' block {b} ({file}) is not shaped as block 0"
+                             + (f" ({fmt.blocks}.{b}.{odd[0]})" if odd else "") + ": expected n_layers alike blocks")
 
 
 def _read_weights(weights: Path, text: str) -> dict[str, Any]:
