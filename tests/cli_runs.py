@@ -29,9 +29,9 @@ def assert_refused(code: int, stderr: str, needle: str, out: Path) -> None:
     assert code == 2, stderr
     assert len(errors) == 1 and needle in errors[0], stderr
     assert "Traceback" not in stderr, stderr
-    last = dict(re.findall(r"([A-Za-z][\w ]*?):\s+(\d+)%\|", stderr))  # each bar's description -> its last percentage
+    last = dict(re.findall(r"(?:^|[\r\n])([^\r\n|%]*?)\s*(\d+)%\|", stderr))  # each bar's description -> last percentage
     assert all(percent == "100" for percent in last.values()), f"work started before the refusal: {stderr}"
-    others = [line for line in re.split(r"[\r\n]", stderr)
-              if line.strip() and not line.startswith("mech-interp: error:") and not re.search(r"\d+%\|", line)]
+    others = [line for line in re.split(r"[\r\n]", stderr)  # tqdm redraws a bar after \r; a line is one bar or not
+              if line.strip() and not line.startswith("mech-interp: error:") and not re.fullmatch(r"[^|%]*\d+%\|.*", line)]
     assert not others, f"more than the one line: {others}"  # a library's prompt or warning is not one line
     assert not files_under(out), f"a refused run left files behind: {files_under(out)}"

@@ -16,7 +16,7 @@ from mech_interp.runs.runner import execute
 from mech_interp.runs.spec import RunSpec
 from mech_interp.viz.writing import PNG_ENV, png_export_available
 
-from .cli_runs import run_cli
+from .cli_runs import assert_refused, run_cli
 
 TINY = ["--model", "random:gpt2-tiny", "--device", "cpu"]
 
@@ -45,11 +45,7 @@ TINY = ["--model", "random:gpt2-tiny", "--device", "cpu"]
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
     out = tmp_path / "results"
     code, stdout, stderr = run_cli([*args, "--out", out], capsys)
-    assert code == 2
-    lines = [line for line in stderr.splitlines() if line.startswith("mech-interp: error:")]
-    assert len(lines) == 1 and needle in lines[0], stderr
-    left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    assert not left, f"a failed run left output behind: {left}"
+    assert_refused(code, stderr, needle, out)
 
 
 @pytest.mark.parametrize("content, needle", [
