@@ -29,7 +29,7 @@ params = { n_seqs = 2, seq_len = 32 }
 [[runs]]
 models = ["random:llama-tiny"]
 experiments = ["layerwise"]
-params = { n_seqs = 48, seq_len = 256 }   # the slow one, killed mid-run
+params = { n_seqs = 120, seq_len = 256 }  # the slow one, killed mid-run (about 2.5 s of computing: a kill 0.5 s in lands inside it)
 [[runs]]
 models = ["random:gpt2-tiny"]
 experiments = ["feature_view"]
@@ -38,7 +38,7 @@ layers = [2]
 results = "{results}"
 resources = { "*" = { memory_gb = 0.25 } }
 """
-SLOW = "random-llama-tiny/layerwise__n_seqs=48__seq_len=256"
+SLOW = "random-llama-tiny/layerwise__n_seqs=120__seq_len=256"
 
 
 def _config(tmp_path: Path, results: str = "driver", text: str = SWEEP) -> Path:
