@@ -1,8 +1,9 @@
 """The attention variants, as subclasses of TransformerLens' ``Attention`` (same parameters, same hook points).
 
 - ``CausalAttention`` (variant ``default``): standard GPT-2 attention. It differs from TransformerLens' class
-  only in speed: when nothing hooks ``hook_attn_scores``/``hook_pattern`` it calls PyTorch's fused causal kernel
-  (``scaled_dot_product_attention(is_causal=True)``), else TransformerLens' explicit path, with the same values.
+  only in speed: when a call can take mech_interp's fused path (``fused_attention.fusable_call``: nothing hooks
+  ``hook_attn_scores``/``hook_pattern``, no cache or mask) it calls the same causal kernel
+  (``fused_attention.causal_attention``), else TransformerLens' explicit path, with the same values.
 - ``SlotAttention`` (variant ``attn_bias``, paper Sec. 4.3): per head a learnable key ``k_slot`` and value
   ``v_slot`` (``[n_heads, d_head]``, init N(0, 0.02)) in front of K and V, visible to every query:
   ``softmax(q [k'; K]^T / sqrt(d_head)) [v'; V]``. ``n_key_slots = 1`` (convention 1 of the project):
@@ -17,7 +18,8 @@
   zeroing ``hook_z[:, :, h]`` still removes head h.
 
 None of these is in ``mech_interp.models.fused_attention.FUSED_CLASSES`` (an exact-type lookup), so
-``enable_fused_attention`` never swaps them for a class without their slot or gate; each owns its fast path.
+``enable_fused_attention`` never swaps them for a class without their slot or gate; each owns its fast path,
+built from that module's pieces (the test of a call, the kernel, the output projection).
 A KV cache (``generate(use_past_kv_cache=True)``) is refused by the slot class and on the sink variant rather than
 computed wrong: call ``generate(..., use_past_kv_cache=False)``; the default and gated variants support it.
 """
@@ -25,17 +27,14 @@ computed wrong: call ``generate(..., use_past_kv_cache=False)``; the default and
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import nn
 from transformer_lens.components import Attention
 from transformer_lens.hook_points import HookPoint
 
+from mech_interp.models.fused_attention import attention_output, causal_attention, fusable_call
+
 SLOT_INIT_STD = 0.02  # upstream gpt-2/model_attn_bias.py: torch.randn(...) * 0.02
-
-
-def _hooked(hook_point: HookPoint) -> bool:
-    return bool(hook_point._forward_hooks or hook_point._backward_hooks)
 
 
 class CausalAttention(Attention):
@@ -45,13 +44,9 @@ class CausalAttention(Attention):
     supports_kv_cache = True  # False for the slot, and on the sink variant's blocks (set by its builder)
 
     def _fast(self, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias) -> bool:
-        if past_kv_cache_entry is not None or additive_attention_mask is not None or position_bias is not None:
-            return False
-        if attention_mask is not None and not bool(attention_mask.all()):
-            return False
-        cfg = self.cfg
-        return (not _hooked(self.hook_attn_scores) and not _hooked(self.hook_pattern) and not cfg.use_attn_result
-                and cfg.positional_embedding_type == "standard" and cfg.attention_dir == "causal")
+        # "standard" only: fused_z applies no rotary embedding (TransformerLens rotates after the q/k projection)
+        return (self.cfg.positional_embedding_type == "standard"
+                and fusable_call(self, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias))
 
     def _check_no_cache(self, past_kv_cache_entry) -> None:
         if past_kv_cache_entry is not None and not self.supports_kv_cache:
@@ -76,9 +71,7 @@ class CausalAttention(Attention):
                                        additive_attention_mask, attention_mask, position_bias)
             q, k, v = self.calculate_qkv_matrices(query_input, key_input, value_input)
             z = self.fused_z(q, k, v)  # [batch, pos, head_index, d_head]
-            z = self.hook_z(self.apply_gate(z))  # [batch, pos, head_index, d_head]
-            w_o = self.W_O.reshape(self.cfg.n_heads * self.cfg.d_head, self.cfg.d_model).T  # [d_model, head*d_head]
-            return F.linear(z.reshape(z.shape[0], z.shape[1], -1).to(w_o.dtype), w_o, self.b_O)
+            return attention_output(self, self.hook_z(self.apply_gate(z)))
         finally:
             self._gate = None
 
@@ -88,9 +81,7 @@ class CausalAttention(Attention):
         k: Float[torch.Tensor, "batch key_pos head_index d_head"],
         v: Float[torch.Tensor, "batch key_pos head_index d_head"],
     ) -> Float[torch.Tensor, "batch pos head_index d_head"]:
-        z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2).to(q.dtype), v.transpose(1, 2).to(q.dtype),
-                                           is_causal=True, scale=1.0 / float(self.attn_scale))
-        return z.transpose(1, 2)
+        return causal_attention(self, q, k, v)
 
     def compute_gate(self, query_input: torch.Tensor) -> torch.Tensor | None:
         return None

@@ -43,16 +43,26 @@ FUSED_ARCHITECTURES = frozenset({
 })
 
 
-def _fusable(attn: AbstractAttention, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias) -> bool:
-    cfg = attn.cfg
+def fusable_call(attn: AbstractAttention, past_kv_cache_entry, additive_attention_mask, attention_mask,
+                 position_bias) -> bool:
+    """Whether this call of ``attn`` can run the causal kernel: no KV cache, no additive or padding mask, no
+    position bias, nobody hooking the scores or the pattern (which the kernel never forms), and a layer whose
+    scores are plain scaled dot products (``fusable_layer``). Whether the queries and keys are computed the way
+    the caller's fused path computes them (rotary, key slots) is the caller's to check."""
     if past_kv_cache_entry is not None or additive_attention_mask is not None or position_bias is not None:
         return False
     if attention_mask is not None and not bool(attention_mask.all()):
         return False
+    return not _hooked(attn.hook_attn_scores) and not _hooked(attn.hook_pattern) and fusable_layer(attn)
+
+
+def fusable_layer(attn: AbstractAttention) -> bool:
+    """The layer's configuration asks for nothing the causal kernel leaves out (per-head results, 4-bit weights,
+    attention sinks, log-n scaling, q/k norms, q/k/v clipping, score soft-capping, a local window, a
+    non-causal direction)."""
+    cfg = attn.cfg
     return (
-        not _hooked(attn.hook_attn_scores)
-        and not _hooked(attn.hook_pattern)
-        and cfg.positional_embedding_type in ("standard", "rotary", "shortformer")
+        cfg.positional_embedding_type in ("standard", "rotary", "shortformer")
         and (attn._attention_dir_override or cfg.attention_dir) == "causal"
         and attn.attn_type == "global"
         and not cfg.use_attn_result
@@ -62,8 +72,35 @@ def _fusable(attn: AbstractAttention, past_kv_cache_entry, additive_attention_ma
         and not getattr(cfg, "use_qk_norm", False)
         and cfg.clip_qkv is None
         and not (cfg.attn_scores_soft_cap and cfg.attn_scores_soft_cap > 0)
-        and cfg.original_architecture in FUSED_ARCHITECTURES
     )
+
+
+def causal_attention(
+    attn: AbstractAttention,
+    q: Float[torch.Tensor, "batch pos head_index d_head"],
+    k: Float[torch.Tensor, "batch pos kv_head_index d_head"],
+    v: Float[torch.Tensor, "batch pos kv_head_index d_head"],
+) -> Float[torch.Tensor, "batch pos head_index d_head"]:
+    """``softmax(q k^T * attn_scale^-1, causal) v`` by PyTorch's fused kernel: TransformerLens' ``z`` before
+    ``hook_z``. Keys and values may have fewer (grouped) heads than the queries."""
+    n_heads, n_kv_heads = q.shape[2], k.shape[2]
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2).to(q.dtype), v.transpose(1, 2).to(q.dtype)
+    gqa = n_kv_heads != n_heads
+    if gqa and q.device.type == "cuda" and q.dtype == torch.float32:
+        # Only the flash and math kernels take grouped keys; flash has no float32, so enable_gqa would
+        # run the math kernel (T x T scores in memory). Repeating the few kv heads costs less.
+        k, v = (t.repeat_interleave(n_heads // n_kv_heads, dim=1) for t in (k, v))
+        gqa = False
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / float(attn.attn_scale), enable_gqa=gqa)
+    return z.transpose(1, 2)
+
+
+def attention_output(
+    attn: AbstractAttention, z: Float[torch.Tensor, "batch pos head_index d_head"]
+) -> Float[torch.Tensor, "batch pos d_model"]:
+    """The heads' outputs through ``W_O`` and ``b_O`` as one linear map (TransformerLens sums per head)."""
+    w_o = attn.W_O.reshape(z.shape[2] * attn.cfg.d_head, attn.cfg.d_model).T  # [d_model, head_index*d_head]
+    return F.linear(z.reshape(z.shape[0], z.shape[1], -1).to(w_o.dtype), w_o, attn.b_O)
 
 
 def _fused_forward(
@@ -76,25 +113,16 @@ def _fused_forward(
     attention_mask=None,
     position_bias=None,
 ) -> Float[torch.Tensor, "batch pos d_model"]:
-    if not _fusable(self, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias):
+    if not (fusable_call(self, past_kv_cache_entry, additive_attention_mask, attention_mask, position_bias)
+            and self.cfg.original_architecture in FUSED_ARCHITECTURES):
         return _PLAIN[type(self)].forward(self, query_input, key_input, value_input, past_kv_cache_entry,
                                           additive_attention_mask, attention_mask, position_bias)
     q, k, v = _qkv(self, query_input, key_input, value_input)
     if self.cfg.positional_embedding_type == "rotary":
         q = self.hook_rot_q(_rotary(self, q))  # [batch, pos, head_index, d_head]
         k = self.hook_rot_k(_rotary(self, k))  # [batch, pos, kv_head_index, d_head]
-    n_heads, n_kv_heads = q.shape[2], k.shape[2]
-    q, k, v = q.transpose(1, 2), k.transpose(1, 2).to(q.dtype), v.transpose(1, 2).to(q.dtype)
-    gqa = n_kv_heads != n_heads
-    if gqa and q.device.type == "cuda" and q.dtype == torch.float32:
-        # Only the flash and math kernels take grouped keys; flash has no float32, so enable_gqa would
-        # run the math kernel (T x T scores in memory). Repeating the few kv heads costs less.
-        k, v = (t.repeat_interleave(n_heads // n_kv_heads, dim=1) for t in (k, v))
-        gqa = False
-    z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / float(self.attn_scale), enable_gqa=gqa)
-    z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
-    w_o = self.W_O.reshape(n_heads * self.cfg.d_head, self.cfg.d_model).T  # [d_model, head_index*d_head]
-    return F.linear(z.reshape(z.shape[0], z.shape[1], -1).to(w_o.dtype), w_o, self.b_O)
+    z = self.hook_z(causal_attention(self, q, k, v))  # [batch, pos, head_index, d_head]
+    return attention_output(self, z)
 
 
 def _project(x: Float[torch.Tensor, "batch pos d_model"], w: Float[torch.Tensor, "head d_model d_head"],
