@@ -13,15 +13,19 @@ causal kernel the TransformerLens class uses.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import train_gpt2_bias  # noqa: F401  (mech_interp's torchvision shim before transformer_lens loads)
 from train_gpt2_bias.model import build_model, config_dict, hooked_config
-from train_gpt2_bias.plain_gpt import from_hooked
 from train_gpt2_bias.presets import MODEL_PRESETS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root holds tests/
+from tests.support.plain_gpt import from_hooked  # noqa: E402
 
 
 def step_fn(model, optimizer, x, y, autocast):

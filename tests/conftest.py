@@ -38,7 +38,7 @@ TYPECHECKED = (
     "vit_hooks.hooks", "vit_hooks.token_roles", "vit_hooks.embedded_onnx", "vit_hooks.parity", "vit_hooks.images",
     "vit_hooks.preprocessing", "vit_hooks.layer_stats", "vit_hooks.register_means", "vit_hooks.fix_reg_mean",
     "vit_hooks.linear_head", "vit_hooks.evaluation", "vit_hooks.experiments", "vit_hooks.image_file",  # vision
-    "train_gpt2_bias.attention", "train_gpt2_bias.model", "train_gpt2_bias.plain_gpt", "train_gpt2_bias.data",  # trainer
+    "train_gpt2_bias.attention", "train_gpt2_bias.model", "tests.support.plain_gpt", "train_gpt2_bias.data",  # trainer
 )
 if not any(type(finder).__module__ == "jaxtyping._import_hook" for finder in sys.meta_path):  # once, if imported twice
     if any(name in sys.modules for name in TYPECHECKED):

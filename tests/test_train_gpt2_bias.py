@@ -17,11 +17,11 @@ import train_gpt2_bias  # noqa: F401
 from mech_interp.errors import UsageError
 from train_gpt2_bias.config import TrainConfig
 from train_gpt2_bias.model import VARIANTS, build_model, config_dict, hooked_config
-from train_gpt2_bias.plain_gpt import from_hooked
 from train_gpt2_bias.train import train
 
 from .cli_runs import run_cli
 from .conftest import shared_data
+from .support.plain_gpt import from_hooked
 
 pytestmark = pytest.mark.filterwarnings("ignore:no Chromium found")
 
