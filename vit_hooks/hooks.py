@@ -1,6 +1,7 @@
 """TransformerLens-style hook sites on a timm ``VisionTransformer``, for capture and intervention.
 
-Built on timm's own modules with PyTorch module hooks; ``block.forward`` is never replaced:
+Built on timm's own modules with PyTorch module hooks (``hook_names.timm_site`` says which module each site
+is on); ``block.forward`` is never replaced:
 
 - ``hook_resid_pre``: a forward pre-hook on ``blocks[i]`` (its input);
 - ``hook_resid_post``: a forward hook on ``blocks[i]`` (its output, what ``forward_intermediates`` returns);
@@ -84,34 +85,32 @@ class HookedViT:
             hook_names.FINAL
         ]
 
-    def check_name(self, name: str) -> tuple[str, int | None]:
-        kind, block = hook_names.parse(name)
-        if block is not None and not 0 <= block < self.n_blocks:
+    def check_name(self, name: str) -> hook_names.TimmSite:
+        where = hook_names.resolve(name)
+        if where.site.block is not None and not 0 <= where.site.block < self.n_blocks:
             raise ValueError(f"hook point {name!r} is out of range: the model has blocks 0..{self.n_blocks - 1}")
-        return kind, block
+        return where
 
     def add_hook(self, name: str, fn: HookFn) -> _Handle:
-        kind, block = self.check_name(name)
+        where = self.check_name(name)
+        kind, block = where.site.component, where.site.block
         point = HookPoint(name, kind, block)
-        if kind == "resid_pre":
+        module = self.model.get_submodule(where.module)
+        if where.reads_input:
 
             def pre(module: torch.nn.Module, args: tuple) -> tuple | None:
                 out = fn(args[0], point)
                 return None if out is None else (out, *args[1:])
 
-            return _Handle(self.model.blocks[block].register_forward_pre_hook(pre), None)
+            return _Handle(module.register_forward_pre_hook(pre), None)
 
         def post(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             return fn(output, point)
 
-        if kind == "final":
-            return _Handle(self.model.norm.register_forward_hook(post), None)
-        b = self.model.blocks[block]
-        module = {"resid_post": b, "attn_out": b.ls1, "mlp_out": b.ls2, "pattern": b.attn.attn_drop}[kind]
         on_remove = None
         if kind == "pattern":
             self._pattern_hooks[block] += 1
-            b.attn.fused_attn = False
+            self.model.blocks[block].attn.fused_attn = False
 
             def on_remove(block: int = block) -> None:
                 self._pattern_hooks[block] -= 1

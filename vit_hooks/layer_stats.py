@@ -56,7 +56,7 @@ def collect_layer_stats(
             # on a GPU the recorder reads back once per batch; a batch whose candidates overflow runs again
             recorder.run_batch(lambda: hooked(batch))
     stats = recorder.result(
-        layer_of=lambda site: hook_names.parse(site)[1], label_name=hooked.roles.name, label_columns=LABEL_COLUMNS
+        layer_of=hook_names.block_of, label_name=hooked.roles.name, label_columns=LABEL_COLUMNS
     )
     stats.top_entries = _with_roles(stats.top_entries, hooked)
     stats.massive = _with_roles(stats.massive, hooked)

@@ -1,29 +1,48 @@
-"""TransformerLens hook-point names the studies use, and checks on layer indices and names."""
+"""Sites (``core.sites``) as TransformerLens hook points, and checks on layer indices and hook names."""
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 from transformer_lens.utils import get_act_name
 
+from ..core.sites import Site, parse_site
 from ..errors import UsageError
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
-_NOT_PER_POSITION = ("hook_attn_scores", "hook_pattern")  # [batch, head, query_pos, key_pos]
+# get_act_name's spelling of the components it does not name by themselves: (name, layer_type)
+_GET_ACT_NAME = {
+    "ln1_scale": ("scale", "ln1"), "ln1_normalized": ("normalized", "ln1"),
+    "ln2_scale": ("scale", "ln2"), "ln2_normalized": ("normalized", "ln2"),
+    "final_scale": ("scale", None), "final": ("normalized", None),
+    "gate": ("gate", "attn"), "unembed_in": ("in", "unembed"), "unembed_out": ("out", "unembed"),
+}
+
+
+def hook_name(site: Site) -> str:
+    """The HookedTransformer hook point of ``site``."""
+    name, layer_type = _GET_ACT_NAME.get(site.component, (site.component, None))
+    return get_act_name(name, site.block, layer_type)
+
+
+def act_name(component: str, layer: int | None = None) -> str:
+    return hook_name(Site(layer, component))
 
 
 def resid_post(layer: int) -> str:
-    return get_act_name("resid_post", layer)
+    return act_name("resid_post", layer)
 
 
 def resid_pre(layer: int) -> str:
-    return get_act_name("resid_pre", layer)
+    return act_name("resid_pre", layer)
 
 
-def block_of(hook_name: str) -> int | None:
-    match = _BLOCK.match(hook_name)
-    return int(match.group(1)) if match else None
+def pattern(layer: int) -> str:
+    return act_name("pattern", layer)
+
+
+def block_of(name: str) -> int | None:
+    """The block of a hook point; None outside the blocks."""
+    return parse_site(name).block
 
 
 def check_layer(n_layers: int, layer: int, model_name: str = "the model") -> int:
@@ -39,6 +58,10 @@ def check_hook_names(hook_dict, hook_names: Sequence[str]) -> None:
     for name in hook_names:
         if name not in hook_dict:
             raise UsageError(f"unknown hook point {name!r}: expected a name from model.hook_dict, e.g. {resid_post(0)}")
-        if name.endswith(_NOT_PER_POSITION):
+        try:
+            site = parse_site(name)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        if site.pairwise:
             raise UsageError(f"hook point {name!r} is not indexed by [batch, pos, ...]: expected a residual, MLP or "
                              "per-head output such as blocks.0.hook_resid_post, blocks.0.hook_mlp_out, blocks.0.attn.hook_z")
