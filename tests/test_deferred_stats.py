@@ -12,7 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mech_interp as mi
-from mech_interp.core import host_transfer
+from mech_interp.core import transfer_mode
 from mech_interp.core.criterion import MassiveCriterion
 from mech_interp.core.dtype_range import ActivationRangeError
 from mech_interp.core.recorder import ActivationRecorder
@@ -27,12 +27,12 @@ CRITERION = MassiveCriterion(min_abs=20, min_ratio=50)
 
 @contextlib.contextmanager
 def transfer(mode: str):
-    before = host_transfer.deferred_transfer_mode()
-    host_transfer.set_deferred_transfer(mode)
+    before = transfer_mode.deferred_transfer_mode()
+    transfer_mode.set_deferred_transfer(mode)
     try:
         yield
     finally:
-        host_transfer.set_deferred_transfer(before)
+        transfer_mode.set_deferred_transfer(before)
 
 
 def _tables(stats) -> list[pd.DataFrame]:

@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from mech_interp.runs.runner import check_runs
+from mech_interp.runs.spec import RunSpec, resolve
 from vit_hooks import hook_names
-from vit_hooks.configs import LayerwiseConfig, ViTOptions
+from vit_hooks.configs import ViTOptions
 from vit_hooks.fix_reg_mean import FixRegMean
 from vit_hooks.hooks import HookedViT
 from vit_hooks.images import open_images
@@ -20,7 +22,6 @@ from vit_hooks.loading import load_vit
 from vit_hooks.preprocessing import Preprocessing
 from vit_hooks.register_means import RegisterMeans, measure
 from vit_hooks.registry import PLANT, list_models, parse_model
-from vit_hooks.runs import EXPERIMENTS, check_run
 
 
 def _images(tmp_path, n=4, size=(80, 64)):
@@ -168,7 +169,7 @@ def test_device_path_of_the_image_pass_equals_the_host_path(tmp_path):
     device, so that each batch must run again."""
     import pandas as pd
 
-    from mech_interp.core import host_transfer
+    from mech_interp.core import transfer_mode
     from mech_interp.core.criterion import MassiveCriterion
 
     vit = load_vit("planted:vit-tiny-reg4")
@@ -177,11 +178,11 @@ def test_device_path_of_the_image_pass_equals_the_host_path(tmp_path):
     loose = MassiveCriterion(min_abs=0.0, min_ratio=2.0)  # every entry above twice the median: hundreds per image
     host = collect_layer_stats(hooked, images, vit.preprocessing.eval, criterion=loose)
     assert host.massive["count"].sum() > 64 * len(images)
-    host_transfer.set_deferred_transfer("always")
+    transfer_mode.set_deferred_transfer("always")
     try:
         device = collect_layer_stats(hooked, images, vit.preprocessing.eval, criterion=loose)
     finally:
-        host_transfer.set_deferred_transfer("auto")
+        transfer_mode.set_deferred_transfer("auto")
     for a, b in ((host.summary, device.summary), (host.top_entries, device.top_entries), (host.massive, device.massive)):
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_exact=True)
 
@@ -304,7 +305,7 @@ def test_local_checkpoint_loads_into_its_timm_architecture(tmp_path):
     path = tmp_path / "weights.pth"
     torch.save(source.state_dict(), path)
     options = ViTOptions(model=f"test_vit@{path}", images=str(_images(tmp_path, n=1)))
-    check_run(EXPERIMENTS["layerwise"], options, LayerwiseConfig())  # the checkpoint check lets it through
+    check_runs([resolve(RunSpec("layerwise", options, study="vit"))])  # the checkpoint check lets it through
     vit = load_vit(f"test_vit@{path}")
     assert vit.entry.kind == "file" and vit.entry.slug == "weights"
     state = vit.model.state_dict()

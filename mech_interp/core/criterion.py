@@ -27,7 +27,7 @@ class MassiveCriterion:
     def __post_init__(self) -> None:
         # written so that NaN fails too
         if not (0 <= self.min_abs < math.inf and 0 < self.min_ratio < math.inf):
-            raise ValueError(f"criterion needs finite --min-abs >= 0 and --min-ratio > 0, got {self}")
+            raise ValueError(f"criterion needs finite min_abs >= 0 and min_ratio > 0, got {self}")
 
     def lower_bound(self, median: Float[torch.Tensor, "batch"]) -> Float[torch.Tensor, "batch"]:
         """Every massive entry is >= this (so a ``>=`` search finds them all, and a few more)."""

@@ -23,7 +23,7 @@ def check_peak(peak: float, dtype: torch.dtype, hook_name: str) -> None:
     limit = torch.finfo(dtype).max
     if not peak < float("inf") or peak != peak:
         raise ActivationRangeError(
-            f"activations at {hook_name} overflowed {dtype} (max {limit:g}): rerun with --dtype float32 or bfloat16"
+            f"activations at {hook_name} overflowed {dtype} (max {limit:g}): run with dtype float32 or bfloat16"
         )
     if peak > limit / 4:
         warnings.warn(f"activations at {hook_name} reach {peak:g}, within 4x of the {dtype} limit {limit:g}")

@@ -50,7 +50,7 @@ class MassiveMeans:
         if rows.empty:
             raise NoMassiveActivations(
                 f"no massive activations found at {site} over {stats.n_sequences} sequences: "
-                "choose another --layer or loosen the criterion (--min-abs / --min-ratio)"
+                f"choose another layer or loosen the criterion ({stats.criterion})"
             )
 
         def means(sub: pd.DataFrame) -> tuple[dict[int, float], dict[int, int]]:

@@ -5,7 +5,7 @@ For every site and sequence it folds in the top-k |a| with their (position, labe
 median |a| (exact lower median over all positions x dims of that sequence), the mean |a|, and
 the massive entries by a ``MassiveCriterion``. Memory is fixed whatever the number of sequences;
 ``state_dict``/``load_state_dict`` checkpoint a pass and ``to_`` moves it between devices. On a GPU
-each layer's reductions stay on the device until the batch ends (see ``host_transfer``).
+each layer's reductions stay on the device until the batch ends (see ``transfer_mode``).
 Activations indexed ``[batch, pos, ...]`` with more trailing axes (per-head ``[batch, pos, head,
 d_head]``) are flattened so that ``dim = head * d_head + i``.
 """
@@ -22,11 +22,19 @@ from jaxtyping import Float, Int
 from ..errors import UsageError
 from .criterion import MassiveCriterion
 from .dtype_range import check_peak, check_range, needs_range_check
-from .host_transfer import use_deferred
+from .transfer_mode import use_deferred
 from .layer_stats import LayerStats
 from .order_statistics import at_least, order_statistics
 from .radix_median import lower_median
 from .running_stats import KeyedSums, Mean, TopK
+
+
+class TopKTooLarge(UsageError):
+    """``k`` asks for more of the largest entries than one hidden state holds."""
+
+    def __init__(self, k: int, n_entries: int, site: str) -> None:
+        super().__init__(f"k={k} is larger than the {n_entries} entries of one hidden state at {site}")
+        self.k, self.n_entries, self.site = k, n_entries, site
 
 
 class _SiteStats:
@@ -79,7 +87,7 @@ class ActivationRecorder:
     ``record(site, acts, labels)``: ``acts`` is ``[batch, pos, ...]``, ``labels`` an integer per
     ``[batch, pos]`` (a token id, a token role) that the tables report with each entry.
 
-    Activations on a GPU take the deferred path (``host_transfer``): ``record`` queues device
+    Activations on a GPU take the deferred path (``transfer_mode``): ``record`` queues device
     reductions and ``flush`` moves a whole batch to the host in one copy. A flush can find that a
     sequence had more candidate entries than the ``capacity`` kept per sequence on the device; it
     then drops the batch, raises the capacity and returns False, and the batch must run again:
@@ -106,7 +114,7 @@ class ActivationRecorder:
             raise KeyError(f"site {site!r} is not recorded: expected one of {', '.join(self.sites)}")
         acts = acts.detach().flatten(2)
         if not 1 <= self.k <= acts[0].numel():
-            raise UsageError(f"--k {self.k} is larger than the {acts[0].numel()} entries of one hidden state at {site}")
+            raise TopKTooLarge(self.k, acts[0].numel(), site)
         if use_deferred(acts.device):
             self._pending.append(self._pack(site, acts, labels))
             return
