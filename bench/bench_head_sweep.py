@@ -48,11 +48,13 @@ def main() -> None:
     from mech_interp.data.texts import load_text
     from mech_interp.data.tokens import encode, windows
     from mech_interp.interventions.heads import HeadMeans
+    from mech_interp.models.spec import ModelSpec
     from mech_interp.studies.heads.inputs import first_massive
-    from mech_interp.studies.heads.probe import probe
+    from mech_interp.studies.heads.reduced_forward import probe
     from mech_interp.studies.heads.sweep import fast_sweep, naive_sweep
 
     model = mi.load_model(args.model, device=args.device, fast_paths=True)
+    layout = ModelSpec.parse(args.model).metadata().layout  # a trainer checkpoint's prefix positions and key slots
     text = load_text("builtin").text
     if args.n_seqs:
         tokens = windows(model.tokenizer, text, args.seq_len, args.n_seqs)
@@ -75,10 +77,11 @@ def main() -> None:
             torch.cuda.synchronize()
 
     runs = {"naive": lambda: naive_sweep(model, tokens, layer, criterion, args.how, means),
-            "fast": lambda: fast_sweep(model, tokens, layer, criterion, args.how, means, args.heads_per_forward)}
+            "fast": lambda: fast_sweep(model, tokens, layer, criterion, args.how, means, args.heads_per_forward,
+                                       layout=layout)}
     best = {name: float("inf") for name in runs}
     results = {}
-    fast_sweep(model, tokens, layer, criterion, args.how, means, args.heads_per_forward)  # warm-up
+    fast_sweep(model, tokens, layer, criterion, args.how, means, args.heads_per_forward, layout=layout)  # warm-up
     for _ in range(args.repeats):
         for name, run in runs.items():
             sync()

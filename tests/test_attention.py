@@ -1,22 +1,30 @@
-"""Experiment 4 and the head scores: by hand on small patterns, and against the Hugging Face modules."""
+"""Experiment 4 and the head scores: by hand on small patterns, against the Hugging Face modules, and on the
+trainer's slot and sink models with the layout their checkpoint gives."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import jaxtyping
 import pytest
 import torch
 
+import mech_interp as mi
 import mech_interp.runs.spec  # noqa: F401
+from mech_interp.core.criterion import MassiveCriterion
+from mech_interp.core.token_layout import TokenLayout
 from mech_interp.data.tokens import encode
 from mech_interp.metrics.attention_scores import (
     key_score,
     massive_set_score,
     sink_share,
 )
+from mech_interp.models.context import ModelContext
+from mech_interp.models.run_options import RunOptions
+from mech_interp.models.spec import ModelSpec
 from mech_interp.runs.experiments import get_experiment
-from mech_interp.runs.options import RunOptions
+from mech_interp.studies.heads.scores import head_scores
 
 from .conftest import PLANT_LAYER, PLANT_PROMPT
 
@@ -90,7 +98,7 @@ def test_attention_logits_and_head_scores_equal_hf(planted):
     layer = PLANT_LAYER + 1
     experiment = get_experiment("attention")
     config = experiment.make_config({"prompt": PLANT_PROMPT, "layer": layer})
-    result = experiment.fn(model, RunOptions(device="cpu"), config)
+    result = experiment.fn(ModelContext(model, RunOptions(device="cpu")), config)
     tokens = encode(hf.tokenizer, PLANT_PROMPT)[None]
     n = tokens.shape[1]
     dots = (tokens[0] == token_id).nonzero().flatten().tolist()
@@ -137,3 +145,71 @@ def test_attention_logits_and_head_scores_equal_hf(planted):
     assert result.tables["sink_share"]["sink_share"].tolist() == pytest.approx((first > eps).float().mean(1).tolist())
     text = "\n".join(result.lines)
     assert "eps = 0.3" in text and "queries q > 0" in text and "blocks.L.hook_resid_pre" in text
+
+
+# --- the trainer's variants, with the layout of their checkpoint ------------------------------------------
+
+def trainer_checkpoint(root: Path, variant: str):
+    """A tiny random model of the trainer's ``variant`` written as its checkpoint, loaded back as the CLI loads it,
+    with the layout its hooked_config.json gives."""
+    from mech_interp.models.tokenizers import byte_tokenizer
+    from train_gpt2_bias.checkpoint import export_model
+    from train_gpt2_bias.model import build_model, config_dict, hooked_config
+
+    tokenizer = byte_tokenizer()
+    cfg = hooked_config({"n_layers": 2, "d_model": 32, "n_heads": 4, "n_ctx": 24, "variant": variant}, len(tokenizer))
+    config = config_dict(cfg, variant, False)
+    export_model(root / variant, build_model(config, seed=0), config, tokenizer)
+    return mi.load_model(str(root / variant), device="cpu"), ModelSpec.parse(str(root / variant)).metadata().layout
+
+
+@pytest.fixture(scope="module")
+def trainer_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    return {variant: trainer_checkpoint(root, variant) for variant in ("attn_bias", "sink")}
+
+
+def patterns(model, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+    kept = {}
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(f"blocks.{i}.attn.hook_pattern",
+                                                         lambda p, hook: kept.setdefault(hook.layer(), p.clone()))
+                                                        for i in range(model.cfg.n_layers)]):
+        model(tokens, return_type=None)
+    return kept
+
+
+PROMPT = "The cat sat."
+
+
+def test_the_attention_experiment_reads_the_key_slot_and_the_prefix_from_the_checkpoint_layout(trainer_models):
+    """attn_bias: key column 0 is the slot k', reported apart; position 0 is column 1. sink: position 0 is
+    the learned prefix, labelled so, and the first score reads it (column 0, there is no slot)."""
+    experiment = get_experiment("attention")
+    config = experiment.make_config({"prompt": PROMPT, "layer": 1})
+    for variant, column, n_prefix in (("attn_bias", 1, 0), ("sink", 0, 1)):
+        model, layout = trainer_models[variant]
+        assert layout == TokenLayout(n_prefix_tokens=n_prefix, n_key_slots=1 - n_prefix)
+        result = experiment.fn(ModelContext(model, RunOptions(device="cpu"), layout), config)
+        tokens = encode(model.tokenizer, PROMPT)[None]
+        n_pos = n_prefix + tokens.shape[1]
+        assert result.summary["tokens"] == ["<prefix>"] * n_prefix + [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
+        assert len(result.tables["attention_logits"]) == n_pos * n_pos  # positions only, no slot column
+        heads = result.tables["head_attention"].set_index(["layer", "head"])
+        for layer, pattern in patterns(model, tokens).items():  # [1, head, query, slots + pos]
+            assert pattern.shape[-1] == (1 - n_prefix) + n_pos
+            for h in range(model.cfg.n_heads):
+                row = heads.loc[(layer, h)]
+                assert row[FIRST] == pytest.approx(pattern[0, h, 1:, column].mean().item(), rel=1e-5)
+                slot = pattern[0, h, :, 0].mean().item() if variant == "attn_bias" else 0.0
+                assert row["slot_attention"] == pytest.approx(slot, rel=1e-5)
+        assert ("attention to key slots" in "\n".join(result.lines)) == (variant == "attn_bias")
+
+
+def test_head_scores_read_the_slot_apart_with_the_checkpoint_layout(trainer_models):
+    model, layout = trainer_models["attn_bias"]
+    seqs = encode(model.tokenizer, PROMPT)[None].repeat(3, 1)
+    seqs[1:] = seqs[1:].roll(2, dims=1)
+    scores = head_scores(model, seqs, MassiveCriterion(), layout=layout)
+    for layer, pattern in patterns(model, seqs).items():  # [batch, head, query, 1 + pos]
+        torch.testing.assert_close(scores.slot[layer], pattern[..., 0].mean((0, 2)))
+        torch.testing.assert_close(scores.first[:, layer], pattern[:, :, 1:, 1].mean(-1))

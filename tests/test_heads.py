@@ -12,6 +12,7 @@ import torch
 import mech_interp as mi
 import mech_interp.runs.spec  # registers the experiments
 from mech_interp.core.criterion import MassiveCriterion
+from mech_interp.core.token_layout import TokenLayout
 from mech_interp.data.texts import load_text
 from mech_interp.data.tokens import encode, windows
 from mech_interp.interventions.heads import (
@@ -28,15 +29,18 @@ from mech_interp.metrics.attention_scores import (
 )
 from mech_interp.metrics.attribution import direct_writes, neuron_writes
 from mech_interp.metrics.bootstrap import bootstrap_ci, nan_std
+from mech_interp.models.context import ModelContext
 from mech_interp.models.hook_names import resid_post
+from mech_interp.models.run_options import RunOptions
 from mech_interp.runs.experiments import get_experiment
-from mech_interp.runs.options import RunOptions
 from mech_interp.studies.heads.neuron_edits import ZeroNeuron, zeroed_weights
+from mech_interp.studies.heads.reduced_forward import residual_tokens
 from mech_interp.studies.heads.scores import head_scores
 from mech_interp.studies.heads.sweep import fast_sweep, naive_sweep
 
 from .cli_runs import assert_refused, run_cli
 from .conftest import MARKER_DIM, PLANT_DIM, PLANT_LAYER, PLANT_PROMPT
+from .test_attention import trainer_checkpoint
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -49,6 +53,7 @@ def _one_thread():
 
 
 LOOSE = MassiveCriterion(min_abs=0.0, min_ratio=5.0)  # random-init LLaMA: top |a| ~0.15, ~8x its median
+PLAIN = TokenLayout()  # the layout of every model here but the trainer's: no prefix position, no key slot
 
 
 def cache(model, tokens, interventions=()):
@@ -140,7 +145,7 @@ def test_direct_writes_add_up_to_the_residual(name, fast):
     model = mi.load_model(name, device="cpu", fast_paths=fast)
     tokens = texts(model, 2, 20)
     entries = torch.tensor([[0, 0, 3], [1, 7, 11], [0, 19, 63], [1, 0, 0]])
-    writes = direct_writes(model, tokens, entries)
+    writes = direct_writes(model, tokens, entries, layout=PLAIN)
     _closure_ok(writes, range(model.cfg.n_layers))
     with torch.inference_mode():
         _, full = model.run_with_cache(tokens)
@@ -158,7 +163,7 @@ def test_attribution_names_the_planted_mlp_neuron(planted):
     tokens = encode(model.tokenizer, PLANT_PROMPT)[None]
     dots = (tokens[0] == token_id).nonzero().flatten().tolist()
     entries = torch.tensor([[0, p, PLANT_DIM] for p in dots])
-    writes = direct_writes(model, tokens, entries)
+    writes = direct_writes(model, tokens, entries, layout=PLAIN)
     _closure_ok(writes, range(PLANT_LAYER, model.cfg.n_layers))
     table = writes.table([PLANT_LAYER])
     for p in dots:
@@ -199,12 +204,34 @@ def test_attribution_names_a_planted_head():
         attn.W_O[2, 0, 9] = 500.0
     tokens = texts(model, 1, 16)
     entries = torch.tensor([[0, p, 9] for p in (0, 5, 15)])
-    writes = direct_writes(model, tokens, entries)
+    writes = direct_writes(model, tokens, entries, layout=PLAIN)
     _closure_ok(writes, range(1, model.cfg.n_layers))
     table = writes.table([1])
     for _, rows in table.groupby("position"):
         top = rows.loc[rows["write"].abs().idxmax()]
         assert top["component"] == "head 1.2" and top["write"] == pytest.approx(500.0, rel=1e-5)
+
+
+def test_attribution_and_labels_place_the_prefix_of_a_sink_checkpoint(tmp_path):
+    """The sink model's residual position 0 is its learned prefix (its layout from hooked_config.json): labelled
+    <prefix>, written by the 'prefix' component alone, and the token positions after it by the embeddings."""
+    model, layout = trainer_checkpoint(tmp_path, "sink")
+    assert layout.n_prefix_tokens == 1
+    tokens = encode(model.tokenizer, "The cat sat.")[None]
+    labels = residual_tokens(model, tokens[0], layout=layout)
+    assert labels == ["<prefix>"] + [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
+    entries = torch.tensor([[0, 0, 5], [0, 3, 7]])  # the prefix, and the token at position 2 of the input
+    writes = direct_writes(model, tokens, entries, layout=layout)
+    _closure_ok(writes, range(model.cfg.n_layers))
+    kinds = writes.components["kind"].tolist()
+    with torch.inference_mode():
+        _, full = model.run_with_cache(tokens)
+    prefix, embed = kinds.index("prefix"), kinds.index("embed")
+    assert writes.writes[0, prefix].item() == pytest.approx(model.prefix.W_prefix[0, 5].item(), rel=1e-6)
+    assert writes.writes[0, embed].item() == 0 and writes.writes[1, prefix].item() == 0
+    assert writes.writes[1, embed].item() == pytest.approx(full["hook_embed"][0, 2, 7].item(), rel=1e-6)
+    assert writes.resid_post[:, 0].tolist() == pytest.approx(
+        [full[resid_post(li)][0, 0, 5].item() for li in range(model.cfg.n_layers)], rel=1e-6)
 
 
 # --- the fast sweep ----------------------------------------------------------------------------------
@@ -218,7 +245,7 @@ def test_fast_sweep_equals_the_naive_loop(name, how, per_forward):
     means = HeadMeans.measure_all(model, texts(model, 4, tokens.shape[1]).split(2), range(model.cfg.n_layers)) if how == "mean" else None
     criterion = MassiveCriterion() if name.startswith("planted") else LOOSE
     naive = naive_sweep(model, tokens, 2, criterion, how, means)
-    fast = fast_sweep(model, tokens, 2, criterion, how, means, heads_per_forward=per_forward)
+    fast = fast_sweep(model, tokens, 2, criterion, how, means, heads_per_forward=per_forward, layout=PLAIN)
     assert len(fast.entries) > 0 and torch.equal(fast.entries, naive.entries)
     assert fast.heads == naive.heads
     torch.testing.assert_close(fast.values, naive.values, rtol=1e-5, atol=1e-4)
@@ -230,7 +257,7 @@ def test_fast_sweep_equals_the_naive_loop(name, how, per_forward):
 # --- scores and spread --------------------------------------------------------------------------------
 
 def test_slots_are_reported_apart_and_never_as_token_0():
-    """Convention 1: n_key_slots key columns in front of the positions."""
+    """A layout's n_key_slots key columns in front of the positions."""
     tokens = torch.tensor([[[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]]])  # [batch, head, query, pos]
     slot = torch.tensor([[[[0.5], [0.2], [0.0]]]])
     with_slot = torch.cat([slot, tokens * (1 - slot)], dim=-1)  # each row still sums to 1
@@ -255,7 +282,7 @@ def test_bootstrap_ci_and_std():
 def test_head_scores_match_a_hand_computation_on_the_pattern():
     model = mi.load_model("planted:gpt2-tiny", device="cpu")
     seqs = encode(model.tokenizer, PLANT_PROMPT)[None]
-    scores = head_scores(model, seqs, MassiveCriterion())
+    scores = head_scores(model, seqs, MassiveCriterion(), layout=PLAIN)
     with torch.inference_mode():
         _, full = model.run_with_cache(seqs)
     layer = PLANT_LAYER + 1  # the first block whose input holds the planted entries
@@ -278,7 +305,7 @@ def test_head_scores_match_a_hand_computation_on_the_pattern():
 def test_experiments_run_on_the_planted_model(planted, tmp_path):
     _, model, _ = planted
     options = RunOptions(device="cpu")
-    sets = head_scores(model, texts(model, 3, 32), MassiveCriterion()).head_sets(3, 1, 0, "first")
+    sets = head_scores(model, texts(model, 3, 32), MassiveCriterion(), layout=PLAIN).head_sets(3, 1, 0, "first")
     sets.to_csv(tmp_path / "head_sets.csv", index=False)  # as head-scores writes it
     results = {}
     for name, params in (("attribution", {"n_seqs": 2, "n_random": 1}), ("head_3d", {"how": "residual_slice"}),
@@ -286,7 +313,7 @@ def test_experiments_run_on_the_planted_model(planted, tmp_path):
                          ("head_ablation", {"n_seqs": 3, "seq_len": 32, "n_boot": 50,
                                             "head_sets": str(tmp_path / "head_sets.csv")})):
         experiment = get_experiment(name)
-        results[name] = experiment.fn(model, options, experiment.make_config(params))
+        results[name] = experiment.fn(ModelContext(model, options), experiment.make_config(params))
     attribution = results["attribution"]
     assert attribution.summary["writing_mlp"] == PLANT_LAYER and attribution.summary["top_neuron"] == 0
     edits = attribution.tables["edits"].set_index("edit")
@@ -315,9 +342,9 @@ def test_experiments_run_on_the_planted_model(planted, tmp_path):
     (["head-ablation", "--head-sets", "no/such.csv"], "--head-sets 'no/such.csv' does not exist"),
 ])
 def test_bad_input_is_refused_before_the_model_loads(args, needle, tmp_path, capsys, monkeypatch):
-    import mech_interp.runs.runner as runner
+    from mech_interp.models.language_study import LanguageModelStudy
 
-    monkeypatch.setattr(runner, "model_for", lambda options: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(LanguageModelStudy, "open", lambda self, run: pytest.fail("the model was loaded"))
     out = tmp_path / "out"
     code, _, err = run_cli([*args, "--model", "random:gpt2-tiny", "--out", out], capsys)
     assert_refused(code, err, needle, out)
@@ -353,12 +380,12 @@ class _Pieces:
 def test_fast_sweep_resumes_after_an_interruption(planted):
     _, model, _ = planted
     tokens = encode(model.tokenizer, PLANT_PROMPT)[None]
-    whole = fast_sweep(model, tokens, 2, MassiveCriterion())
+    whole = fast_sweep(model, tokens, 2, MassiveCriterion(), layout=PLAIN)
     pieces = _Pieces(stop_after=2)
     with pytest.raises(KeyboardInterrupt):
-        fast_sweep(model, tokens, 2, MassiveCriterion(), pieces=pieces)
+        fast_sweep(model, tokens, 2, MassiveCriterion(), pieces=pieces, layout=PLAIN)
     pieces.stop_after = None
-    resumed = fast_sweep(model, tokens, 2, MassiveCriterion(), pieces=pieces)
+    resumed = fast_sweep(model, tokens, 2, MassiveCriterion(), pieces=pieces, layout=PLAIN)
     assert pieces.loaded == 2 and len(pieces.saved) == model.cfg.n_layers
     for name in ("values", "top1", "nll"):
         assert torch.equal(getattr(resumed, name), getattr(whole, name))

@@ -11,15 +11,18 @@ import mech_interp as mi
 from mech_interp.core.criterion import MassiveCriterion, massive_mask
 from mech_interp.core.dtype_range import ActivationRangeError
 from mech_interp.core.order_statistics import order_statistics
-from mech_interp.core.recorder import ActivationRecorder
+from mech_interp.core.recorder import ActivationRecorder, TopKTooLarge
 from mech_interp.core.running_stats import Mean, TopK
 from mech_interp.data.texts import load_text
 from mech_interp.data.tokens import encode, windows
-from mech_interp.metrics.layer_stats import collect_layer_stats
+from mech_interp.metrics.layer_stats import PREFIX_LABEL, PREFIX_NAME, collect_layer_stats
 from mech_interp.metrics.perplexity import perplexity
+from mech_interp.models.context import ModelContext
 from mech_interp.models.hook_names import resid_post
+from mech_interp.models.run_options import RunOptions
 
 from .conftest import PLANT_DIM, PLANT_LAYER, PLANT_PROMPT
+from .test_attention import trainer_checkpoint
 
 
 def test_mean_and_topk_stream_like_the_whole():
@@ -219,19 +222,52 @@ def test_mean_of_ratios_and_ratio_of_means_are_what_they_say():
     assert row["top1"] == pytest.approx(sum(top1) / 3) and row["median"] == pytest.approx(sum(median) / 3)
 
 
-def test_feature_view_reports_the_lower_median(planted):
+def feature_view_experiment():
     import mech_interp.runs.spec  # noqa: F401
     from mech_interp.runs.experiments import get_experiment
-    from mech_interp.runs.options import RunOptions
 
+    return get_experiment("feature_view")
+
+
+def test_feature_view_reports_the_lower_median(planted):
     _, model, _ = planted
-    experiment = get_experiment("feature_view")
-    result = experiment.fn(model, RunOptions(device="cpu"), experiment.make_config({"prompt": PLANT_PROMPT, "layer": PLANT_LAYER}))
+    experiment = feature_view_experiment()
+    result = experiment.fn(ModelContext(model, RunOptions(device="cpu")),
+                           experiment.make_config({"prompt": PLANT_PROMPT, "layer": PLANT_LAYER}))
     mag = result.tables["activations"]["abs"]
     assert len(mag) % 2 == 0  # an even count: the lower median and pandas' differ
     lower = torch.tensor(mag.values).median().item()
     assert result.summary["median_abs"] == pytest.approx(lower, rel=1e-6)
     assert result.summary["median_abs"] != pytest.approx(float(mag.median()), rel=1e-6)
+
+
+def test_a_sink_checkpoint_labels_its_prefix_position(tmp_path):
+    """Residual position 0 of the trainer's sink model is its learned prefix (the layout its hooked_config.json
+    gives): the statistics label it so, every later position by the token there, and the feature view too."""
+    model, layout = trainer_checkpoint(tmp_path, "sink")
+    tokens = encode(model.tokenizer, "The cat sat.")
+    everything = MassiveCriterion(min_abs=0.0, min_ratio=1e-9)  # every nonzero entry: every position shows up
+    stats = collect_layer_stats(model, [tokens[None]], criterion=everything, progress=False, layout=layout)
+    labels = stats.massive.drop_duplicates("position").set_index("position").sort_index()
+    assert labels.index.tolist() == list(range(1 + len(tokens)))
+    assert labels["token_id"].tolist() == [PREFIX_LABEL, *tokens.tolist()]
+    assert labels["token"].tolist() == [PREFIX_NAME] + [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    experiment = feature_view_experiment()
+    result = experiment.fn(ModelContext(model, RunOptions(device="cpu"), layout),
+                           experiment.make_config({"prompt": "The cat sat.", "layer": 1}))
+    assert result.summary["tokens"] == labels["token"].tolist()
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens[None], names_filter=resid_post(1))
+    grid = result.tables["activations"]
+    assert grid["value"].tolist() == cache[resid_post(1)][0].flatten().tolist()
+    assert (grid.loc[grid["position"] == 0, "token"] == PREFIX_NAME).all()
+
+
+def test_k_beyond_a_hidden_state_is_refused_naming_the_parameter():
+    recorder = ActivationRecorder(["h"], k=9)
+    with pytest.raises(TopKTooLarge, match="^k=9 is larger than the 8 entries of one hidden state at h$") as refused:
+        recorder.record("h", torch.ones(1, 2, 4), torch.zeros(1, 2, dtype=torch.long))
+    assert (refused.value.k, refused.value.n_entries, refused.value.site) == (9, 8, "h")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

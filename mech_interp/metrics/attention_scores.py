@@ -12,10 +12,11 @@ Definitions (the ones the attention experiment prints and names its columns afte
   the layer whose pattern this is). No such query at all: NaN.
 - **sink share** (Gu et al. 2024, "When Attention Sink Emerges"): the share of heads whose
   first-token key score exceeds ``eps`` (they use 0.3), per layer and over all heads.
-- **slot attention** (models with extra key slots, e.g. a learned k'/v' attention bias): a block
-  whose attention carries ``n_key_slots > 0`` has that many key columns in front of the positions;
-  its slot attention is the mean over queries of the attention summed over the slots. Slots are
-  never counted as token 0: every score above is taken on ``token_keys(pattern, n_key_slots)``.
+- **slot attention** (models with extra key slots, e.g. a learned k'/v' attention bias): a model
+  whose layout has ``n_key_slots > 0`` (``core.token_layout``) has that many key columns in front of
+  the positions in every pattern; its slot attention is the mean over queries of the attention summed
+  over the slots. Slots are never counted as token 0: every score above is taken on
+  ``token_keys(pattern, layout.n_key_slots)``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,6 @@ import torch
 from jaxtyping import Bool, Float
 
 SINK_DEFINITION = "share of heads whose mean attention to token 0, over the queries q > 0, exceeds eps"
-
-
-def n_key_slots(attn: object) -> int:
-    """Extra key columns an attention component puts in front of the positions (0 when it has none)."""
-    return int(getattr(attn, "n_key_slots", 0) or 0)
 
 
 def token_keys(pattern: Float[torch.Tensor, "batch head query key"], n_slots: int) -> Float[torch.Tensor, "batch head query pos"]:

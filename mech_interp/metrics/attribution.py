@@ -5,7 +5,7 @@ each attention output is the sum of its heads' ``z[h] @ W_O[h]`` plus ``b_O``. S
 entry (sequence b, position p, dim d) after block L splits exactly into direct writes:
 
 - ``embed`` (``hook_embed``), ``pos_embed`` (``hook_pos_embed``, learned absolute positions only) and
-  ``prefix`` (a model's learned prefix positions, convention 2: ``blocks.0.hook_resid_pre`` there);
+  ``prefix`` (the learned prefix positions of a model whose layout has them: ``blocks.0.hook_resid_pre`` there);
 - ``head`` (l, h): ``z[b, p, h] @ W_O[h][:, d]`` for every block l <= L, computed from ``hook_z``;
 - ``attn_bias`` (l): ``b_O[d]``;
 - ``mlp`` (l): ``hook_mlp_out[b, p, d]``.
@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.utils import get_act_name
+
+from ..core.token_layout import TokenLayout
 
 COMPONENT_KINDS = ("embed", "pos_embed", "prefix", "head", "attn_bias", "mlp")
 WRITE_DEFINITION = ("direct write of a component to entry (position, dim): embed / pos_embed = the embedding "
@@ -95,12 +97,13 @@ def component_table(model: HookedTransformer, has_pos: bool, n_prefix: int) -> p
 
 @torch.inference_mode()
 def direct_writes(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"],
-                  entries: Int[torch.Tensor, "entry 3"], fwd_hooks: list | None = None) -> Writes:
+                  entries: Int[torch.Tensor, "entry 3"], fwd_hooks: list | None = None, *,
+                  layout: TokenLayout) -> Writes:
     """Direct writes of every component to each entry (batch row, residual position, dim), in one
     forward, reduced inside the hooks (nothing of size [batch, pos, ...] is kept). Positions are
-    residual positions: with ``model.n_prefix_tokens`` (convention 2) position p < n_prefix is a prefix."""
+    residual positions: position p < ``layout.n_prefix_tokens`` is a prefix."""
     cfg = model.cfg
-    n_prefix = int(getattr(model, "n_prefix_tokens", 0) or 0)
+    n_prefix = layout.n_prefix_tokens
     has_pos = cfg.positional_embedding_type in ("standard", "shortformer")
     components = component_table(model, has_pos, n_prefix)
     index = {name: i for i, name in enumerate(components["component"])}

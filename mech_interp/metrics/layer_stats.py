@@ -17,10 +17,11 @@ from transformer_lens import HookedTransformer
 from ..core.criterion import MassiveCriterion
 from ..core.layer_stats import LayerStats
 from ..core.recorder import ActivationRecorder
+from ..core.token_layout import TokenLayout
 from ..models.hook_names import block_of, check_hook_names, resid_post
 
 TOKEN_COLUMNS = ("token_id", "token")
-# Models with learned positions in front of the tokens (``model.n_prefix_tokens``, e.g. a sink
+# Models with learned positions in front of the tokens (``layout.n_prefix_tokens``, e.g. a sink
 # token) label them so; they are no vocabulary entry.
 PREFIX_LABEL, PREFIX_NAME = -1, "<prefix>"
 
@@ -42,13 +43,16 @@ def collect_layer_stats(
     criterion: MassiveCriterion = MassiveCriterion(),
     progress: bool = True,
     total: int | None = None,
+    *,
+    layout: TokenLayout = TokenLayout(),
 ) -> LayerStats:
-    """Run ``model`` over token batches and return per-layer statistics (default: every resid_post)."""
+    """Run ``model`` over token batches and return per-layer statistics (default: every resid_post).
+    ``layout``: the model's prefix positions, labelled ``PREFIX_LABEL`` in front of each batch's tokens."""
     hook_names = list(hook_names) if hook_names else [resid_post(i) for i in range(model.cfg.n_layers)]
     check_hook_names(model.hook_dict, hook_names)
     recorder = ActivationRecorder(hook_names, k=k, criterion=criterion)
     current: dict[str, torch.Tensor] = {}
-    n_prefix = getattr(model, "n_prefix_tokens", 0)
+    n_prefix = layout.n_prefix_tokens
 
     total = total if total is not None else len(batches) if hasattr(batches, "__len__") else None
     bar: list[tqdm] = []  # shown once the first site is recorded: a refused --k must not leave a 0% bar above its error

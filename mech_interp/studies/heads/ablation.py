@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from ...interventions.heads import SLICE_CONTRAST, ablate_heads, zero_output_slice
 from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci
+from ...models.context import ModelContext
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.heads import change_by_layer
 from .configs import HeadAblationConfig
 from .head_sets_file import read_head_sets
 from .inputs import head_means, massive_layers, sequences
-from .probe import Probe, probe, residual_tokens
+from .reduced_forward import Probe, probe, residual_tokens
 from .scores import head_scores, heads_of
 
 CHANGE_DEFINITION = ("change = ablated / clean - 1 per sequence, at the same entry (the clean run's massive entries, "
@@ -56,20 +55,21 @@ def compare(clean: Probe, ablated: Probe, labels: dict[tuple[int, int], str], n_
     return layers, pd.DataFrame(rows)
 
 
-def head_ablation(model: HookedTransformer, options: RunOptions, config: HeadAblationConfig) -> ExperimentResult:
+def head_ablation(context: ModelContext, config: HeadAblationConfig) -> ExperimentResult:
+    model, options, layout = context.model, context.options, context.layout
     criterion, n_layers = options.criterion, model.cfg.n_layers
     if config.head_sets is not None:
         sets = read_head_sets(config.head_sets, n_layers, model.cfg.n_heads, model.cfg.model_name)
-    seqs, reference, origin = sequences(model, options, config, held_out=config.how == "mean")
+    seqs, reference, origin = sequences(context, config, held_out=config.how == "mean")
     rank_by, fallback = None, ""  # None: the file's head sets, ranked by whatever ranked them
     if config.head_sets is None:
-        scores = head_scores(model, seqs, criterion)
+        scores = head_scores(model, seqs, criterion, layout=layout)
         rank_by, fallback = scores.rank_by_used(config.rank_by, criterion)
         sets = scores.head_sets(config.k, config.n_random, options.seed, rank_by)
     means = head_means(model, config.how, reference, sorted(set(sets["layer"].tolist())))
     layers = list(range(n_layers))
     clean = probe(model, seqs, layers, criterion)
-    labels = {(b, p): tok for b in range(len(seqs)) for p, tok in enumerate(residual_tokens(model, seqs[b]))}
+    labels = {(b, p): tok for b in range(len(seqs)) for p, tok in enumerate(residual_tokens(model, seqs[b], layout=layout))}
     draws = sorted(set(sets.loc[sets["set"] == "random", "draw"].astype(int)))
     conditions = [(name, 0, heads_of(sets, name), config.how) for name in ("top", "bottom") if heads_of(sets, name)]
     conditions += [("random", d, heads_of(sets, "random", d), config.how) for d in draws]

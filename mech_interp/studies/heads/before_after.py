@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from ...data.texts import load_text
 from ...data.tokens import windows
@@ -17,13 +16,13 @@ from ...interventions.heads import (
     ablate_heads,
     zero_output_slice,
 )
+from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.heads import before_after_3d, difference_heatmap
 from .configs import HeadBeforeAfterConfig
 from .inputs import check_heads, first_massive, prompt_tokens
-from .probe import probe, residual_tokens
+from .reduced_forward import probe, residual_tokens
 from .scores import head_scores
 
 
@@ -36,16 +35,17 @@ def _grid(acts: torch.Tensor, labels: list[str]) -> pd.DataFrame:
     return grid
 
 
-def head_before_after(model: HookedTransformer, options: RunOptions, config: HeadBeforeAfterConfig) -> ExperimentResult:
+def head_before_after(context: ModelContext, config: HeadBeforeAfterConfig) -> ExperimentResult:
+    model, options, layout = context.model, context.options, context.layout
     criterion, n_layers = options.criterion, model.cfg.n_layers
     layer = check_layer(n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
-    tokens = prompt_tokens(model, options, config.prompt)
+    tokens = prompt_tokens(context, config.prompt)
     if config.heads is not None:
         heads = check_heads(model, [tuple(map(int, h.split("."))) for h in config.heads])
     clean = probe(model, tokens, list(range(n_layers)), criterion, logits=False)
     layer = first_massive(clean, 1, model.cfg.model_name, criterion) if layer is None else layer
     if config.heads is None:
-        score = head_scores(model, tokens, criterion).score("first")[: layer + 1]  # [layer, head]
+        score = head_scores(model, tokens, criterion, layout=layout).score("first")[: layer + 1]  # [layer, head]
         if config.k > score.numel():
             raise UsageError(f"k {config.k} is larger than the {score.numel()} heads of blocks 0..{layer}")
         order = score.flatten().argsort(descending=True)[: config.k].tolist()
@@ -68,7 +68,7 @@ def head_before_after(model: HookedTransformer, options: RunOptions, config: Hea
             model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
         with model.hooks(fwd_hooks=hooks + [(resid_post(layer), keep)]):
             model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
-    labels = residual_tokens(model, tokens[0])
+    labels = residual_tokens(model, tokens[0], layout=layout)
     before, after = _grid(kept[0], labels), _grid(kept[1], labels)
     diff = before[["position", "token", "dim"]].copy()
     diff["before"], diff["after"] = before["value"], after["value"]

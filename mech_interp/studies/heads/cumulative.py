@@ -6,17 +6,16 @@ from __future__ import annotations
 import random
 
 import pandas as pd
-from transformer_lens import HookedTransformer
 
 from ...errors import UsageError
 from ...interventions.heads import ablate_heads
+from ...models.context import ModelContext
 from ...models.hook_names import check_layer
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.heads import cumulative_plot
 from .configs import HeadCumulativeConfig
 from .inputs import head_means, massive_layers, sequences
-from .probe import probe
+from .reduced_forward import probe
 from .scores import head_scores
 
 DEFAULT_MAX_HEADS = 8
@@ -25,11 +24,12 @@ DEFINITION = ("massive value = mean over sequences of the value at the clean run
               "the largest |a| there; perplexity over the same sequences")
 
 
-def head_cumulative(model: HookedTransformer, options: RunOptions, config: HeadCumulativeConfig) -> ExperimentResult:
+def head_cumulative(context: ModelContext, config: HeadCumulativeConfig) -> ExperimentResult:
+    model, options = context.model, context.options
     criterion = options.criterion
     layer = check_layer(model.cfg.n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
-    seqs, reference, origin = sequences(model, options, config, held_out=config.how == "mean")
-    scores = head_scores(model, seqs, criterion)
+    seqs, reference, origin = sequences(context, config, held_out=config.how == "mean")
+    scores = head_scores(model, seqs, criterion, layout=context.layout)
     rank_by, fallback = scores.rank_by_used(config.rank_by, criterion)
     ranked = scores.ranking(rank_by)
     if (config.max_heads or 0) > len(ranked):

@@ -11,20 +11,21 @@ from ...data.texts import load_text
 from ...data.tokens import encode, windows
 from ...errors import NoMassiveActivations, UsageError
 from ...interventions.heads import HeadMeans
-from ...runs.options import RunOptions
+from ...models.context import ModelContext
 from .named_heads import require_in_model
-from .probe import Probe
+from .reduced_forward import Probe
 
 N_REFERENCE = 4  # held-out windows whose mean hook_z a mean ablation writes
 
 
-def sequences(model: HookedTransformer, options: RunOptions, config, held_out: bool = False
+def sequences(context: ModelContext, config, held_out: bool = False
               ) -> tuple[Int[torch.Tensor, "seq pos"], Int[torch.Tensor, "_ref pos"], str]:
     """``config.n_seqs`` windows of ``config.text``; with ``held_out``, up to ``N_REFERENCE`` more
     windows after them (never the evaluated ones) for mean ablation."""
+    model = context.model
     source = load_text(config.text)
     extra = N_REFERENCE if held_out else 0
-    seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs + extra, options.prepend_bos,
+    seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs + extra, context.options.prepend_bos,
                    source.name, model.cfg.n_ctx, add_special_tokens=source.special_tokens)
     if held_out and seqs.shape[0] <= config.n_seqs:
         raise UsageError(f"text {config.text!r} has {seqs.shape[0]} windows of {config.seq_len} tokens: mean ablation "
@@ -32,8 +33,8 @@ def sequences(model: HookedTransformer, options: RunOptions, config, held_out: b
     return seqs[: config.n_seqs], seqs[config.n_seqs:], source.origin
 
 
-def prompt_tokens(model: HookedTransformer, options: RunOptions, prompt: str) -> Int[torch.Tensor, "one pos"]:
-    tokens = encode(model.tokenizer, prompt, options.prepend_bos)
+def prompt_tokens(context: ModelContext, prompt: str) -> Int[torch.Tensor, "one pos"]:
+    tokens = encode(context.model.tokenizer, prompt, context.options.prepend_bos)
     if tokens.numel() < 2:
         raise UsageError(f"--prompt {prompt!r} is {tokens.numel()} token long: need at least 2")
     return tokens[None]

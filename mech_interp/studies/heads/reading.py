@@ -3,19 +3,18 @@ sink share, and the head sets (top-k, bottom-k, random-k) the ablation experimen
 
 from __future__ import annotations
 
-from transformer_lens import HookedTransformer
-
+from ...models.context import ModelContext
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.heads import layer_head_heatmap, ranking_plot
 from .configs import HeadScoresConfig
 from .inputs import sequences
 from .scores import DEFINITIONS, FIRST_SCORE, MASSIVE_SCORE, head_scores, score_lines
 
 
-def head_scores_experiment(model: HookedTransformer, options: RunOptions, config: HeadScoresConfig) -> ExperimentResult:
-    seqs, _, origin = sequences(model, options, config)
-    scores = head_scores(model, seqs, options.criterion)
+def head_scores_experiment(context: ModelContext, config: HeadScoresConfig) -> ExperimentResult:
+    model, options = context.model, context.options
+    seqs, _, origin = sequences(context, config)
+    scores = head_scores(model, seqs, options.criterion, layout=context.layout)
     table = scores.table(config.sink_eps, config.n_boot, options.seed)
     rank_by, fallback = scores.rank_by_used(config.rank_by, options.criterion)
     sets = scores.head_sets(config.k, config.n_random, options.seed, rank_by)

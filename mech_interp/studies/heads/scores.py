@@ -11,7 +11,7 @@ Definitions (printed with every result):
 - **first score**: mean over queries q > 0 of attention[q, 0] (position 0 of the residual stream:
   a learned prefix position where the model has one, never an attention key slot).
 - **slot attention**: mean over queries of the attention summed over a block's extra key slots
-  (convention 1: ``n_key_slots`` columns in front of the keys); 0 for ordinary attention.
+  (the layout's ``n_key_slots`` columns in front of the keys); 0 for ordinary attention.
 - **sink share** (Gu et al. 2024): share of heads whose first score (mean over sequences) exceeds eps.
 
 Both scores are averaged over sequences; spread = sample std over sequences and a 95% percentile
@@ -30,11 +30,11 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utils import get_act_name
 
 from ...core.criterion import MassiveCriterion, massive_mask
+from ...core.token_layout import TokenLayout
 from ...errors import UsageError
 from ...metrics.attention_scores import (
     SINK_DEFINITION,
     massive_set_score_per_sequence,
-    n_key_slots,
     slot_attention,
     token_keys,
 )
@@ -130,8 +130,9 @@ def heads_of(sets: pd.DataFrame, name: str, draw: int = 0) -> list[tuple[int, in
 
 @torch.inference_mode()
 def head_scores(model: HookedTransformer, seqs: Int[torch.Tensor, "seq pos"], criterion: MassiveCriterion,
-                batch_size: int = 4) -> HeadScores:
-    """Massive and first scores of every head on every sequence, and slot attention."""
+                batch_size: int = 4, *, layout: TokenLayout) -> HeadScores:
+    """Massive and first scores of every head on every sequence, and slot attention (the layout's key
+    slots, never counted as position 0)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     massive = torch.full((seqs.shape[0], n_layers, n_heads), float("nan"))
     first = torch.full_like(massive, float("nan"))
@@ -148,7 +149,7 @@ def head_scores(model: HookedTransformer, seqs: Int[torch.Tensor, "seq pos"], cr
 
     def score(pattern: Float[torch.Tensor, "batch head query key"], hook) -> None:
         layer = hook.layer()
-        slots = n_key_slots(model.blocks[layer].attn)
+        slots = layout.n_key_slots
         tokens = token_keys(pattern, slots)  # [batch, head, query, pos]
         rows = slice(offset[0], offset[0] + pattern.shape[0])
         massive[rows, layer] = massive_set_score_per_sequence(tokens, keys[layer]).cpu()

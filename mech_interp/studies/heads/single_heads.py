@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from ...errors import UsageError
+from ...models.context import ModelContext
 from ...models.hook_names import check_layer
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.heads import layer_head_heatmap
 from .configs import HeadSweepConfig
 from .inputs import first_massive, head_means, prompt_tokens, sequences
-from .probe import probe, residual_tokens
+from .reduced_forward import probe, residual_tokens
 from .sweep import Sweep, fast_sweep
 
 DEFINITIONS = {
@@ -55,11 +54,12 @@ def _tables(sweep: Sweep, input_name: str, labels: list[list[str]]) -> tuple[pd.
     return per_head, pd.DataFrame(long)
 
 
-def head_sweep(model: HookedTransformer, options: RunOptions, config: HeadSweepConfig, pieces=None) -> ExperimentResult:
+def head_sweep(context: ModelContext, config: HeadSweepConfig, pieces=None) -> ExperimentResult:
+    model, options, layout = context.model, context.options, context.layout
     criterion = options.criterion
     layer = check_layer(model.cfg.n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
-    prompt = prompt_tokens(model, options, config.prompt)
-    seqs, reference, origin = sequences(model, options, config, held_out=config.how == "mean")
+    prompt = prompt_tokens(context, config.prompt)
+    seqs, reference, origin = sequences(context, config, held_out=config.how == "mean")
     if layer is None:
         layer = first_massive(probe(model, prompt, list(range(model.cfg.n_layers)), criterion, logits=False), 1,
                               model.cfg.model_name, criterion)
@@ -70,8 +70,8 @@ def head_sweep(model: HookedTransformer, options: RunOptions, config: HeadSweepC
             raise UsageError(f"--how mean writes per-position means of {reference.shape[1]}-token windows, and the "
                              f"{name} has {tokens.shape[1]} tokens: raise --seq-len to at least {tokens.shape[1]}")
         sweep = fast_sweep(model, tokens, layer, criterion, config.how, means, config.heads_per_forward, progress=True,
-                           pieces=pieces, piece_key={"input": name, "measured_layer": layer})
-        heads_table, entries_table = _tables(sweep, name, [residual_tokens(model, row) for row in tokens])
+                           pieces=pieces, piece_key={"input": name, "measured_layer": layer}, layout=layout)
+        heads_table, entries_table = _tables(sweep, name, [residual_tokens(model, row, layout=layout) for row in tokens])
         per_head.append(heads_table)
         long.append(entries_table)
     heads, entries = pd.concat(per_head, ignore_index=True), pd.concat(long, ignore_index=True)

@@ -10,7 +10,7 @@ sequence, per head. Two implementations with the same numbers:
 ``fast_sweep`` takes ``pieces`` (the run writer's ``load_piece``/``save_piece``) to keep each finished
 block's numbers, so a killed sweep resumes at the block it was computing.
 
-Models with learned prefix positions (convention 2) take the naive loop: their forward may add the
+Models whose layout has learned prefix positions take the naive loop: their forward may add the
 prefix itself, so restarting from a cached residual is not known to be equivalent.
 """
 
@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from ...core.criterion import MassiveCriterion
+from ...core.token_layout import TokenLayout
 from ...interventions.heads import HeadMeans, ablate_head, ablate_head_per_row
 from ...models.hook_names import resid_pre
-from .probe import Probe, probe
+from .reduced_forward import Probe, probe
 
 
 @dataclass
@@ -62,8 +63,8 @@ def naive_sweep(model: HookedTransformer, tokens: Int[torch.Tensor, "seq pos"], 
 @torch.inference_mode()
 def fast_sweep(model: HookedTransformer, tokens: Int[torch.Tensor, "seq pos"], layer: int, criterion: MassiveCriterion,
                how: str = "zero", means: dict[int, HeadMeans] | None = None, heads_per_forward: int = 0,
-               progress: bool = False, pieces=None, piece_key: dict | None = None) -> Sweep:
-    if int(getattr(model, "n_prefix_tokens", 0) or 0):
+               progress: bool = False, pieces=None, piece_key: dict | None = None, *, layout: TokenLayout) -> Sweep:
+    if layout.n_prefix_tokens:
         return naive_sweep(model, tokens, layer, criterion, how, means, progress)
     n_layers, n_heads, n_seq = model.cfg.n_layers, model.cfg.n_heads, tokens.shape[0]
     kept: dict[int, torch.Tensor] = {}

@@ -5,9 +5,9 @@ The definitions are those of ``metrics.attention_scores``: a head's score for ke
 attention over the queries q > k only, and the massive tokens a block's heads are scored against
 are the ones detected at that block's input (``blocks.L.hook_resid_pre``, what its attention reads).
 
-Positions are residual-stream positions: a model's learned prefix positions (``n_prefix_tokens``)
-come first and are labelled ``<prefix>``. Extra key slots of an attention component
-(``n_key_slots``: key columns in front of the positions) are dropped from every score and from the
+Positions are residual-stream positions: the learned prefix positions of the model's layout
+(``n_prefix_tokens``) come first and are labelled ``<prefix>``. Its extra key slots (``n_key_slots``:
+key columns in front of the positions in every pattern) are dropped from every score and from the
 logits heatmap, and their attention is reported apart (``slot_attention``), never as token 0.
 """
 
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
-from transformer_lens.utils import get_act_name
 
 from ...data.tokens import encode
 from ...errors import UsageError
@@ -25,14 +23,14 @@ from ...metrics.attention_scores import (
     SINK_DEFINITION,
     key_score,
     massive_set_score,
-    n_key_slots,
     sink_share,
     slot_attention,
     token_keys,
 )
-from ...models.hook_names import check_layer, resid_pre
+from ...metrics.layer_stats import PREFIX_NAME
+from ...models.context import ModelContext
+from ...models.hook_names import act_name, check_layer, resid_pre
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.attention import (
     MASSIVE_SCORE,
     attention_logits_heatmap,
@@ -63,21 +61,22 @@ def _layer_ranges(positions: dict[int, list[int]]) -> list[tuple[int, int, list[
     return runs
 
 
-def attention(model: HookedTransformer, options: RunOptions, config: AttentionConfig) -> ExperimentResult:
+def attention(context: ModelContext, config: AttentionConfig) -> ExperimentResult:
     """Head-averaged pre-softmax logits at one layer; per-head scores for token 0 and for the
     massive tokens at each block's input; the share of sink heads."""
+    model, options, layout = context.model, context.options, context.layout
     tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
     n_layers, n_heads, n_tokens = model.cfg.n_layers, model.cfg.n_heads, tokens.numel()
-    n_prefix = int(getattr(model, "n_prefix_tokens", 0) or 0)
+    n_prefix, slots = layout.n_prefix_tokens, layout.n_key_slots
     n_pos = n_prefix + n_tokens  # residual positions
     if n_tokens < 2:  # every score averages over the queries after a key: one token has none
         raise UsageError(f"--prompt {config.prompt!r} is {n_tokens} token long: the attention scores need at least 2 tokens")
     layer = check_layer(n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
-    stats = prompt_layer_stats(model, tokens, options.criterion, [resid_pre(i) for i in range(n_layers)])
+    stats = prompt_layer_stats(model, tokens, options.criterion, [resid_pre(i) for i in range(n_layers)], layout=layout)
     layer = default_layer(stats, model) if layer is None else layer  # the first block that reads a massive input
     input_massive = {li: sorted(int(p) for p in stats.massive.loc[stats.massive["site"] == resid_pre(li), "position"].unique())
                      for li in range(n_layers)}
-    token_strs = ["<prefix>"] * n_prefix + [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    token_strs = [PREFIX_NAME] * n_prefix + [model.tokenizer.decode([t]) for t in tokens.tolist()]
 
     scores_mean: dict[str, torch.Tensor] = {}
     to_massive: dict[int, torch.Tensor] = {}
@@ -86,13 +85,12 @@ def attention(model: HookedTransformer, options: RunOptions, config: AttentionCo
     causal = torch.ones(n_pos, n_pos, dtype=torch.bool).tril()
 
     def keep_scores(scores: torch.Tensor, hook: HookPoint) -> None:  # [batch, head_index, query_pos, key_pos]
-        scores = token_keys(scores, n_key_slots(model.blocks[hook.layer()].attn))
+        scores = token_keys(scores, slots)
         masked = scores[0].float().cpu().masked_fill(~causal, float("nan"))  # -inf above the diagonal
         scores_mean["logits"] = masked.mean(0)
 
     def head_scores(pattern: torch.Tensor, hook: HookPoint) -> None:  # [batch, head_index, query_pos, key_pos]
         li = hook.layer()
-        slots = n_key_slots(model.blocks[li].attn)
         to_slots[li] = slot_attention(pattern, slots).cpu()
         pattern = token_keys(pattern, slots)  # [batch, head_index, query_pos, pos]
         to_first[li] = key_score(pattern, 0).cpu()
@@ -100,8 +98,8 @@ def attention(model: HookedTransformer, options: RunOptions, config: AttentionCo
         massive[0, input_massive[li]] = True
         to_massive[li] = massive_set_score(pattern, massive).cpu()
 
-    hooks = [(get_act_name("attn_scores", layer), keep_scores)]
-    hooks += [(get_act_name("pattern", i), head_scores) for i in range(n_layers)]
+    hooks = [(act_name("attn_scores", layer), keep_scores)]
+    hooks += [(act_name("pattern", i), head_scores) for i in range(n_layers)]
     with torch.inference_mode():
         model.run_with_hooks(tokens[None].to(model.cfg.device), return_type=None, fwd_hooks=hooks)
 
@@ -136,7 +134,7 @@ def attention(model: HookedTransformer, options: RunOptions, config: AttentionCo
     lines.append(f"  sink share (Gu et al. 2024) = {SINK_DEFINITION.replace('eps', f'eps = {config.sink_eps}')}: "
                  f"{overall_share:.2f} of {n_layers * n_heads} heads; per block "
                  + " ".join(f"{s:.2f}" for s in per_layer_share.tolist()))
-    if any(n_key_slots(block.attn) for block in model.blocks):
+    if slots:
         lines.append(f"  attention to key slots (apart, never token 0): max over heads {heads['slot_attention'].max():.3f}")
     top_heads = heads.dropna(subset=[MASSIVE_SCORE]).sort_values(MASSIVE_SCORE, ascending=False).head(5)
     lines.append("  heads with the highest massive-set score: " + (", ".join(

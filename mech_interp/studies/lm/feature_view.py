@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from ...core.criterion import median_abs
 from ...data.tokens import encode
 from ...metrics.layer_stats import PREFIX_NAME
+from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.feature_view import feature_view_3d
 from .configs import FeatureViewConfig
 from .prompt_stats import default_layer, prompt_layer_stats
 
 
-def feature_view(model: HookedTransformer, options: RunOptions, config: FeatureViewConfig) -> ExperimentResult:
+def feature_view(context: ModelContext, config: FeatureViewConfig) -> ExperimentResult:
     """3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)."""
+    model, options, layout = context.model, context.options, context.layout
     tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
     layer = check_layer(model.cfg.n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
-    stats = prompt_layer_stats(model, tokens, options.criterion)
+    stats = prompt_layer_stats(model, tokens, options.criterion, layout=layout)
     layer = default_layer(stats, model) if layer is None else layer
 
     with torch.inference_mode():
@@ -29,7 +29,7 @@ def feature_view(model: HookedTransformer, options: RunOptions, config: FeatureV
                                         stop_at_layer=layer + 1, return_type=None)
     acts = cache[resid_post(layer)][0].float().cpu()  # [pos, d_model]
     # positions are the residual stream's: learned prefix positions (a sink token) come first
-    token_strs = [PREFIX_NAME] * getattr(model, "n_prefix_tokens", 0) + [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    token_strs = [PREFIX_NAME] * layout.n_prefix_tokens + [model.tokenizer.decode([t]) for t in tokens.tolist()]
     n_pos, d_model = acts.shape
     grid = pd.DataFrame({
         "position": torch.arange(n_pos).repeat_interleave(d_model).numpy(),

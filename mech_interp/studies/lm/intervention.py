@@ -20,16 +20,16 @@ from ...errors import NoMassiveActivations, NothingToMeasure, UsageError
 from ...interventions import make_reset
 from ...metrics.layer_stats import collect_layer_stats
 from ...metrics.perplexity import perplexity
+from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.perplexity import perplexity_bars
 from .configs import InterventionConfig
 
 
-def _windows(model: HookedTransformer, source: TextSource, config: InterventionConfig, options: RunOptions,
-             n_windows: int | None) -> torch.Tensor:
-    return windows(model.tokenizer, source.text, config.seq_len, n_windows, options.prepend_bos, source.name,
+def _windows(context: ModelContext, source: TextSource, config: InterventionConfig, n_windows: int | None) -> torch.Tensor:
+    model = context.model
+    return windows(model.tokenizer, source.text, config.seq_len, n_windows, context.options.prepend_bos, source.name,
                    model.cfg.n_ctx, add_special_tokens=source.special_tokens)
 
 
@@ -46,8 +46,9 @@ def measure_means(model: HookedTransformer, seqs: torch.Tensor, layer: int, stat
     return fixed.result()
 
 
-def intervention(model: HookedTransformer, options: RunOptions, config: InterventionConfig, pieces=None) -> ExperimentResult:
+def intervention(context: ModelContext, config: InterventionConfig, pieces=None) -> ExperimentResult:
     """Perplexity with massive activations set to zero / to their mean (paper Table 3)."""
+    model, options = context.model, context.options
     criterion = options.criterion
     layer = check_layer(model.cfg.n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
     for name in config.datasets:
@@ -56,10 +57,10 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
     pieces = pieces or _NoPieces()
 
     mean_source = load_text(config.mean_text)
-    mean_seqs = _windows(model, mean_source, config, options, config.n_mean_seqs)
+    mean_seqs = _windows(context, mean_source, config, config.n_mean_seqs)
     hooks = [resid_post(layer)] if layer is not None else None
     stats = collect_layer_stats(model, mean_seqs.split(config.batch_size), hook_names=hooks, criterion=criterion,
-                                total=-(-len(mean_seqs) // config.batch_size))
+                                total=-(-len(mean_seqs) // config.batch_size), layout=context.layout)
     if layer is None:
         layer = stats.first_massive_layer()
         if layer is None:
@@ -83,7 +84,7 @@ def intervention(model: HookedTransformer, options: RunOptions, config: Interven
                 raise  # a local file: checked before the means pass, so this is a real error
             rows.append({"dataset": name, "condition": "original", "status": f"unavailable: {err}"})
             continue
-        seqs = _windows(model, source, config, options, config.n_windows or None)
+        seqs = _windows(context, source, config, config.n_windows or None)
         for condition in ["original", *config.resets]:
             key = {"dataset": name, "origin": source.origin, "condition": condition, "layer": layer,
                    "means": means.describe() if condition == "set_mean" else None}

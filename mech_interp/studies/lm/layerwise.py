@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from transformer_lens import HookedTransformer
-
+from ...core.recorder import TopKTooLarge
 from ...data.texts import load_text
 from ...data.tokens import windows
+from ...errors import UsageError
 from ...metrics.layer_stats import collect_layer_stats
+from ...models.context import ModelContext
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.layerwise import layerwise_lines
 from .configs import LayerwiseConfig
 
 
-def layerwise(model: HookedTransformer, options: RunOptions, config: LayerwiseConfig) -> ExperimentResult:
+def layerwise(context: ModelContext, config: LayerwiseConfig) -> ExperimentResult:
     """Top-k and median |a| per layer, averaged over sequences (paper Fig. 2)."""
+    model, options = context.model, context.options
     source = load_text(config.text)
     seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name,
                    model.cfg.n_ctx, add_special_tokens=source.special_tokens)
-    stats = collect_layer_stats(model, seqs.split(config.batch_size), hook_names=config.hooks, k=config.k,
-                                criterion=options.criterion, total=-(-len(seqs) // config.batch_size))
+    try:
+        stats = collect_layer_stats(model, seqs.split(config.batch_size), hook_names=config.hooks, k=config.k,
+                                    criterion=options.criterion, total=-(-len(seqs) // config.batch_size),
+                                    layout=context.layout)
+    except TopKTooLarge as err:  # the config's k is the --k flag
+        raise UsageError(f"--k {err.k} is larger than the {err.n_entries} entries of one hidden state at {err.site}") from None
     first = stats.first_massive_layer()
     title = f"{model.cfg.model_name}: layer-wise |a| over {len(seqs)} x {config.seq_len} tokens of {source.name}"
     summary_table = stats.summary

@@ -10,13 +10,15 @@ from transformer_lens import HookedTransformer
 
 from ...core.criterion import MassiveCriterion
 from ...core.layer_stats import LayerStats
+from ...core.token_layout import TokenLayout
 from ...metrics.layer_stats import collect_layer_stats
 
 
 def prompt_layer_stats(model: HookedTransformer, tokens: Int[torch.Tensor, "pos"], criterion: MassiveCriterion,
-                       hook_names: Sequence[str] | None = None) -> LayerStats:
+                       hook_names: Sequence[str] | None = None, *, layout: TokenLayout) -> LayerStats:
     """Statistics of one prompt at ``hook_names`` (default: every ``blocks.L.hook_resid_post``)."""
-    return collect_layer_stats(model, [tokens[None]], hook_names=hook_names, criterion=criterion, progress=False)
+    return collect_layer_stats(model, [tokens[None]], hook_names=hook_names, criterion=criterion, progress=False,
+                               layout=layout)
 
 
 def default_layer(stats: LayerStats, model: HookedTransformer, offset: int = 0) -> int:

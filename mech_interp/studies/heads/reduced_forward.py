@@ -15,6 +15,8 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
 from ...core.criterion import MassiveCriterion, massive_mask
+from ...core.token_layout import TokenLayout
+from ...metrics.layer_stats import PREFIX_NAME
 from ...metrics.perplexity import next_token_nll
 from ...models.hook_names import resid_post
 
@@ -78,8 +80,7 @@ def top_entry(probe_: Probe, layer: int, n_rows: int) -> Int[torch.Tensor, "_k 3
     return torch.stack(picks) if picks else torch.zeros(0, 3, dtype=torch.long)
 
 
-def residual_tokens(model: HookedTransformer, tokens: Int[torch.Tensor, "pos"]) -> list[str]:
-    """A label per residual position: ``<prefix>`` for a model's learned prefix positions (convention 2),
-    then the decoded tokens."""
-    n_prefix = int(getattr(model, "n_prefix_tokens", 0) or 0)
-    return ["<prefix>"] * n_prefix + [model.tokenizer.decode([t]) for t in tokens.tolist()]
+def residual_tokens(model: HookedTransformer, tokens: Int[torch.Tensor, "pos"], *, layout: TokenLayout) -> list[str]:
+    """A label per residual position: ``<prefix>`` for the layout's learned prefix positions, then the
+    decoded tokens."""
+    return [PREFIX_NAME] * layout.n_prefix_tokens + [model.tokenizer.decode([t]) for t in tokens.tolist()]

@@ -9,17 +9,16 @@ from contextlib import nullcontext
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from ...errors import NothingToMeasure
 from ...metrics.attribution import WRITE_DEFINITION, direct_writes, neuron_writes
+from ...models.context import ModelContext
 from ...runs.experiments import ExperimentResult
-from ...runs.options import RunOptions
 from ...viz.heads import component_bars, effect_bars
 from .configs import AttributionConfig
 from .inputs import first_massive, massive_layers, prompt_tokens, sequences
 from .neuron_edits import ZeroNeuron, zeroed_weights
-from .probe import probe, residual_tokens
+from .reduced_forward import probe, residual_tokens
 
 WRITER_SHARE = 0.1  # a component is named a writer when it writes at least this share of the value, with its sign
 DEFINITIONS = {
@@ -41,16 +40,17 @@ def _writers(rows: pd.DataFrame) -> pd.DataFrame:
     return same_sign.sort_values("write", key=abs, ascending=False)
 
 
-def attribution(model: HookedTransformer, options: RunOptions, config: AttributionConfig) -> ExperimentResult:
+def attribution(context: ModelContext, config: AttributionConfig) -> ExperimentResult:
+    model, options, layout = context.model, context.options, context.layout
     criterion, n_layers = options.criterion, model.cfg.n_layers
-    prompt = prompt_tokens(model, options, config.prompt)
-    labels = residual_tokens(model, prompt[0])
+    prompt = prompt_tokens(context, config.prompt)
+    labels = residual_tokens(model, prompt[0], layout=layout)
     clean = probe(model, prompt, list(range(n_layers)), criterion, logits=False)
     first = first_massive(clean, 1, model.cfg.model_name, criterion)
     layers = massive_layers(clean, 1)
     keys = _massive_keys(clean, layers)
     entries = torch.tensor(sorted({k[1:] for k in keys}))
-    writes = direct_writes(model, prompt, entries)
+    writes = direct_writes(model, prompt, entries, layout=layout)
     table = writes.table(layers)
     table = table[[(l, s, p, d) in keys for l, s, p, d in
                    zip(table["layer_measured"], table["sequence"], table["position"], table["dim"])]].reset_index(drop=True)
@@ -91,12 +91,12 @@ def attribution(model: HookedTransformer, options: RunOptions, config: Attributi
                              f"[{r.input_index}] {r.x:+.2f} x {r.weight:+.3f} = {r.contribution:+.2f}" for r in rows.head(3).itertuples()))
 
     # the same decomposition averaged over sequences, and the effect of edits on perplexity there
-    seqs, _, origin = sequences(model, options, config)
+    seqs, _, origin = sequences(context, config)
     seq_clean = probe(model, seqs, [first], criterion)
     seq_entries = seq_clean.entries[first]
     seq_rows = []
     if len(seq_entries):
-        seq_writes = direct_writes(model, seqs, seq_entries)
+        seq_writes = direct_writes(model, seqs, seq_entries, layout=layout)
         long = seq_writes.table([first])
         long["position_kind"] = ["first" if p == 0 else "later" for p in long["position"]]
         seq_rows = (long.groupby(["dim", "position_kind", "component", "kind", "layer", "head"], sort=False)
