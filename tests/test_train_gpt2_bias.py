@@ -440,6 +440,71 @@ def test_experiment_trains_both_variants_alike_and_writes_the_comparison(corpus,
     assert list(result["losses"]["steps"]) == [6, 6]
 
 
+@pytest.mark.integration  # a tiny model built in the test
+def test_compare_computes_from_the_checkpoints_and_runs_what_the_experiment_wrote_and_writes_nothing(corpus, tmp_path):
+    import pandas as pd
+
+    from mech_interp.core.criterion import MassiveCriterion
+    from train_gpt2_bias.config import config_from
+    from train_gpt2_bias.experiment import ANALYSES, ExperimentConfig, compare, run_experiment
+
+    root = tmp_path / "exp"
+    shared = {"preset": "tiny", "corpus": [str(corpus)], "tokenizer": "byte", "data_dir": str(tmp_path / "data"),
+              "val_fraction": 0.3, "progress": False, "max_steps": 4, "eval_interval": 2}
+    experiment = ExperimentConfig(variants=["sink", "attn_bias"], root=str(root), text=str(corpus / "doc01.txt"),
+                                  n_seqs=2, attention_windows=5, min_ratio=2.0,
+                                  attention_prompt="Summer is warm. Winter is cold.")
+    written = run_experiment(None, shared, experiment)["dir"]
+    configs = {v: config_from(None, {**shared, "variant": v, "out": str(root / v)}) for v in experiment.variants}
+    analyses = {name: {v: next(d for d in (root / "analysis" / v).iterdir() if d.name.split("__")[0] == name)
+                       for v in experiment.variants} for name in ANALYSES}
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    result = compare(experiment, configs, analyses, MassiveCriterion(min_ratio=2.0))
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == files
+    for name, table in result.tables.items():
+        pd.testing.assert_frame_equal(table, pd.read_parquet(written / f"{name}.parquet"), check_exact=True)
+    assert "\n".join(result.lines) == (written / "comparison.md").read_text()
+    assert set(result.figures) == {"top1", "top1_over_median", "attn_first_token"}
+    assert result.summary == {"losses": result.tables["losses"].to_dict("records")}
+    sink = result.tables["per_layer"].query("variant == 'sink'")
+    assert (sink["attn_prefix"] > 0).all() and sink["attn_slot"].isna().all()
+
+
+@pytest.mark.parametrize("variant", ["default", "sink", "attn_bias"])
+def test_attention_shares_are_the_pattern_averages_with_the_layout(variant):
+    """The shares of the comparison against the pattern by hand, on 5 windows (batches of 4 and 1: weighted by size).
+    Without the layout the slot or the sink would be read as the first token."""
+    from mech_interp.core.token_layout import TokenLayout
+    from train_gpt2_bias.experiment import attention_shares
+
+    model = tiny(variant)
+    with torch.no_grad():  # sharper scores than at initialisation, where every key gets about the same attention
+        for block in model.blocks:
+            block.attn.W_Q.mul_(40.0)
+    n_prefix, n_slots = VARIANTS[variant].n_prefix_tokens, VARIANTS[variant].n_key_slots
+    windows = tokens(batch=5)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(windows)
+    shares = attention_shares(model, windows, layout=TokenLayout(n_prefix, n_slots))
+    assert [row["layer"] for row in shares] == [0, 1]
+    for row in shares:
+        pattern = cache[f"blocks.{row['layer']}.attn.hook_pattern"].double()  # [window, head, query, key]
+        first = pattern[:, :, n_prefix + 1:, n_slots + n_prefix].mean().item()
+        assert row["attn_first_token"] == pytest.approx(first, rel=1e-6)
+        if n_slots:
+            assert row["attn_slot"] == pytest.approx(pattern[..., :n_slots].sum(-1).mean().item(), rel=1e-6)
+        else:
+            assert math.isnan(row["attn_slot"])
+        if n_prefix:
+            prefix = pattern[:, :, n_prefix:, n_slots:n_slots + n_prefix].sum(-1).mean().item()
+            assert row["attn_prefix"] == pytest.approx(prefix, rel=1e-6)
+        else:
+            assert math.isnan(row["attn_prefix"])
+    if n_prefix or n_slots:  # the columns in front are not the first token: a layout without them reads another
+        wrong = attention_shares(model, windows, layout=TokenLayout())
+        assert all(w["attn_first_token"] != pytest.approx(r["attn_first_token"], rel=1e-2) for w, r in zip(wrong, shares))
+
+
 # ---- data and bad input ----
 
 def test_corpora_are_read_with_universal_newlines(tmp_path):
@@ -535,16 +600,18 @@ def test_head_scores_read_the_slot_apart_from_token_0_on_a_real_slot_model():
     """The head study on an attn_bias model: key column 0 is k', reported as slot attention; the
     first-token score reads column 1 (position 0), as a computation from the pattern by hand says."""
     from mech_interp.core.criterion import MassiveCriterion
+    from mech_interp.core.token_layout import TokenLayout
     from mech_interp.studies.heads.scores import head_scores
 
     model = tiny("attn_bias")
+    layout = TokenLayout(VARIANTS["attn_bias"].n_prefix_tokens, VARIANTS["attn_bias"].n_key_slots)
     seqs = tokens()
     patterns = {}
     with torch.inference_mode(), model.hooks(fwd_hooks=[(f"blocks.{i}.attn.hook_pattern", lambda p, hook: patterns.setdefault(hook.layer(), p.clone()))
                                                         for i in range(model.cfg.n_layers)]):
         model(seqs, return_type=None)
     with torch.inference_mode():
-        scores = head_scores(model, seqs, MassiveCriterion())
+        scores = head_scores(model, seqs, MassiveCriterion(), layout=layout)
     for layer, pattern in patterns.items():  # [batch, head, query, 1 + pos]
         assert pattern.shape[-1] == CTX + 1
         torch.testing.assert_close(scores.slot[layer], pattern[..., 0].mean((0, 2)))

@@ -134,6 +134,11 @@ def restore(out: Path, state: dict[str, Any], model: torch.nn.Module, optimizer:
         raise _not_a_state(out / STATE, reason(err, 160)) from None
 
 
+def training_summary(out: Path) -> dict[str, Any]:
+    """The summary a finished training run recorded in its ``manifest.json`` (losses, tokens, time)."""
+    return json.loads((out / "manifest.json").read_text())["summary"]
+
+
 def export_model(out: Path, model: torch.nn.Module, model_config: dict[str, Any], tokenizer) -> None:
     """Write the model as mech_interp's "checkpoint" kind reads it; weights first, the config last, so a directory
     with a ``hooked_config.json`` always has the weights that go with it."""

@@ -10,9 +10,13 @@ Output under ``<root>`` (default ``results/train/<preset>``): ``<variant>/`` (ea
 and ``comparison/`` (tables as parquet + CSV, figures, ``comparison.md``, manifest).
 
 Attention shares (measured here on ``attention_windows`` held-out windows of the model's own validation split, every
-block, mean over heads and sequences): ``attn_first_token`` = mean over queries q > 0 of the attention to the first
-token of the window (the project's head score for key 0); ``attn_slot`` = mean over all queries of the attention to
-the k'/v' slot (attn_bias only; convention 1: key column 0); ``attn_prefix`` = the same for the sink token (sink only).
+block, mean over heads and sequences, with the checkpoint's token layout): ``attn_first_token`` = mean over queries
+q > 0 of the attention to the first token of the window (the project's head score for key 0); ``attn_slot`` = mean
+over all queries of the attention to the k'/v' slot (attn_bias only; convention 1: key column 0); ``attn_prefix`` =
+the same for the sink token (sink only).
+
+``compare`` computes the comparison from the trained checkpoints and the analysis runs; ``run_experiment`` trains,
+runs the analyses, and writes what ``compare`` returns.
 """
 
 from __future__ import annotations
@@ -21,12 +25,19 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mech_interp.checks import require_at_least, require_type
 from mech_interp.errors import UsageError
 
 from .variants import VARIANTS
+
+if TYPE_CHECKING:
+    from mech_interp.core.criterion import MassiveCriterion
+    from mech_interp.core.token_layout import TokenLayout
+    from mech_interp.runs.experiments import ExperimentResult
+
+    from .config import TrainConfig
 
 
 @dataclass
@@ -62,12 +73,12 @@ class ExperimentConfig:
             raise UsageError(f"--min-ratio {self.min_ratio} is not allowed: expected a positive number")
 
 
-def attention_shares(model, windows) -> list[dict[str, Any]]:
+def attention_shares(model, windows, *, layout: TokenLayout) -> list[dict[str, Any]]:
     """Per block: attention to the first token, to the key slots and to the prefix positions (see the module doc).
-    ``windows``: token ids [window, pos]."""
+    ``windows``: token ids [window, pos]; ``layout``: the model's (its checkpoint's ``ModelSpec`` metadata)."""
     import torch
-    n_slots = max((getattr(b.attn, "n_key_slots", 0) for b in model.blocks), default=0)
-    n_prefix = getattr(model, "n_prefix_tokens", 0)
+
+    n_slots, n_prefix = layout.n_key_slots, layout.n_prefix_tokens
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
     sums = {name: torch.zeros(3, dtype=torch.float64) for name in names}
 
@@ -91,18 +102,16 @@ def attention_shares(model, windows) -> list[dict[str, Any]]:
     return rows
 
 
-def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: ExperimentConfig) -> dict[str, Any]:
-    import pandas as pd
-    import torch
+ANALYSES = ("layerwise", "feature_view", "attention")  # the mech_interp experiments run on every checkpoint
 
+
+def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: ExperimentConfig) -> dict[str, Any]:
     from mech_interp.runs.options import RunOptions
     from mech_interp.runs.output import RunWriter, check_writable
     from mech_interp.runs.runner import check_runs, execute
     from mech_interp.runs.spec import RunSpec
 
     from .config import config_from
-    from .data import get_batch
-    from .figures import comparison_lines
     from .train import train
 
     # ---- every configuration checked before anything runs ----
@@ -123,54 +132,89 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
     started = time.time()
 
     # ---- 1. train each variant alike (a finished checkpoint is resumed at its last step: nothing to do) ----
-    trained = {}
     for variant, config in configs.items():
-        trained[variant] = train(config)
-        print(f"[trained] {config.out}: {trained[variant]['steps']} steps, val loss {trained[variant]['final_val_loss']:.4f}",
-              flush=True)
+        summary = train(config)
+        print(f"[trained] {config.out}: {summary['steps']} steps, val loss {summary['final_val_loss']:.4f}", flush=True)
 
     # ---- 2. the mech_interp experiments on each checkpoint, exactly as `mech-interp <exp> --model <dir>` ----
     seq_len = experiment.seq_len or base.n_ctx
-    analysis = root / "analysis"
-    layerwise, attention, feature = {}, {}, {}
+    options = {v: RunOptions(model=c.out, device=c.device, min_ratio=float(experiment.min_ratio), seed=c.seed)
+               for v, c in configs.items()}
+    analyses: dict[str, dict[str, Path | None]] = {name: {} for name in ANALYSES}
     failed = []
-    for variant, config in configs.items():
-        options = RunOptions(model=config.out, device=config.device,
-                             min_ratio=float(experiment.min_ratio), seed=config.seed)
-        specs = {"layerwise": RunSpec("layerwise", options, {"text": experiment.text, "n_seqs": experiment.n_seqs,
-                                                             "seq_len": seq_len}),
-                 "feature_view": RunSpec("feature_view", options, {}),
-                 "attention": RunSpec("attention", options,
+    for variant in configs:
+        specs = {"layerwise": RunSpec("layerwise", options[variant], {"text": experiment.text,
+                                                                      "n_seqs": experiment.n_seqs, "seq_len": seq_len}),
+                 "feature_view": RunSpec("feature_view", options[variant], {}),
+                 "attention": RunSpec("attention", options[variant],
                                       {"prompt": experiment.attention_prompt} if experiment.attention_prompt else {})}
         check_runs(list(specs.values()))
         for name, spec in specs.items():
             try:
-                run_dir, _ = execute(spec, analysis, force=False, report=print)
+                run_dir, _ = execute(spec, root / "analysis", force=False, report=print)
             except Exception as err:  # reported and recorded: the comparison says which analysis did not run
                 print(f"[failed] {name} on {variant}: {type(err).__name__}: {err}", flush=True)
                 failed.append(f"{name} on {variant}")
-                {"layerwise": layerwise, "attention": attention, "feature_view": feature}[name][variant] = None
+                analyses[name][variant] = None
                 continue
             print(f"[done] {run_dir}", flush=True)
-            {"layerwise": layerwise, "attention": attention, "feature_view": feature}[name][variant] = run_dir
+            analyses[name][variant] = run_dir
 
-    # ---- 3. attention shares on held-out windows, measured here ----
+    # ---- 3. the comparison, written as one run ----
+    criterion = options[experiment.variants[0]].criterion  # the analyses' own
+    result = compare(experiment, configs, analyses, criterion)
+    identity = {"configs": {v: c.identity() for v, c in configs.items()}, "experiment": asdict(experiment)}
+    writer = RunWriter(root / "comparison", root, identity)
+    text = "\n".join(result.lines)
+    try:
+        for name, table in result.tables.items():
+            writer.table(name, table)
+        for name, figure in result.figures.items():
+            writer.figure(name, figure)
+        writer.text("comparison.md", text)
+        run_dir = writer.commit({"summary": result.summary, "seed": base.seed, "criterion": asdict(criterion)})
+    except BaseException:
+        writer.discard()
+        raise
+    print(text)
+    print(f"-> {run_dir} (this command: {(time.time() - started) / 60:.1f} min)")
+    return {"comparison": result.tables["per_layer"], "losses": result.tables["losses"], "dir": run_dir,
+            "failed": failed}
+
+
+def compare(experiment: ExperimentConfig, configs: dict[str, TrainConfig], analyses: dict[str, dict[str, Path | None]],
+            criterion: MassiveCriterion) -> ExperimentResult:
+    """The comparison of the trained variants, from their checkpoints (``configs[v].out``: the training summary, the
+    layout, the weights for the attention shares on held-out windows of the checkpoint's own data) and the analysis
+    runs (``analyses[experiment][variant]``: its run directory, None where it failed; ``ANALYSES`` name them).
+    Tables ``per_layer`` and ``losses``, figures, the summary of the manifest, and the lines of ``comparison.md``;
+    writes nothing."""
+    import pandas as pd
+    import torch
+
     from mech_interp.models.loading import load_model
+    from mech_interp.models.spec import ModelSpec
+    from mech_interp.runs.experiments import ExperimentResult
 
-    rows = []
+    from .checkpoint import training_summary
+    from .data import data_dir_for, get_batch, prepare_data
+    from .figures import comparison_lines
+
+    rows, summaries = [], {}
     for variant, config in configs.items():
+        summaries[variant] = training_summary(Path(config.out))
+        layout = ModelSpec.parse(config.out).metadata().layout
         model = load_model(config.out, device="cpu" if config.device == "cpu" else "auto")
-        from .data import data_dir_for, prepare_data
-
         data_dir = Path(config.data_dir) if config.data_dir else data_dir_for(
             config.corpus, config.tokenizer, config.val_fraction, config.max_corpus_tokens)
         val = prepare_data(config.corpus, config.tokenizer, data_dir, config.val_fraction, config.max_corpus_tokens,
                            progress=False).split("val")
         windows, _ = get_batch(val, experiment.attention_windows, config.n_ctx,
                                torch.Generator().manual_seed(config.seed + 7))
-        shares = {r["layer"]: r for r in attention_shares(model, windows)}
-        table = (pd.read_parquet(layerwise[variant] / "layerwise.parquet") if layerwise.get(variant) else None)
-        tops = (pd.read_parquet(layerwise[variant] / "top_entries.parquet") if layerwise.get(variant) else None)
+        shares = {r["layer"]: r for r in attention_shares(model, windows, layout=layout)}
+        layerwise = analyses["layerwise"].get(variant)
+        table = pd.read_parquet(layerwise / "layerwise.parquet") if layerwise else None
+        tops = pd.read_parquet(layerwise / "top_entries.parquet") if layerwise else None
         for layer in range(model.cfg.n_layers):
             row = {"variant": variant, "layer": layer, **{k: v for k, v in shares[layer].items() if k != "layer"}}
             if table is not None:
@@ -178,7 +222,7 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
                 top1 = tops[(tops["layer"] == layer) & (tops["rank"] == 1)]
                 row.update({"top1": float(lw["top1"]), "median": float(lw["median"]),
                             "top1_over_median": float(lw["ratio_of_means_top1_median"]),
-                            "top1_at_first_position": float((top1["position"] == getattr(model, "n_prefix_tokens", 0)).mean())})
+                            "top1_at_first_position": float((top1["position"] == layout.first_token()).mean())})
             rows.append(row)
         del model
     comparison = pd.DataFrame(rows)
@@ -187,34 +231,24 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
     losses = pd.DataFrame([{"variant": v, "steps": s["steps"], "tokens": s["tokens"], "final_train_loss": s["final_train_loss"],
                             "final_val_loss": s["final_val_loss"], "train_tokens_per_second": s["train_tokens_per_second"],
                             "train_seconds": s.get("train_seconds")}
-                           for v, s in trained.items()])
+                           for v, s in summaries.items()])
 
-    # ---- 4. the comparison, as data first ----
-    identity = {"configs": {v: c.identity() for v, c in configs.items()}, "experiment": asdict(experiment)}
-    writer = RunWriter(root / "comparison", root, identity)
-    try:
-        writer.table("per_layer", comparison)
-        writer.table("losses", losses)
-        title = f"{base.preset}: {' vs '.join(experiment.variants)}"
-        if "top1" in comparison:
-            writer.figure("top1", comparison_lines(comparison, "top1", f"{title}: top-1 |a| per block", "top-1 |a|"))
-            writer.figure("top1_over_median", comparison_lines(comparison, "top1_over_median",
-                                                               f"{title}: top-1 / median |a|", "ratio", log_y=True))
-        writer.figure("attn_first_token", comparison_lines(comparison, "attn_first_token",
-                                                           f"{title}: attention to the first token", "attention"))
-        text = comparison_text(base, experiment, comparison, losses, layerwise, feature, attention)
-        writer.text("comparison.md", text)
-        run_dir = writer.commit({"summary": {"losses": losses.to_dict("records")}, "seed": base.seed,
-                                 "criterion": {"min_abs": 100.0, "min_ratio": experiment.min_ratio}})
-    except BaseException:
-        writer.discard()
-        raise
-    print(text)
-    print(f"-> {run_dir} (this command: {(time.time() - started) / 60:.1f} min)")
-    return {"comparison": comparison, "losses": losses, "dir": run_dir, "failed": failed}
+    base = configs[experiment.variants[0]]
+    title = f"{base.preset}: {' vs '.join(experiment.variants)}"
+    figures = {}
+    if "top1" in comparison:
+        figures["top1"] = comparison_lines(comparison, "top1", f"{title}: top-1 |a| per block", "top-1 |a|")
+        figures["top1_over_median"] = comparison_lines(comparison, "top1_over_median", f"{title}: top-1 / median |a|",
+                                                       "ratio", log_y=True)
+    figures["attn_first_token"] = comparison_lines(comparison, "attn_first_token",
+                                                   f"{title}: attention to the first token", "attention")
+    text = comparison_text(base, experiment, criterion, comparison, losses, analyses)
+    return ExperimentResult(tables={"per_layer": comparison, "losses": losses}, figures=figures,
+                            summary={"losses": losses.to_dict("records")}, lines=text.split("\n"))
 
 
-def comparison_text(base, experiment: ExperimentConfig, comparison, losses, layerwise, feature, attention) -> str:
+def comparison_text(base: TrainConfig, experiment: ExperimentConfig, criterion: MassiveCriterion, comparison, losses,
+                    analyses: dict[str, dict[str, Path | None]]) -> str:
     tokens_per_step = base.batch_size * base.n_ctx * base.grad_accum
     lines = [f"# {' vs '.join(experiment.variants)}, preset {base.preset}",
              "",
@@ -247,12 +281,12 @@ def comparison_text(base, experiment: ExperimentConfig, comparison, losses, laye
                                                      ("top1_at_first_position", ".2f"), ("attn_first_token", ".3f"),
                                                      ("attn_slot", ".3f"))]
         lines.append(f"| {r['variant']} | {r['layer']} | " + " | ".join(cells) + " |")
-    failed = [f"{name} on {v}" for name, runs in (("layerwise", layerwise), ("feature_view", feature),
-                                                  ("attention", attention)) for v, d in runs.items() if d is None]
-    massive = comparison[comparison.get("top1", 0) > 100] if "top1" in comparison else comparison.iloc[:0]
-    massive = massive[massive["top1_over_median"] >= experiment.min_ratio] if len(massive) else massive
-    lines += ["", "Massive activations (|a| > 100 and >= "
-              f"{experiment.min_ratio:g} x the median): " + (
+    failed = [f"{name} on {v}" for name in ANALYSES for v, d in analyses[name].items() if d is None]
+    # The table holds means over sequences: the criterion's bounds on the mean top-1 and on the ratio of the means.
+    massive = comparison.iloc[:0] if "top1" not in comparison else comparison[
+        (comparison["top1"] > criterion.min_abs) & (comparison["top1_over_median"] >= criterion.min_ratio)]
+    lines += ["", f"Massive activations (|a| > {criterion.min_abs:g} and >= "
+              f"{criterion.min_ratio:g} x the median): " + (
                   ", ".join(f"{r['variant']} block {r['layer']}" for r in massive.to_dict("records")) or "none in any "
                   "variant at this budget"),
               "", "Runs of the mech_interp experiments: under `analysis/`" + (

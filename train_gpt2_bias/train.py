@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from mech_interp.errors import UsageError
 
-from .checkpoint import STATE, check_out, export_model, load_state, restore, save_state
+from .checkpoint import STATE, check_out, export_model, load_state, restore, save_state, training_summary
 from .config import TrainConfig
 from .data import check_block_size, check_sources, data_dir_for, get_batch, load_tokenizer, prepare_data
 from .model import build_model, config_dict, hooked_config
@@ -179,7 +179,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             print(f"{out} is trained ({start_step} steps): nothing to do", flush=True)
         if ddp:
             dist.destroy_process_group()
-        return json.loads((out / "manifest.json").read_text())["summary"]  # files untouched: analyses stay valid
+        return training_summary(out)  # files untouched: analyses stay valid
     train_model = torch.compile(model) if config.compile else model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
