@@ -78,15 +78,19 @@ def attention_shares(model, windows, *, layout: TokenLayout) -> list[dict[str, A
     ``windows``: token ids [window, pos]; ``layout``: the model's (its checkpoint's ``ModelSpec`` metadata)."""
     import torch
 
-    n_slots, n_prefix = layout.n_key_slots, layout.n_prefix_tokens
+    from mech_interp.metrics.attention_scores import token_keys
+
+    n_slots, n_prefix, first_token = layout.n_key_slots, layout.n_prefix_tokens, layout.first_token()
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
     sums = {name: torch.zeros(3, dtype=torch.float64) for name in names}
 
+    # One mean over (window, head, query) per batch: the metrics' per-head scores averaged over heads are the same
+    # numbers up to float32 rounding, not the same bits, and the comparison's recorded tables are these.
     def hook(pattern, hook):  # [batch, head_index, query_pos, key_pos]
-        slots = n_slots
-        first = pattern[:, :, n_prefix + 1:, slots + n_prefix]  # queries after the first token -> the first token
-        slot = pattern[..., :slots].sum(-1) if slots else pattern.new_zeros(1)
-        prefix = pattern[:, :, n_prefix:, slots:slots + n_prefix].sum(-1) if n_prefix else pattern.new_zeros(1)
+        positions = token_keys(pattern, n_slots)  # [batch, head_index, query_pos, pos]
+        first = positions[:, :, first_token + 1:, first_token]  # queries after the first token -> the first token
+        slot = pattern[..., :n_slots].sum(-1) if n_slots else pattern.new_zeros(1)
+        prefix = positions[:, :, n_prefix:, :n_prefix].sum(-1) if n_prefix else pattern.new_zeros(1)
         sums[hook.name] += torch.tensor([first.mean().item(), slot.mean().item(), prefix.mean().item()],
                                         dtype=torch.float64) * pattern.shape[0]
 
