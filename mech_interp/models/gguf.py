@@ -10,7 +10,6 @@ a conversion killed half-way is removed by the next load of the same file.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import struct
@@ -97,12 +96,10 @@ def read_header(path: Path) -> GGUFHeader:
     pairs and tensor descriptions, no tensor data) so that a damaged or truncated file is refused
     here, in one line, instead of after a minute of dequantizing."""
     path = require_file(Path(path), "GGUF file", "a .gguf file")
-    stat = path.stat()
-    return _read_header(path, stat.st_size, stat.st_mtime_ns)  # parsing, validation and metadata read it once
+    return _read_header(path, path.stat().st_size)
 
 
-@functools.lru_cache(maxsize=16)
-def _read_header(path: Path, size: int, mtime_ns: int) -> GGUFHeader:
+def _read_header(path: Path, size: int) -> GGUFHeader:
     try:
         with path.open("rb") as f:
             magic = f.read(4)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..device_names import check_device, check_dtype
 from ..errors import UsageError
 from ..hub import hub_reachable, offline_mode
 from .registry import list_models
@@ -24,12 +25,11 @@ if TYPE_CHECKING:  # TransformerLens is imported when a model is built: device c
     from .conversion import Processing
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(device: str) -> torch.device:
-    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise UsageError(f"unknown device {device!r}: expected one of {', '.join(DEVICES)} or cuda:N")
+    """The torch device of a device name, refused in one line when the name is unknown or this machine lacks it."""
+    check_device(device)
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -48,9 +48,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return DTYPES[check_dtype(dtype)]
 
 
 def known_hub_name(name: str) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..core.token_layout import TokenLayout
 from ..errors import UsageError
 from ..user_files import read_json_object
 from .registry import is_registered, list_models, model_entry
@@ -29,6 +30,8 @@ class ModelMetadata:
     # Context length where the registry, config.json or the GGUF header says it; not compared, so a
     # registered name and its file describe the same model whichever of them records it.
     n_ctx: int | None = field(default=None, compare=False)
+    # Prefix positions and key slots: only a trained checkpoint of a variant that adds them has any.
+    layout: TokenLayout = field(default_factory=TokenLayout, compare=False)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ModelSpec:
     text: str  # as given
     kind: Kind
     path: Path | None = None  # resolved, for local files
+    # Read from the registry, config.json, hooked_config.json or the GGUF header while parsing, never again.
+    meta: ModelMetadata = field(default_factory=lambda: ModelMetadata(None, None), compare=False)
 
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
@@ -43,7 +48,8 @@ class ModelSpec:
             raise UsageError(f"empty model name {text!r}: expected one of {', '.join(list_models())}, "
                              "a local Hugging Face directory, a .gguf file, or a hub name such as gpt2")
         if is_registered(text):
-            return cls(text, "registered")
+            entry = model_entry(text)
+            return cls(text, "registered", None, ModelMetadata(entry.family, entry.n_layers, entry.n_ctx))
         path = Path(text).expanduser()
         if text.lower().endswith(".gguf") or (path.is_file() and path.suffix.lower() == ".gguf"):
             from .architectures import check_gguf_architecture
@@ -54,15 +60,22 @@ class ModelSpec:
             if header.block_count is not None and header.n_tensors < header.block_count:
                 raise UsageError(f"GGUF file {text!r} has a corrupt header ({header.n_tensors} tensors for "
                                  f"{header.block_count} blocks): download it again")
-            return cls(text, "gguf", path.resolve())
+            from .architectures import GGUF_ARCHITECTURES
+
+            meta = ModelMetadata(GGUF_ARCHITECTURES.get(header.architecture), header.block_count, header.context_length)
+            return cls(text, "gguf", path.resolve(), meta)
         if path.is_dir():
             from .checkpoint import is_checkpoint_dir, read_checkpoint_config
 
             if is_checkpoint_dir(path):
-                read_checkpoint_config(path, text)
-                return cls(text, "checkpoint", path.resolve())
-            _check_hf_dir(path, text)
-            return cls(text, "hf_dir", path.resolve())
+                config = read_checkpoint_config(path, text)
+                return cls(text, "checkpoint", path.resolve(), ModelMetadata(
+                    config["original_architecture"], config["n_layers"], config["n_ctx"],
+                    TokenLayout(config["n_prefix_tokens"], config["n_key_slots"])))
+            config = _check_hf_dir(path, text)
+            archs = config.get("architectures") or [None]
+            return cls(text, "hf_dir", path.resolve(),
+                       ModelMetadata(archs[0], _n_layers(config), _int_key(config, _CTX_KEYS)))
         if path.exists():
             raise UsageError(f"model {text!r} is a file but not a .gguf: expected a GGUF file, a Hugging Face model "
                              "directory, a trained checkpoint directory (hooked_config.json + model.safetensors), "
@@ -83,25 +96,8 @@ class ModelSpec:
         return str(self.path) if self.path is not None else self.text
 
     def metadata(self) -> ModelMetadata:
-        if self.kind == "registered":
-            entry = model_entry(self.text)
-            return ModelMetadata(entry.family, entry.n_layers, entry.n_ctx)
-        if self.kind == "hf_dir":
-            config = _read_config(self.path, self.text)
-            archs = config.get("architectures") or [None]
-            return ModelMetadata(archs[0], _n_layers(config), _int_key(config, _CTX_KEYS))
-        if self.kind == "checkpoint":
-            from .checkpoint import read_checkpoint_config
-
-            config = read_checkpoint_config(self.path, self.text)
-            return ModelMetadata(config["original_architecture"], config["n_layers"], config["n_ctx"])
-        if self.kind == "gguf":
-            from .architectures import GGUF_ARCHITECTURES
-            from .gguf import read_header
-
-            header = read_header(self.path)
-            return ModelMetadata(GGUF_ARCHITECTURES.get(header.architecture), header.block_count, header.context_length)
-        return ModelMetadata(None, None)  # a hub name: known when it loads
+        """The family, layers, context and token layout, read when the spec was parsed."""
+        return self.meta
 
     def fingerprint(self) -> dict[str, str] | None:
         """Size and mtime of the local files that hold the model (the GGUF, or config.json / hooked_config.json
@@ -148,7 +144,8 @@ def _read_config(path: Path, text: str) -> dict:
     return read_json_object(config_file, f"model directory {text!r}", ": fix or re-download it")
 
 
-def _check_hf_dir(path: Path, text: str) -> None:
+def _check_hf_dir(path: Path, text: str) -> dict:
+    """config.json, once the directory is checked to hold a model that loads."""
     config = _read_config(path, text)
     from .architectures import check_hf_architecture
 
@@ -165,6 +162,7 @@ def _check_hf_dir(path: Path, text: str) -> None:
         raise UsageError(f"model directory {text!r} has no tokenizer files (tokenizer.json, tokenizer.model, "
                          "vocab.json with merges.txt, or tokenizer_config.json with its vocabulary): copy them "
                          "from the model it came from")
+    return config
 
 
 _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

@@ -1,6 +1,8 @@
-"""Batch reruns from a TOML or YAML file: models x experiments x layers, resumable.
+"""Batch reruns from a TOML or YAML file: models x experiments x layers, resumable. One format for
+every study (``mech-interp batch``: the language-model and head experiments; ``vit-hooks batch``:
+the vision experiments, whose ``layers`` fill ``block``).
 
-    [defaults]            # RunOptions fields for every run (device, dtype, prepend_bos, ...)
+    [defaults]            # the study's options for every run (device, dtype, prepend_bos, ...)
     device = "cpu"
 
     [[runs]]
@@ -30,10 +32,10 @@ import yaml
 
 from ..errors import UsageError, first_sentence
 from ..user_files import decode_utf8, parse_nested, require_file
-from .experiments import get_experiment
-from .options import RunOptions
 from .runner import check_runs, identity_difference
-from .spec import RunSpec
+from .spec import RunSpec, resolve
+from .studies import DEFAULT_STUDIES, find_experiment, get_study
+from .study import ResolvedRun
 
 ENTRY_KEYS = {"models", "experiments", "layers", "params", "options"}
 TOP_KEYS = {"defaults", "runs", "ray"}  # [ray]: read by the Ray backend (ray_backend.read_ray_settings)
@@ -86,29 +88,32 @@ def _list(value: Any, path: Path, where: str) -> list:
     return value
 
 
-def _options(values: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
+def _options(values: dict[str, Any], options_cls: type, path: Path, where: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise _malformed(path, f"{where} must be a table")
-    names = {f.name for f in dataclasses.fields(RunOptions)}
+    names = {f.name for f in dataclasses.fields(options_cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise _malformed(path, f"unknown option {unknown[0]!r} in {where} (accepted: {', '.join(sorted(names))})")
     return values
 
 
-def expand(path: str | Path, check_devices: bool = True) -> list[RunSpec]:
-    """Every run the config file asks for, validated, in file order (the devices too, unless the
-    runs go to other machines)."""
+def expand(path: str | Path, studies: tuple[str, ...] | None = None, check_devices: bool = True) -> list[ResolvedRun]:
+    """Every run the config file asks for, resolved and checked, in file order (the devices too, unless the
+    runs go to other machines). Experiment names are looked up in ``studies`` (default: mech-interp's);
+    the runs of one file share one options dataclass (``[defaults]`` and ``options`` fill it)."""
     path = Path(path)
     data = read_config(path)
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
         raise _malformed(path, f"unknown key {unknown[0]!r} (accepted: {', '.join(sorted(TOP_KEYS))})")
-    defaults = _options(data.get("defaults", {}), path, "defaults")
     entries = data.get("runs")
     if not isinstance(entries, list) or not entries:
         raise _malformed(path, "needs at least one [[runs]] entry")
-    specs = []
+    options_cls = get_study((studies or DEFAULT_STUDIES)[0]).options_cls
+    defaults = _options(data.get("defaults", {}), options_cls, path, "defaults")
+    models_seen: dict[tuple, Any] = {}  # each model parsed once for the whole file
+    runs = []
     for i, entry in enumerate(entries):
         where = f"runs[{i}]"
         if not isinstance(entry, dict):
@@ -116,56 +121,64 @@ def expand(path: str | Path, check_devices: bool = True) -> list[RunSpec]:
         unknown = sorted(set(entry) - ENTRY_KEYS)
         if unknown:
             raise _malformed(path, f"unknown key {unknown[0]!r} in {where} (accepted: {', '.join(sorted(ENTRY_KEYS))})")
-        models = _list(entry.get("models", [RunOptions.model]), path, f"{where}.models")
+        models = _list(entry.get("models", [options_cls().model]), path, f"{where}.models")
         experiments = _list(entry.get("experiments"), path, f"{where}.experiments")
         layers = _list(entry["layers"], path, f"{where}.layers") if "layers" in entry else [None]
         params = entry.get("params", {})
         if not isinstance(params, dict):
             raise _malformed(path, f"{where}.params must be a table")
-        options = {**defaults, **_options(entry.get("options", {}), path, f"{where}.options")}
-        accepted = {str(name): {f.name for f in dataclasses.fields(get_experiment(str(name)).config_cls)} for name in experiments}
+        options = {**defaults, **_options(entry.get("options", {}), options_cls, path, f"{where}.options")}
+        found = {}
+        for name in experiments:
+            if not isinstance(name, str):
+                raise _malformed(path, f"{where}: models and experiments are names (strings), got {name!r}")
+            try:
+                found[name] = find_experiment(name, studies)
+            except UsageError as err:
+                raise _malformed(path, f"{where}: {err}") from err
+        accepted = {name: experiment.parameters for name, (_, experiment) in found.items()}
+        layer_field = {name: study.layer_field for name, (study, _) in found.items()}
         if "layers" in entry:
             # Checked even where no experiment of the entry takes a layer: a typo must not pass silently.
             bad = [v for v in layers if isinstance(v, bool) or not isinstance(v, int) or v < 0]
             if bad:
                 raise _malformed(path, f"{where}.layers: {bad[0]!r} is not a 0-based block index (an integer >= 0)")
-            if not any("layer" in fields for fields in accepted.values()):
+            if not any(layer_field[name] in fields for name, fields in accepted.items()):
                 raise _malformed(path, f"{where}.layers given, but none of {', '.join(accepted)} takes a layer")
-            if "layer" in params:
-                raise _malformed(path, f"{where}: both layers and params.layer given: name the layers once")
+            if any(layer_field[name] in params for name in accepted):
+                raise _malformed(path, f"{where}: both layers and params.{layer_field[experiments[0]]} given: "
+                                       "name the layers once")
         stray = sorted(set(params) - set().union(*accepted.values()))
         if stray:
             raise _malformed(path, f"{where}.params: {stray[0]!r} is not a parameter of {', '.join(accepted)}")
         for model in models:
+            if not isinstance(model, str):
+                raise _malformed(path, f"{where}: models and experiments are names (strings), got {model!r}")
             for name in experiments:
-                fields = accepted[str(name)]
-                for layer in (layers if "layer" in fields else [None]):
+                study, experiment = found[name]
+                fields = accepted[name]
+                for layer in (layers if layer_field[name] in fields else [None]):
                     run_params = {k: v for k, v in params.items() if k in fields}
                     if layer is not None:
-                        run_params["layer"] = layer
-                    if not isinstance(model, str) or not isinstance(name, str):
-                        raise _malformed(path, f"{where}: models and experiments are names (strings), got "
-                                               f"{model if not isinstance(model, str) else name!r}")
+                        run_params[layer_field[name]] = layer
                     try:
-                        spec = RunSpec(name, RunOptions(**{**options, "model": model}), run_params,
-                                       origin=f"{path} {where}")
-                        spec.config()  # validates parameter names and values now, not mid-batch
+                        run_options = options_cls(**{**options, "model": model})
+                        spec = RunSpec(experiment.name, run_options, run_params, f"{path} {where}", study.name)
+                        runs.append(resolve(spec, models_seen))
                     except UsageError as err:
-                        raise _malformed(path, f"{where}: {err}") from err
-                    specs.append(spec)
-    check_runs(specs, check_devices)  # models, layers, texts, devices: every run before the first starts
-    unique_runs(specs)  # two configurations for one run directory: the second would replace the first
-    return specs
+                        raise _malformed(path, f"{where}: {str(err).removeprefix(f'{path} {where}: ')}") from err
+    check_runs(runs, check_devices)  # models, layers, texts, devices: every run before the first starts
+    return unique_runs(runs)  # two configurations for one run directory: the second would replace the first
 
 
-def unique_runs(specs: list[RunSpec]) -> list[RunSpec]:
+def unique_runs(runs: list[ResolvedRun]) -> list[ResolvedRun]:
     """The runs with distinct run directories: a second run of the same computation is dropped (it
     would be skipped as done), one that would write another configuration there is refused."""
-    seen: dict[Path, RunSpec] = {}
-    for spec in specs:
-        first = seen.setdefault(spec.run_dir(Path()), spec)
-        if first is not spec and first.identity() != spec.identity():
-            raise UsageError(f"{first.origin or 'a run'} and {spec.origin or 'another'} both write "
-                             f"<out>/{spec.run_dir(Path())} ({identity_difference(first.identity(), spec.identity())}): "
+    seen: dict[str, ResolvedRun] = {}
+    for run in runs:
+        first = seen.setdefault(run.location, run)
+        if first is not run and first.identity != run.identity:
+            raise UsageError(f"{first.origin or 'a run'} and {run.origin or 'another'} both write "
+                             f"<out>/{run.location} ({identity_difference(first.identity, run.identity)}): "
                              "give the models distinct file names, or split the batch over two --out directories")
     return list(seen.values())

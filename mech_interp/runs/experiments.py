@@ -1,16 +1,19 @@
-"""Experiments registered by name, with metadata readable without importing their code.
+"""Experiments: a config dataclass plus a function named by ``"module:function"``, imported on first use.
 
-An experiment is a config dataclass plus a function ``(model, options, config) -> ExperimentResult``
-named by ``"module:function"`` and imported on first use (after timm's registry, whose entries
-describe a model without building it). The dataclass fields become CLI flags and config-file keys,
-so ``--help`` and batch validation never import torch or TransformerLens.
+An experiment function takes the study's loaded model context, its config and, when it declares the
+parameter, its resumable ``pieces`` (``fn(context, config, pieces=writer)``), and returns an
+``ExperimentResult``; an experiment with ``needs_model=False`` reads only files and is called
+``fn(config)``. The dataclass fields become CLI flags and config-file keys, so ``--help`` and batch
+validation never import torch, TransformerLens or timm.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UsageError
@@ -22,6 +25,7 @@ class ExperimentResult:
     figures: dict[str, Any]  # name -> plotly Figure
     summary: dict[str, Any]  # JSON-able headline numbers, also stored in the manifest
     lines: list[str]  # human-readable summary printed at the end of a run
+    files: dict[str, Callable[[Path], None]] = field(default_factory=dict)  # name -> writer of a file in its own format
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,19 @@ class Experiment:
     config_cls: type
     target: str  # "package.module:function", imported on first use
     doc: str
+    needs_model: bool = True
 
     @property
     def fn(self) -> Callable[..., ExperimentResult]:
         module, function = self.target.split(":")
         return getattr(importlib.import_module(module), function)
+
+    def run(self, context: Any, config: Any, pieces: Any = None) -> ExperimentResult:
+        fn = self.fn
+        if not self.needs_model:
+            return fn(config)
+        kwargs = {"pieces": pieces} if pieces is not None and "pieces" in inspect.signature(fn).parameters else {}
+        return fn(context, config, **kwargs)
 
     def make_config(self, params: dict[str, Any]) -> Any:
         names = [f.name for f in dataclasses.fields(self.config_cls)]
@@ -50,23 +62,22 @@ class Experiment:
                 raise
             raise UsageError(f"bad parameters for {self.name!r}: {err}") from err
 
-
-_EXPERIMENTS: dict[str, Experiment] = {}
-
-
-def register_experiment(name: str, config_cls: type, target: str, doc: str) -> Experiment:
-    if name in _EXPERIMENTS:
-        raise ValueError(f"experiment {name!r} is registered twice")
-    _EXPERIMENTS[name] = Experiment(name, config_cls, target, doc)
-    return _EXPERIMENTS[name]
+    @property
+    def parameters(self) -> set[str]:
+        return {f.name for f in dataclasses.fields(self.config_cls)}
 
 
-def list_experiments() -> list[str]:
-    return list(_EXPERIMENTS)
+def get_experiment(name: str, study: str | None = None) -> Experiment:
+    """An experiment of mech-interp's studies (``lm``, ``heads``) by name, or of ``study``.
+    Kept for notebooks written against 0.1; ``mech_interp.runs.studies.get_study(name).experiment(...)``
+    is the engine's own lookup."""
+    from .studies import find_experiment
+
+    return find_experiment(name, (study,) if study else None)[1]
 
 
-def get_experiment(name: str) -> Experiment:
-    if name not in _EXPERIMENTS:
-        raise UsageError(f"unknown experiment {name!r}: expected one of {', '.join(_EXPERIMENTS)}")
-    return _EXPERIMENTS[name]
+def list_experiments(study: str | None = None) -> list[str]:
+    """The experiment names of mech-interp's studies (or of ``study``), in command-list order."""
+    from .studies import DEFAULT_STUDIES, get_study
 
+    return [name for s in ((study,) if study else DEFAULT_STUDIES) for name in get_study(s).experiments]

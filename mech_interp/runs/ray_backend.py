@@ -45,8 +45,10 @@ from ..errors import UsageError, reason
 from .batch import read_config
 from .output import RunWriter, check_writable
 from .resources import RunResources, parse_overrides, resources_for
-from .runner import TEXT_FIELDS, identity_difference, run_state
-from .spec import RunSpec
+from .runner import Contexts, identity_difference, run_state
+from .spec import RunSpec, resolve
+from .studies import get_study
+from .study import ResolvedRun
 
 RESULTS = ("driver", "shared")
 RAY_KEYS = {"results", "out", "resources"}
@@ -105,7 +107,7 @@ def check_ray_installed() -> None:
         raise UsageError("--backend ray needs Ray, an optional extra: pip install -e '.[ray]' (or pip install 'ray>=2.9')")
 
 
-def read_ray_settings(path: str | Path, specs: Sequence[RunSpec]) -> RaySettings:
+def read_ray_settings(path: str | Path, runs: Sequence[ResolvedRun]) -> RaySettings:
     """The batch file's ``[ray]`` table, checked: ``results`` and per-model ``resources``."""
     table = read_config(path).get("ray", {})
     where = f"config file {str(path)!r}: [ray]"
@@ -127,33 +129,19 @@ def read_ray_settings(path: str | Path, specs: Sequence[RunSpec]) -> RaySettings
                              "drop one of them")
         out = Path(out).expanduser()
         check_writable(out)
-    models = {spec.options.model for spec in specs}
+    models = {run.options.model for run in runs}
     return RaySettings(results, parse_overrides(table.get("resources", {}), models, f"{where}.resources"), out)
 
 
 # --------------------------------------------------------------------------- what each node must see
 
 
-def local_inputs(specs: Sequence[RunSpec]) -> dict[str, int | None]:
+def local_inputs(runs: Sequence[ResolvedRun]) -> dict[str, int | None]:
     """The local files the runs read, as given (relative to the driver's working directory), with
     their size (None for a directory): each node must see the same ones to compute the same thing."""
-    from ..data.texts import is_local_file
-
     inputs: dict[str, int | None] = {}
-    for spec in specs:
-        model = spec.model_spec()
-        if model.path is not None and model.path.is_file():
-            inputs[spec.options.model] = model.path.stat().st_size
-        elif model.path is not None:  # a directory: its config and weight files, each with its size
-            inputs[spec.options.model] = None
-            for name, size in (model.file_sizes() or {}).items():
-                inputs[str(Path(spec.options.model) / name)] = size
-        config = spec.config()
-        for name in TEXT_FIELDS:
-            value = getattr(config, name, None)
-            for text in value if isinstance(value, list) else [value] if value is not None else []:
-                if is_local_file(text):
-                    inputs[text] = Path(text).expanduser().stat().st_size
+    for run in runs:
+        inputs.update(run.study.local_inputs(run))
     return inputs
 
 
@@ -234,22 +222,13 @@ def check_cluster(ray, needs: dict[str, RunResources], inputs: dict[str, int | N
 # --------------------------------------------------------------------------- the task
 
 
-_loaded: dict[tuple, Any] = {}  # one model per worker process, reused by the next task of the same model
-
-
-def _model(options):
-    from .runner import load_key, model_for
-
-    key = load_key(options)
-    if key not in _loaded:
-        _loaded.clear()
-        _loaded[key] = model_for(options)
-    return _loaded[key]
+_contexts = Contexts()  # one model per worker process, reused by the next task of the same model
 
 
 def run_task(spec: RunSpec, identity: dict[str, Any], shared_out: str | None, cwd: str,
              command: list[str]) -> dict[str, Any]:
-    """Run one spec on this worker: into the shared ``--out``, or into scratch whose files go back."""
+    """Run one spec on this worker: into the shared ``--out``, or into scratch whose files go back. The spec is
+    resolved here, where its relative paths and its device mean what they mean on this node."""
     import dataclasses
 
     import ray
@@ -259,27 +238,26 @@ def run_task(spec: RunSpec, identity: dict[str, Any], shared_out: str | None, cw
 
     if Path(cwd).is_dir():
         os.chdir(cwd)  # relative model and text paths mean what they meant on the driver (probed)
-    if spec.options.device == "auto" or spec.options.device.startswith("cuda"):
+    device = getattr(spec.options, "device", "cpu")
+    if device == "auto" or device.startswith("cuda"):
         # the GPU Ray assigned is this process's cuda:0; a task that reserved none runs on the CPU
-        device = "cuda" if ray.get_gpu_ids() else "cpu"
-        spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, device=device))
-    here = spec.identity()
-    if _computation(here) != _computation(identity):
+        options = get_study(spec.study).on_device(spec.options, "cuda" if ray.get_gpu_ids() else "cpu")
+        spec = dataclasses.replace(spec, options=options)
+    run = resolve(spec)
+    if _computation(run.identity) != _computation(identity):
         raise UsageError(f"node {socket.gethostname()} would compute another configuration than the driver "
-                         f"({identity_difference(identity, here)}): install the same version of this package on every node")
+                         f"({identity_difference(identity, run.identity)}): install the same version of this package on every node")
     provenance = {"command": command, "backend": {"name": "ray", "node": socket.gethostname(), "ray": ray.__version__}}
-    if here != identity:
-        provenance["identity_on_node"] = here
+    if run.identity != identity:
+        provenance["identity_on_node"] = run.identity
     if shared_out is not None:
-        run_dir, _ = execute(spec, shared_out, lambda: _model(spec.options), force=True, provenance=provenance,
-                             identity=identity)
+        run_dir, _ = execute(run, shared_out, _contexts, force=True, provenance=provenance, identity=identity)
         return {"run_dir": str(run_dir), "files": None}
     # one scratch directory per worker process: the next task's scratch_path removes it if this one is killed
     scratch = scratch_path(Path(tempfile.gettempdir()) / "mech-interp-ray-run")
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        run_dir, _ = execute(spec, scratch, lambda: _model(spec.options), force=True, provenance=provenance,
-                             identity=identity)
+        run_dir, _ = execute(run, scratch, _contexts, force=True, provenance=provenance, identity=identity)
         files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
         return {"run_dir": str(run_dir.relative_to(scratch)), "files": files}
     finally:
@@ -292,13 +270,13 @@ def _computation(identity: dict[str, Any]) -> dict[str, Any]:
     return {**identity, "options": options}
 
 
-def publish(out: Path, spec: RunSpec, identity: dict[str, Any], files: dict[str, bytes]) -> Path:
+def publish(out: Path, run: ResolvedRun, identity: dict[str, Any], files: dict[str, bytes]) -> Path:
     """Write a run that a task returned under ``out``, as a local run is published."""
     from ..viz.writing import ensure_plotly_js
 
     if any(name.endswith(".html") for name in files):
         ensure_plotly_js(out)  # the figures' relative link to the results root's plotly.min.js
-    writer = RunWriter(spec.run_dir(out), out, identity)
+    writer = RunWriter(run.run_dir(out), out, identity)
     try:
         return writer.publish_files(files)
     except BaseException:
@@ -336,38 +314,39 @@ def _env_vars() -> dict[str, str]:
     return {**forwarded, "TQDM_DISABLE": "1"}
 
 
-def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | None, max_retries: int) -> int:
+def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | None, max_retries: int,
+                     studies: tuple[str, ...] | None = None) -> int:
     from tqdm.auto import tqdm
 
-    from .batch import expand, unique_runs
+    from .batch import expand
 
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise UsageError(f"--max-retries {max_retries!r}: expected an integer >= 0")
     check_address(address)
     check_ray_installed()
-    specs = unique_runs(expand(config, check_devices=False))  # the nodes' devices are Ray's to match
-    settings = read_ray_settings(config, specs)
+    runs = expand(config, studies, check_devices=False)  # the nodes' devices are Ray's to match
+    settings = read_ray_settings(config, runs)
     if settings.out is not None:
         print(f"note: results go to [ray] out = {settings.out} (--out {out} is not used)", flush=True)
     out = (settings.out or Path(out)).resolve()
     shared_out = out if settings.results == "shared" else None
-    inputs = local_inputs(specs)
+    inputs = local_inputs(runs)
 
     todo = []
-    for spec in specs:
-        state, why = ("new", "") if force else run_state(spec, out)
+    for run in runs:
+        state, why = ("new", "") if force else run_state(run, out)
         if state == "stale":
-            print(f"[rerun] {spec.run_dir(out)}: {why}", flush=True)
+            print(f"[rerun] {run.run_dir(out)}: {why}", flush=True)
         elif state == "done":
-            print(f"[skip] {spec.run_dir(out)} is complete", flush=True)
+            print(f"[skip] {run.run_dir(out)} is complete", flush=True)
         if state != "done":
-            todo.append(spec)
-    skipped = len(specs) - len(todo)
+            todo.append(run)
+    skipped = len(runs) - len(todo)
     if not todo:
-        print(f"{_runs(len(specs))}: 0 run now, {skipped} already complete")
+        print(f"{_runs(len(runs))}: 0 run now, {skipped} already complete")
         return 0
-    needs = {spec.run_dir(out): resources_for(spec, settings.resources) for spec in todo}
-    identities = {spec.run_dir(out): spec.identity() for spec in todo}  # as submitted: what skip/resume reads later
+    needs = {run.run_dir(out): resources_for(run, settings.resources) for run in todo}
+    identities = {run.run_dir(out): run.identity for run in todo}  # as submitted: what skip/resume reads later
 
     ray, started = _connect(address)
     try:
@@ -377,7 +356,7 @@ def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | 
             print("note: runs with device 'auto' reserve no GPU, so they run on the CPU: give them device = \"cuda\" "
                   "(or num_gpus in [ray.resources]) to use the cluster's GPUs", flush=True)
         sized = {m for m, values in settings.resources.items() if "memory_gb" in values}
-        unknown = [] if "*" in sized else sorted({s.options.model for s in todo if s.model_spec().kind == "hub"} - sized)
+        unknown = [] if "*" in sized else sorted({s.options.model for s in todo if s.study.weight_bytes(s) is None} - sized)
         if unknown:
             print(f"note: the size of {', '.join(unknown)} is unknown until it loads, so its tasks reserve 1 GiB: "
                   "give memory_gb in [ray.resources] for it", flush=True)
@@ -391,23 +370,23 @@ def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | 
         # a reused worker process keeps the first GPU it was given: one GPU task per process
         tasks = {False: ray.remote(run_task), True: ray.remote(max_calls=1)(run_task)}
         pending = {}
-        for spec in todo:
-            run_dir, need = spec.run_dir(out), needs[spec.run_dir(out)]
+        for run in todo:
+            run_dir, need = run.run_dir(out), needs[run.run_dir(out)]
             ref = tasks[need.num_gpus > 0].options(name=f"mech-interp:{run_dir.relative_to(out)}", max_retries=max_retries,
                                retry_exceptions=False, runtime_env={"env_vars": _env_vars()}, **need.ray_options()
-                               ).remote(spec, identities[run_dir], str(shared_out) if shared_out else None,
+                               ).remote(run.spec, identities[run_dir], str(shared_out) if shared_out else None,
                                         os.getcwd(), list(sys.argv))
-            pending[ref] = spec
+            pending[ref] = run
         failed, refused = [], []
         with tqdm(total=len(todo), desc="runs", unit="run") as bar:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                spec = pending.pop(ready[0])
-                run_dir = spec.run_dir(out)
+                run = pending.pop(ready[0])
+                run_dir = run.run_dir(out)
                 try:
                     result = ray.get(ready[0])
                     if result["files"] is not None:
-                        publish(out, spec, identities[run_dir], result["files"])
+                        publish(out, run, identities[run_dir], result["files"])
                     tqdm.write(f"[done] {run_dir}")
                 except Exception as err:  # a failed or killed task: reported, the others go on
                     bad_input = isinstance(getattr(err, "cause", err), UsageError)
@@ -420,7 +399,7 @@ def run_batch_on_ray(config: Path, out: str | Path, force: bool, address: str | 
     n_failed = len(failed) + len(refused)
     advice = [f"{len(failed)} can be retried: run the same command again"] if failed else []
     advice += [f"{len(refused)} refused, which a rerun repeats: see [failed] above"] if refused else []
-    print(f"{_runs(len(specs))}: {len(todo) - n_failed} run now, {skipped} already complete, {n_failed} failed"
+    print(f"{_runs(len(runs))}: {len(todo) - n_failed} run now, {skipped} already complete, {n_failed} failed"
           + (f" ({'; '.join(advice)})" if advice else ""))
     return EXIT_FAILED if n_failed else 0
 

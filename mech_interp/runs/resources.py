@@ -5,10 +5,9 @@ A run on ``cuda``/``cuda:N`` needs one GPU (on a Ray worker it runs on the GPU R
 only when it reserved one, here or in the batch file). Memory is a
 reservation, not a limit: three copies of the weights in the run's dtype (the Hugging Face model,
 the TransformerLens model built from it, transient conversion buffers) plus 1 GiB for activations,
-tokenizer and interpreter. The weights' size comes from the registry's parameter count, or from the
-size of a local model's weight files (a GGUF dequantizes to about 7 bytes of float32 per byte of a
-4-bit file); a hub model's is unknown until it loads, so it reserves only the 1 GiB unless a config
-says more. A batch file's ``[ray.resources]`` table overrides any of the three per model (or ``"*"``).
+tokenizer and interpreter. The weights' size comes from the study (``Study.weight_bytes``: a
+registry's parameter count, or the size of a local model's weight files); a hub model's is unknown
+until it loads, so it reserves only the 1 GiB unless a config says more. A batch file's ``[ray.resources]`` table overrides any of the three per model (or ``"*"``).
 """
 
 from __future__ import annotations
@@ -17,13 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UsageError
-from .spec import RunSpec
+from .study import ResolvedRun
 
 GIB = 1 << 30
 BASE_MEMORY = GIB
 WEIGHT_COPIES = 3
-GGUF_EXPANSION = 7  # float32 bytes per byte of a ~4.5-bit quantized file
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 FIELDS = {"num_cpus": "CPUs", "num_gpus": "GPUs", "memory_gb": "GiB of memory"}
 RAY_STEP = 1e-4  # Ray refuses fractions of a CPU or GPU finer than this
 
@@ -41,25 +38,9 @@ class RunResources:
         return f"{self.num_cpus:g} CPU, {self.num_gpus:g} GPU, {self.memory / GIB:.1f} GiB"
 
 
-def weight_bytes(spec: RunSpec) -> int | None:
-    """The run's weights in its dtype, from metadata and file sizes alone; None for a hub model."""
-    model = spec.model_spec()
-    per_param = DTYPE_BYTES[spec.options.dtype]
-    if model.kind == "registered":
-        from ..models.registry import model_entry
-
-        return model_entry(model.text).n_params * per_param
-    if model.kind == "hub":
-        return None
-    on_disk = sum((model.file_sizes() or {}).values())
-    if model.kind == "gguf":
-        return on_disk * GGUF_EXPANSION * per_param // 4
-    return on_disk * per_param // 4  # safetensors / checkpoints as saved, float32 at most
-
-
-def estimate(spec: RunSpec) -> RunResources:
-    weights = weight_bytes(spec)
-    gpus = 1.0 if spec.options.device.startswith("cuda") else 0.0
+def estimate(run: ResolvedRun) -> RunResources:
+    weights = run.study.weight_bytes(run)
+    gpus = 1.0 if run.options.device.startswith("cuda") else 0.0
     return RunResources(num_gpus=gpus, memory=BASE_MEMORY + WEIGHT_COPIES * (weights or 0))
 
 
@@ -84,9 +65,9 @@ def parse_overrides(table: Any, models: set[str], where: str) -> dict[str, dict[
     return out
 
 
-def resources_for(spec: RunSpec, overrides: dict[str, dict[str, float]]) -> RunResources:
-    needs = estimate(spec)
-    for key in ("*", spec.options.model):
+def resources_for(run: ResolvedRun, overrides: dict[str, dict[str, float]]) -> RunResources:
+    needs = estimate(run)
+    for key in ("*", run.options.model):
         values = overrides.get(key, {})
         if "num_cpus" in values:
             needs = replace(needs, num_cpus=values["num_cpus"])

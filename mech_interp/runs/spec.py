@@ -1,71 +1,56 @@
-"""What one run is: an experiment, the shared options and its parameters, and where it is written.
+"""What one run is asked to be, and resolving it once into what everything downstream reads.
 
-A run's directory is ``<out>/<model>/<experiment>`` followed by ``__key=value`` for every
-parameter or option that differs from its default, so reruns with other settings never overwrite
-each other. Its ``identity`` is the whole resolved configuration (defaults included): a finished
-run counts as done only when its manifest holds the same identity, which for a local model includes the
-size and mtime of its files.
+A ``RunSpec`` is what a command line or a batch entry asks for: an experiment (of a study), the
+study's options and the experiment's parameters. ``resolve`` turns it, once, into a
+``ResolvedRun``: the options and config validated, the model parsed (a local model's metadata read
+once, shared by every run of that model through ``models``), the run directory's name and the
+identity. A run's directory is ``<out>/<model>/<experiment>`` followed by ``__key=value`` for every
+parameter or option that differs from its default; a finished run counts as done only when its
+manifest holds the same identity (for a local model, the size and mtime of its files too).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-from .. import studies  # noqa: F401  (registers the experiments)
-from ..models.spec import ModelSpec
-from .experiments import get_experiment
-from .options import RunOptions
-
-_NOT_IN_IDENTITY = {"device", "fast_paths"}  # same values wherever and however it runs (to float tolerance)
-_NOT_IN_NAME = _NOT_IN_IDENTITY | {"model"}  # the model names the parent directory
+from ..errors import UsageError
+from .study import ResolvedRun
+from .studies import find_experiment
 
 
 @dataclass
 class RunSpec:
     experiment: str
-    options: RunOptions = field(default_factory=RunOptions)
+    options: Any = None  # the study's options dataclass; None: its defaults
     params: dict[str, Any] = field(default_factory=dict)
     origin: str = field(default="", compare=False)  # where it was asked for (a batch file entry), for messages
-
-    def config(self):
-        return get_experiment(self.experiment).make_config(self.params)
-
-    def model_spec(self) -> ModelSpec:
-        return ModelSpec.parse(self.options.model)
-
-    def name(self) -> str:
-        config = self.config()
-        parts = [self.experiment]
-        for obj in (self.options, config):
-            for f in dataclasses.fields(obj):
-                value = getattr(obj, f.name)
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                if f.name not in _NOT_IN_NAME and value != default:
-                    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-                    parts.append(f"{f.name}={_safe(text)}")
-        return "__".join(parts)
-
-    def run_dir(self, out: str | Path) -> Path:
-        return Path(out) / self.model_spec().slug / self.name()
-
-    def identity(self) -> dict[str, Any]:
-        """Everything that determines the run's numbers, defaults included."""
-        options = {k: v for k, v in asdict(self.options).items() if k not in _NOT_IN_IDENTITY}
-        model = self.model_spec()
-        options["model"] = model.source
-        files = model.fingerprint()
-        if files is not None:  # absent for named models, so their earlier runs stay done
-            options["model_files"] = files  # a model file replaced in place makes the run stale
-        return {"experiment": self.experiment, "options": options, "config": asdict(self.config())}
+    study: str | None = None  # None: the one of mech-interp's studies that has the experiment
 
 
-def _safe(text: str) -> str:
-    clean = "".join(c if c.isascii() and (c.isalnum() or c in "-_.,=") else "-" for c in text)
-    if len(clean) <= 40 and clean == text:
-        return clean
-    # a path or anything not name-safe: a readable stub plus a hash of the exact text, stable across processes
-    return clean[-24:].lstrip("-.") + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+def resolve(spec: RunSpec, models: dict[tuple, Any] | None = None) -> ResolvedRun:
+    """``spec`` resolved; ``models`` (model key -> resolved model) lets the runs of one command parse each model once."""
+    try:
+        study, experiment = find_experiment(spec.experiment, (spec.study,) if spec.study else None)
+        options = spec.options if spec.options is not None else study.options_cls()
+        if not isinstance(options, study.options_cls):
+            raise UsageError(f"experiment {experiment.name!r} of study {study.name!r} takes "
+                             f"{study.options_cls.__name__}, not {type(options).__name__}")
+        config = experiment.make_config(spec.params)
+        model = None
+        if experiment.needs_model:
+            key = (study.name, *study.model_key(options))
+            if models is not None and key in models:
+                model = models[key]
+            else:
+                model = study.resolve_model(options)
+                if models is not None:
+                    models[key] = model
+        name = study.run_name(experiment, options, config)
+        slug = model.slug if model is not None else study.model_free_slug(experiment)
+        return ResolvedRun(study, experiment, options, config, model, name, slug,
+                           study.identity(experiment, options, config, model), spec.origin, spec)
+    except UsageError as err:
+        if spec.origin:
+            raise UsageError(f"{spec.origin}: {err}") from None
+        raise

@@ -1,5 +1,2 @@
-"""The studies built on the core; importing this package registers their experiments (the paper's
-first, so they lead the command list)."""
-
-from . import lm  # noqa: F401, I001
-from . import heads  # noqa: F401
+"""The language-model studies built on the core and the engine: ``lm`` (the paper's four experiments) and
+``heads``. The engine finds them through ``runs.studies.STUDIES``; neither imports the other."""

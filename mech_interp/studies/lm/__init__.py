@@ -1,18 +1,19 @@
 """The language-model study: the paper's four experiments on a HookedTransformer.
 
-Importing this package registers them (configs only; each experiment's code is imported when run).
+Importing this package declares them (configs only; each experiment's code is imported when run).
 """
 
-from ...runs.experiments import register_experiment
+from ...models.language_study import LanguageModelStudy
+from ...runs.experiments import Experiment
 from .configs import AttentionConfig, FeatureViewConfig, InterventionConfig, LayerwiseConfig
 
-STUDY = ("feature_view", "layerwise", "intervention", "attention")
-
-register_experiment("feature_view", FeatureViewConfig, "mech_interp.studies.lm.feature_view:feature_view",
-                    "3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)")
-register_experiment("layerwise", LayerwiseConfig, "mech_interp.studies.lm.layerwise:layerwise",
-                    "top-k and median |a| per layer, averaged over sequences (paper Fig. 2)")
-register_experiment("intervention", InterventionConfig, "mech_interp.studies.lm.intervention:intervention",
-                    "perplexity with massive activations set to zero / to their mean (paper Table 3)")
-register_experiment("attention", AttentionConfig, "mech_interp.studies.lm.attention:attention",
-                    "head-averaged pre-softmax logits at one layer; per-head attention to massive tokens (paper Fig. 6)")
+STUDY = LanguageModelStudy("lm", "massive-activation study", [
+    Experiment("feature_view", FeatureViewConfig, "mech_interp.studies.lm.feature_view:feature_view",
+               "3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)"),
+    Experiment("layerwise", LayerwiseConfig, "mech_interp.studies.lm.layerwise:layerwise",
+               "top-k and median |a| per layer, averaged over sequences (paper Fig. 2)"),
+    Experiment("intervention", InterventionConfig, "mech_interp.studies.lm.intervention:intervention",
+               "perplexity with massive activations set to zero / to their mean (paper Table 3)"),
+    Experiment("attention", AttentionConfig, "mech_interp.studies.lm.attention:attention",
+               "head-averaged pre-softmax logits at one layer; per-head attention to massive tokens (paper Fig. 6)"),
+])

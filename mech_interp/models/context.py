@@ -1,0 +1,31 @@
+"""What a language-model experiment works on: the loaded HookedTransformer, the run's options and the
+model's token layout (read from what describes the model, never from the model object)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..core.token_layout import TokenLayout
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+    from .run_options import RunOptions
+
+
+@dataclass
+class ModelContext:
+    model: HookedTransformer
+    options: RunOptions
+    layout: TokenLayout = field(default_factory=TokenLayout)
+
+    def info(self) -> dict[str, Any]:
+        """The model's description in a run's manifest."""
+        cfg = self.model.cfg
+        return {"name": cfg.model_name, "source": getattr(cfg, "source", cfg.model_name), "n_layers": cfg.n_layers,
+                "n_heads": cfg.n_heads, "d_model": cfg.d_model, "d_vocab": cfg.d_vocab,
+                "architecture": cfg.original_architecture,
+                "n_params": sum(p.numel() for p in self.model.parameters()),
+                "dtype": str(cfg.dtype), "device": str(cfg.device),
+                "n_prefix_tokens": self.layout.n_prefix_tokens, "n_key_slots": self.layout.n_key_slots}

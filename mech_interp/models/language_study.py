@@ -1,0 +1,170 @@
+"""The TransformerLens engine's side of a study: what the language-model and head studies plug into.
+
+A model string is parsed once per command (``ResolvedLanguageModel``: the spec, its metadata read
+from the registry, config.json or the GGUF header, and the fingerprint of its local files); every
+check before loading reads that, and ``open`` loads the ``HookedTransformer`` from it into a
+``ModelContext`` with the model's token layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.sites import parse_site
+from ..errors import UsageError
+from ..runs.experiments import Experiment
+from ..runs.study import ResolvedRun, Study
+from .run_options import RunOptions
+from .spec import ModelMetadata, ModelSpec
+
+LAYER_CONVENTION = "0-based TransformerLens blocks; 'layer L' is blocks.L.hook_resid_post (the paper's layer L+1)"
+TEXT_FIELDS = ("text", "mean_text", "datasets")  # config fields naming texts (a name, a file, or a list of them)
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+GGUF_EXPANSION = 7  # float32 bytes per byte of a ~4.5-bit quantized file
+TOKENIZATION = {"special_tokens": "none added, except c4 and pg19, which keep the tokenizer's defaults as the "
+                                  "paper's loader does (recorded per text in the tables)"}
+
+
+@dataclass(frozen=True)
+class ResolvedLanguageModel:
+    spec: ModelSpec
+    metadata: ModelMetadata
+    files: dict[str, str] | None  # size and mtime of the local files holding it; None for named models
+
+    @property
+    def slug(self) -> str:
+        return self.spec.slug
+
+    @property
+    def source(self) -> str:
+        return self.spec.source
+
+
+def texts_of(config: Any) -> list[str]:
+    """The texts (names or files) a config reads."""
+    texts = []
+    for name in TEXT_FIELDS:
+        value = getattr(config, name, None)
+        texts += value if isinstance(value, list) else [value] if value is not None else []
+    return texts
+
+
+class LanguageModelStudy(Study):
+    options_cls = RunOptions
+    not_in_identity = frozenset({"device", "fast_paths"})  # same values wherever and however it runs (to float tolerance)
+
+    def resolve_model(self, options: RunOptions) -> ResolvedLanguageModel:
+        spec = ModelSpec.parse(options.model)
+        return ResolvedLanguageModel(spec, spec.metadata(), spec.fingerprint())
+
+    def load_key(self, options: RunOptions) -> tuple:
+        return (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths)
+
+    def open(self, run: ResolvedRun):
+        from .context import ModelContext
+        from .loading import load_model
+
+        o = run.options
+        model = load_model(run.model.spec, device=o.device, dtype=o.dtype, prepend_bos=o.prepend_bos,
+                           fast_paths=o.fast_paths)
+        return ModelContext(model, o, run.model.metadata.layout)
+
+    def check(self, run: ResolvedRun, seen: set, check_devices: bool = True) -> None:
+        """Unknown or broken models, layers, hook points or ``seq_len`` beyond the model, missing/unreadable/
+        non-UTF-8/empty local texts, devices this machine lacks; each model, text and device once."""
+        from ..data.texts import check_text
+
+        spec, meta = run.model.spec, run.model.metadata
+        if spec.kind == "hub" and ("hub", spec.text) not in seen:
+            from .loading import check_hub_model
+
+            check_hub_model(spec.text)
+            seen.add(("hub", spec.text))
+        _check_fits(run.config, run.options.model, meta)
+        for text in texts_of(run.config):
+            if ("text", text) not in seen:
+                check_text(text)
+                seen.add(("text", text))
+        device = run.options.device
+        if check_devices and ("device", device) not in seen:
+            if device not in ("cpu", "auto"):
+                from .loading import resolve_device
+
+                resolve_device(device)
+            seen.add(("device", device))
+
+    def check_loaded(self, context, run: ResolvedRun) -> None:
+        """A prompt longer than the model's context."""
+        prompt = getattr(run.config, "prompt", None)
+        model = context.model
+        if isinstance(prompt, str) and prompt.strip():
+            n_tokens = len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + bool(run.options.prepend_bos)
+            if n_tokens > model.cfg.n_ctx:
+                raise UsageError(f"--prompt is {n_tokens} tokens long, longer than the model's context of "
+                                 f"{model.cfg.n_ctx} tokens: shorten it")
+
+    def identity(self, experiment: Experiment, options: RunOptions, config: Any,
+                 model: ResolvedLanguageModel) -> dict[str, Any]:
+        values = {k: v for k, v in asdict(options).items() if k not in self.not_in_identity}
+        values["model"] = model.source
+        if model.files is not None:  # absent for named models, so their earlier runs stay done
+            values["model_files"] = model.files  # a model file replaced in place makes the run stale
+        return {"experiment": experiment.name, "options": values, "config": asdict(config)}
+
+    def manifest(self, context, run: ResolvedRun) -> dict[str, Any]:
+        from ..core.criterion import MassiveCriterion
+
+        o = run.options
+        return {"model_source": run.model.source, "model": context.info(),
+                "criterion": asdict(MassiveCriterion(float(o.min_abs), float(o.min_ratio))),
+                "tokenization": {"prepend_bos": o.prepend_bos, **TOKENIZATION},
+                "layer_convention": LAYER_CONVENTION, "seed": o.seed}
+
+    def local_inputs(self, run: ResolvedRun) -> dict[str, int | None]:
+        from ..data.texts import is_local_file
+
+        inputs: dict[str, int | None] = {}
+        spec = run.model.spec
+        if spec.path is not None and spec.path.is_file():
+            inputs[run.options.model] = spec.path.stat().st_size
+        elif spec.path is not None:  # a directory: its config and weight files, each with its size
+            inputs[run.options.model] = None
+            for name, size in (spec.file_sizes() or {}).items():
+                inputs[str(Path(run.options.model) / name)] = size
+        for text in texts_of(run.config):
+            if is_local_file(text):
+                inputs[text] = Path(text).expanduser().stat().st_size
+        return inputs
+
+    def weight_bytes(self, run: ResolvedRun) -> int | None:
+        spec = run.model.spec
+        per_param = DTYPE_BYTES[run.options.dtype]
+        if spec.kind == "registered":
+            from .registry import model_entry
+
+            return model_entry(spec.text).n_params * per_param
+        if spec.kind == "hub":
+            return None
+        on_disk = sum((spec.file_sizes() or {}).values())
+        if spec.kind == "gguf":
+            return on_disk * GGUF_EXPANSION * per_param // 4
+        return on_disk * per_param // 4  # safetensors / checkpoints as saved, float32 at most
+
+
+def _check_fits(config: Any, model: str, meta: ModelMetadata) -> None:
+    layer = getattr(config, "layer", None)
+    n = meta.n_layers
+    if layer is not None and n is not None and not 0 <= layer < n:
+        raise UsageError(f"layer {layer} out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")
+    for hook in getattr(config, "hooks", None) or []:
+        try:
+            block = parse_site(hook).block
+        except ValueError:
+            continue  # not a hook point: refused against the loaded model's hook_dict, with the names it has
+        if block is not None and n is not None and block >= n:
+            raise UsageError(f"hook point {hook!r} is out of range for {model!r}: it has blocks 0..{n - 1} (0-based)")
+    seq_len = getattr(config, "seq_len", None)
+    if seq_len is not None and meta.n_ctx is not None and seq_len > meta.n_ctx:
+        raise UsageError(f"--seq-len {seq_len} is longer than the model's context of {meta.n_ctx} tokens ({model!r})")

@@ -1,0 +1,49 @@
+"""The options every language-model run shares: which model, how it is loaded and tokenized, the criterion.
+Imports no torch. Device and dtype are checked here, at the edge, and nowhere after."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..checks import require_type
+from ..device_names import check_device, check_dtype
+from ..errors import UsageError
+from .registry import DEFAULT_MODEL
+
+
+
+@dataclass
+class RunOptions:
+    """Options shared by every experiment: which model, how it is loaded and tokenized."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "registered name, local HF directory, .gguf file or hub name"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps"})
+    dtype: str = field(default="float32", metadata={"help": "float32, float16 or bfloat16"})
+    prepend_bos: bool = field(default=False, metadata={"help": "prepend the BOS token (default: tokenize as the paper, no special tokens)"})
+    min_abs: float = field(default=100.0, metadata={"help": "massive: |a| above this"})
+    min_ratio: float = field(default=1000.0, metadata={"help": "massive: |a| at least this many times the median |a| of its hidden state"})
+    seed: int = field(default=0, metadata={"help": "torch seed set before each run, 0..2**63-1 (the built-in experiments draw no random numbers)"})
+    fast_paths: bool = field(default=True, metadata={"help": "fused attention and HF weight layout where tested (same values; --no-fast-paths for TransformerLens' own path)"})
+
+    def __post_init__(self) -> None:
+        for name in ("model", "device", "dtype"):
+            require_type(self, name, str, "a string")
+        for name in ("prepend_bos", "fast_paths"):
+            require_type(self, name, bool, "true or false")
+        for name in ("min_abs", "min_ratio"):
+            require_type(self, name, (int, float), "a number")
+        check_device(self.device)
+        check_dtype(self.dtype)
+        require_type(self, "seed", int, "an integer 0..2**63-1")
+        if not 0 <= self.seed < 2**63:
+            raise UsageError(f"--seed {self.seed} is not allowed: expected an integer 0..2**63-1")
+        if not (0 <= self.min_abs < math.inf and 0 < self.min_ratio < math.inf):
+            raise UsageError(f"criterion needs finite --min-abs >= 0 and --min-ratio > 0, got "
+                             f"min_abs={self.min_abs}, min_ratio={self.min_ratio}")
+
+    @property
+    def criterion(self):
+        from ..core.criterion import MassiveCriterion
+
+        return MassiveCriterion(float(self.min_abs), float(self.min_ratio))
