@@ -4,7 +4,8 @@
     vit-hooks layerwise --model random:vit-tiny-reg4 --n-images 8
     vit-hooks fix-reg-mean --model vit_base_patch14_reg4_dinov2.lvd142m --img-size 224 \\
         --images /data/imagenet/val --head dinov2_vitb14_reg4_linear_head.pth
-    vit-hooks batch configs/vit/sweep.toml   # models x experiments from a file; finished runs skipped
+    vit-hooks batch configs/vit/sweep.toml   # models x experiments from a TOML/YAML file; finished runs skipped
+    vit-hooks batch configs/vit/sweep.toml --backend ray   # each run a Ray task, as mech-interp batch
     vit-hooks parity                      # the embedded ViT's timm conversion against its ONNX graph
     vit-hooks models                      # registered models: shape, registers, what they are
 
@@ -19,93 +20,42 @@ import argparse
 from typing import Sequence
 
 from mech_interp.command import OneLineParser, parse, run_command
-from mech_interp.errors import NothingToMeasure, UsageError
-from mech_interp.flags import add_fields, collect
+from mech_interp.errors import UsageError
+from mech_interp.flags import add_fields
+from mech_interp.runs.study_commands import (
+    add_batch_command,
+    add_experiment_commands,
+    add_out,
+    options_from,
+    run_batch_command,
+    run_default_study,
+    run_single,
+)
 
-STUDY = ("feature_view", "layerwise", "upstream_means", "register_means", "fix_reg_mean", "massive_reset", "attention")
+
+def _report(line: str) -> None:
+    print(line, flush=True)
 
 
+STUDIES = ("vit",)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .configs import ViTOptions
-    from .runs import EXPERIMENTS
 
     parser = OneLineParser(prog="vit-hooks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
-
-    def common(p: argparse.ArgumentParser, options: bool = True) -> None:
-        if options:
-            add_fields(p, ViTOptions)
-        p.add_argument("--out", default="results", help="results root (default: results)")
-        p.add_argument("--force", action="store_true", help="rerun even if the run directory is complete")
-
     study = sub.add_parser("study", help="every experiment on one model (default: the embedded ViT)")
-    common(study)
-    for experiment in EXPERIMENTS.values():
-        p = sub.add_parser(experiment.name.replace("_", "-"), help=experiment.doc)
-        common(p, experiment.needs_model)
-        add_fields(p, experiment.config_cls)
-        p.set_defaults(experiment=experiment.name)
+    add_fields(study, ViTOptions)
+    add_out(study)
+    add_experiment_commands(sub, STUDIES)
     parity = sub.add_parser("parity", help="embedded ViT: timm hooks against the ONNX graph's tensors (onnxruntime)")
     parity.add_argument("--images", default="samples", help="image folder (default: the sample images)")
     parity.add_argument("--n-images", type=int, default=2, help="images compared (default: 2)")
     parity.add_argument("--atol", type=float, default=1e-4, help="largest |difference| accepted (default: 1e-4)")
-    batch = sub.add_parser("batch", help="every run of a TOML file (models x experiments); resumable")
-    batch.add_argument("config", help="a .toml file (see configs/vit/sweep.toml)")
-    common(batch, options=False)
+    add_batch_command(sub, "configs/vit/sweep.toml")
     sub.add_parser("models", help="list the registered models")
     return parser
-
-
-def _study(ns: argparse.Namespace) -> None:
-    from .configs import ViTOptions
-    from .runs import EXPERIMENTS, check_run, execute
-    from .session import Session
-
-    options = ViTOptions(**collect(ns, ViTOptions))
-    for name in STUDY:
-        check_run(EXPERIMENTS[name], options, EXPERIMENTS[name].config_cls())  # all, before anything loads
-    loaded: dict[str, Session] = {}
-
-    def session() -> Session:
-        if "s" not in loaded:
-            loaded["s"] = Session.open(options)
-        return loaded["s"]
-
-    print(f"vision study of {options.model} -> {ns.out}/")
-    summaries = []
-    for name in STUDY:
-        experiment = EXPERIMENTS[name]
-        try:
-            directory, result = execute(experiment, options, experiment.config_cls(), ns.out, session, ns.force)
-        except NothingToMeasure as err:
-            print(f"[skip] {name}: {err}")
-            summaries.append(f"{name}: not run: {err}")
-            continue
-        except UsageError as err:
-            if name != "upstream_means":
-                raise
-            print(f"[skip] {name}: {err}")  # the upstream files are optional data
-            summaries.append(f"{name}: not run: {err}")
-            continue
-        print(f"[done] {directory}" if result is not None else f"[skip] {directory} is complete (use --force to rerun)")
-        summaries.append(f"{(directory / 'summary.txt').read_text().rstrip()}\n  -> {directory}")
-    print(f"\n=== summary: {options.model} ===")
-    print("\n\n".join(summaries))
-
-
-def _single(ns: argparse.Namespace) -> None:
-    from .configs import ViTOptions
-    from .runs import check_run, execute, get_experiment
-
-    experiment = get_experiment(ns.experiment)
-    config = experiment.config_cls(**collect(ns, experiment.config_cls))
-    options = ViTOptions(**collect(ns, ViTOptions)) if experiment.needs_model else ViTOptions()
-    check_run(experiment, options, config)
-    directory, result = execute(experiment, options, config, ns.out, force=ns.force)
-    print(f"[done] {directory}" if result is not None else f"[skip] {directory} is complete (use --force to rerun)")
-    print((directory / "summary.txt").read_text(), end="")
 
 
 def _parity(ns: argparse.Namespace) -> int:
@@ -154,16 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{e.description}"
                 )
         elif ns.command == "study":
-            _study(ns)
+            run_default_study("vit", options_from(ns, "vit"), {}, ns.out, ns.force, _report)
         elif ns.command == "batch":
-            from .batch import run_batch
-
-            done, skipped = run_batch(ns.config, ns.out, ns.force, print)
-            print(f"{done + skipped} runs: {done} run now, {skipped} already complete")
+            return run_batch_command(ns, STUDIES)
         elif ns.command == "parity":
             return _parity(ns)
         else:
-            _single(ns)
+            run_single(ns, _report)
 
     return run_command("vit-hooks", body, "finished runs are kept; the same command runs the rest",
                        getattr(ns, "out", ""))

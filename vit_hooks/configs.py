@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from mech_interp.checks import require_at_least, require_type
+from mech_interp.device_names import check_device
 from mech_interp.errors import UsageError
 
 from .registry import DEFAULT_MODEL
@@ -23,6 +24,7 @@ BLOCK_CONVENTION = (
 TOKEN_CONVENTION = "tokens ordered [CLS, registers 0..R-1, patches row by row]; roles cls, regR, patch(row,col)"
 
 
+VIT_DEVICES = ("cpu", "cuda", "cuda:N")
 UPSTREAM_SIZES = ("small", "base", "large", "giant")  # upstream's register-mean files, one per DINOv2-reg size
 
 
@@ -69,8 +71,7 @@ class ViTOptions:
         require_type(self, "seed", int, "an integer 0..2**63-1")
         if not 0 <= self.seed < 2**63:
             raise UsageError(f"--seed {self.seed} is not allowed: expected an integer 0..2**63-1")
-        if not (self.device in ("cpu", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
-            raise UsageError(f"unknown device {self.device!r}: expected cpu, cuda or cuda:N")
+        check_device(self.device, VIT_DEVICES)
 
     @property
     def criterion(self):

@@ -17,7 +17,6 @@ Imports neither torch nor timm at module level: the CLI's checks and ``--help`` 
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -221,7 +220,6 @@ def _upstream_means(arch: str) -> str | None:
     return f"{match.group(1)}_imagemean_bs10k_trainaug.pt" if match else None
 
 
-@functools.lru_cache(maxsize=None)
 def _timm_metadata(arch: str) -> ModelEntry:
     """Shape of a timm ViT architecture, from a build on the ``meta`` device (no weights, no download)."""
     import timm

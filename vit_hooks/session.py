@@ -25,11 +25,12 @@ class Session:
     head: torch.nn.Linear | None
 
     @classmethod
-    def open(cls, options: ViTOptions) -> "Session":
-        """Everything checked first (model spec, images, head file), then the model is built."""
+    def open(cls, options: ViTOptions, entry: ModelEntry | None = None) -> "Session":
+        """Everything checked first (model spec, images, head file), then the model is built. ``entry``: the model
+        as the engine resolved it (parsed once per command); parsed from the options when not given."""
         from .linear_head import load_linear_head
 
-        entry = parse_model(options.model, options.img_size)
+        entry = entry if entry is not None else parse_model(options.model, options.img_size)
         images = open_images(options.images, options.n_images)
         head = load_linear_head(options.head, entry.d_model) if options.head else None
         vit = load_vit(entry, device=options.device)
