@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from mech_interp.models.builtin import smollm2_gguf_path
-from mech_interp.runs.options import RunOptions
-from mech_interp.runs.spec import RunSpec
+from mech_interp.models.run_options import RunOptions
+from mech_interp.runs.spec import RunSpec, resolve
 
 from .cli_runs import assert_refused, files_under, run_cli
 
@@ -442,7 +442,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
 
 def test_two_runs_writing_the_same_run_directory(tmp_path, capsys):
     out = tmp_path / "results"
-    spec = RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device="cpu"), {"n_seqs": 2, "seq_len": 32})
+    spec = resolve(RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device="cpu"), {"n_seqs": 2, "seq_len": 32}))
     # The first writer is another process holding the run's lock.
     partial = spec.run_dir(out).with_name(spec.run_dir(out).name + ".partial")
     partial.mkdir(parents=True)
@@ -594,7 +594,7 @@ def test_a_changed_default_reruns_and_says_why(tmp_path, capsys, monkeypatch):
     equals the requested one: after a default changes, the same command reruns it."""
     import dataclasses
 
-    from mech_interp.runs import experiments
+    from mech_interp.runs.studies import get_study
     from mech_interp.studies.lm.configs import LayerwiseConfig
 
     out = tmp_path / "results"
@@ -608,8 +608,8 @@ def test_a_changed_default_reruns_and_says_why(tmp_path, capsys, monkeypatch):
     class NewDefault(LayerwiseConfig):
         k: int = 2  # the default of a parameter nobody passed changes
 
-    monkeypatch.setitem(experiments._EXPERIMENTS, "layerwise",
-                        dataclasses.replace(experiments.get_experiment("layerwise"), config_cls=NewDefault))
+    lm = get_study("lm")
+    monkeypatch.setitem(lm.experiments, "layerwise", dataclasses.replace(lm.experiments["layerwise"], config_cls=NewDefault))
     code, stdout, _ = run_cli(args, capsys)
     assert code == 0 and "[skip]" not in stdout
     assert f"[rerun] {run_dir}: config.k was 3, now 2" in stdout and f"[done] {run_dir}" in stdout
@@ -673,9 +673,9 @@ def tiny_hf_dir(tmp_path):
     (["layerwise", *TINY, "--text", "hf:"], "text 'hf:' is not allowed"),
 ])
 def test_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, tiny_hf_dir, args, needle):
-    from mech_interp.runs import runner
+    from mech_interp.models.language_study import LanguageModelStudy
 
-    monkeypatch.setattr(runner, "model_for", lambda options: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(LanguageModelStudy, "open", lambda self, run: pytest.fail("the model was loaded"))
     out = tmp_path / "results"
     code, _, stderr = run_cli([*(a.replace("{dir}", str(tiny_hf_dir)) for a in args), "--out", out], capsys)
     assert_refused(code, stderr, needle, out)

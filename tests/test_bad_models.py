@@ -20,8 +20,8 @@ import pytest
 from mech_interp.errors import UsageError
 from mech_interp.models.builtin import smollm2_gguf_path
 from mech_interp.models.spec import ModelSpec
-from mech_interp.runs.options import RunOptions
-from mech_interp.runs.spec import RunSpec
+from mech_interp.models.run_options import RunOptions
+from mech_interp.runs.spec import RunSpec, resolve
 
 from .cli_runs import assert_refused, files_under, run_cli
 
@@ -307,13 +307,13 @@ def test_replacing_the_weights_in_place_reruns_the_finished_run(tmp_path, capsys
 def test_identity_fingerprints_local_files_only_and_is_json(tmp_path):
     gguf_file = write_gguf(tmp_path / "m.gguf", block_count=2)
     spec = RunSpec("layerwise", RunOptions(model=str(gguf_file)))
-    before = spec.identity()
+    before = resolve(spec).identity
     assert json.loads(json.dumps(before)) == before
     assert list(before["options"]["model_files"]) == ["m.gguf"]
     stat = gguf_file.stat()
     os.utime(gguf_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert spec.identity() != before
-    assert spec.identity() == spec.identity()
-    registered = RunSpec("layerwise", RunOptions(model="random:gpt2-tiny")).identity()
+    assert resolve(spec).identity != before
+    assert resolve(spec).identity == resolve(spec).identity
+    registered = resolve(RunSpec("layerwise", RunOptions(model="random:gpt2-tiny"))).identity
     assert "model_files" not in registered["options"]
     assert json.loads(json.dumps(registered)) == registered

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mech_interp.runs.options import RunOptions
+from mech_interp.models.run_options import RunOptions
 from mech_interp.runs.runner import execute
-from mech_interp.runs.spec import RunSpec
+from mech_interp.runs.spec import RunSpec, resolve
 from mech_interp.viz.writing import PNG_ENV, png_export_available
 
 from .cli_runs import assert_refused, run_cli
@@ -116,7 +116,7 @@ def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(run_output.RunWriter, "figure", broken)
-    spec = RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device="cpu"), {"n_seqs": 2, "seq_len": 32})
+    spec = resolve(RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device="cpu"), {"n_seqs": 2, "seq_len": 32}))
     with pytest.raises(RuntimeError, match="disk full"):
         execute(spec, tmp_path)
     assert not spec.run_dir(tmp_path).exists()
@@ -155,8 +155,8 @@ def test_intervention_resumes_from_saved_pieces(tmp_path, planted_dir, monkeypat
     computes only what is missing and reports the numbers an uninterrupted run reports."""
     import mech_interp.studies.lm.intervention as intervention
 
-    spec = RunSpec("intervention", RunOptions(model=str(planted_dir), device="cpu"),
-                   {"datasets": ["builtin"], "n_windows": 2, "seq_len": 128, "n_mean_seqs": 6})
+    spec = resolve(RunSpec("intervention", RunOptions(model=str(planted_dir), device="cpu"),
+                           {"datasets": ["builtin"], "n_windows": 2, "seq_len": 128, "n_mean_seqs": 6}))
     _, uninterrupted = execute(spec, tmp_path / "clean")
     real, calls, kill = intervention.perplexity, [], [True]
 
@@ -213,8 +213,8 @@ def test_shipped_batch_configs_are_valid():
     configs = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
     assert configs
     for config in configs:
-        specs = expand(config)
-        assert specs and len({s.name() + s.options.model for s in specs}) == len(specs)  # no two runs share a directory
+        runs = expand(config)
+        assert runs and len({r.location for r in runs}) == len(runs)  # no two runs share a directory
 
 
 def test_unavailable_named_datasets_are_noted_not_fatal(tmp_path, capsys, planted_dir, monkeypatch):
@@ -253,14 +253,14 @@ def test_models_sharing_a_directory_name_never_pass_for_each_other(tmp_path, cap
     # Resumable pieces left by one model are not picked up by the other: they are keyed by the model.
     from mech_interp.runs.output import RunWriter
 
-    spec = RunSpec("intervention", RunOptions(model=str(other), device="cpu"),
-                   {"datasets": ["builtin"], "n_windows": 2, "seq_len": 128, "n_mean_seqs": 6})
-    foreign = RunSpec("intervention", RunOptions(model=str(planted_dir), device="cpu"), spec.params)
-    writer = RunWriter(spec.run_dir(tmp_path), tmp_path, foreign.identity())
+    params = {"datasets": ["builtin"], "n_windows": 2, "seq_len": 128, "n_mean_seqs": 6}
+    spec = resolve(RunSpec("intervention", RunOptions(model=str(other), device="cpu"), params))
+    foreign = resolve(RunSpec("intervention", RunOptions(model=str(planted_dir), device="cpu"), params))
+    writer = RunWriter(spec.run_dir(tmp_path), tmp_path, foreign.identity)
     key = {"dataset": "builtin", "origin": "x", "condition": "original", "layer": 2, "means": None}
     writer.save_piece(key, {"perplexity": 123.0})
     writer._release()
-    for identity, expected in ((spec.identity(), None), (foreign.identity(), {"perplexity": 123.0})):
+    for identity, expected in ((spec.identity, None), (foreign.identity, {"perplexity": 123.0})):
         writer = RunWriter(spec.run_dir(tmp_path), tmp_path, identity)
         assert writer.load_piece(key) == expected
         writer._release()

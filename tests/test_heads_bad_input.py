@@ -89,9 +89,9 @@ CASES = [
     pytest.param(*case, id=case[0], marks=pytest.mark.integration if case[4] else pytest.mark.unit) for case in CASES])
 def test_bad_heads_are_refused_in_one_line(tmp_path, capsys, monkeypatch, case_id, setup, args, needle, loads):
     if not loads:
-        import mech_interp.runs.runner as runner
+        from mech_interp.models.language_study import LanguageModelStudy
 
-        monkeypatch.setattr(runner, "model_for", lambda options: pytest.fail("the model was loaded"))
+        monkeypatch.setattr(LanguageModelStudy, "open", lambda self, run: pytest.fail("the model was loaded"))
     if setup is not None:
         setup(tmp_path)
     monkeypatch.chdir(tmp_path)  # nothing may be written into the working directory either

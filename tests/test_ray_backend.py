@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mech_interp.runs.options import RunOptions
+from mech_interp.models.run_options import RunOptions
 from mech_interp.runs.ray_backend import probe_node
 from mech_interp.runs.resources import BASE_MEMORY, GIB, WEIGHT_COPIES, resources_for
-from mech_interp.runs.spec import RunSpec
+from mech_interp.runs.spec import RunSpec, resolve
 from tests.cli_runs import assert_refused, files_under, run_cli
 
 SWEEP = """
@@ -108,11 +108,11 @@ def test_no_cluster_at_the_address_is_one_line(tmp_path, capsys, monkeypatch):
 def test_resources_come_from_registry_metadata_and_overrides():
     from mech_interp.models.registry import model_entry
 
-    cpu = RunSpec("layerwise", RunOptions(model="random:llama-1b", device="cpu", dtype="bfloat16"))
+    cpu = resolve(RunSpec("layerwise", RunOptions(model="random:llama-1b", device="cpu", dtype="bfloat16")))
     needs = resources_for(cpu, {})
     assert needs.num_gpus == 0 and needs.num_cpus == 1
     assert needs.memory == BASE_MEMORY + WEIGHT_COPIES * model_entry("random:llama-1b").n_params * 2
-    gpu = RunSpec("layerwise", RunOptions(model="random:llama-1b", device="cuda:1"))
+    gpu = resolve(RunSpec("layerwise", RunOptions(model="random:llama-1b", device="cuda:1")))
     assert resources_for(gpu, {}).num_gpus == 1
     overrides = {"*": {"memory_gb": 2.0, "num_cpus": 4.0}, "random:llama-1b": {"memory_gb": 9.0}}
     tuned = resources_for(gpu, overrides)
@@ -141,7 +141,7 @@ def test_probe_names_what_a_node_lacks(tmp_path):
 def test_runs_sharing_a_directory_run_once_or_are_refused(tmp_path, capsys):
     from mech_interp.runs.batch import unique_runs
 
-    same = [RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device=d)) for d in ("cpu", "auto")]
+    same = [resolve(RunSpec("layerwise", RunOptions(model="random:gpt2-tiny", device=d))) for d in ("cpu", "auto")]
     assert unique_runs(same) == same[:1]  # the device is in neither the name nor the identity
     import mech_interp as mi
 
@@ -291,3 +291,60 @@ def test_a_run_no_node_can_take_is_refused_before_any_runs(local_ray, tmp_path, 
     out = tmp_path / "results"
     code, _, err = run_cli(["batch", _config(tmp_path, text=text), "--out", out, "--backend", "ray"], capsys)
     assert_refused(code, err, "needs 1 CPU, 1 GPU, 0.2 GiB, more than any Ray node has (largest: 2 CPU, 0 GPU", out)
+
+
+VIT_SWEEP = """
+[defaults]
+images = "{images}"
+[[runs]]
+models = ["planted:vit-tiny-reg4"]
+experiments = ["layerwise", "attention", "register_means"]
+[[runs]]
+models = ["random:vit-tiny"]
+experiments = ["feature_view"]
+layers = [1]
+[ray]
+resources = { "*" = { memory_gb = 0.25 } }
+"""
+
+
+@pytest.mark.acceptance
+def test_a_vit_batch_runs_on_ray_as_locally_and_shows_in_the_report(local_ray, tmp_path, capsys):
+    """vit-hooks batch takes mech-interp batch's file format and backends: the same tables from Ray as from a local
+    run, a run's own files (register_means.pt) sent back, and the report shows the runs' tables and figures."""
+    from tests.test_vit_hooks import _images
+    from vit_hooks import cli as vit_cli
+
+    def run_vit(args):
+        capsys.readouterr()
+        code = vit_cli.main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    config = tmp_path / "vit.yaml"  # YAML, which the vision batch did not read before
+    import yaml
+
+    import tomllib
+
+    config.write_text(yaml.safe_dump(tomllib.loads(VIT_SWEEP.replace("{images}", str(_images(tmp_path, n=3))))))
+    out, local = tmp_path / "ray", tmp_path / "local"
+    code, stdout, err = run_vit(["batch", config, "--out", out, "--backend", "ray"])
+    assert code == 0 and "4 runs: 4 run now, 0 already complete, 0 failed" in stdout, stdout + err
+    assert (next((out / "random-vit-tiny").glob("feature_view__*block=1")) / "manifest.json").is_file()
+    assert (next((out / "planted-vit-tiny-reg4").glob("register_means__*")) / "register_means.pt").is_file()
+    code, stdout, err = run_vit(["batch", config, "--out", local])
+    assert code == 0, err
+    ray_tables, local_tables = _tables(out), _tables(local)
+    assert sorted(ray_tables) == sorted(local_tables) and len(ray_tables) >= 6
+    for name, table in local_tables.items():
+        pd.testing.assert_frame_equal(ray_tables[name], table, check_exact=True, obj=name)
+    for run, manifest in _manifests(out).items():
+        assert manifest["backend"]["name"] == "ray" and manifest["study"] == "vit", run
+
+    code, stdout, err = run_cli(["report", out], capsys)
+    assert code == 0 and "report of 4 runs of 2 models" in stdout, stdout + err
+    page = (out / "report" / "models" / "planted-vit-tiny-reg4.html").read_text()
+    for table in ("layerwise", "attention", "register_means"):
+        assert table in page
+    figures = [p.name for p in (out / "planted-vit-tiny-reg4").rglob("*.html")]
+    assert figures and all(name in page for name in figures), figures

@@ -22,8 +22,8 @@ from mech_interp.report.discovery import find_runs
 from mech_interp.report.model_page import model_page_path, run_anchor
 from mech_interp.report.tables import MAX_ROWS
 from mech_interp.report.tree import ResultsTree
-from mech_interp.runs.options import RunOptions
-from mech_interp.runs.runner import execute, model_for
+from mech_interp.models.run_options import RunOptions
+from mech_interp.runs.runner import Contexts, execute
 from mech_interp.runs.spec import RunSpec
 from mech_interp.viz import writing
 from tests.cli_runs import assert_refused, files_under, run_cli
@@ -63,7 +63,7 @@ def _build(root: Path) -> Path:
         patch.setattr(writing, "_warned_png", True)
         for model, runs in RUNS.items():
             options = RunOptions(model=model, device="cpu")
-            loaded = model_for(options)
+            loaded = Contexts()
             for experiment, params in runs:
                 execute(RunSpec(experiment, options, params), root, loaded)
     foreign = root / FOREIGN

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mech_interp.runs.spec  # noqa: F401
 from mech_interp.data.texts import load_text
 from mech_interp.data.tokens import windows
 from mech_interp.metrics.layer_stats import collect_layer_stats
 from mech_interp.runs.experiments import get_experiment
-from mech_interp.runs.options import RunOptions
+from mech_interp.models.context import ModelContext
+from mech_interp.models.run_options import RunOptions
 
 from .conftest import shared_data
 
@@ -50,7 +50,7 @@ def test_set_zero_explodes_and_set_mean_keeps_wikitext_perplexity(smollm2, tmp_p
     config = experiment.make_config({"datasets": ["wikitext2"], "n_windows": 6, "seq_len": 256, "n_mean_seqs": 40,
                                      "mean_text": str(held_out)})
     torch.manual_seed(0)
-    result = experiment.fn(model, RunOptions(), config)
+    result = experiment.fn(ModelContext(model, RunOptions()), config)
     row = result.tables["perplexity"].iloc[0]
     assert row["dataset"] == "wikitext2"
     assert 5 < row["original"] < 200
@@ -64,7 +64,7 @@ def test_massive_first_token_is_an_attention_sink(smollm2):
     sinks by Gu et al.'s eps = 0.3, as they report for pretrained LMs."""
     _, model = smollm2
     experiment = get_experiment("attention")
-    result = experiment.fn(model, RunOptions(), experiment.make_config({}))
+    result = experiment.fn(ModelContext(model, RunOptions()), experiment.make_config({}))
     positions = result.summary["massive_positions"]
     with_massive = [layer for layer, p in positions.items() if p]
     assert with_massive and all(positions[layer] == [0] for layer in with_massive)

@@ -135,9 +135,9 @@ def test_notebook_03_runs_and_shows_what_it_claims():
 
 
 def test_the_shipped_batch_file_is_valid():
-    from vit_hooks.batch import expand
+    from mech_interp.runs.batch import expand
 
     shared_data("imagenet-samples")
-    runs = expand(Path(__file__).resolve().parent.parent / "configs" / "vit" / "sweep.toml")
+    runs = expand(Path(__file__).resolve().parent.parent / "configs" / "vit" / "sweep.toml", ("vit",))
     assert [r.experiment.name for r in runs][:3] == ["layerwise", "attention", "layerwise"]
     assert runs[2].options.img_size == 448 and len(runs) == 8

@@ -231,7 +231,7 @@ def test_batch_runs_models_x_experiments_and_skips_finished_runs(tmp_path, capsy
     [
         (
             '[[runs]]\nmodels = ["random:vit-tiny"]\nexperiments = ["layerwise"]\nparams = { kk = 2 }\n',
-            "unknown key 'kk'",
+            "'kk' is not a parameter of layerwise",
         ),
         ('[[runs]]\nmodels = ["random:vit-tiny"]\nexperiments = ["nope"]\n', "unknown experiment 'nope'"),
         (
@@ -246,8 +246,8 @@ def test_batch_runs_models_x_experiments_and_skips_finished_runs(tmp_path, capsy
             '[[runs]]\nmodels = ["random:vit-tiny"]\nexperiments = ["feature_view"]\nparams = { block = 9 }\n',
             "--block 9 is out of range",
         ),
-        ("[[runs]]\nmodels = []\n", "expected the keys models and experiments"),
-        ("runs = 3\n", "expected [defaults] and one or more [[runs]]"),
+        ("[[runs]]\nmodels = []\n", "runs[0].models must be a non-empty list"),
+        ("runs = 3\n", "needs at least one [[runs]] entry"),
         ("[[runs]\n", "malformed config file"),
     ],
 )
