@@ -488,10 +488,10 @@ def test_a_failed_analysis_makes_the_experiment_fail(trained, tmp_path, capsys, 
 
     execute = runner.execute
 
-    def attention_raises(spec, *args, **kwargs):
-        if spec.experiment == "attention":
+    def attention_raises(run, *args, **kwargs):
+        if run.experiment.name == "attention":
             raise RuntimeError("the attention analysis broke")
-        return execute(spec, *args, **kwargs)
+        return execute(run, *args, **kwargs)
 
     monkeypatch.setattr(runner, "execute", attention_raises)
     root = experiment_root(trained, tmp_path)

@@ -110,10 +110,10 @@ ANALYSES = ("layerwise", "feature_view", "attention")  # the mech_interp experim
 
 
 def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: ExperimentConfig) -> dict[str, Any]:
-    from mech_interp.runs.options import RunOptions
+    from mech_interp.models.run_options import RunOptions
     from mech_interp.runs.output import RunWriter, check_writable
     from mech_interp.runs.runner import check_runs, execute
-    from mech_interp.runs.spec import RunSpec
+    from mech_interp.runs.spec import RunSpec, resolve
 
     from .config import config_from
     from .train import train
@@ -147,15 +147,15 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
     analyses: dict[str, dict[str, Path | None]] = {name: {} for name in ANALYSES}
     failed = []
     for variant in configs:
-        specs = {"layerwise": RunSpec("layerwise", options[variant], {"text": experiment.text,
-                                                                      "n_seqs": experiment.n_seqs, "seq_len": seq_len}),
-                 "feature_view": RunSpec("feature_view", options[variant], {}),
-                 "attention": RunSpec("attention", options[variant],
-                                      {"prompt": experiment.attention_prompt} if experiment.attention_prompt else {})}
-        check_runs(list(specs.values()))
-        for name, spec in specs.items():
+        models: dict = {}  # the checkpoint parsed once for its three runs
+        params = {"layerwise": {"text": experiment.text, "n_seqs": experiment.n_seqs, "seq_len": seq_len},
+                  "feature_view": {},
+                  "attention": {"prompt": experiment.attention_prompt} if experiment.attention_prompt else {}}
+        runs = {name: resolve(RunSpec(name, options[variant], params[name]), models) for name in ANALYSES}
+        check_runs(list(runs.values()))
+        for name, run in runs.items():
             try:
-                run_dir, _ = execute(spec, root / "analysis", force=False, report=print)
+                run_dir, _ = execute(run, root / "analysis", force=False, report=print)
             except Exception as err:  # reported and recorded: the comparison says which analysis did not run
                 print(f"[failed] {name} on {variant}: {type(err).__name__}: {err}", flush=True)
                 failed.append(f"{name} on {variant}")
