@@ -68,7 +68,8 @@ EXCLUDED = {
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One torch thread whatever the machine: the goldens are bit-exact for one thread count, and a single thread
-    waits on no OpenMP barrier when other processes share the cores (two threads ran the module about 4x slower on a loaded machine)."""
+    waits on no OpenMP barrier when other processes share the cores (with two, the module ran about 4x slower on
+    a loaded machine)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
