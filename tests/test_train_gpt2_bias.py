@@ -464,6 +464,8 @@ def test_compare_computes_from_the_checkpoints_and_runs_what_the_experiment_wrot
     for name, table in result.tables.items():
         pd.testing.assert_frame_equal(table, pd.read_parquet(written / f"{name}.parquet"), check_exact=True)
     assert "\n".join(result.lines) == (written / "comparison.md").read_text()
+    result.files["comparison.md"](tmp_path / "comparison.md")
+    assert (tmp_path / "comparison.md").read_bytes() == (written / "comparison.md").read_bytes()
     assert set(result.figures) == {"top1", "top1_over_median", "attn_first_token"}
     assert result.summary == {"losses": result.tables["losses"].to_dict("records")}
     sink = result.tables["per_layer"].query("variant == 'sink'")

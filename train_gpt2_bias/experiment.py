@@ -169,18 +169,19 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
     result = compare(experiment, configs, analyses, criterion)
     identity = {"configs": {v: c.identity() for v, c in configs.items()}, "experiment": asdict(experiment)}
     writer = RunWriter(root / "comparison", root, identity)
-    text = "\n".join(result.lines)
     try:
         for name, table in result.tables.items():
             writer.table(name, table)
         for name, figure in result.figures.items():
             writer.figure(name, figure)
-        writer.text("comparison.md", text)
+        for name, write in result.files.items():  # comparison.md, as the engine's runner writes a result's files
+            write(writer.partial / name)
+            writer.files.append(name)
         run_dir = writer.commit({"summary": result.summary, "seed": base.seed, "criterion": asdict(criterion)})
     except BaseException:
         writer.discard()
         raise
-    print(text)
+    print("\n".join(result.lines))
     print(f"-> {run_dir} (this command: {(time.time() - started) / 60:.1f} min)")
     return {"comparison": result.tables["per_layer"], "losses": result.tables["losses"], "dir": run_dir,
             "failed": failed}
@@ -191,8 +192,8 @@ def compare(experiment: ExperimentConfig, configs: dict[str, TrainConfig], analy
     """The comparison of the trained variants, from their checkpoints (``configs[v].out``: the training summary, the
     layout, the weights for the attention shares on held-out windows of the checkpoint's own data) and the analysis
     runs (``analyses[experiment][variant]``: its run directory, None where it failed; ``ANALYSES`` name them).
-    Tables ``per_layer`` and ``losses``, figures, the summary of the manifest, and the lines of ``comparison.md``;
-    writes nothing."""
+    Tables ``per_layer`` and ``losses``, figures, the summary of the manifest, the lines of ``comparison.md`` and its
+    writer (``files``); writes nothing itself."""
     import pandas as pd
     import torch
 
@@ -248,7 +249,8 @@ def compare(experiment: ExperimentConfig, configs: dict[str, TrainConfig], analy
                                                    f"{title}: attention to the first token", "attention")
     text = comparison_text(base, experiment, criterion, comparison, losses, analyses)
     return ExperimentResult(tables={"per_layer": comparison, "losses": losses}, figures=figures,
-                            summary={"losses": losses.to_dict("records")}, lines=text.split("\n"))
+                            summary={"losses": losses.to_dict("records")}, lines=text.split("\n"),
+                            files={"comparison.md": lambda path: path.write_text(text, encoding="utf-8")})
 
 
 def comparison_text(base: TrainConfig, experiment: ExperimentConfig, criterion: MassiveCriterion, comparison, losses,
