@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from mech_interp.checks import require_at_least, require_type
+from mech_interp.device_names import check_device
 from mech_interp.errors import UsageError
 
 from .presets import MODEL_PRESETS, TRAIN_PRESETS
 from .variants import VARIANTS
 
 PRECISIONS = ("auto", "float32", "bfloat16")
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 # The offline English corpus (Debian documentation packages + the WikiText-2 test file in ../shared/data).
 DEFAULT_CORPUS = ["debian-docs"]
 
@@ -88,8 +88,7 @@ class TrainConfig:
             raise UsageError(f"unknown variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if not (self.device in ("auto", "cpu", "cuda", "mps") or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
-            raise UsageError(f"unknown device {self.device!r}: expected one of {', '.join(DEVICES)}")
+        check_device(self.device)
         preset = {**MODEL_PRESETS[self.preset], **TRAIN_PRESETS[self.preset]}
         for f in dataclasses.fields(self):
             if getattr(self, f.name) is None and f.name in preset:

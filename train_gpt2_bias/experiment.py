@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mech_interp.runs.experiments import ExperimentResult
 
     from .config import TrainConfig
+    from .study import TrainedVariants
 
 
 @dataclass
@@ -109,19 +110,49 @@ def attention_shares(model, windows, *, layout: TokenLayout) -> list[dict[str, A
 ANALYSES = ("layerwise", "feature_view", "attention")  # the mech_interp experiments run on every checkpoint
 
 
-def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: ExperimentConfig) -> dict[str, Any]:
+def variant_configs(config_file: str | None, shared: dict[str, Any], experiment: ExperimentConfig) -> dict[str, TrainConfig]:
+    """The training configuration of each variant: the same file, flags and seed, each into ``<root>/<variant>``."""
+    from .config import config_from
+
+    configs = {v: config_from(config_file, {**shared, "variant": v, "out": ""}) for v in experiment.variants}
+    root = experiment_root(experiment, configs[experiment.variants[0]])
+    for variant, config in configs.items():
+        config.out = str(root / variant)
+    return configs
+
+
+def experiment_root(experiment: ExperimentConfig, base: TrainConfig) -> Path:
+    return Path(experiment.root or Path("results") / "train" / base.preset)
+
+
+def analysis_specs(configs: dict[str, TrainConfig], experiment: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """``[variant][analysis]``: the mech_interp runs on each checkpoint, as `mech-interp <analysis> --model <dir>`."""
     from mech_interp.models.run_options import RunOptions
-    from mech_interp.runs.output import RunWriter, check_writable
+    from mech_interp.runs.spec import RunSpec
+
+    base = configs[experiment.variants[0]]
+    params = {"layerwise": {"text": experiment.text, "n_seqs": experiment.n_seqs, "seq_len": experiment.seq_len or base.n_ctx},
+              "feature_view": {},
+              "attention": {"prompt": experiment.attention_prompt} if experiment.attention_prompt else {}}
+    return {v: {name: RunSpec(name, RunOptions(model=c.out, device=c.device, min_ratio=float(experiment.min_ratio),
+                                               seed=c.seed), params[name], study="lm") for name in ANALYSES}
+            for v, c in configs.items()}
+
+
+def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: ExperimentConfig) -> dict[str, Any]:
+    """Train every variant, run the analyses on each checkpoint, then the comparison: all three on the one engine
+    (the comparison is the ``trainer`` study's experiment, ``train_gpt2_bias.study``)."""
+    from mech_interp.runs.output import check_writable
     from mech_interp.runs.runner import check_runs, execute
     from mech_interp.runs.spec import RunSpec, resolve
 
-    from .config import config_from
+    from .study import ComparisonOptions
     from .train import train
 
     # ---- every configuration checked before anything runs ----
-    configs = {v: config_from(config_file, {**shared, "variant": v, "out": ""}) for v in experiment.variants}
+    configs = variant_configs(config_file, shared, experiment)
     base = configs[experiment.variants[0]]
-    root = Path(experiment.root or Path("results") / "train" / base.preset)
+    root = experiment_root(experiment, base)
     check_writable(root)
     from mech_interp.data.texts import check_text
 
@@ -130,9 +161,10 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
 
     check_text(experiment.text)  # the analyses' text, before hours of training
     check_sources(base.corpus)
-    for variant, config in configs.items():
-        config.out = str(root / variant)
+    for config in configs.values():
         check_out(Path(config.out))  # each before the first trains
+    comparison = resolve(RunSpec("comparison", ComparisonOptions(model=str(root), config=config_file, train=shared),
+                                 asdict(experiment), study="trainer"))
     started = time.time()
 
     # ---- 1. train each variant alike (a finished checkpoint is resumed at its last step: nothing to do) ----
@@ -140,18 +172,11 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
         summary = train(config)
         print(f"[trained] {config.out}: {summary['steps']} steps, val loss {summary['final_val_loss']:.4f}", flush=True)
 
-    # ---- 2. the mech_interp experiments on each checkpoint, exactly as `mech-interp <exp> --model <dir>` ----
-    seq_len = experiment.seq_len or base.n_ctx
-    options = {v: RunOptions(model=c.out, device=c.device, min_ratio=float(experiment.min_ratio), seed=c.seed)
-               for v, c in configs.items()}
-    analyses: dict[str, dict[str, Path | None]] = {name: {} for name in ANALYSES}
+    # ---- 2. the mech_interp experiments on each checkpoint ----
     failed = []
-    for variant in configs:
+    for variant, specs in analysis_specs(configs, experiment).items():
         models: dict = {}  # the checkpoint parsed once for its three runs
-        params = {"layerwise": {"text": experiment.text, "n_seqs": experiment.n_seqs, "seq_len": seq_len},
-                  "feature_view": {},
-                  "attention": {"prompt": experiment.attention_prompt} if experiment.attention_prompt else {}}
-        runs = {name: resolve(RunSpec(name, options[variant], params[name]), models) for name in ANALYSES}
+        runs = {name: resolve(spec, models) for name, spec in specs.items()}
         check_runs(list(runs.values()))
         for name, run in runs.items():
             try:
@@ -159,32 +184,20 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
             except Exception as err:  # reported and recorded: the comparison says which analysis did not run
                 print(f"[failed] {name} on {variant}: {type(err).__name__}: {err}", flush=True)
                 failed.append(f"{name} on {variant}")
-                analyses[name][variant] = None
                 continue
             print(f"[done] {run_dir}", flush=True)
-            analyses[name][variant] = run_dir
 
-    # ---- 3. the comparison, written as one run ----
-    criterion = options[experiment.variants[0]].criterion  # the analyses' own
-    result = compare(experiment, configs, analyses, criterion)
-    identity = {"configs": {v: c.identity() for v, c in configs.items()}, "experiment": asdict(experiment)}
-    writer = RunWriter(root / "comparison", root, identity)
-    try:
-        for name, table in result.tables.items():
-            writer.table(name, table)
-        for name, figure in result.figures.items():
-            writer.figure(name, figure)
-        for name, write in result.files.items():  # comparison.md, as the engine's runner writes a result's files
-            write(writer.partial / name)
-            writer.files.append(name)
-        run_dir = writer.commit({"summary": result.summary, "seed": base.seed, "criterion": asdict(criterion)})
-    except BaseException:
-        writer.discard()
-        raise
+    # ---- 3. the comparison, one run of the trainer study (always recomputed: an analysis may have run since) ----
+    run_dir, result = execute(comparison, root.absolute().parent, force=True, report=print)
     print("\n".join(result.lines))
     print(f"-> {run_dir} (this command: {(time.time() - started) / 60:.1f} min)")
     return {"comparison": result.tables["per_layer"], "losses": result.tables["losses"], "dir": run_dir,
             "failed": failed}
+
+
+def comparison(context: TrainedVariants, config: ExperimentConfig) -> ExperimentResult:
+    """The trainer study's experiment: ``compare`` on the variants the context holds."""
+    return compare(config, context.configs, context.analyses, context.criterion)
 
 
 def compare(experiment: ExperimentConfig, configs: dict[str, TrainConfig], analyses: dict[str, dict[str, Path | None]],

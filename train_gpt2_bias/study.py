@@ -1,0 +1,100 @@
+"""The trainer's comparison as a study of the shared engine: one experiment, ``comparison``, whose model
+context is the set of variants trained under one root (``TrainedVariants``: their training
+configurations, the analysis runs on each checkpoint, the analyses' massive criterion).
+
+The options name that root (``model``, so that the comparison lands in ``<root>/comparison`` like any
+run in ``<out>/<model>/<run>``) and how the variants were configured (the ``--config`` file and the
+flags shared by every variant); the experiment's config is ``ExperimentConfig``. The identity is every
+variant's training configuration and the experiment's config, as before the engine ran it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mech_interp.runs.experiments import Experiment
+from mech_interp.runs.study import ResolvedRun, Study
+
+from .experiment import ExperimentConfig
+
+
+@dataclass
+class ComparisonOptions:
+    model: str = field(default="", metadata={"help": "the experiment's root: <root>/<variant> checkpoints, "
+                                                     "<root>/analysis runs"})
+    config: str | None = field(default=None, metadata={"help": "the TOML/YAML file of TrainConfig fields"})
+    train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig flags shared by every variant"})
+
+
+@dataclass(frozen=True)
+class TrainingRoot:
+    path: Path
+
+    @property
+    def slug(self) -> str:
+        return self.path.name
+
+    @property
+    def source(self) -> str:
+        return str(self.path.resolve())
+
+
+@dataclass
+class TrainedVariants:
+    configs: dict[str, Any]  # variant -> TrainConfig, out = its checkpoint
+    analyses: dict[str, dict[str, Path | None]]  # analysis -> variant -> its run directory, None where it did not run
+    criterion: Any  # the analyses' MassiveCriterion
+
+
+class TrainerStudy(Study):
+    options_cls = ComparisonOptions
+
+    def resolve_model(self, options: ComparisonOptions) -> TrainingRoot:
+        return TrainingRoot(Path(options.model))
+
+    def load_key(self, options: ComparisonOptions) -> tuple:
+        return (options.model, options.config, repr(sorted(options.train.items())))
+
+    def run_name(self, experiment: Experiment, options: ComparisonOptions, config: Any) -> str:
+        return experiment.name  # the configuration is the root's: one comparison per root
+
+    def _configs(self, options: ComparisonOptions, config: ExperimentConfig) -> dict[str, Any]:
+        from .experiment import variant_configs
+
+        return variant_configs(options.config, options.train, config)
+
+    def open(self, run: ResolvedRun) -> TrainedVariants:
+        from mech_interp.runs.output import is_complete
+        from mech_interp.runs.spec import resolve
+
+        from .experiment import analysis_specs
+
+        configs = self._configs(run.options, run.config)
+        root = run.model.path
+        analyses: dict[str, dict[str, Path | None]] = {}
+        criterion = None
+        for variant, specs in analysis_specs(configs, run.config).items():
+            for name, spec in specs.items():
+                analysis = resolve(spec)
+                run_dir = analysis.run_dir(root / "analysis")
+                analyses.setdefault(name, {})[variant] = run_dir if is_complete(run_dir) else None
+                criterion = analysis.options.criterion
+        return TrainedVariants(configs, analyses, criterion)
+
+    def identity(self, experiment: Experiment, options: ComparisonOptions, config: ExperimentConfig,
+                 model: TrainingRoot) -> dict[str, Any]:
+        configs = self._configs(options, config)
+        return {"configs": {v: c.identity() for v, c in configs.items()}, "experiment": asdict(config)}
+
+    def manifest(self, context: TrainedVariants, run: ResolvedRun) -> dict[str, Any]:
+        base = context.configs[run.config.variants[0]]
+        return {"seed": base.seed, "criterion": asdict(context.criterion)}
+
+
+STUDY = TrainerStudy("trainer", "comparison of trained GPT-2 variants", [
+    Experiment("comparison", ExperimentConfig, "train_gpt2_bias.experiment:comparison",
+               "per block, default vs attn_bias (or any variants): top-1 and median |a|, attention to the first token "
+               "and to the slot, losses; from the trained checkpoints and the analyses run on them"),
+])
