@@ -49,7 +49,6 @@ import platform
 import resource
 import sys
 import time
-from pathlib import Path
 
 METHODS = {
     "a": "HF base forward, no hooks (floor)",

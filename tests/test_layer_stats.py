@@ -223,10 +223,9 @@ def test_mean_of_ratios_and_ratio_of_means_are_what_they_say():
 
 
 def feature_view_experiment():
-    import mech_interp.runs.spec  # noqa: F401
-    from mech_interp.runs.experiments import get_experiment
+    from mech_interp.runs.studies import get_study
 
-    return get_experiment("feature_view")
+    return get_study("lm").experiment("feature_view")
 
 
 def test_feature_view_reports_the_lower_median(planted):

@@ -24,7 +24,7 @@ import torch
 from mech_interp.viz.writing import PNG_ENV
 from train_gpt2_bias.cli import main
 
-from .cli_runs import assert_refused, files_under, run_cli
+from .cli_runs import assert_refused, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:no Chromium found")
 

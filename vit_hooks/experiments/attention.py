@@ -17,11 +17,11 @@ from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 
 from mech_interp.core.criterion import massive_mask
+from mech_interp.runs.experiments import ExperimentResult
 
 from .. import hook_names
 from ..configs import AttentionConfig
 from ..figures import head_heatmaps
-from ..result import ViTResult
 from ..session import Session
 
 DEFINITION = (
@@ -39,7 +39,7 @@ def _set_score(
     return (to_set * queries[:, None, :]).sum(-1) / n[:, None], keys.any(-1)
 
 
-def run(session: Session, config: AttentionConfig) -> ViTResult:
+def run(session: Session, config: AttentionConfig) -> ExperimentResult:
     hooked, roles, options = session.hooked, session.hooked.roles, session.options
     n_tok, n_heads = roles.n_tokens, session.entry.n_heads
     targets = ["cls"] + [f"reg{r}" for r in range(roles.n_registers)] + ["massive", "top_norm_patch"]
@@ -106,7 +106,7 @@ def run(session: Session, config: AttentionConfig) -> ViTResult:
         for t in ["cls", *(f"reg{r}" for r in range(roles.n_registers)), "massive", "top_norm_patch"]
         if heads[t].notna().any()
     ]
-    return ViTResult(
+    return ExperimentResult(
         tables={"head_attention": heads, "block_attention": per_block.reset_index()},
         figures={"head_attention": head_heatmaps(heads, shown, f"attention per head: {session.entry.name}")},
         summary={"definition": DEFINITION, "uniform": uniform, "per_block": per_block.reset_index().to_dict("records")},

@@ -13,16 +13,16 @@ import torch
 
 from mech_interp.core.criterion import massive_mask, median_abs
 from mech_interp.errors import UsageError
+from mech_interp.runs.experiments import ExperimentResult
 from mech_interp.viz.feature_view import feature_view_3d
 
 from .. import hook_names
 from ..configs import FeatureViewConfig
 from ..figures import patch_grid_heatmaps
-from ..result import ViTResult
 from ..session import Session
 
 
-def run(session: Session, config: FeatureViewConfig) -> ViTResult:
+def run(session: Session, config: FeatureViewConfig) -> ExperimentResult:
     hooked, roles, options = session.hooked, session.hooked.roles, session.options
     if config.image >= len(session.images):
         raise UsageError(f"--image {config.image} is out of range: the folder has images 0..{len(session.images) - 1}")
@@ -96,7 +96,7 @@ def run(session: Session, config: FeatureViewConfig) -> ViTResult:
     massive_marks = (
         massive[["position", "dim", "abs"]] if not massive.empty else pd.DataFrame(columns=["position", "dim", "abs"])
     )
-    return ViTResult(
+    return ExperimentResult(
         tables={
             "activations": grid,
             "massive_entries": massive,

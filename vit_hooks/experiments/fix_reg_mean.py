@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from mech_interp.errors import NothingToMeasure, UsageError
+from mech_interp.runs.experiments import ExperimentResult
 
 from ..configs import FixRegMeanConfig
 from ..evaluation import DEFINITIONS, Resume, compare_conditions
@@ -20,7 +21,6 @@ from ..figures import condition_bars
 from ..fix_reg_mean import FixRegMean
 from ..images import open_images
 from ..register_means import UPSTREAM_FILES, RegisterMeans, measure
-from ..result import ViTResult
 from ..session import Session
 
 
@@ -52,7 +52,7 @@ def resolve_means(session: Session, config: FixRegMeanConfig) -> RegisterMeans:
     return means
 
 
-def run(session: Session, config: FixRegMeanConfig, pieces: Any = None) -> ViTResult:
+def run(session: Session, config: FixRegMeanConfig, pieces: Any = None) -> ExperimentResult:
     if session.entry.n_registers == 0:
         raise NothingToMeasure(
             f"{session.entry.name} has no register tokens: Fix-Reg-Mean does not apply "
@@ -87,7 +87,7 @@ def run(session: Session, config: FixRegMeanConfig, pieces: Any = None) -> ViTRe
         f"  cos_cls: {DEFINITIONS['cos_cls']}; cos_patch: {DEFINITIONS['cos_patch']}",
     ]
     columns = ["top1", "agreement"] if session.head is not None else ["cos_cls", "cos_patch"]
-    return ViTResult(
+    return ExperimentResult(
         tables={
             "fix_reg_mean": table,
             "definitions": pd.DataFrame(list(DEFINITIONS.items()), columns=["measure", "definition"]),

@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Float
 
 from mech_interp.core.layer_stats import SUMMARY_DEFINITIONS
+from mech_interp.runs.experiments import ExperimentResult
 from mech_interp.viz.layerwise import layerwise_lines
 
 from .. import hook_names
@@ -18,7 +19,6 @@ from ..configs import LayerwiseConfig
 from ..figures import role_lines
 from ..hooks import HookedViT
 from ..layer_stats import collect_layer_stats
-from ..result import ViTResult
 from ..session import Session
 
 ROLE_DEFINITIONS = {
@@ -64,7 +64,7 @@ class RoleStats:
         )
 
 
-def run(session: Session, config: LayerwiseConfig) -> ViTResult:
+def run(session: Session, config: LayerwiseConfig) -> ExperimentResult:
     options = session.options
     role_stats = RoleStats(session.hooked)
     stats = collect_layer_stats(
@@ -105,7 +105,7 @@ def run(session: Session, config: LayerwiseConfig) -> ViTResult:
         lines.append(
             "  massive (role, dim) by occurrences: " + ", ".join(f"({r}, {d}) x{c}" for (r, d), c in counts.items())
         )
-    return ViTResult(
+    return ExperimentResult(
         tables={
             "layerwise": summary,
             "top_entries": stats.top_entries,

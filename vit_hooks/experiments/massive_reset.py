@@ -14,6 +14,7 @@ from typing import Any
 
 from mech_interp.core.massive_reset import MassiveMeans, SetMean, SetZero
 from mech_interp.errors import NoMassiveActivations, NothingToMeasure, UsageError
+from mech_interp.runs.experiments import ExperimentResult
 
 from .. import hook_names
 from ..configs import MassiveResetConfig
@@ -21,11 +22,10 @@ from ..evaluation import DEFINITIONS, Resume, compare_conditions
 from ..figures import condition_bars
 from ..images import ImageSet
 from ..layer_stats import collect_layer_stats
-from ..result import ViTResult
 from ..session import Session
 
 
-def run(session: Session, config: MassiveResetConfig, pieces: Any = None) -> ViTResult:
+def run(session: Session, config: MassiveResetConfig, pieces: Any = None) -> ExperimentResult:
     hooked, options, images = session.hooked, session.options, session.images
     if config.block is not None and config.block >= hooked.n_blocks:
         raise UsageError(
@@ -88,7 +88,7 @@ def run(session: Session, config: MassiveResetConfig, pieces: Any = None) -> ViT
         )
     lines.append(f"  cos_cls: {DEFINITIONS['cos_cls']}; cos_patch: {DEFINITIONS['cos_patch']}")
     columns = ["top1", "agreement"] if session.head is not None else ["cos_cls", "cos_patch"]
-    return ViTResult(
+    return ExperimentResult(
         tables={"massive_reset": table, "means": means.table(), "reference_massive": massive},
         figures={
             "massive_reset": condition_bars(

@@ -4,11 +4,12 @@ so that ``fix-reg-mean --means`` takes it as it takes upstream's files."""
 
 from __future__ import annotations
 
+from mech_interp.runs.experiments import ExperimentResult
+
 from ..configs import RegisterMeansConfig
 from ..figures import register_mean_lines
 from ..preprocessing import AUGMENTATION
 from ..register_means import RegisterMeans, measure
-from ..result import ViTResult
 from ..session import Session
 
 
@@ -35,7 +36,7 @@ def describe(means: RegisterMeans, title: str) -> tuple[list[str], dict]:
     return lines, {"per_block": summary.to_dict("records")}
 
 
-def run(session: Session, config: RegisterMeansConfig) -> ViTResult:
+def run(session: Session, config: RegisterMeansConfig) -> ExperimentResult:
     means = measure(
         session.hooked,
         session.images,
@@ -52,7 +53,7 @@ def run(session: Session, config: RegisterMeansConfig) -> ViTResult:
         f"  check: block-0 means - model.reg_token: max |difference| {block0:.2e} (the learned register tokens)"
     )
     table = means.table()
-    return ViTResult(
+    return ExperimentResult(
         tables={"register_means": table, "register_means_summary": means.summary()},
         figures={
             "register_means": register_mean_lines(

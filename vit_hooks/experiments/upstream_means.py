@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mech_interp.runs.experiments import ExperimentResult
+
 from ..configs import UpstreamMeansConfig
 from ..figures import register_mean_lines
 from ..register_means import RegisterMeans
-from ..result import ViTResult
 from .register_means import describe, largest_entries
 
 
-def run(config: UpstreamMeansConfig) -> ViTResult:
+def run(config: UpstreamMeansConfig) -> ExperimentResult:
     tables, figures, lines, summary = {}, {}, [], {}
     for size in config.sizes:
         means = RegisterMeans.upstream(size)
@@ -27,4 +28,4 @@ def run(config: UpstreamMeansConfig) -> ViTResult:
             table, largest_entries(means), f"upstream mean register features, ViT-{size[0].upper()}"
         )
     tables["shapes"] = pd.DataFrame([{"size": s, "n_blocks": len(summary[s]["per_block"])} for s in config.sizes])
-    return ViTResult(tables=tables, figures=figures, summary=summary, lines=lines)
+    return ExperimentResult(tables=tables, figures=figures, summary=summary, lines=lines)
