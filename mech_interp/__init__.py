@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .torchvision_compat import install as _install_torchvision_compat
+from .compat.torchvision import install as _install_torchvision_compat
 
 _install_torchvision_compat()
 
 _EXPORTS = {
-    "UsageError": "mech_interp.errors",
+    "UsageError": "mech_interp.validation.errors",
     "DEFAULT_MODEL": "mech_interp.models.registry",
     "list_models": "mech_interp.models.registry",
     "register_model": "mech_interp.models.registry",

@@ -19,20 +19,19 @@ import argparse
 import sys
 from typing import Sequence
 
-from .command import OneLineParser, parse, run_command
-from .errors import UsageError
-from .flags import add_fields
+from .command_line.exits import OneLineParser, run_main
+from .command_line.flags import add_fields
+from .command_line.study_commands import (
+    add_engine_commands,
+    add_out,
+    is_engine_command,
+    options_from,
+    run_default_study,
+    run_engine_command,
+)
 from .models.run_options import RunOptions
 from .report.command import add_report_parser, report_main
-from .runs.study_commands import (
-    add_batch_command,
-    add_experiment_commands,
-    add_out,
-    options_from,
-    run_batch_command,
-    run_default_study,
-    run_single,
-)
+from .validation.errors import UsageError
 
 STUDIES = ("lm", "heads")  # the studies mech-interp serves (runs.studies.STUDIES names every study)
 
@@ -49,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--layerwise-n-seqs", type=int, default=None, help="sequences for the layer-wise statistics")
     study.add_argument("--n-windows", type=int, default=None, help="perplexity windows per dataset (0 = all)")
     study.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated")
-    add_experiment_commands(sub, STUDIES)
-    add_batch_command(sub, "configs/layers_sweep.toml")
+    add_engine_commands(sub, STUDIES, "configs/layers_sweep.toml")
     sub.add_parser("models", help="list the registered models")
     add_report_parser(sub)
     return parser
@@ -75,34 +73,27 @@ def _study(ns: argparse.Namespace) -> None:
     run_default_study(ns.which, options_from(ns, ns.which), params, ns.out, ns.force, _report)
 
 
+def _body(ns: argparse.Namespace) -> int | None:
+    if is_engine_command(ns):
+        return run_engine_command(ns, STUDIES, _report)
+    if ns.command == "models":
+        from .models.registry import list_models, model_entry
+
+        for name in list_models():
+            entry = model_entry(name)
+            print(f"{name:<20} {entry.family:<18} {entry.n_layers:>3} layers  {entry.description}")
+    elif ns.command == "study":
+        from .runs.output import check_writable
+
+        check_writable(ns.out)  # before the models or the texts are read
+        _study(ns)
+    else:
+        report_main(ns)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parse(parser, argv)
-    if isinstance(ns, int):
-        return ns
-
-    def body() -> int | None:
-        if ns.command in ("study", "batch") or hasattr(ns, "experiment"):
-            from .runs.output import check_writable
-
-            check_writable(ns.out)  # before the config file, the models or the texts are read
-        if ns.command == "models":
-            from .models.registry import list_models, model_entry
-
-            for name in list_models():
-                entry = model_entry(name)
-                print(f"{name:<20} {entry.family:<18} {entry.n_layers:>3} layers  {entry.description}")
-        elif ns.command == "study":
-            _study(ns)
-        elif ns.command == "batch":
-            return run_batch_command(ns, STUDIES)
-        elif ns.command == "report":
-            report_main(ns)
-        else:
-            run_single(ns, _report)
-
-    return run_command("mech-interp", body, "finished runs are kept; the same command resumes the rest",
-                       getattr(ns, "out", ""))
+    return run_main(build_parser(), argv, _body, "finished runs are kept; the same command resumes the rest")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import jaxtyping
 
 TYPECHECKED = (
     "mech_interp.core", "mech_interp.metrics", "mech_interp.interventions", "mech_interp.data.tokens",
-    "mech_interp.tensor_files",
+    "mech_interp.storage.tensor_files",
     *(f"mech_interp.studies.heads.{m}" for m in ("reduced_forward", "scores", "sweep", "inputs", "neuron_edits")),  # head study
     "vit_hooks.hooks", "vit_hooks.token_roles", "vit_hooks.embedded_onnx", "vit_hooks.parity", "vit_hooks.images",
     "vit_hooks.preprocessing", "vit_hooks.layer_stats", "vit_hooks.register_means", "vit_hooks.fix_reg_mean",
@@ -52,7 +52,6 @@ import torch
 import mech_interp as mi
 from mech_interp.data.locations import find_data
 from mech_interp.models.conversion import hooked_from_hf
-from mech_interp.viz.writing import PNG_ENV
 from mech_interp.models.planted import (  # noqa: F401
     MARKER_DIM,
     PLANT_CHAR,
@@ -60,6 +59,7 @@ from mech_interp.models.planted import (  # noqa: F401
     PLANT_LAYER,
     plant_massive_activation,
 )
+from mech_interp.viz.writing import PNG_ENV
 
 CPU = torch.device("cpu")
 PLANT_PROMPT = "Hello there. How are you today? Fine."

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import mech_interp as mi
-from mech_interp.errors import UsageError
 from mech_interp.models import fused_attention
 from mech_interp.models.architectures import GGUF_ARCHITECTURES, SUPPORTED
 from mech_interp.models.fused_attention import FUSED_ARCHITECTURES
 from mech_interp.models.gguf import read_header
 from mech_interp.models.spec import ModelSpec
 from mech_interp.models.tokenizers import byte_tokenizer
+from mech_interp.validation.errors import UsageError
 
 TEXT = "Summer is warm. Winter is cold. The first token sees only itself."
 VOCAB = 257  # byte_tokenizer(): 256 bytes + <|endoftext|> (id 256)

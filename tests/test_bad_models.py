@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from mech_interp.errors import UsageError
 from mech_interp.models.builtin import smollm2_gguf_path
-from mech_interp.models.spec import ModelSpec
 from mech_interp.models.run_options import RunOptions
+from mech_interp.models.spec import ModelSpec
 from mech_interp.runs.spec import RunSpec, resolve
+from mech_interp.validation.errors import UsageError
 
 from .cli_runs import assert_refused, files_under, run_cli
 
@@ -131,7 +131,7 @@ def test_real_gguf_with_block_count_edited_to_zero_is_refused_in_one_line(tmp_pa
 
 def test_unsupported_gguf_architecture_is_refused_at_parse_without_torch(tmp_path):
     path = write_gguf(tmp_path / "mamba.gguf", arch="mamba", block_count=2)
-    script = ("import sys\nfrom mech_interp.errors import UsageError\nfrom mech_interp.models.spec import ModelSpec\n"
+    script = ("import sys\nfrom mech_interp.validation.errors import UsageError\nfrom mech_interp.models.spec import ModelSpec\n"
               f"try:\n    ModelSpec.parse({str(path)!r})\nexcept UsageError as err:\n    print('refused:', err)\n"
               "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)

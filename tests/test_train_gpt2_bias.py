@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt2_bias  # noqa: F401
-from mech_interp.errors import UsageError
+from mech_interp.validation.errors import UsageError
 from train_gpt2_bias.config import TrainConfig
 from train_gpt2_bias.model import VARIANTS, build_model, config_dict, hooked_config
 from train_gpt2_bias.train import train
@@ -377,8 +377,9 @@ def test_broken_checkpoints_are_refused_in_one_line(runs, tmp_path):
 def test_weights_as_a_state_dict_in_model_pt_load(runs, tmp_path):
     import shutil
 
-    import mech_interp as mi
     from safetensors.torch import load_file
+
+    import mech_interp as mi
 
     copy = tmp_path / "pt"
     shutil.copytree(runs["sink"], copy)

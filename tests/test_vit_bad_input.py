@@ -19,10 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mech_interp.errors import UsageError
+from mech_interp.storage.tensor_files import check_checkpoint
+from mech_interp.validation.errors import UsageError
 from vit_hooks import cli
 from vit_hooks.image_file import check_image, read_rgb, to_rgb
-from mech_interp.tensor_files import check_checkpoint
 
 TINY = ["--model", "random:vit-tiny-reg4"]  # 4 blocks, 4 registers, d_model 48
 

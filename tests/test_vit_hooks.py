@@ -319,12 +319,12 @@ def test_local_checkpoint_loads_into_its_timm_architecture(tmp_path):
 
 @pytest.mark.unit
 def test_hub_models_are_refused_at_once_when_the_hub_is_unreachable(monkeypatch):
-    import mech_interp.hub
-    from mech_interp.errors import UsageError
+    import mech_interp.storage.hub
+    from mech_interp.validation.errors import UsageError
     from vit_hooks.registry import require_hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(mech_interp.hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(mech_interp.storage.hub, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(UsageError, match="hub is unreachable.*vit_small_patch14_reg4_dinov2@weights.pth"):
         require_hub(parse_model("vit_small_patch14_reg4_dinov2.lvd142m"))
     require_hub(parse_model("random:vit-tiny"))  # local models never ask

@@ -4,7 +4,7 @@
   log so far, the configuration it belongs to, the training's wall time so far: absent when unknown, as in a state
   of the previous version or one resumed from it), written atomically every ``ckpt_interval`` steps; ``train``
   resumes from it. It holds tensors, numbers, strings and plain lists and dicts only, and is read with
-  ``mech_interp.tensor_files.load_tensors`` (``torch.load(weights_only=True)``): a file that needs anything else
+  ``mech_interp.storage.tensor_files.load_tensors`` (``torch.load(weights_only=True)``): a file that needs anything else
   (pickled code) is refused without running it, and any file torch cannot read is refused in one line.
 - The model, in the form ``mech_interp`` loads (the "checkpoint" ModelSpec kind, convention 3 of the project):
   ``hooked_config.json`` (HookedTransformerConfig fields, the variant, and ``"format": "train_gpt2_bias",
@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from mech_interp.errors import UsageError, reason
-from mech_interp.tensor_files import load_tensors
-from mech_interp.user_files import MAX_NESTING, nesting_depth
+from mech_interp.storage.tensor_files import load_tensors
+from mech_interp.storage.user_files import MAX_NESTING, nesting_depth
+from mech_interp.validation.errors import UsageError, reason
 
 STATE = "ckpt.pt"
 HOOKED_CONFIG = "hooked_config.json"

@@ -18,8 +18,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mech_interp.command import OneLineParser, parse, run_command
-from mech_interp.flags import add_fields, collect
+from mech_interp.command_line.exits import OneLineParser, run_main
+from mech_interp.command_line.flags import add_fields, collect
 
 PROG = "train-gpt2-bias"
 EXIT_FAILED = 1  # an experiment ran, but some of its analyses failed
@@ -44,43 +44,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parse(parser, argv)
-    if isinstance(ns, int):
-        return ns
+    return run_main(build_parser(), argv, _body, "the same command resumes from the last checkpoint")
 
-    def body() -> int | None:
-        if ns.command == "presets":
-            from .presets import MODEL_PRESETS, TRAIN_PRESETS
-            from .variants import VARIANTS
 
-            for name, shape in MODEL_PRESETS.items():
-                budget = TRAIN_PRESETS[name]
-                tokens = budget["batch_size"] * shape["n_ctx"] * budget["grad_accum"]
-                print(f"{name:<10} {shape['n_layers']}L/{shape['n_heads']}H/{shape['d_model']}, context {shape['n_ctx']}, "
-                      f"{budget['max_steps']} steps x {tokens} tokens")
-            for variant in VARIANTS.values():
-                print(f"variant {variant.name:<10} {variant.doc}")
-        elif ns.command == "train":
-            from .config import TrainConfig, config_from
-            from .train import train
+def _body(ns: argparse.Namespace) -> int | None:
+    if ns.command == "presets":
+        from .presets import MODEL_PRESETS, TRAIN_PRESETS
+        from .variants import VARIANTS
 
-            config = config_from(ns.config, collect(ns, TrainConfig))
-            summary = train(config)
-            if summary:
-                print(f"[done] {config.out}: {summary['steps']}/{summary['max_steps']} steps, train loss "
-                      f"{summary['final_train_loss']:.4f}, val loss {summary['final_val_loss']}")
-        else:
-            from .config import TrainConfig
-            from .experiment import ExperimentConfig, run_experiment
+        for name, shape in MODEL_PRESETS.items():
+            budget = TRAIN_PRESETS[name]
+            tokens = budget["batch_size"] * shape["n_ctx"] * budget["grad_accum"]
+            print(f"{name:<10} {shape['n_layers']}L/{shape['n_heads']}H/{shape['d_model']}, context {shape['n_ctx']}, "
+                  f"{budget['max_steps']} steps x {tokens} tokens")
+        for variant in VARIANTS.values():
+            print(f"variant {variant.name:<10} {variant.doc}")
+    elif ns.command == "train":
+        from .config import TrainConfig, config_from
+        from .train import train
 
-            result = run_experiment(ns.config, collect(ns, TrainConfig, skip=("variant", "out", "stop_after")),
-                                    ExperimentConfig(**collect(ns, ExperimentConfig)))
-            if result["failed"]:
-                print(f"{PROG}: error: {len(result['failed'])} analysis run(s) failed ({', '.join(result['failed'])}; "
-                      "see [failed] above): the comparison says which did not run; the same command runs them "
-                      "again", file=sys.stderr)
-                return EXIT_FAILED
+        config = config_from(ns.config, collect(ns, TrainConfig))
+        summary = train(config)
+        if summary:
+            print(f"[done] {config.out}: {summary['steps']}/{summary['max_steps']} steps, train loss "
+                  f"{summary['final_train_loss']:.4f}, val loss {summary['final_val_loss']}")
+    else:
+        from .config import TrainConfig
+        from .experiment import ExperimentConfig, run_experiment
 
-    return run_command("train-gpt2-bias", body, "the same command resumes from the last checkpoint",
-                       getattr(ns, "out", None) or "")
+        result = run_experiment(ns.config, collect(ns, TrainConfig, skip=("variant", "out", "stop_after")),
+                                ExperimentConfig(**collect(ns, ExperimentConfig)))
+        if result["failed"]:
+            print(f"{PROG}: error: {len(result['failed'])} analysis run(s) failed ({', '.join(result['failed'])}; "
+                  "see [failed] above): the comparison says which did not run; the same command runs them "
+                  "again", file=sys.stderr)
+            return EXIT_FAILED
+    return None

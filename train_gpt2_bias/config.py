@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mech_interp.checks import require_at_least, require_type
-from mech_interp.device_names import check_device
-from mech_interp.errors import UsageError
+from mech_interp.validation.checks import require_at_least, require_type
+from mech_interp.validation.device_names import check_device
+from mech_interp.validation.errors import UsageError
 
 from .presets import MODEL_PRESETS, TRAIN_PRESETS
 from .variants import VARIANTS

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from jaxtyping import Int
 
-from mech_interp.errors import UsageError, reason
-from mech_interp.user_files import decode_utf8, universal_newlines
+from mech_interp.storage.user_files import decode_utf8, universal_newlines
+from mech_interp.validation.errors import UsageError, reason
 
 UINT16_LIMIT = 2**16
 READING = "utf-8, universal newlines"  # in meta.json: memmaps made by an earlier way of reading are made again

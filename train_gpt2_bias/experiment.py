@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mech_interp.checks import require_at_least, require_type
-from mech_interp.errors import UsageError
+from mech_interp.validation.checks import require_at_least, require_type
+from mech_interp.validation.errors import UsageError
 
 from .variants import VARIANTS
 

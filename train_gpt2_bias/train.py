@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mech_interp.errors import UsageError
+from mech_interp.validation.errors import UsageError
 
 from .checkpoint import STATE, check_out, export_model, load_state, restore, save_state, training_summary
 from .config import TrainConfig

@@ -19,18 +19,17 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from mech_interp.command import OneLineParser, parse, run_command
-from mech_interp.errors import UsageError
-from mech_interp.flags import add_fields
-from mech_interp.runs.study_commands import (
-    add_batch_command,
-    add_experiment_commands,
+from mech_interp.command_line.exits import OneLineParser, run_main
+from mech_interp.command_line.flags import add_fields
+from mech_interp.command_line.study_commands import (
+    add_engine_commands,
     add_out,
+    is_engine_command,
     options_from,
-    run_batch_command,
     run_default_study,
-    run_single,
+    run_engine_command,
 )
+from mech_interp.validation.errors import UsageError
 
 
 def _report(line: str) -> None:
@@ -48,12 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     study = sub.add_parser("study", help="every experiment on one model (default: the embedded ViT)")
     add_fields(study, ViTOptions)
     add_out(study)
-    add_experiment_commands(sub, STUDIES)
+    add_engine_commands(sub, STUDIES, "configs/vit/sweep.toml")
     parity = sub.add_parser("parity", help="embedded ViT: timm hooks against the ONNX graph's tensors (onnxruntime)")
     parity.add_argument("--images", default="samples", help="image folder (default: the sample images)")
     parity.add_argument("--n-images", type=int, default=2, help="images compared (default: 2)")
     parity.add_argument("--atol", type=float, default=1e-4, help="largest |difference| accepted (default: 1e-4)")
-    add_batch_command(sub, "configs/vit/sweep.toml")
     sub.add_parser("models", help="list the registered models")
     return parser
 
@@ -83,34 +81,25 @@ def _parity(ns: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _body(ns: argparse.Namespace) -> int | None:
+    if is_engine_command(ns):
+        return run_engine_command(ns, STUDIES, _report)
+    if ns.command == "models":
+        from .registry import list_models, parse_model
+
+        for name in list_models():
+            e = parse_model(name)
+            print(f"{name:<38} {e.n_blocks:>3} blocks  d {e.d_model:<5} {e.n_registers} registers  {e.img_size} px  "
+                  f"{e.description}")
+    elif ns.command == "study":
+        from mech_interp.runs.output import check_writable
+
+        check_writable(ns.out)
+        run_default_study("vit", options_from(ns, "vit"), {}, ns.out, ns.force, _report)
+    else:
+        return _parity(ns)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parse(parser, argv)
-    if isinstance(ns, int):
-        return ns
-
-    def body() -> int | None:
-        if hasattr(ns, "out"):
-            from mech_interp.runs.output import check_writable
-
-            check_writable(ns.out)
-        if ns.command == "models":
-            from .registry import list_models, parse_model
-
-            for name in list_models():
-                e = parse_model(name)
-                print(
-                    f"{name:<38} {e.n_blocks:>3} blocks  d {e.d_model:<5} {e.n_registers} registers  {e.img_size} px  "
-                    f"{e.description}"
-                )
-        elif ns.command == "study":
-            run_default_study("vit", options_from(ns, "vit"), {}, ns.out, ns.force, _report)
-        elif ns.command == "batch":
-            return run_batch_command(ns, STUDIES)
-        elif ns.command == "parity":
-            return _parity(ns)
-        else:
-            run_single(ns, _report)
-
-    return run_command("vit-hooks", body, "finished runs are kept; the same command runs the rest",
-                       getattr(ns, "out", ""))
+    return run_main(build_parser(), argv, _body, "finished runs are kept; the same command runs the rest")

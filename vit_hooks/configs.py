@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mech_interp.checks import require_at_least, require_type
-from mech_interp.device_names import check_device
-from mech_interp.errors import UsageError
+from mech_interp.validation.checks import require_at_least, require_type
+from mech_interp.validation.device_names import check_device
+from mech_interp.validation.errors import UsageError
 
 from .registry import DEFAULT_MODEL
 

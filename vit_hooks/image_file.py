@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mech_interp.errors import UsageError, reason
+from mech_interp.validation.errors import UsageError, reason
 
 AS_RGB = ("1", "L", "P", "RGB", "LA", "PA", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV")  # PIL's convert is right
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")

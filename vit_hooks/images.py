@@ -23,7 +23,7 @@ from jaxtyping import Float, Int
 from PIL import Image
 
 from mech_interp.data.locations import find_data
-from mech_interp.errors import UsageError
+from mech_interp.validation.errors import UsageError
 
 from .image_file import check_image, read_rgb
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 
-from mech_interp.errors import UsageError
-from mech_interp.user_files import require_file
+from mech_interp.storage.tensor_files import load_tensors, require_real_finite
+from mech_interp.storage.user_files import require_file
+from mech_interp.validation.errors import UsageError
 
-from mech_interp.tensor_files import load_tensors, require_real_finite
 from .token_roles import TokenRoles
 
 EXPECTED = "DINOv2's linear head checkpoint (weight [classes, 2 x d_model], bias)"

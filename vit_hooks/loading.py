@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mech_interp.errors import UsageError, reason
+from mech_interp.validation.errors import UsageError, reason
 
 from .preprocessing import Preprocessing
 from .registry import PLANT, ModelEntry, parse_model, require_hub

@@ -23,15 +23,15 @@ from tqdm.auto import tqdm
 
 from mech_interp.core.running_stats import Mean
 from mech_interp.data.locations import find_data
-from mech_interp.errors import NothingToMeasure, UsageError
-from mech_interp.user_files import require_file
+from mech_interp.storage.tensor_files import load_tensors, require_real_finite
+from mech_interp.storage.user_files import require_file
+from mech_interp.validation.errors import NothingToMeasure, UsageError
 
 from . import hook_names
 from .configs import UPSTREAM_SIZES
 from .hooks import HookedViT
 from .images import ImageSet
 from .preprocessing import Preprocessing
-from mech_interp.tensor_files import load_tensors, require_real_finite
 
 UPSTREAM_DIR = "dinov2-reg-feat-mean"
 UPSTREAM_FILES = {size: f"{size}_imagemean_bs10k_trainaug.pt" for size in UPSTREAM_SIZES}

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mech_interp.errors import UsageError
+from mech_interp.validation.errors import UsageError
 
 DEFAULT_MODEL = "dinov2-vits14-imgfocus"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -170,7 +170,7 @@ def parse_model(text: str, img_size: int | None = None) -> ModelEntry:
 def require_hub(entry: ModelEntry) -> None:
     """A hub model needs the hub (or ``HF_HUB_OFFLINE=1`` and the weights in the HF cache): say so at
     once instead of after the download's minute of retries."""
-    from mech_interp.hub import hub_reachable, offline_mode
+    from mech_interp.storage.hub import hub_reachable, offline_mode
 
     if entry.kind == "hub" and not offline_mode() and not hub_reachable():
         raise UsageError(

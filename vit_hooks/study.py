@@ -14,9 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mech_interp.errors import UsageError
 from mech_interp.runs.experiments import Experiment
 from mech_interp.runs.study import ResolvedRun, Study
+from mech_interp.validation.errors import UsageError
 
 from . import configs
 from .registry import ModelEntry, parse_model, require_hub
@@ -64,7 +64,7 @@ class ViTStudy(Study):
             seen.add(("device", options.device))
         require_hub(entry)
         if entry.kind == "file" and ("checkpoint", entry.path) not in seen:
-            from mech_interp.tensor_files import check_checkpoint
+            from mech_interp.storage.tensor_files import check_checkpoint
 
             check_checkpoint(Path(entry.path), f"a {entry.arch} state dict (timm's or the original DINOv2 layout)")
             seen.add(("checkpoint", entry.path))

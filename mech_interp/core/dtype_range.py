@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 
 
 class ActivationRangeError(UsageError):

@@ -44,7 +44,7 @@ class MassiveMeans:
     @classmethod
     def from_stats(cls, stats: LayerStats, site: str) -> "MassiveMeans":
         """``detected`` means from the massive entries a statistics pass found at ``site``."""
-        from ..errors import NoMassiveActivations
+        from ..validation.errors import NoMassiveActivations
 
         rows = stats.massive[stats.massive["site"] == site]
         if rows.empty:

@@ -19,14 +19,14 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 from .criterion import MassiveCriterion
 from .dtype_range import check_peak, check_range, needs_range_check
-from .transfer_mode import use_deferred
 from .layer_stats import LayerStats
 from .order_statistics import at_least, order_statistics
 from .radix_median import lower_median
 from .running_stats import KeyedSums, Mean, TopK
+from .transfer_mode import use_deferred
 
 
 class TopKTooLarge(UsageError):

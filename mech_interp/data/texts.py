@@ -29,9 +29,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UsageError, reason
-from ..hub import hub_reachable, offline_mode
-from ..user_files import decode_utf8, require_file, universal_newlines
+from ..storage.hub import hub_reachable, offline_mode
+from ..storage.user_files import decode_utf8, require_file, universal_newlines
+from ..validation.errors import UsageError, reason
 from .locations import find_data
 
 BUILTIN = "builtin"

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Int
 from transformers import PreTrainedTokenizerBase
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 
 
 def bos_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -23,7 +23,7 @@ from transformer_lens.utils import get_act_name
 
 from ..core.intervention import Intervention
 from ..core.running_stats import Mean
-from ..errors import UsageError
+from ..validation.errors import UsageError
 
 HOW = ("zero", "mean")
 SLICE_CONTRAST = "residual_slice"  # the name the contrast carries in tables

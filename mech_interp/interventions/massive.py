@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..core.criterion import MassiveCriterion
 from ..core.massive_reset import MassiveMeans, SetMean, SetZero
 from ..core.reset_kinds import RESETS
-from ..errors import UsageError
 from ..models.hook_names import resid_post
+from ..validation.errors import UsageError
 
 
 def set_zero(layer: int, criterion: MassiveCriterion = MassiveCriterion()) -> SetZero:

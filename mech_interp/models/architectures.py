@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 
 # HF architecture class -> family name shown to users: the decoder-only architectures TransformerLens
 # 3.9 has a weight converter for, each checked against HF by tests/test_architectures.py. Left out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 from .hf_model import HFModel
 from .registry import register_model
 

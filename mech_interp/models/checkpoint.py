@@ -16,7 +16,7 @@ checked when the spec is parsed, before the model is built:
   and format_version: that exact string (compared as a string, never imported as given) reads as format version 0
   of train_gpt2_bias; any other builder is refused.
 - the weights: ``model.safetensors`` (its header is read when the spec is parsed), or ``model.pt`` holding a state
-  dict of tensors, read with ``mech_interp.tensor_files.load_tensors`` (``torch.load(weights_only=True)``,
+  dict of tensors, read with ``mech_interp.storage.tensor_files.load_tensors`` (``torch.load(weights_only=True)``,
   memory-mapped when in torch's zip format: no pickled code runs, and at parse time the tensors are not read;
   anything else in it is refused). The config's sizes (``n_layers``, ``d_model``, ``n_heads``, ``d_head``,
   ``d_mlp``, ``n_ctx``, ``d_vocab``) must be the weights' (their shapes, from the header or the memory map): a
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError, first_sentence, reason
-from ..tensor_files import load_tensors, safetensors_shapes
-from ..user_files import read_json_object
+from ..storage.tensor_files import load_tensors, safetensors_shapes
+from ..storage.user_files import read_json_object
+from ..validation.errors import UsageError, first_sentence, reason
 
 CONFIG_FILE = "hooked_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.pt")

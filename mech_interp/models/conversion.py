@@ -24,7 +24,7 @@ from transformer_lens import loading_from_pretrained as tl_loading
 from transformer_lens.config.hooked_transformer_config import HookedTransformerConfig
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 from .architectures import check_hf_architecture
 from .hf_model import HFModel
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..cache import cache_root
-from ..errors import UsageError, reason
-from ..scratch import remove_stale, scratch_path
-from ..user_files import require_file
+from ..storage.atomic_files import remove_stale, scratch_path
+from ..storage.cache_root import cache_root
+from ..storage.user_files import require_file
+from ..validation.errors import UsageError, reason
 from .hf_model import HFModel
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}

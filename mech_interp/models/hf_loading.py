@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pickle
 
-from ..errors import UsageError, reason
-from ..user_files import read_json_object
+from ..storage.user_files import read_json_object
+from ..validation.errors import UsageError, reason
 from .hf_model import HFModel
 from .registry import build_registered
 from .spec import ModelSpec

@@ -7,7 +7,7 @@ from typing import Sequence
 from transformer_lens.utils import get_act_name
 
 from ..core.sites import Site, parse_site
-from ..errors import UsageError
+from ..validation.errors import UsageError
 
 # get_act_name's spelling of the components it does not name by themselves: (name, layer_type)
 _GET_ACT_NAME = {

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.sites import parse_site
-from ..errors import UsageError
 from ..runs.experiments import Experiment
 from ..runs.study import ResolvedRun, Study
+from ..validation.errors import UsageError
 from .run_options import RunOptions
 from .spec import ModelMetadata, ModelSpec
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..device_names import check_device, check_dtype
-from ..errors import UsageError
-from ..hub import hub_reachable, offline_mode
+from ..storage.hub import hub_reachable, offline_mode
+from ..validation.device_names import check_device, check_dtype
+from ..validation.errors import UsageError
 from .registry import list_models
 from .spec import ModelSpec
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 from .hf_model import HFModel
 
 DEFAULT_MODEL = "smollm2-135m"

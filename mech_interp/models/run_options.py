@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..checks import require_type
-from ..device_names import check_device, check_dtype
-from ..errors import UsageError
+from ..validation.checks import require_type
+from ..validation.device_names import check_device, check_dtype
+from ..validation.errors import UsageError
 from .registry import DEFAULT_MODEL
-
 
 
 @dataclass

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..core.token_layout import TokenLayout
-from ..errors import UsageError
-from ..user_files import read_json_object
+from ..storage.user_files import read_json_object
+from ..validation.errors import UsageError
 from .registry import is_registered, list_models, model_entry
 
 Kind = Literal["registered", "hf_dir", "checkpoint", "gguf", "hub"]

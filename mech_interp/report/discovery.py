@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
 from ..runs.output import MANIFEST
-from ..user_files import parse_nested
+from ..storage.user_files import parse_nested
+from ..validation.errors import UsageError
 from .manifest_fields import checked
 from .ownership import SITE_MARKER
 from .tree import ResultsTree

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 from .comparison import compare
 from .comparison_page import write_comparison
 from .discovery import Run, by_model, find_runs

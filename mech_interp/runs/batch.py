@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError, first_sentence
-from ..user_files import decode_utf8, parse_nested, require_file
+from ..storage.user_files import decode_utf8, parse_nested, require_file
+from ..validation.errors import UsageError, first_sentence
 from .runner import check_runs, identity_difference
 from .spec import RunSpec, resolve
 from .studies import DEFAULT_STUDIES, find_experiment, get_study

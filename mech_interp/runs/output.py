@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..scratch import atomic_write_text, remove_stale
-from ..user_files import parse_nested
+from ..storage.atomic_files import atomic_write_text, remove_stale
+from ..storage.user_files import parse_nested
+from ..validation.errors import UsageError
 from .manifest import git_commit, package_versions
 
 MANIFEST = "manifest.json"

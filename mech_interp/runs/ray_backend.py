@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import UsageError, reason
+from ..validation.errors import UsageError, reason
 from .batch import read_config
 from .output import RunWriter, check_writable
 from .resources import RunResources, parse_overrides, resources_for
@@ -233,7 +233,7 @@ def run_task(spec: RunSpec, identity: dict[str, Any], shared_out: str | None, cw
 
     import ray
 
-    from ..scratch import scratch_path
+    from ..storage.atomic_files import scratch_path
     from .runner import execute
 
     if Path(cwd).is_dir():

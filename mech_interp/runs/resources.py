@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 from .study import ResolvedRun
 
 GIB = 1 << 30

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import NothingToMeasure, UsageError
+from ..validation.errors import NothingToMeasure, UsageError
 from .experiments import ExperimentResult
 from .output import WRITE_ERRNOS, RunWriter, check_writable, is_complete, read_manifest, write_error
 from .spec import RunSpec, resolve

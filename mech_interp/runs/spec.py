@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
-from .study import ResolvedRun
+from ..validation.errors import UsageError
 from .studies import find_experiment
+from .study import ResolvedRun
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 from .experiments import Experiment
 from .study import Study
 

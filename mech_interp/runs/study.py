@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import UsageError
+from ..validation.errors import UsageError
 from .experiments import Experiment
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from ..errors import reason
-from ..scratch import atomic_write_text
+from ..storage.atomic_files import atomic_write_text
+from ..validation.errors import reason
 
 PLOTLY_JS = "plotly.min.js"
 PNG_ENV = "MECH_INTERP_PNG"  # "0": HTML figures only

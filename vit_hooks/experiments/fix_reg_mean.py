@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from mech_interp.errors import NothingToMeasure, UsageError
 from mech_interp.runs.experiments import ExperimentResult
+from mech_interp.validation.errors import NothingToMeasure, UsageError
 
 from ..configs import FixRegMeanConfig
 from ..evaluation import DEFINITIONS, Resume, compare_conditions

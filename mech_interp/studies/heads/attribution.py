@@ -10,10 +10,10 @@ from contextlib import nullcontext
 import pandas as pd
 import torch
 
-from ...errors import NothingToMeasure
 from ...metrics.attribution import WRITE_DEFINITION, direct_writes, neuron_writes
 from ...models.context import ModelContext
 from ...runs.experiments import ExperimentResult
+from ...validation.errors import NothingToMeasure
 from ...viz.heads import component_bars, effect_bars
 from .configs import AttributionConfig
 from .inputs import first_massive, massive_layers, prompt_tokens, sequences

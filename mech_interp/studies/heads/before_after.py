@@ -9,7 +9,6 @@ import torch
 
 from ...data.texts import load_text
 from ...data.tokens import windows
-from ...errors import UsageError
 from ...interventions.heads import (
     SLICE_CONTRAST,
     HeadMeans,
@@ -19,6 +18,7 @@ from ...interventions.heads import (
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
 from ...runs.experiments import ExperimentResult
+from ...validation.errors import UsageError
 from ...viz.heads import before_after_3d, difference_heatmap
 from .configs import HeadBeforeAfterConfig
 from .inputs import check_heads, first_massive, prompt_tokens

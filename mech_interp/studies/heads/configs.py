@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...errors import UsageError
-from ...checks import require_at_least, require_type
+from ...validation.checks import require_at_least, require_type
+from ...validation.errors import UsageError
 
 FEATURE_VIEW_PROMPT = "Summer is warm. Winter is cold."  # the feature view's prompt, tokenized the same way
 SINK_EPS = 0.3  # Gu et al. 2024

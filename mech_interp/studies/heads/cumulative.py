@@ -7,11 +7,11 @@ import random
 
 import pandas as pd
 
-from ...errors import UsageError
 from ...interventions.heads import ablate_heads
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer
 from ...runs.experiments import ExperimentResult
+from ...validation.errors import UsageError
 from ...viz.heads import cumulative_plot
 from .configs import HeadCumulativeConfig
 from .inputs import head_means, massive_layers, sequences

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...errors import UsageError
-from ...user_files import decode_utf8, require_file
+from ...storage.user_files import decode_utf8, require_file
+from ...validation.errors import UsageError
 from .named_heads import require_in_model
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from transformer_lens import HookedTransformer
 
 from ...data.texts import load_text
 from ...data.tokens import encode, windows
-from ...errors import NoMassiveActivations, UsageError
 from ...interventions.heads import HeadMeans
 from ...models.context import ModelContext
+from ...validation.errors import NoMassiveActivations, UsageError
 from .named_heads import require_in_model
 from .reduced_forward import Probe
 

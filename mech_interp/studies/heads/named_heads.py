@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ...errors import UsageError
+from ...validation.errors import UsageError
 
 HEAD_FORM = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 ACCEPTED = "LAYER.HEAD, two 0-based decimal integers in ASCII digits 0-9 without leading zeros, e.g. 5.1"

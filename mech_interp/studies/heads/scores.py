@@ -31,7 +31,6 @@ from transformer_lens.utils import get_act_name
 
 from ...core.criterion import MassiveCriterion, massive_mask
 from ...core.token_layout import TokenLayout
-from ...errors import UsageError
 from ...metrics.attention_scores import (
     SINK_DEFINITION,
     massive_set_score_per_sequence,
@@ -40,6 +39,7 @@ from ...metrics.attention_scores import (
 )
 from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci, nan_std
 from ...models.hook_names import resid_pre
+from ...validation.errors import UsageError
 
 MASSIVE_SCORE = "massive_score"
 FIRST_SCORE = "first_score"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ...errors import UsageError
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer
 from ...runs.experiments import ExperimentResult
+from ...validation.errors import UsageError
 from ...viz.heads import layer_head_heatmap
 from .configs import HeadSweepConfig
 from .inputs import first_massive, head_means, prompt_tokens, sequences

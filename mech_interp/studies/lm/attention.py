@@ -18,7 +18,6 @@ import torch
 from transformer_lens.hook_points import HookPoint
 
 from ...data.tokens import encode
-from ...errors import UsageError
 from ...metrics.attention_scores import (
     SINK_DEFINITION,
     key_score,
@@ -31,6 +30,7 @@ from ...metrics.layer_stats import PREFIX_NAME
 from ...models.context import ModelContext
 from ...models.hook_names import act_name, check_layer, resid_pre
 from ...runs.experiments import ExperimentResult
+from ...validation.errors import UsageError
 from ...viz.attention import (
     MASSIVE_SCORE,
     attention_logits_heatmap,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...checks import require_at_least, require_type
 from ...core.reset_kinds import MEAN_MODES, RESETS
-from ...errors import UsageError
+from ...validation.checks import require_at_least, require_type
+from ...validation.errors import UsageError
 
 FEATURE_VIEW_PROMPT = "Summer is warm. Winter is cold."
 ATTENTION_PROMPT = (

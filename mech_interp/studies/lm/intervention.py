@@ -16,13 +16,13 @@ from transformer_lens import HookedTransformer
 from ...core.massive_reset import FixedSiteMeans, MassiveMeans
 from ...data.texts import TextSource, is_local_file, load_text
 from ...data.tokens import windows
-from ...errors import NoMassiveActivations, NothingToMeasure, UsageError
 from ...interventions import make_reset
 from ...metrics.layer_stats import collect_layer_stats
 from ...metrics.perplexity import perplexity
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
 from ...runs.experiments import ExperimentResult
+from ...validation.errors import NoMassiveActivations, NothingToMeasure, UsageError
 from ...viz.perplexity import perplexity_bars
 from .configs import InterventionConfig
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ...core.recorder import TopKTooLarge
 from ...data.texts import load_text
 from ...data.tokens import windows
-from ...errors import UsageError
 from ...metrics.layer_stats import collect_layer_stats
 from ...models.context import ModelContext
 from ...runs.experiments import ExperimentResult
+from ...validation.errors import UsageError
 from ...viz.layerwise import layerwise_lines
 from .configs import LayerwiseConfig
 

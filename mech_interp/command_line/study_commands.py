@@ -9,14 +9,35 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import UsageError
-from ..flags import add_fields, collect
-from .studies import get_study
+from ..runs.studies import get_study
+from ..validation.errors import UsageError
+from .flags import add_fields, collect
 
 
 def add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--force", action="store_true", help="rerun even if the run directory is complete")
+
+
+def add_engine_commands(sub, studies: tuple[str, ...], example: str) -> None:
+    """One subcommand per experiment of ``studies``, and ``batch``."""
+    add_experiment_commands(sub, studies)
+    add_batch_command(sub, example)
+
+
+def run_engine_command(ns: argparse.Namespace, studies: tuple[str, ...], report: Callable[[str], None]) -> int | None:
+    """``batch`` or one experiment; the ``--out`` of either is checked before anything is read."""
+    from ..runs.output import check_writable
+
+    check_writable(ns.out)
+    if ns.command == "batch":
+        return run_batch_command(ns, studies)
+    run_single(ns, report)
+    return None
+
+
+def is_engine_command(ns: argparse.Namespace) -> bool:
+    return ns.command == "batch" or hasattr(ns, "experiment")
 
 
 def add_experiment_commands(sub, studies: tuple[str, ...]) -> None:
@@ -49,8 +70,8 @@ def options_from(ns: argparse.Namespace, study_name: str) -> Any:
 
 
 def run_single(ns: argparse.Namespace, report: Callable[[str], None]) -> None:
-    from .runner import check_runs, execute, status_line
-    from .spec import RunSpec, resolve
+    from ..runs.runner import check_runs, execute, status_line
+    from ..runs.spec import RunSpec, resolve
 
     study = get_study(ns.study)
     experiment = study.experiment(ns.experiment)
@@ -64,8 +85,8 @@ def run_single(ns: argparse.Namespace, report: Callable[[str], None]) -> None:
 
 def run_default_study(study_name: str, options: Any, params: dict[str, dict[str, Any]], out: str, force: bool,
                       report: Callable[[str], None]) -> None:
-    from .runner import run_study
-    from .spec import RunSpec, resolve
+    from ..runs.runner import run_study
+    from ..runs.spec import RunSpec, resolve
 
     study = get_study(study_name)
     models: dict[tuple, Any] = {}
@@ -76,15 +97,15 @@ def run_default_study(study_name: str, options: Any, params: dict[str, dict[str,
 
 def run_batch_command(ns: argparse.Namespace, studies: tuple[str, ...]) -> int | None:
     if ns.backend == "ray":
-        from .ray_backend import run_batch_on_ray
+        from ..runs.ray_backend import run_batch_on_ray
 
         return run_batch_on_ray(ns.config, ns.out, ns.force, ns.address,
                                 0 if ns.max_retries is None else ns.max_retries, studies)
     for flag, value in (("--address", ns.address), ("--max-retries", ns.max_retries)):
         if value is not None:
             raise UsageError(f"{flag} is for --backend ray; this batch runs locally (--backend local)")
-    from .batch import expand, read_config
-    from .runner import run_batch
+    from ..runs.batch import expand, read_config
+    from ..runs.runner import run_batch
 
     runs = expand(ns.config, studies)
     if "ray" in read_config(ns.config):

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .errors import UsageError, first_sentence, reason
+from ..validation.errors import UsageError, first_sentence, reason
 
 _REFUSED = "Weights only load failed"
 _WEIGHTS_ONLY = "WeightsUnpickler error:"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from ..validation.errors import UsageError
 
 
 def require_file(path: Path, what: str, expected: str, shown: str | None = None) -> Path:

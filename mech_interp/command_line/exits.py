@@ -10,7 +10,7 @@ import sys
 import typing
 from typing import Callable
 
-from .errors import UsageError
+from ..validation.errors import UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
@@ -39,6 +39,15 @@ def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace | int:
     return ns
 
 
+def run_main(parser: argparse.ArgumentParser, argv, body: Callable[[argparse.Namespace], int | None],
+             interrupted: str) -> int:
+    """Parse ``argv`` and run ``body(ns)`` as ``run_command`` does; ``interrupted`` says what Ctrl-C keeps."""
+    ns = parse(parser, argv)
+    if isinstance(ns, int):
+        return ns
+    return run_command(parser.prog, lambda: body(ns), interrupted, getattr(ns, "out", None) or "")
+
+
 def one_line(err: Exception) -> str:
     return " ".join(str(err).split("\n"))
 
@@ -55,7 +64,7 @@ def run_command(prog: str, body: Callable[[], int | None], interrupted: str, out
         print(f"\n{prog}: interrupted: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as err:
-        from .runs.output import WRITE_ERRNOS
+        from ..runs.output import WRITE_ERRNOS
 
         if err.errno not in WRITE_ERRNOS:
             raise  # not the user's to fix: a bug, shown with its traceback
