@@ -1,0 +1,1 @@
+"""Compatibility shims for libraries the studies import (torchvision on CPU-only torch)."""

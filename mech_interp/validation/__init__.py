@@ -1,0 +1,1 @@
+"""Refusing bad input in one line: the errors, value checks, and device and dtype names."""
