@@ -439,6 +439,10 @@ def test_experiment_trains_both_variants_alike_and_writes_the_comparison(corpus,
     text = (result["dir"] / "comparison.md").read_text()
     assert "| attn_bias | 6 |" in text and "did not run" not in text
     assert list(result["losses"]["steps"]) == [6, 6]
+    # the comparison is a run of the trainer study inside the root, its figures linked to the root's plotly.min.js
+    assert result["dir"] == tmp_path / "exp" / "comparison" and (tmp_path / "exp" / "plotly.min.js").is_file()
+    manifest = json.loads((result["dir"] / "manifest.json").read_text())
+    assert manifest["study"] == "trainer" and manifest["experiment"] == "comparison"
 
 
 @pytest.mark.integration  # a tiny model built in the test

@@ -188,7 +188,7 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
             print(f"[done] {run_dir}", flush=True)
 
     # ---- 3. the comparison, one run of the trainer study (always recomputed: an analysis may have run since) ----
-    run_dir, result = execute(comparison, root.absolute().parent, force=True, report=print)
+    run_dir, result = execute(comparison, root, force=True, report=print)
     print("\n".join(result.lines))
     print(f"-> {run_dir} (this command: {(time.time() - started) / 60:.1f} min)")
     return {"comparison": result.tables["per_layer"], "losses": result.tables["losses"], "dir": run_dir,

@@ -2,8 +2,8 @@
 context is the set of variants trained under one root (``TrainedVariants``: their training
 configurations, the analysis runs on each checkpoint, the analyses' massive criterion).
 
-The options name that root (``model``, so that the comparison lands in ``<root>/comparison`` like any
-run in ``<out>/<model>/<run>``) and how the variants were configured (the ``--config`` file and the
+The options name that root (``model``; the comparison lands in ``<root>/comparison``, run with the root
+as its results directory) and how the variants were configured (the ``--config`` file and the
 flags shared by every variant); the experiment's config is ``ExperimentConfig``. The identity is every
 variant's training configuration and the experiment's config, as before the engine ran it.
 """
@@ -34,7 +34,7 @@ class TrainingRoot:
 
     @property
     def slug(self) -> str:
-        return self.path.name
+        return ""  # the comparison lies in the root itself: <root>/comparison
 
     @property
     def source(self) -> str:

@@ -51,6 +51,11 @@ class ModelEntry:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", base.replace(":", "-")).strip("-.") or "model"
 
     @property
+    def source(self) -> str:
+        """What the spec names, independent of the working directory: the checkpoint file, or the name."""
+        return self.path if self.kind == "file" and self.path else self.name
+
+    @property
     def grid(self) -> int:
         return self.img_size // self.patch_size
 

@@ -54,13 +54,10 @@ class ViTStudy(Study):
         from .images import open_images
 
         entry, options, config = run.model, run.options, run.config
-        if check_devices and options.device.startswith("cuda") and ("device", options.device) not in seen:
-            import torch
+        if check_devices and options.device != "cpu" and ("device", options.device) not in seen:
+            from mech_interp.models.loading import resolve_device
 
-            index = int(options.device[5:] or 0) if ":" in options.device else 0
-            if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-                raise UsageError(f"--device {options.device!r} is not available here ({torch.cuda.device_count()} "
-                                 "CUDA devices): use --device cpu")
+            resolve_device(options.device)
             seen.add(("device", options.device))
         require_hub(entry)
         if entry.kind == "file" and ("checkpoint", entry.path) not in seen:
@@ -106,13 +103,17 @@ class ViTStudy(Study):
         return result
 
     def manifest(self, context, run: ResolvedRun) -> dict[str, Any]:
-        from mech_interp.core.criterion import MassiveCriterion
-
+        conventions = {"block_convention": configs.BLOCK_CONVENTION, "token_convention": configs.TOKEN_CONVENTION}
+        if context is None:
+            return conventions
         o = run.options
         return {"model": context.model_info(), "images": context.images.describe(),
-                "preprocessing": context.vit.preprocessing.describe(),
-                "criterion": asdict(MassiveCriterion(float(o.min_abs), float(o.min_ratio))), "head": o.head,
-                "block_convention": configs.BLOCK_CONVENTION, "token_convention": configs.TOKEN_CONVENTION}
+                "preprocessing": context.vit.preprocessing.describe(), "criterion": asdict(o.criterion),
+                "head": o.head, **conventions}
+
+    def computation(self, identity: dict[str, Any]) -> dict[str, Any]:
+        files = {name: {"size": f["size"]} if isinstance(f, dict) else f for name, f in identity.get("files", {}).items()}
+        return {**identity, "files": files} if "files" in identity else identity
 
     def local_inputs(self, run: ResolvedRun) -> dict[str, int | None]:
         if not run.experiment.needs_model:

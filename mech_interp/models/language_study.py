@@ -114,13 +114,19 @@ class LanguageModelStudy(Study):
         return {"experiment": experiment.name, "options": values, "config": asdict(config)}
 
     def manifest(self, context, run: ResolvedRun) -> dict[str, Any]:
-        from ..core.criterion import MassiveCriterion
-
         o = run.options
-        return {"model_source": run.model.source, "model": context.info(),
-                "criterion": asdict(MassiveCriterion(float(o.min_abs), float(o.min_ratio))),
+        return {"model": context.info(), "criterion": asdict(o.criterion),
                 "tokenization": {"prepend_bos": o.prepend_bos, **TOKENIZATION},
                 "layer_convention": LAYER_CONVENTION, "seed": o.seed}
+
+    def computation(self, identity: dict[str, Any]) -> dict[str, Any]:
+        options = {k: v for k, v in identity.get("options", {}).items() if k not in ("model", "model_files")}
+        return {**identity, "options": options}
+
+    def context_from(self, model, run: ResolvedRun):
+        from .context import ModelContext
+
+        return ModelContext(model, run.options, run.model.metadata.layout)
 
     def local_inputs(self, run: ResolvedRun) -> dict[str, int | None]:
         from ..data.texts import is_local_file

@@ -37,11 +37,10 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device.startswith("cuda"):
-        if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
-            raise UsageError(f"device {device!r} requested but no CUDA device is available: use --device cpu or auto")
-        index = int(device[5:]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"device {device!r} does not exist: this machine has cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (int(device[5:]) if ":" in device else 0) >= count:
+            have = f"cuda:0..cuda:{count - 1}" if count else "no CUDA device"
+            raise UsageError(f"device {device!r} is not available here (this machine has {have}): use --device cpu")
     if device == "mps" and not torch.backends.mps.is_available():
         raise UsageError("device 'mps' requested but MPS is not available here: use --device cpu or auto")
     return torch.device(device)

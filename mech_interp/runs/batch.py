@@ -150,7 +150,8 @@ def expand(path: str | Path, studies: tuple[str, ...] | None = None, check_devic
                                        "name the layers once")
         stray = sorted(set(params) - set().union(*accepted.values()))
         if stray:
-            raise _malformed(path, f"{where}.params: {stray[0]!r} is not a parameter of {', '.join(accepted)}")
+            raise _malformed(path, f"{where}.params: {stray[0]!r} is not a parameter of {', '.join(accepted)} "
+                                   f"(accepted: {', '.join(sorted(set().union(*accepted.values())))})")
         for model in models:
             if not isinstance(model, str):
                 raise _malformed(path, f"{where}: models and experiments are names (strings), got {model!r}")
@@ -161,12 +162,14 @@ def expand(path: str | Path, studies: tuple[str, ...] | None = None, check_devic
                     run_params = {k: v for k, v in params.items() if k in fields}
                     if layer is not None:
                         run_params[layer_field[name]] = layer
-                    try:
+                    try:  # the file's own values: a malformed file
                         run_options = options_cls(**{**options, "model": model})
-                        spec = RunSpec(experiment.name, run_options, run_params, f"{path} {where}", study.name)
-                        runs.append(resolve(spec, models_seen))
+                        experiment.make_config(run_params)
                     except UsageError as err:
-                        raise _malformed(path, f"{where}: {str(err).removeprefix(f'{path} {where}: ')}") from err
+                        raise _malformed(path, f"{where}: {err}") from err
+                    # what they name (a model that does not load, ...): said with the entry that names it
+                    runs.append(resolve(RunSpec(experiment.name, run_options, run_params, f"{path} {where}", study.name),
+                                        models_seen))
     check_runs(runs, check_devices)  # models, layers, texts, devices: every run before the first starts
     return unique_runs(runs)  # two configurations for one run directory: the second would replace the first
 

@@ -55,7 +55,6 @@ RAY_KEYS = {"results", "out", "resources"}
 CONNECT_TIMEOUT_S = 10.0  # a cluster's head answers in milliseconds; a firewall that drops packets never does
 EXIT_FAILED = 1  # some runs failed; the finished ones are kept and a rerun does the rest
 FORWARDED_ENV = ("MECH_INTERP_", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT", "HF_HOME", "TRANSFORMERS_OFFLINE")
-NODE_LOCAL = ("model", "model_files")  # identity options that may differ between nodes computing the same thing
 _ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9.\-]+:(\d{1,5})$")
 
 
@@ -244,7 +243,7 @@ def run_task(spec: RunSpec, identity: dict[str, Any], shared_out: str | None, cw
         options = get_study(spec.study).on_device(spec.options, "cuda" if ray.get_gpu_ids() else "cpu")
         spec = dataclasses.replace(spec, options=options)
     run = resolve(spec)
-    if _computation(run.identity) != _computation(identity):
+    if run.study.computation(run.identity) != run.study.computation(identity):
         raise UsageError(f"node {socket.gethostname()} would compute another configuration than the driver "
                          f"({identity_difference(identity, run.identity)}): install the same version of this package on every node")
     provenance = {"command": command, "backend": {"name": "ray", "node": socket.gethostname(), "ray": ray.__version__}}
@@ -262,12 +261,6 @@ def run_task(spec: RunSpec, identity: dict[str, Any], shared_out: str | None, cw
         return {"run_dir": str(run_dir.relative_to(scratch)), "files": files}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _computation(identity: dict[str, Any]) -> dict[str, Any]:
-    """An identity without what may differ between nodes computing the same thing (model path, file times)."""
-    options = {k: v for k, v in identity.get("options", {}).items() if k not in NODE_LOCAL}
-    return {**identity, "options": options}
 
 
 def publish(out: Path, run: ResolvedRun, identity: dict[str, Any], files: dict[str, bytes]) -> Path:

@@ -7,7 +7,8 @@ reservation, not a limit: three copies of the weights in the run's dtype (the Hu
 the TransformerLens model built from it, transient conversion buffers) plus 1 GiB for activations,
 tokenizer and interpreter. The weights' size comes from the study (``Study.weight_bytes``: a
 registry's parameter count, or the size of a local model's weight files); a hub model's is unknown
-until it loads, so it reserves only the 1 GiB unless a config says more. A batch file's ``[ray.resources]`` table overrides any of the three per model (or ``"*"``).
+until it loads, so it reserves only the 1 GiB unless a config says more. A batch file's
+``[ray.resources]`` table overrides any of the three per model (or ``"*"``).
 """
 
 from __future__ import annotations

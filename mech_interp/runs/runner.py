@@ -20,6 +20,20 @@ from .spec import RunSpec, resolve
 from .study import ResolvedRun, Study
 
 
+def __getattr__(name: str) -> Any:
+    """Names of 0.1 kept for one release: the language-model engine holds them now."""
+    if name == "LAYER_CONVENTION":
+        from ..models.language_study import LAYER_CONVENTION
+
+        return LAYER_CONVENTION
+    if name == "model_info":
+        from ..models.context import ModelContext
+        from ..models.run_options import RunOptions
+
+        return lambda model: ModelContext(model, RunOptions()).info()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def check_runs(runs: Sequence[ResolvedRun], check_devices: bool = True) -> None:
     """Refuse, before anything runs or is written, any run that would fail on its input. Devices are checked
     unless the runs go to other machines (``check_devices=False``), whose devices the scheduler matches."""
@@ -58,8 +72,10 @@ def run_state(run: ResolvedRun, out: str | Path) -> tuple[str, str]:
     manifest = read_manifest(run_dir)
     recorded = manifest.get("identity") if isinstance(manifest.get("identity"), dict) else {}
     recorded_options = recorded.get("options") if isinstance(recorded.get("options"), dict) else {}
-    done_source = recorded_options.get("model", manifest.get("model_source"))
-    source = run.identity.get("options", {}).get("model")
+    if "model_source" in manifest and run.model is not None:  # what the model string named, wherever typed from
+        done_source, source = manifest["model_source"], run.model.source
+    else:  # a manifest of a version that recorded only the model as typed
+        done_source, source = recorded_options.get("model"), run.identity.get("options", {}).get("model")
     if done_source is not None and source is not None and done_source != source:
         raise UsageError(f"{run_dir} holds a run of {done_source!r}, not {source!r}: "
                          "pass another --out, or --force to replace it")
@@ -88,19 +104,23 @@ def execute(
     report: Callable[[str], None] | None = None,
     provenance: dict[str, Any] | None = None,
     identity: dict[str, Any] | None = None,
+    model: Any = None,
 ) -> tuple[Path, ExperimentResult | None]:
     """Run ``run`` unless an identical run is complete (then return ``(dir, None)``).
 
-    ``run`` may be a ``RunSpec``, resolved here. The context comes from ``contexts`` (shared with other runs) or is loaded for this run alone, and
-    only when the run is not done. Bad input raises ``UsageError`` before anything is written. A
+    ``run`` may be a ``RunSpec``, resolved here. The context comes from ``contexts`` (shared with other
+    runs) or is loaded for this run alone, and only when the run is not done. Bad input raises ``UsageError`` before anything is written. A
     complete run whose recorded configuration differs (a default changed since) is rerun, and
     ``report`` is told why: ``[rerun] <dir>: <what changed>``. ``provenance`` adds to the manifest
     (a Ray task records its driver's command line and its node); ``identity`` replaces the run's (a
-    Ray task records the driver's, which its skip/resume reads).
+    Ray task records the driver's, which its skip/resume reads). ``model``: a model already loaded (or a
+    zero-argument loader of one) instead of ``contexts``, as notebooks written against 0.1 pass it.
     """
     import torch
 
     run = run if isinstance(run, ResolvedRun) else resolve(run)
+    if contexts is not None and not isinstance(contexts, Contexts):
+        model, contexts = contexts, None  # 0.1's third argument: a loaded model or its loader
     run_dir = run.run_dir(out)
     check_writable(out)
     state, why = run_state(run, out) if not force else ("new", "")
@@ -115,7 +135,11 @@ def execute(
     try:
         context = None
         if run.experiment.needs_model:
-            context = (contexts or Contexts()).get(run)
+            if model is not None:
+                loaded = model() if callable(model) and not isinstance(model, torch.nn.Module) else model
+                context = run.study.context_from(loaded, run)
+            else:
+                context = (contexts or Contexts()).get(run)
             run.study.check_loaded(context, run)
         torch.manual_seed(getattr(run.options, "seed", 0))
         started = time.time()
@@ -133,7 +157,8 @@ def execute(
             "study": run.study.name,
             "options": asdict(run.options),
             "config": asdict(run.config),
-            **(run.study.manifest(context, run) if context is not None else {}),
+            **({"model_source": run.model.source} if run.model is not None else {}),
+            **run.study.manifest(context, run),
             "seconds": round(time.time() - started, 2),
             "summary": result.summary,
             **(provenance or {}),

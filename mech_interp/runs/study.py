@@ -128,8 +128,18 @@ class Study:
         raise NotImplementedError
 
     def manifest(self, context: Any, run: ResolvedRun) -> dict[str, Any]:
-        """The study's fields of a run's manifest (model description, conventions)."""
+        """The study's fields of a run's manifest (model description, conventions); ``context`` is None for a run
+        that loads no model."""
         return {}
+
+    def computation(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """``identity`` without what may differ between machines computing the same thing (where a local file
+        lies, its modification time): a Ray node must compute the driver's ``computation``."""
+        return identity
+
+    def context_from(self, model: Any, run: ResolvedRun) -> Any:
+        """The context of an already loaded ``model`` (a notebook passing its own to ``execute(..., model=)``)."""
+        raise UsageError(f"study {self.name!r} runs on its own contexts: pass contexts=, not model=")
 
     def local_inputs(self, run: ResolvedRun) -> dict[str, int | None]:
         """Local files the run reads, as given, with their size (None for a directory): every Ray node must see them."""
