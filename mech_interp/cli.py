@@ -28,6 +28,7 @@ from .command_line.study_commands import (
     options_from,
     run_default_study,
     run_engine_command,
+    say,
 )
 from .models.run_options import RunOptions
 from .report.command import add_report_parser, report_main
@@ -54,10 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report(line: str) -> None:
-    print(line, flush=True)
-
-
 def _study(ns: argparse.Namespace) -> None:
     if ns.which != "lm":
         for flag, value in (("--layerwise-n-seqs", ns.layerwise_n_seqs), ("--n-windows", ns.n_windows), ("--datasets", ns.datasets)):
@@ -70,12 +67,12 @@ def _study(ns: argparse.Namespace) -> None:
             "n_windows": ns.n_windows,
             "datasets": [d.strip() for d in ns.datasets.split(",") if d.strip()] if ns.datasets else None}.items() if v is not None},
     }
-    run_default_study(ns.which, options_from(ns, ns.which), params, ns.out, ns.force, _report)
+    run_default_study(ns.which, options_from(ns, ns.which), params, ns.out, ns.force, say)
 
 
 def _body(ns: argparse.Namespace) -> int | None:
     if is_engine_command(ns):
-        return run_engine_command(ns, STUDIES, _report)
+        return run_engine_command(ns, STUDIES, say)
     if ns.command == "models":
         from .models.registry import list_models, model_entry
 
@@ -83,9 +80,6 @@ def _body(ns: argparse.Namespace) -> int | None:
             entry = model_entry(name)
             print(f"{name:<20} {entry.family:<18} {entry.n_layers:>3} layers  {entry.description}")
     elif ns.command == "study":
-        from .runs.output import check_writable
-
-        check_writable(ns.out)  # before the models or the texts are read
         _study(ns)
     else:
         report_main(ns)

@@ -499,10 +499,11 @@ def _seed_cache(monkeypatch, cache: Path):
     recognisable), and a stub for the slow dequantizing step that records its calls."""
     import mech_interp as mi
     from mech_interp.models import gguf
+    from mech_interp.storage.cache_root import cached_conversion
 
     monkeypatch.setenv("MECH_INTERP_CACHE", str(cache))
     path = smollm2_gguf_path()
-    entry = gguf._cache_dir(path)
+    entry = cached_conversion(path, "gguf")
     hf = mi.load_hf("random:gpt2-tiny")
     hf.model.save_pretrained(entry)
     hf.tokenizer.save_pretrained(entry)

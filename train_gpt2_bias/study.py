@@ -76,8 +76,9 @@ class TrainerStudy(Study):
         analyses: dict[str, dict[str, Path | None]] = {}
         criterion = None
         for variant, specs in analysis_specs(configs, run.config).items():
+            models: dict = {}  # each checkpoint parsed once for its analyses
             for name, spec in specs.items():
-                analysis = resolve(spec)
+                analysis = resolve(spec, models)
                 run_dir = analysis.run_dir(root / "analysis")
                 analyses.setdefault(name, {})[variant] = run_dir if is_complete(run_dir) else None
                 criterion = analysis.options.criterion

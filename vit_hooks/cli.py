@@ -28,12 +28,9 @@ from mech_interp.command_line.study_commands import (
     options_from,
     run_default_study,
     run_engine_command,
+    say,
 )
 from mech_interp.validation.errors import UsageError
-
-
-def _report(line: str) -> None:
-    print(line, flush=True)
 
 
 STUDIES = ("vit",)
@@ -83,7 +80,7 @@ def _parity(ns: argparse.Namespace) -> int:
 
 def _body(ns: argparse.Namespace) -> int | None:
     if is_engine_command(ns):
-        return run_engine_command(ns, STUDIES, _report)
+        return run_engine_command(ns, STUDIES, say)
     if ns.command == "models":
         from .registry import list_models, parse_model
 
@@ -92,10 +89,7 @@ def _body(ns: argparse.Namespace) -> int | None:
             print(f"{name:<38} {e.n_blocks:>3} blocks  d {e.d_model:<5} {e.n_registers} registers  {e.img_size} px  "
                   f"{e.description}")
     elif ns.command == "study":
-        from mech_interp.runs.output import check_writable
-
-        check_writable(ns.out)
-        run_default_study("vit", options_from(ns, "vit"), {}, ns.out, ns.force, _report)
+        run_default_study("vit", options_from(ns, "vit"), {}, ns.out, ns.force, say)
     else:
         return _parity(ns)
     return None

@@ -8,10 +8,9 @@ Blocks are 0-based timm blocks everywhere: "block L" is ``blocks.L``, whose outp
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from mech_interp.validation.checks import require_at_least, require_type
+from mech_interp.validation.checks import require_at_least, require_criterion, require_seed, require_type
 from mech_interp.validation.device_names import check_device
 from mech_interp.validation.errors import UsageError
 
@@ -61,16 +60,8 @@ class ViTOptions:
         require_at_least(self, 1, "n_images", "batch_size")
         if self.img_size is not None:
             require_at_least(self, 1, "img_size")
-        for name in ("min_abs", "min_ratio"):
-            require_type(self, name, (int, float), "a number")
-        if not (0 <= self.min_abs < math.inf and 0 < self.min_ratio < math.inf):
-            raise UsageError(
-                f"criterion needs finite --min-abs >= 0 and --min-ratio > 0, got min_abs={self.min_abs}, "
-                f"min_ratio={self.min_ratio}"
-            )
-        require_type(self, "seed", int, "an integer 0..2**63-1")
-        if not 0 <= self.seed < 2**63:
-            raise UsageError(f"--seed {self.seed} is not allowed: expected an integer 0..2**63-1")
+        require_criterion(self)
+        require_seed(self)
         check_device(self.device, VIT_DEVICES)
 
     @property

@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float
 
 from mech_interp.storage.atomic_files import remove_stale, scratch_path
-from mech_interp.storage.cache_root import cache_root
+from mech_interp.storage.cache_root import cached_conversion
 from mech_interp.validation.errors import UsageError
 
 ONNX_RELATIVE = Path("models") / "vit_s_focus.onnx"
@@ -60,19 +60,11 @@ def embedded_onnx_path() -> Path:
     return path
 
 
-def _cache_file(onnx_path: Path) -> Path | None:
-    root = cache_root()
-    if root is None:
-        return None
-    stat = onnx_path.stat()
-    return root / "vit" / f"{onnx_path.stem}-{stat.st_size}-{stat.st_mtime_ns}.pt"
-
-
 def converted_state_dict(onnx_path: Path | None = None) -> dict[str, torch.Tensor]:
     """timm ``vit_small_patch14_dinov2`` state dict (position embeddings at 37 x 37, as stored),
     from the cache when there, else converted and cached."""
     onnx_path = onnx_path or embedded_onnx_path()
-    cached = _cache_file(onnx_path)
+    cached = cached_conversion(onnx_path, "vit", ".pt")
     if cached is not None:
         remove_stale(cached)
         if cached.is_file():

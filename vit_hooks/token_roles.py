@@ -14,10 +14,12 @@ import pandas as pd
 import torch
 from jaxtyping import Int
 
+from mech_interp.core.token_layout import TokenLayout
+
 
 @dataclass(frozen=True)
 class TokenRoles:
-    n_registers: int
+    layout: TokenLayout  # CLS and the registers are the prefix positions, each with its role (cls, reg0, ...)
     grid: tuple[int, int]  # patch rows, cols
 
     @classmethod
@@ -25,11 +27,17 @@ class TokenRoles:
         if not getattr(model, "has_class_token", True) or model.num_prefix_tokens != 1 + model.num_reg_tokens:
             raise ValueError("token roles need timm's layout: one class token, then the registers, then the patches")
         grid = model.patch_embed.dynamic_feat_size((img_size, img_size))
-        return cls(int(model.num_reg_tokens), (int(grid[0]), int(grid[1])))
+        n_registers = int(model.num_reg_tokens)
+        layout = TokenLayout(1 + n_registers, 0, ("cls", *(f"reg{r}" for r in range(n_registers))))
+        return cls(layout, (int(grid[0]), int(grid[1])))
+
+    @property
+    def n_registers(self) -> int:
+        return self.layout.n_prefix_tokens - 1
 
     @property
     def n_prefix(self) -> int:
-        return 1 + self.n_registers
+        return self.layout.n_prefix_tokens
 
     @property
     def n_tokens(self) -> int:
@@ -47,10 +55,8 @@ class TokenRoles:
         return "cls" if position == 0 else "register" if position < self.n_prefix else "patch"
 
     def name(self, position: int) -> str:
-        if position == 0:
-            return "cls"
         if position < self.n_prefix:
-            return f"reg{position - 1}"
+            return self.layout.roles[position]
         row, col = divmod(position - self.n_prefix, self.grid[1])
         return f"patch({row},{col})"
 

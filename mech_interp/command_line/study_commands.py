@@ -14,6 +14,11 @@ from ..validation.errors import UsageError
 from .flags import add_fields, collect
 
 
+def say(line: str) -> None:
+    """A study command's progress line, flushed at once (progress bars write to stderr in between)."""
+    print(line, flush=True)
+
+
 def add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--force", action="store_true", help="rerun even if the run directory is complete")
@@ -85,9 +90,11 @@ def run_single(ns: argparse.Namespace, report: Callable[[str], None]) -> None:
 
 def run_default_study(study_name: str, options: Any, params: dict[str, dict[str, Any]], out: str, force: bool,
                       report: Callable[[str], None]) -> None:
+    from ..runs.output import check_writable
     from ..runs.runner import run_study
     from ..runs.spec import RunSpec, resolve
 
+    check_writable(out)  # before the models, the texts or the images are read
     study = get_study(study_name)
     models: dict[tuple, Any] = {}
     runs = [resolve(RunSpec(name, options, params.get(name, {}), study=study.name), models)

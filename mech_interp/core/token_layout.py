@@ -8,8 +8,9 @@ Two conventions exist in the studies, and every measurement needs to know both t
 - key slots (``n_key_slots``): key columns in front of the positions in every attention pattern,
   with no residual position of their own: the trainer's attention-bias k'/v' slot.
 
-A model's layout is read once, from what describes the model (a checkpoint's ``hooked_config.json``,
-a ViT's registry entry), and passed to the measurements; nothing asks the model object for it.
+A model's layout is read once, from what describes the model (a checkpoint's ``hooked_config.json``;
+for a ViT, timm's own ``num_prefix_tokens``, in ``vit_hooks.token_roles``), and passed to the
+measurements; analysis code never asks the model object for it.
 """
 
 from __future__ import annotations

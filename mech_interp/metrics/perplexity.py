@@ -73,7 +73,7 @@ def perplexity(
                 check_peak(peak, model.cfg.dtype, name)
             if half and not math.isfinite(batch_sum):
                 raise ActivationRangeError(
-                    f"{desc}: the loss is not finite in {model.cfg.dtype}: rerun with --dtype float32")
+                    f"{desc}: the loss is not finite in {model.cfg.dtype}: rerun in float32")
             nll_sum += batch_sum
             n_tokens += nll.numel()
     return Perplexity(nll_sum=nll_sum, n_tokens=n_tokens, n_windows=int(windows.shape[0]))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..storage.atomic_files import remove_stale, scratch_path
-from ..storage.cache_root import cache_root
+from ..storage.cache_root import cached_conversion
 from ..storage.user_files import require_file
 from ..validation.errors import UsageError, reason
 from .hf_model import HFModel
@@ -174,20 +174,12 @@ _PLAUSIBLE = {
 }
 
 
-def _cache_dir(path: Path) -> Path | None:
-    root = cache_root()
-    if root is None:
-        return None
-    stat = path.stat()
-    return root / "gguf" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
-
-
 def load_gguf(path: Path) -> HFModel:
     from .architectures import check_gguf_architecture
 
     header = read_header(path)
     check_gguf_architecture(header.architecture, path)  # before ~a minute of dequantizing
-    cached = _cache_dir(path)
+    cached = cached_conversion(path, "gguf")
     if cached is not None:
         remove_stale(cached)  # the scratch of a conversion whose process was killed
         if cached.exists():

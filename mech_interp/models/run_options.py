@@ -3,12 +3,10 @@ Imports no torch. Device and dtype are checked here, at the edge, and nowhere af
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from ..validation.checks import require_type
+from ..validation.checks import require_criterion, require_seed, require_type
 from ..validation.device_names import check_device, check_dtype
-from ..validation.errors import UsageError
 from .registry import DEFAULT_MODEL
 
 
@@ -30,16 +28,10 @@ class RunOptions:
             require_type(self, name, str, "a string")
         for name in ("prepend_bos", "fast_paths"):
             require_type(self, name, bool, "true or false")
-        for name in ("min_abs", "min_ratio"):
-            require_type(self, name, (int, float), "a number")
         check_device(self.device)
         check_dtype(self.dtype)
-        require_type(self, "seed", int, "an integer 0..2**63-1")
-        if not 0 <= self.seed < 2**63:
-            raise UsageError(f"--seed {self.seed} is not allowed: expected an integer 0..2**63-1")
-        if not (0 <= self.min_abs < math.inf and 0 < self.min_ratio < math.inf):
-            raise UsageError(f"criterion needs finite --min-abs >= 0 and --min-ratio > 0, got "
-                             f"min_abs={self.min_abs}, min_ratio={self.min_ratio}")
+        require_seed(self)
+        require_criterion(self)
 
     @property
     def criterion(self):

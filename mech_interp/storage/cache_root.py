@@ -7,6 +7,16 @@ import os
 from pathlib import Path
 
 
+def cached_conversion(source: Path, kind: str, suffix: str = "") -> Path | None:
+    """Where the conversion of ``source`` is cached: named after its stem, size and mtime, so a file replaced in place
+    is converted again; None when caching is off."""
+    root = cache_root()
+    if root is None:
+        return None
+    stat = source.stat()
+    return root / kind / f"{source.stem}-{stat.st_size}-{stat.st_mtime_ns}{suffix}"
+
+
 def cache_root() -> Path | None:
     """The cache directory, or None when ``MECH_INTERP_CACHE`` is off, 0 or none."""
     setting = os.environ.get("MECH_INTERP_CACHE", "")
