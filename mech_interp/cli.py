@@ -50,7 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--n-windows", type=int, default=None, help="perplexity windows per dataset (0 = all)")
     study.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated")
     add_engine_commands(sub, STUDIES, "configs/layers_sweep.toml")
-    sub.add_parser("models", help="list the registered models")
     add_report_parser(sub)
     return parser
 
@@ -73,13 +72,7 @@ def _study(ns: argparse.Namespace) -> None:
 def _body(ns: argparse.Namespace) -> int | None:
     if is_engine_command(ns):
         return run_engine_command(ns, STUDIES, say)
-    if ns.command == "models":
-        from .models.registry import list_models, model_entry
-
-        for name in list_models():
-            entry = model_entry(name)
-            print(f"{name:<20} {entry.family:<18} {entry.n_layers:>3} layers  {entry.description}")
-    elif ns.command == "study":
+    if ns.command == "study":
         _study(ns)
     else:
         report_main(ns)

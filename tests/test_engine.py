@@ -84,3 +84,17 @@ def test_a_run_that_loads_no_model_still_records_the_study_conventions():
     run = resolve(RunSpec("upstream_means", None, study="vit"))
     assert run.model is None and run.location == "upstream-dinov2-reg/upstream_means"
     assert set(run.study.manifest(None, run)) == {"block_convention", "token_convention"}
+
+
+@pytest.mark.parametrize("command", ["mech-interp", "vit-hooks"])
+def test_models_piped_into_head_stop_quietly(command):
+    """``<command> models | head -1``: the engine's models listing, and no traceback when the reader leaves."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / command
+    proc = subprocess.run(f"'{script}' models | head -1; exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stderr == "" and len(proc.stdout.splitlines()) == 1, proc.stderr
+    assert proc.returncode in (0, 141)  # 141 = 128 + SIGPIPE when the listing outran the reader

@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--images", default="samples", help="image folder (default: the sample images)")
     parity.add_argument("--n-images", type=int, default=2, help="images compared (default: 2)")
     parity.add_argument("--atol", type=float, default=1e-4, help="largest |difference| accepted (default: 1e-4)")
-    sub.add_parser("models", help="list the registered models")
     return parser
 
 
@@ -81,14 +80,7 @@ def _parity(ns: argparse.Namespace) -> int:
 def _body(ns: argparse.Namespace) -> int | None:
     if is_engine_command(ns):
         return run_engine_command(ns, STUDIES, say)
-    if ns.command == "models":
-        from .registry import list_models, parse_model
-
-        for name in list_models():
-            e = parse_model(name)
-            print(f"{name:<38} {e.n_blocks:>3} blocks  d {e.d_model:<5} {e.n_registers} registers  {e.img_size} px  "
-                  f"{e.description}")
-    elif ns.command == "study":
+    if ns.command == "study":
         run_default_study("vit", options_from(ns, "vit"), {}, ns.out, ns.force, say)
     else:
         return _parity(ns)

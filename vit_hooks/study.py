@@ -111,6 +111,12 @@ class ViTStudy(Study):
                 "preprocessing": context.vit.preprocessing.describe(), "criterion": asdict(o.criterion),
                 "head": o.head, **conventions}
 
+    def model_lines(self) -> list[str]:
+        from .registry import list_models
+
+        return [f"{name:<38} {e.n_blocks:>3} blocks  d {e.d_model:<5} {e.n_registers} registers  {e.img_size} px  "
+                f"{e.description}" for name, e in ((name, parse_model(name)) for name in list_models())]
+
     def computation(self, identity: dict[str, Any]) -> dict[str, Any]:
         files = {name: {"size": f["size"]} if isinstance(f, dict) else f for name, f in identity.get("files", {}).items()}
         return {**identity, "files": files} if "files" in identity else identity

@@ -6,6 +6,7 @@ Imports no torch."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from typing import Callable
@@ -14,6 +15,7 @@ from ..validation.errors import UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -63,6 +65,11 @@ def run_command(prog: str, body: Callable[[], int | None], interrupted: str, out
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of the output left (``| head``): stop quietly, as a shell tool does, and keep the interpreter's
+        # final flush of stdout from failing the same way.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as err:
         from ..runs.output import WRITE_ERRNOS
 

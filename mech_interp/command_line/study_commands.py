@@ -25,15 +25,19 @@ def add_out(p: argparse.ArgumentParser) -> None:
 
 
 def add_engine_commands(sub, studies: tuple[str, ...], example: str) -> None:
-    """One subcommand per experiment of ``studies``, and ``batch``."""
+    """One subcommand per experiment of ``studies``, ``batch`` and ``models``."""
     add_experiment_commands(sub, studies)
     add_batch_command(sub, example)
+    sub.add_parser("models", help="list the registered models")
 
 
 def run_engine_command(ns: argparse.Namespace, studies: tuple[str, ...], report: Callable[[str], None]) -> int | None:
-    """``batch`` or one experiment; the ``--out`` of either is checked before anything is read."""
+    """``models``, ``batch`` or one experiment; the ``--out`` of the last two is checked before anything is read."""
     from ..runs.output import check_writable
 
+    if ns.command == "models":
+        print("\n".join(get_study(studies[0]).model_lines()))
+        return None
     check_writable(ns.out)
     if ns.command == "batch":
         return run_batch_command(ns, studies)
@@ -42,7 +46,7 @@ def run_engine_command(ns: argparse.Namespace, studies: tuple[str, ...], report:
 
 
 def is_engine_command(ns: argparse.Namespace) -> bool:
-    return ns.command == "batch" or hasattr(ns, "experiment")
+    return ns.command in ("batch", "models") or hasattr(ns, "experiment")
 
 
 def add_experiment_commands(sub, studies: tuple[str, ...]) -> None:

@@ -119,6 +119,12 @@ class LanguageModelStudy(Study):
                 "tokenization": {"prepend_bos": o.prepend_bos, **TOKENIZATION},
                 "layer_convention": LAYER_CONVENTION, "seed": o.seed}
 
+    def model_lines(self) -> list[str]:
+        from .registry import list_models, model_entry
+
+        return [f"{name:<20} {e.family:<18} {e.n_layers:>3} layers  {e.description}"
+                for name, e in ((name, model_entry(name)) for name in list_models())]
+
     def computation(self, identity: dict[str, Any]) -> dict[str, Any]:
         options = {k: v for k, v in identity.get("options", {}).items() if k not in ("model", "model_files")}
         return {**identity, "options": options}

@@ -132,6 +132,10 @@ class Study:
         that loads no model."""
         return {}
 
+    def model_lines(self) -> list[str]:
+        """One line per registered model of the study's kind: what ``<command> models`` prints."""
+        return []
+
     def computation(self, identity: dict[str, Any]) -> dict[str, Any]:
         """``identity`` without what may differ between machines computing the same thing (where a local file
         lies, its modification time): a Ray node must compute the driver's ``computation``."""
