@@ -424,7 +424,10 @@ def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "mech_interp.cli", "layerwise", "--model", "random:llama-tiny", "--device", "cpu",
              "--text", str(corpus), "--n-seqs", "2000", "--seq-len", "256", "--out", str(out)],
-            stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            # as at a terminal: a suite started in the background (`make test &`) ignores SIGINT, and Python then
+            # installs no KeyboardInterrupt handler in the processes it starts
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 240
         while "layer statistics" not in stderr_file.read_text() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.1)
