@@ -98,3 +98,19 @@ def test_models_piped_into_head_stop_quietly(command):
                           capture_output=True, text=True, timeout=120)
     assert proc.stderr == "" and len(proc.stdout.splitlines()) == 1, proc.stderr
     assert proc.returncode in (0, 141)  # 141 = 128 + SIGPIPE when the listing outran the reader
+
+
+@pytest.mark.integration
+def test_an_experiment_called_as_in_0_1_gives_what_the_engine_gives(tmp_path):
+    import mech_interp as mi
+    from mech_interp.models.context import ModelContext
+    from mech_interp.runs.experiments import get_experiment
+
+    model = mi.load_model("random:gpt2-tiny", device="cpu", fast_paths=True)
+    options = RunOptions(model="random:gpt2-tiny", device="cpu")
+    experiment = get_experiment("layerwise")
+    config = experiment.make_config({"n_seqs": 2, "seq_len": 16})
+    old = experiment.fn(model, options, config)
+    new = experiment.fn(ModelContext(model, options), config)
+    for name, table in new.tables.items():
+        assert old.tables[name].equals(table), name

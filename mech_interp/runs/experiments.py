@@ -68,12 +68,35 @@ class Experiment:
 
 
 def get_experiment(name: str, study: str | None = None) -> Experiment:
-    """An experiment of mech-interp's studies (``lm``, ``heads``) by name, or of ``study``.
-    Kept for notebooks written against 0.1; ``mech_interp.runs.studies.get_study(name).experiment(...)``
-    is the engine's own lookup."""
+    """An experiment of mech-interp's studies (``lm``, ``heads``) by name, or of ``study``. Kept for notebooks written
+    against 0.1, for one release: the ``fn`` it returns also takes 0.1's call ``fn(model, options, config)``.
+    ``mech_interp.runs.studies.get_study(name).experiment(...)`` is the engine's own lookup."""
     from .studies import find_experiment
 
-    return find_experiment(name, (study,) if study else None)[1]
+    found_study, experiment = find_experiment(name, (study,) if study else None)
+    return _Release01Experiment(experiment.name, experiment.config_cls, experiment.target, experiment.doc,
+                                experiment.needs_model, found_study.name)
+
+
+@dataclass(frozen=True)
+class _Release01Experiment(Experiment):
+    study: str = ""
+
+    @property
+    def fn(self) -> Callable[..., ExperimentResult]:
+        fn = super().fn
+
+        def call(*args, **kwargs) -> ExperimentResult:
+            if len(args) == 3:  # 0.1: (model, options, config); the context is made as the engine makes it
+                from .spec import RunSpec, resolve
+                from .studies import get_study
+
+                model, options, config = args
+                run = resolve(RunSpec(self.name, options, {}, study=self.study))
+                args = (get_study(self.study).context_from(model, run), config)
+            return fn(*args, **kwargs)
+
+        return call
 
 
 def list_experiments(study: str | None = None) -> list[str]:
