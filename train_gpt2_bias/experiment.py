@@ -35,10 +35,9 @@ from .variants import VARIANTS
 if TYPE_CHECKING:
     from mech_interp.core.criterion import MassiveCriterion
     from mech_interp.core.token_layout import TokenLayout
-    from mech_interp.runs.experiments import ExperimentResult
+    from mech_interp.runs.experiment import ExperimentResult
 
     from .config import TrainConfig
-    from .study import TrainedVariants
 
 
 @dataclass
@@ -72,6 +71,26 @@ class ExperimentConfig:
         require_type(self, "min_ratio", (int, float), "a number")
         if not (0 < self.min_ratio < math.inf):
             raise UsageError(f"--min-ratio {self.min_ratio} is not allowed: expected a positive number")
+
+
+@dataclass
+class ComparisonOptions:
+    """The trainer study's options: the root the variants were trained under (``model``: the comparison lands in
+    ``<root>/comparison``) and how they were configured (the ``--config`` file, the flags shared by every variant)."""
+
+    model: str = field(default="", metadata={"help": "the experiment's root: <root>/<variant> checkpoints, "
+                                                     "<root>/analysis runs"})
+    config: str | None = field(default=None, metadata={"help": "the TOML/YAML file of TrainConfig fields"})
+    train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig flags shared by every variant"})
+
+
+@dataclass
+class TrainedVariants:
+    """The comparison's context: the variants trained under one root, the analysis runs on them, their criterion."""
+
+    configs: dict[str, Any]  # variant -> TrainConfig, out = its checkpoint
+    analyses: dict[str, dict[str, Path | None]]  # analysis -> variant -> its run directory, None where it did not run
+    criterion: Any  # the analyses' MassiveCriterion
 
 
 def attention_shares(model, windows, *, layout: TokenLayout) -> list[dict[str, Any]]:
@@ -146,7 +165,6 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
     from mech_interp.runs.runner import check_runs, execute
     from mech_interp.runs.spec import RunSpec, resolve
 
-    from .study import ComparisonOptions
     from .train import train
 
     # ---- every configuration checked before anything runs ----
@@ -212,7 +230,7 @@ def compare(experiment: ExperimentConfig, configs: dict[str, TrainConfig], analy
 
     from mech_interp.models.loading import load_model
     from mech_interp.models.spec import ModelSpec
-    from mech_interp.runs.experiments import ExperimentResult
+    from mech_interp.runs.experiment import ExperimentResult
 
     from .checkpoint import training_summary
     from .data import data_dir_for, get_batch, prepare_data

@@ -10,22 +10,14 @@ variant's training configuration and the experiment's config, as before the engi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mech_interp.runs.experiments import Experiment
+from mech_interp.runs.experiment import Experiment
 from mech_interp.runs.study import ResolvedRun, Study
 
-from .experiment import ExperimentConfig
-
-
-@dataclass
-class ComparisonOptions:
-    model: str = field(default="", metadata={"help": "the experiment's root: <root>/<variant> checkpoints, "
-                                                     "<root>/analysis runs"})
-    config: str | None = field(default=None, metadata={"help": "the TOML/YAML file of TrainConfig fields"})
-    train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig flags shared by every variant"})
+from .experiment import ComparisonOptions, ExperimentConfig, TrainedVariants
 
 
 @dataclass(frozen=True)
@@ -39,13 +31,6 @@ class TrainingRoot:
     @property
     def source(self) -> str:
         return str(self.path.resolve())
-
-
-@dataclass
-class TrainedVariants:
-    configs: dict[str, Any]  # variant -> TrainConfig, out = its checkpoint
-    analyses: dict[str, dict[str, Path | None]]  # analysis -> variant -> its run directory, None where it did not run
-    criterion: Any  # the analyses' MassiveCriterion
 
 
 class TrainerStudy(Study):

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mech_interp.runs.experiments import Experiment
+from mech_interp.runs.experiment import Experiment
 from mech_interp.runs.study import ResolvedRun, Study
 from mech_interp.validation.errors import UsageError
 

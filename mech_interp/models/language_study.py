@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.sites import parse_site
-from ..runs.experiments import Experiment
+from ..runs.experiment import Experiment
 from ..runs.study import ResolvedRun, Study
 from ..validation.errors import UsageError
 from .run_options import RunOptions

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..validation.errors import NothingToMeasure, UsageError
-from .experiments import ExperimentResult
+from .experiment import ExperimentResult
 from .output import WRITE_ERRNOS, RunWriter, check_writable, is_complete, read_manifest, write_error
 from .spec import RunSpec, resolve
 from .study import ResolvedRun, Study

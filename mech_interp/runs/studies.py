@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 from ..validation.errors import UsageError
-from .experiments import Experiment
+from .experiment import Experiment
 from .study import Study
 
 STUDIES = {

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..validation.errors import UsageError
-from .experiments import Experiment
+from .experiment import Experiment
 
 
 class ResolvedModel(Protocol):
@@ -79,12 +79,6 @@ class Study:
         self.experiments = {e.name: e for e in experiments}
         self.default_runs = default_runs or tuple(self.experiments)  # what ``study`` runs, in order
         self.optional_runs = frozenset(optional_runs)  # a refused input skips them in ``study`` (optional data)
-
-    def __reduce__(self):
-        # Pickled by name (a Ray task, a multiprocessing worker): the registry gives the same object back.
-        from .studies import get_study
-
-        return get_study, (self.name,)
 
     def experiment(self, name: str) -> Experiment:
         key = name.replace("-", "_")

@@ -17,7 +17,7 @@ from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 
 from mech_interp.core.criterion import massive_mask
-from mech_interp.runs.experiments import ExperimentResult
+from mech_interp.runs.experiment import ExperimentResult
 
 from .. import hook_names
 from ..configs import AttentionConfig

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from mech_interp.core.criterion import massive_mask, median_abs
-from mech_interp.runs.experiments import ExperimentResult
+from mech_interp.runs.experiment import ExperimentResult
 from mech_interp.validation.errors import UsageError
 from mech_interp.viz.feature_view import feature_view_3d
 

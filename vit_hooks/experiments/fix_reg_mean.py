@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from mech_interp.runs.experiments import ExperimentResult
+from mech_interp.runs.experiment import ExperimentResult
 from mech_interp.validation.errors import NothingToMeasure, UsageError
 
 from ..configs import FixRegMeanConfig

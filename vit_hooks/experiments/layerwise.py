@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float
 
 from mech_interp.core.layer_stats import SUMMARY_DEFINITIONS
-from mech_interp.runs.experiments import ExperimentResult
+from mech_interp.runs.experiment import ExperimentResult
 from mech_interp.viz.layerwise import layerwise_lines
 
 from .. import hook_names

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mech_interp.core.massive_reset import MassiveMeans, SetMean, SetZero
-from mech_interp.runs.experiments import ExperimentResult
+from mech_interp.runs.experiment import ExperimentResult
 from mech_interp.validation.errors import NoMassiveActivations, NothingToMeasure, UsageError
 
 from .. import hook_names

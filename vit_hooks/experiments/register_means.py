@@ -4,7 +4,7 @@ so that ``fix-reg-mean --means`` takes it as it takes upstream's files."""
 
 from __future__ import annotations
 
-from mech_interp.runs.experiments import ExperimentResult
+from mech_interp.runs.experiment import ExperimentResult
 
 from ..configs import RegisterMeansConfig
 from ..figures import register_mean_lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mech_interp.runs.experiments import ExperimentResult
+from mech_interp.runs.experiment import ExperimentResult
 
 from ..configs import UpstreamMeansConfig
 from ..figures import register_mean_lines

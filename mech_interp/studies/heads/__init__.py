@@ -5,7 +5,7 @@ Importing this package declares its experiments (configs only; code imported whe
 """
 
 from ...models.language_study import LanguageModelStudy
-from ...runs.experiments import Experiment
+from ...runs.experiment import Experiment
 from .configs import (
     AttributionConfig,
     HeadAblationConfig,

@@ -11,7 +11,7 @@ import torch
 from ...interventions.heads import SLICE_CONTRAST, ablate_heads, zero_output_slice
 from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci
 from ...models.context import ModelContext
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...viz.heads import change_by_layer
 from .configs import HeadAblationConfig
 from .head_sets_file import read_head_sets

@@ -12,7 +12,7 @@ import torch
 
 from ...metrics.attribution import WRITE_DEFINITION, direct_writes, neuron_writes
 from ...models.context import ModelContext
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...validation.errors import NothingToMeasure
 from ...viz.heads import component_bars, effect_bars
 from .configs import AttributionConfig

@@ -17,7 +17,7 @@ from ...interventions.heads import (
 )
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.heads import before_after_3d, difference_heatmap
 from .configs import HeadBeforeAfterConfig

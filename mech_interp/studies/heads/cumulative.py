@@ -10,7 +10,7 @@ import pandas as pd
 from ...interventions.heads import ablate_heads
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.heads import cumulative_plot
 from .configs import HeadCumulativeConfig

@@ -4,7 +4,7 @@ sink share, and the head sets (top-k, bottom-k, random-k) the ablation experimen
 from __future__ import annotations
 
 from ...models.context import ModelContext
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...viz.heads import layer_head_heatmap, ranking_plot
 from .configs import HeadScoresConfig
 from .inputs import sequences

@@ -8,7 +8,7 @@ import torch
 
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.heads import layer_head_heatmap
 from .configs import HeadSweepConfig

@@ -4,7 +4,7 @@ Importing this package declares them (configs only; each experiment's code is im
 """
 
 from ...models.language_study import LanguageModelStudy
-from ...runs.experiments import Experiment
+from ...runs.experiment import Experiment
 from .configs import AttentionConfig, FeatureViewConfig, InterventionConfig, LayerwiseConfig
 
 STUDY = LanguageModelStudy("lm", "massive-activation study", [

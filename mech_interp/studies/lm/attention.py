@@ -29,7 +29,7 @@ from ...metrics.attention_scores import (
 from ...metrics.layer_stats import PREFIX_NAME
 from ...models.context import ModelContext
 from ...models.hook_names import act_name, check_layer, resid_pre
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.attention import (
     MASSIVE_SCORE,

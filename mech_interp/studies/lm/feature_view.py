@@ -10,7 +10,7 @@ from ...data.tokens import encode
 from ...metrics.layer_stats import PREFIX_NAME
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...viz.feature_view import feature_view_3d
 from .configs import FeatureViewConfig
 from .prompt_stats import default_layer, prompt_layer_stats

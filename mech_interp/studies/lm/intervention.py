@@ -21,7 +21,7 @@ from ...metrics.layer_stats import collect_layer_stats
 from ...metrics.perplexity import perplexity
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...validation.errors import NoMassiveActivations, NothingToMeasure, UsageError
 from ...viz.perplexity import perplexity_bars
 from .configs import InterventionConfig

@@ -7,7 +7,7 @@ from ...data.texts import load_text
 from ...data.tokens import windows
 from ...metrics.layer_stats import collect_layer_stats
 from ...models.context import ModelContext
-from ...runs.experiments import ExperimentResult
+from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.layerwise import layerwise_lines
 from .configs import LayerwiseConfig
