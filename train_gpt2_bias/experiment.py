@@ -162,7 +162,7 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
     """Train every variant, run the analyses on each checkpoint, then the comparison: all three on the one engine
     (the comparison is the ``trainer`` study's experiment, ``train_gpt2_bias.study``)."""
     from mech_interp.runs.output import check_writable
-    from mech_interp.runs.runner import check_runs, execute
+    from mech_interp.runs.runner import Contexts, check_runs, execute
     from mech_interp.runs.spec import RunSpec, resolve
 
     from .train import train
@@ -192,13 +192,14 @@ def run_experiment(config_file: str | None, shared: dict[str, Any], experiment: 
 
     # ---- 2. the mech_interp experiments on each checkpoint ----
     failed = []
+    contexts = Contexts()  # each checkpoint loaded once for its three analyses
     for variant, specs in analysis_specs(configs, experiment).items():
         models: dict = {}  # the checkpoint parsed once for its three runs
         runs = {name: resolve(spec, models) for name, spec in specs.items()}
         check_runs(list(runs.values()))
         for name, run in runs.items():
             try:
-                run_dir, _ = execute(run, root / "analysis", force=False, report=print)
+                run_dir, _ = execute(run, root / "analysis", contexts, force=False, report=print)
             except Exception as err:  # reported and recorded: the comparison says which analysis did not run
                 print(f"[failed] {name} on {variant}: {type(err).__name__}: {err}", flush=True)
                 failed.append(f"{name} on {variant}")
