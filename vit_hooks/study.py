@@ -175,20 +175,18 @@ def _local_files(options: configs.ViTOptions, config: Any, entry: ModelEntry) ->
     return files
 
 
+def _experiment(name: str, config_cls: type, needs_model: bool = True) -> Experiment:
+    """A vision experiment: its function is ``run`` in ``vit_hooks.experiments.<name>``, its help its config's doc."""
+    return Experiment(name, config_cls, f"vit_hooks.experiments.{name}:run", config_cls.__doc__.strip(), needs_model)
+
+
 STUDY = ViTStudy("vit", "vision study", [
-    Experiment("feature_view", configs.FeatureViewConfig, "vit_hooks.experiments.feature_view:run",
-               configs.FeatureViewConfig.__doc__.strip()),
-    Experiment("layerwise", configs.LayerwiseConfig, "vit_hooks.experiments.layerwise:run",
-               configs.LayerwiseConfig.__doc__.strip()),
-    Experiment("register_means", configs.RegisterMeansConfig, "vit_hooks.experiments.register_means:run",
-               configs.RegisterMeansConfig.__doc__.strip()),
-    Experiment("upstream_means", configs.UpstreamMeansConfig, "vit_hooks.experiments.upstream_means:run",
-               configs.UpstreamMeansConfig.__doc__.strip(), needs_model=False),
-    Experiment("fix_reg_mean", configs.FixRegMeanConfig, "vit_hooks.experiments.fix_reg_mean:run",
-               configs.FixRegMeanConfig.__doc__.strip()),
-    Experiment("massive_reset", configs.MassiveResetConfig, "vit_hooks.experiments.massive_reset:run",
-               configs.MassiveResetConfig.__doc__.strip()),
-    Experiment("attention", configs.AttentionConfig, "vit_hooks.experiments.attention:run",
-               configs.AttentionConfig.__doc__.strip()),
+    _experiment("feature_view", configs.FeatureViewConfig),
+    _experiment("layerwise", configs.LayerwiseConfig),
+    _experiment("register_means", configs.RegisterMeansConfig),
+    _experiment("upstream_means", configs.UpstreamMeansConfig, needs_model=False),
+    _experiment("fix_reg_mean", configs.FixRegMeanConfig),
+    _experiment("massive_reset", configs.MassiveResetConfig),
+    _experiment("attention", configs.AttentionConfig),
 ], default_runs=("feature_view", "layerwise", "upstream_means", "register_means", "fix_reg_mean", "massive_reset",
                  "attention"), optional_runs=("upstream_means",))

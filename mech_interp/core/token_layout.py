@@ -38,7 +38,3 @@ class TokenLayout:
     def first_token(self) -> int:
         """The residual position of the input's first token."""
         return self.n_prefix_tokens
-
-    def key_of(self, position: int) -> int:
-        """The attention key column of residual ``position``."""
-        return self.n_key_slots + position
