@@ -18,7 +18,7 @@ _EXPORTS = {
     "DEFAULT_MODEL": "mech_interp.models.registry",
     "list_models": "mech_interp.models.registry",
     "register_model": "mech_interp.models.registry",
-    "Processing": "mech_interp.models.conversion",
+    "Processing": "mech_interp.models.processing",
     "load_hf": "mech_interp.models.hf_loading",
     "load_model": "mech_interp.models.loading",
 }

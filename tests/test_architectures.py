@@ -296,7 +296,7 @@ def test_saved_encoder_model_is_refused(tmp_path):
 
     BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=64)).save_pretrained(tmp_path / "bert")
-    with pytest.raises(UsageError, match="'BertForMaskedLM' cannot be converted"):
+    with pytest.raises(UsageError, match="'BertForMaskedLM' cannot be loaded"):
         mi.load_model(str(tmp_path / "bert"), device="cpu")
 
 

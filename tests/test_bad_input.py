@@ -89,7 +89,7 @@ CASES = [
     ("hf-no-weights", lambda t: _hf_dir(t / "m", '{"architectures": ["GPT2LMHeadModel"], "n_layer": 2}'),
      ["layerwise", "--model", "{tmp}/m"], "has no weights"),
     ("hf-unsupported", lambda t: _hf_dir(t / "m", '{"architectures": ["BertForMaskedLM"]}'),
-     ["layerwise", "--model", "{tmp}/m"], "architecture 'BertForMaskedLM' cannot be converted"),
+     ["layerwise", "--model", "{tmp}/m"], "architecture 'BertForMaskedLM' cannot be loaded"),
     ("empty-model", None, ["layerwise", "--model", ""], "empty model name ''"),
     ("unknown-model", None, ["layerwise", "--model", "no-such-model"], "unknown model 'no-such-model'"),
     ("k-beyond-hidden-state", None, ["layerwise", *TINY, *FAST, "--k", "100000"],

@@ -9,7 +9,7 @@ from transformer_lens.components.transformer_block import TransformerBlock
 
 import mech_interp as mi
 from mech_interp.data.tokens import encode
-from mech_interp.models.conversion import Processing, hooked_from_hf
+from mech_interp.models.conversion import hooked_from_hf
 from mech_interp.models.fused_attention import (
     FUSED_CLASSES,
     FusedBlock,
@@ -20,6 +20,7 @@ from mech_interp.models.fused_attention import (
     enable_fused_attention,
 )
 from mech_interp.models.hook_names import resid_post
+from mech_interp.models.processing import Processing
 from mech_interp.models.weight_layout import use_linear_layout
 
 from .conftest import CPU

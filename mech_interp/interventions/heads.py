@@ -18,11 +18,11 @@ from typing import Any, Iterable, Literal
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
-from transformer_lens.utils import get_act_name
 
 from ..core.intervention import Intervention
 from ..core.running_stats import Mean
+from ..models.hook_names import act_name
+from ..models.hooked_model import HookedModel
 from ..validation.errors import UsageError
 
 HOW = ("zero", "mean")
@@ -49,7 +49,7 @@ class HeadMeans(torch.nn.Module):
 
     @classmethod
     @torch.inference_mode()
-    def measure(cls, model: HookedTransformer, batches: Iterable[Int[torch.Tensor, "_batch _pos"]], layer: int,
+    def measure(cls, model: HookedModel, batches: Iterable[Int[torch.Tensor, "_batch _pos"]], layer: int,
                 per_position: bool = True) -> "HeadMeans":
         stat, seen = Mean(), [0]
 
@@ -57,7 +57,7 @@ class HeadMeans(torch.nn.Module):
             stat.add(z if per_position else z.flatten(0, 1))
             seen[0] += z.shape[0]
 
-        name = get_act_name("z", layer)
+        name = act_name("z", layer)
         with model.hooks(fwd_hooks=[(name, keep)]):
             for tokens in batches:
                 model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
@@ -67,7 +67,7 @@ class HeadMeans(torch.nn.Module):
 
     @classmethod
     @torch.inference_mode()
-    def measure_all(cls, model: HookedTransformer, batches: Iterable[Int[torch.Tensor, "_batch _pos"]],
+    def measure_all(cls, model: HookedModel, batches: Iterable[Int[torch.Tensor, "_batch _pos"]],
                     layers: Iterable[int], per_position: bool = True) -> dict[int, "HeadMeans"]:
         """``measure`` for several blocks in one pass over the reference sequences."""
         layers = sorted(set(layers))
@@ -76,7 +76,7 @@ class HeadMeans(torch.nn.Module):
         def keep(z: Float[torch.Tensor, "batch pos head_index d_head"], hook: Any) -> None:
             stats[hook.layer()].add(z if per_position else z.flatten(0, 1))
 
-        with model.hooks(fwd_hooks=[(get_act_name("z", layer), keep) for layer in layers]):
+        with model.hooks(fwd_hooks=[(act_name("z", layer), keep) for layer in layers]):
             for tokens in batches:
                 model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=max(layers) + 1)
                 seen[0] += tokens.shape[0]
@@ -114,7 +114,7 @@ class AblateHead(Intervention):
         _check_means(layer, how, means)
         heads = [head] if isinstance(head, int) else sorted(set(head))
         label = ",".join(map(str, heads))
-        super().__init__(f"ablate_head_{layer}.{label}_{how}", get_act_name("z", layer))
+        super().__init__(f"ablate_head_{layer}.{label}_{how}", act_name("z", layer))
         self.layer, self.heads, self.how = layer, heads, how
         self.means = means if how == "mean" else None
 
@@ -140,7 +140,7 @@ class AblateHeadPerRow(Intervention):
     def __init__(self, layer: int, heads: Int[torch.Tensor, "batch"], how: str = "zero",
                  means: HeadMeans | None = None):
         _check_means(layer, how, means)
-        super().__init__(f"ablate_head_per_row_{layer}_{how}", get_act_name("z", layer))
+        super().__init__(f"ablate_head_per_row_{layer}_{how}", act_name("z", layer))
         self.layer, self.how = layer, how
         self.means = means if how == "mean" else None
         self.register_buffer("heads", heads.long())
@@ -169,7 +169,7 @@ class ZeroOutputSlice(Intervention):
     attention output (after ``W_O``, every head summed). Not a head ablation: kept as a named contrast."""
 
     def __init__(self, layer: int, head: int, d_head: int):
-        super().__init__(f"{SLICE_CONTRAST}_{layer}.{head}", get_act_name("attn_out", layer))
+        super().__init__(f"{SLICE_CONTRAST}_{layer}.{head}", act_name("attn_out", layer))
         self.layer, self.head, self.d_head = layer, head, d_head
 
     @property

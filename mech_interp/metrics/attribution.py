@@ -27,10 +27,10 @@ from typing import Any
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
-from transformer_lens.utils import get_act_name
 
 from ..core.token_layout import TokenLayout
+from ..models.hook_names import act_name
+from ..models.hooked_model import HookedModel
 
 COMPONENT_KINDS = ("embed", "pos_embed", "prefix", "head", "attn_bias", "mlp")
 WRITE_DEFINITION = ("direct write of a component to entry (position, dim): embed / pos_embed = the embedding "
@@ -81,7 +81,7 @@ class Writes:
         return out
 
 
-def component_table(model: HookedTransformer, has_pos: bool, n_prefix: int) -> pd.DataFrame:
+def component_table(model: HookedModel, has_pos: bool, n_prefix: int) -> pd.DataFrame:
     rows: list[dict[str, Any]] = [{"component": "embed", "kind": "embed", "layer": -1, "head": -1}]
     if has_pos:
         rows.append({"component": "pos_embed", "kind": "pos_embed", "layer": -1, "head": -1})
@@ -95,8 +95,17 @@ def component_table(model: HookedTransformer, has_pos: bool, n_prefix: int) -> p
     return pd.DataFrame(rows)
 
 
+def output_bias(module: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """``module.b_O`` / ``module.b_out``, or None where the layer has none: a HookedTransformer keeps a zero
+    bias for bias-free families, a TransformerBridge raises instead (its weight view finds no HF bias)."""
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        return None
+
+
 @torch.inference_mode()
-def direct_writes(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"],
+def direct_writes(model: HookedModel, tokens: Int[torch.Tensor, "batch pos"],
                   entries: Int[torch.Tensor, "entry 3"], fwd_hooks: list | None = None, *,
                   layout: TokenLayout) -> Writes:
     """Direct writes of every component to each entry (batch row, residual position, dim), in one
@@ -130,7 +139,9 @@ def direct_writes(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos
         per_head = torch.einsum("ehk,hke->eh", z[b, p].to(w_o.dtype), w_o[:, :, d])  # [entry, head_index]
         first = index[f"head {layer}.0"]
         writes[:, first:first + cfg.n_heads] = per_head.double().cpu()
-        writes[:, index[f"attn_bias {layer}"]] = model.blocks[layer].attn.b_O[d].double().cpu()
+        b_o = output_bias(model.blocks[layer].attn, "b_O")
+        if b_o is not None:
+            writes[:, index[f"attn_bias {layer}"]] = b_o[d].double().cpu()
 
     def mlp(out: Float[torch.Tensor, "batch pos d_model"], hook) -> None:
         writes[:, index[f"mlp {hook.layer()}"]] = out[b, p, d].double().cpu()
@@ -138,12 +149,12 @@ def direct_writes(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos
     def post(acts: Float[torch.Tensor, "batch pos d_model"], hook) -> None:
         resid[hook.layer()] = acts[b, p, d].float().cpu()
 
-    hooks = [("hook_embed", embedding("embed")), (get_act_name("resid_pre", 0), prefix)]
+    hooks = [("hook_embed", embedding("embed")), (act_name("resid_pre", 0), prefix)]
     if has_pos:
         hooks.append(("hook_pos_embed", embedding("pos_embed")))
     for layer in range(cfg.n_layers):
-        hooks += [(get_act_name("z", layer), heads), (get_act_name("mlp_out", layer), mlp),
-                  (get_act_name("resid_post", layer), post)]
+        hooks += [(act_name("z", layer), heads), (act_name("mlp_out", layer), mlp),
+                  (act_name("resid_post", layer), post)]
     with model.hooks(fwd_hooks=list(fwd_hooks or []) + hooks):
         model(tokens.to(cfg.device), return_type=None)
     return Writes(components, writes.float(), resid, entries.cpu())
@@ -162,7 +173,7 @@ class NeuronWrites:
 
 
 @torch.inference_mode()
-def neuron_writes(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"], layer: int,
+def neuron_writes(model: HookedModel, tokens: Int[torch.Tensor, "batch pos"], layer: int,
                   entry: tuple[int, int, int], top_neurons: int = 5, top_weights: int = 10) -> NeuronWrites:
     """Split block ``layer``'s MLP write to ``entry`` over its hidden neurons (``hook_post`` x
     ``W_out`` rows), and the top neurons' pre-activations over their input weights."""
@@ -183,13 +194,15 @@ def neuron_writes(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos
 
     handle = mlp_module.register_forward_pre_hook(keep_input)
     try:
-        with model.hooks(fwd_hooks=[(get_act_name("post", layer), keep_post), (get_act_name("mlp_out", layer), keep_out)]):
+        with model.hooks(fwd_hooks=[(act_name("post", layer), keep_post), (act_name("mlp_out", layer), keep_out)]):
             model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
     finally:
         handle.remove()
     w_out = mlp_module.W_out[:, d].float().cpu()  # [d_mlp]
     write = kept["post"] * w_out
-    value = float(write.double().sum() + float(mlp_module.b_out[d]))
+    b_out = output_bias(mlp_module, "b_out")
+    b_out_d = float(b_out[d]) if b_out is not None else 0.0
+    value = float(write.double().sum() + b_out_d)
     order = write.abs().argsort(descending=True)
     neurons = pd.DataFrame({"neuron": order.numpy(), "activation": kept["post"][order].numpy(),
                             "w_out": w_out[order].numpy(), "write": write[order].numpy()})
@@ -208,4 +221,4 @@ def neuron_writes(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos
                              "weight": float(column[i]), "contribution": float(contribution[i]),
                              "pre_activation": float(contribution.double().sum())})
     inputs = pd.DataFrame(rows, columns=["matrix", "neuron", "input_index", "x", "weight", "contribution", "pre_activation"])
-    return NeuronWrites(layer, entry, neurons, float(mlp_module.b_out[d]), kept["mlp_out"].item(), inputs)
+    return NeuronWrites(layer, entry, neurons, b_out_d, kept["mlp_out"].item(), inputs)

@@ -1,4 +1,4 @@
-"""Per-layer statistics of a HookedTransformer, computed inside hooks while it runs.
+"""Per-layer statistics of a hooked language model (either engine), computed inside hooks while it runs.
 
 Feeds the core ``ActivationRecorder`` from TransformerLens hook points with token ids as position
 labels; nothing is cached. The forward stops after the last hooked block. On a GPU the recorder reads
@@ -7,18 +7,19 @@ nothing back until a batch has run through (one host copy per batch).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Iterable, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from ..core.criterion import MassiveCriterion
 from ..core.layer_stats import LayerStats
 from ..core.recorder import ActivationRecorder
 from ..core.token_layout import TokenLayout
 from ..models.hook_names import block_of, check_hook_names, resid_post
+from ..models.hooked_model import HookedModel
 
 TOKEN_COLUMNS = ("token_id", "token")
 # Models with learned positions in front of the tokens (``layout.n_prefix_tokens``, e.g. a sink
@@ -26,7 +27,7 @@ TOKEN_COLUMNS = ("token_id", "token")
 PREFIX_LABEL, PREFIX_NAME = -1, "<prefix>"
 
 
-def stop_layer(model: HookedTransformer, hook_names: Sequence[str]) -> int | None:
+def stop_layer(model: HookedModel, hook_names: Sequence[str]) -> int | None:
     """Blocks after the last hooked one need not run; ``None`` when a non-block hook needs the end."""
     blocks = [block_of(n) for n in hook_names]
     if any(b is None for b in blocks):
@@ -36,7 +37,7 @@ def stop_layer(model: HookedTransformer, hook_names: Sequence[str]) -> int | Non
 
 
 def collect_layer_stats(
-    model: HookedTransformer,
+    model: HookedModel,
     batches: Iterable[Int[torch.Tensor, "_batch _pos"]],  # sizes may differ from batch to batch
     hook_names: Sequence[str] | None = None,
     k: int = 3,
@@ -57,15 +58,16 @@ def collect_layer_stats(
     total = total if total is not None else len(batches) if hasattr(batches, "__len__") else None
     bar: list[tqdm] = []  # shown once the first site is recorded: a refused --k must not leave a 0% bar above its error
 
-    def hook(acts: Float[torch.Tensor, "batch pos *rest"], hook) -> None:
-        recorder.record(hook.name, acts, current["labels"])
+    def hook(acts: Float[torch.Tensor, "batch pos *rest"], hook, site: str) -> None:
+        # the site as asked, not hook.name: a TransformerBridge names its hook points natively (blocks.3.hook_out)
+        recorder.record(site, acts, current["labels"])
         if not bar:
             bar.append(tqdm(desc="layer statistics", unit="batch", total=total, disable=not progress))
 
     stop = stop_layer(model, hook_names)
     device = model.cfg.device
     try:
-        with torch.inference_mode(), model.hooks(fwd_hooks=[(name, hook) for name in hook_names]):
+        with torch.inference_mode(), model.hooks(fwd_hooks=[(name, partial(hook, site=name)) for name in hook_names]):
             for tokens in batches:
                 current["labels"] = torch.cat([tokens.new_full((tokens.shape[0], n_prefix), PREFIX_LABEL), tokens], dim=1)
                 on_device = tokens.to(device)
@@ -77,5 +79,5 @@ def collect_layer_stats(
     return recorder.result(layer_of=block_of, label_name=lambda t: label_text(model, t), label_columns=TOKEN_COLUMNS)
 
 
-def label_text(model: HookedTransformer, label: int) -> str:
+def label_text(model: HookedModel, label: int) -> str:
     return PREFIX_NAME if label == PREFIX_LABEL else model.tokenizer.decode([label])

@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from ..core.dtype_range import ActivationRangeError, check_peak, needs_range_check
 from ..models.hook_names import resid_post
+from ..models.hooked_model import HookedModel
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def next_token_nll(
 
 
 def perplexity(
-    model: HookedTransformer,
+    model: HookedModel,
     windows: Int[torch.Tensor, "window pos"],
     hooks: Sequence[tuple[str, Callable]] = (),
     batch_size: int = 1,

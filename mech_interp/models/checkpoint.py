@@ -164,7 +164,7 @@ def _shapes(weights: Path, text: str) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor in ``weights``, read without the tensors: a safetensors header, or a model.pt
     memory-mapped (its pickle is parsed, its tensors stay on disk)."""
     if weights.suffix != ".safetensors":
-        return {k: tuple(v.shape) for k, v in _read_weights(weights, text).items()}
+        return {k: tuple(v.shape) for k, v in read_weights(weights, text).items()}
     return safetensors_shapes(weights, "checkpoint weights", EXPECTED_WEIGHTS)
 
 
@@ -197,7 +197,7 @@ def _check_sizes(config: dict[str, Any], fmt: CheckpointFormat, shapes: dict[str
                              + (f" ({fmt.blocks}.{b}.{odd[0]})" if odd else "") + ": expected n_layers alike blocks")
 
 
-def _read_weights(weights: Path, text: str) -> dict[str, Any]:
+def read_weights(weights: Path, text: str) -> dict[str, Any]:
     """The state dict in ``weights``, read without running pickled code (a model.pt memory-mapped when in torch's zip
     format); one line when it is anything else."""
     import torch
@@ -226,7 +226,7 @@ def load_checkpoint(path: Path, text: str, device, dtype, prepend_bos: bool):
 
     config = read_checkpoint_config(path, text)
     name, _ = checkpoint_format(config, text)
-    state = _read_weights(weights_file(path), text)  # before the build: a bad file is refused without it
+    state = read_weights(weights_file(path), text)  # before the build: a bad file is refused without it
     build = _import(FORMATS[name].builder, text)
     try:
         model = build({k: v for k, v in config.items() if k not in IDENTIFYING_KEYS})

@@ -1,4 +1,4 @@
-"""What a language-model experiment works on: the loaded HookedTransformer, the run's options and the
+"""What a language-model experiment works on: the loaded model (either engine's), the run's options and the
 model's token layout (read from what describes the model, never from the model object)."""
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 from ..core.token_layout import TokenLayout
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
+    from .hooked_model import HookedModel
     from .run_options import RunOptions
 
 
 @dataclass
 class ModelContext:
-    model: HookedTransformer
+    model: HookedModel
     options: RunOptions
     layout: TokenLayout = field(default_factory=TokenLayout)
 
@@ -29,3 +28,9 @@ class ModelContext:
                 "n_params": sum(p.numel() for p in self.model.parameters()),
                 "dtype": str(cfg.dtype), "device": str(cfg.device),
                 "n_prefix_tokens": self.layout.n_prefix_tokens, "n_key_slots": self.layout.n_key_slots}
+
+    def engine(self) -> dict[str, Any]:
+        """Which engine ran (hooked_transformer | transformer_bridge) and the TransformerLens version."""
+        from .engines import engine_of, engine_record
+
+        return engine_record(engine_of(self.model))

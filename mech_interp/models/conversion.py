@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +26,9 @@ from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
 from ..validation.errors import UsageError
 from .architectures import check_hf_architecture
+from .engines import HOOKED_TRANSFORMER
 from .hf_model import HFModel
-
-
-@dataclass(frozen=True)
-class Processing:
-    """TransformerLens weight processing; all off keeps activations equal to the HF model's."""
-
-    fold_ln: bool = False
-    center_writing_weights: bool = False
-    center_unembed: bool = False
-    fold_value_biases: bool = False
-    refactor_factored_attn_matrices: bool = False
-
+from .processing import Processing
 
 # TransformerLens picks its config branch from substrings of the model name before it reads the
 # config (e.g. any name containing "llama" is LLaMA, "gemma" is Gemma); a scratch path that
@@ -62,7 +52,7 @@ def hooked_from_hf(
     config = hf.model.config.to_dict()
     config.pop("quantization_config", None)
     config["architectures"] = [type(hf.model).__name__]  # None on models built from a config
-    architecture = check_hf_architecture(config["architectures"][0], hf.source)
+    architecture = check_hf_architecture(config["architectures"][0], hf.source, HOOKED_TRANSFORMER)
     if config.get("model_type") == "gpt2":
         config.setdefault("n_ctx", config["n_positions"])  # transformers 5 no longer saves it
     if architecture in POST_NORM_ARCHITECTURES and processing.fold_ln:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from transformer_lens.utils import get_act_name
+from transformer_lens.utilities import get_act_name
 
 from ..core.sites import Site, parse_site
 from ..validation.errors import UsageError

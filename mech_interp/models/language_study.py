@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.sites import parse_site
+from ..core.sites import OUTSIDE_BLOCKS, Site, parse_site
 from ..runs.experiment import Experiment
 from ..runs.study import ResolvedRun, Study
 from ..validation.errors import UsageError
@@ -53,14 +53,16 @@ def texts_of(config: Any) -> list[str]:
 
 class LanguageModelStudy(Study):
     options_cls = RunOptions
-    not_in_identity = frozenset({"device", "fast_paths"})  # same values wherever and however it runs (to float tolerance)
+    # Same values wherever and however it runs, to float tolerance (the engines: tests/test_engine_parity.py);
+    # the manifest records each.
+    not_in_identity = frozenset({"device", "fast_paths", "engine"})
 
     def resolve_model(self, options: RunOptions) -> ResolvedLanguageModel:
         spec = ModelSpec.parse(options.model)
         return ResolvedLanguageModel(spec, spec.metadata(), spec.fingerprint())
 
     def load_key(self, options: RunOptions) -> tuple:
-        return (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths)
+        return (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths, options.engine)
 
     def open(self, run: ResolvedRun):
         from .context import ModelContext
@@ -68,7 +70,7 @@ class LanguageModelStudy(Study):
 
         o = run.options
         model = load_model(run.model.spec, device=o.device, dtype=o.dtype, prepend_bos=o.prepend_bos,
-                           fast_paths=o.fast_paths)
+                           fast_paths=o.fast_paths, engine=o.engine)
         return ModelContext(model, o, run.model.metadata.layout)
 
     def check(self, run: ResolvedRun, seen: set, check_devices: bool = True) -> None:
@@ -77,6 +79,9 @@ class LanguageModelStudy(Study):
         from ..data.texts import check_text
 
         spec, meta = run.model.spec, run.model.metadata
+        if ("engine", run.options.engine, spec.text) not in seen:
+            _check_engine(run.options.engine, spec, meta)
+            seen.add(("engine", run.options.engine, spec.text))
         if spec.kind == "hub" and ("hub", spec.text) not in seen:
             from .loading import check_hub_model
 
@@ -96,9 +101,17 @@ class LanguageModelStudy(Study):
             seen.add(("device", device))
 
     def check_loaded(self, context, run: ResolvedRun) -> None:
-        """A prompt longer than the model's context."""
-        prompt = getattr(run.config, "prompt", None)
+        """A hook point the experiment needs and this model's engine lacks; a prompt longer than the model's context."""
         model = context.model
+        missing = [site.name for site in map(_first_site, run.experiment.sites) if site.name not in model.hook_dict]
+        if missing:
+            from .engines import engine_of
+
+            engine = engine_of(model)
+            raise UsageError(f"experiment {run.experiment.name!r} needs {missing[0].replace('blocks.0.', 'blocks.L.')}, "
+                             f"which the {engine} engine does not give for {model.cfg.original_architecture} "
+                             f"({run.options.model!r}): run it with another engine, or another experiment")
+        prompt = getattr(run.config, "prompt", None)
         if isinstance(prompt, str) and prompt.strip():
             n_tokens = len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + bool(run.options.prepend_bos)
             if n_tokens > model.cfg.n_ctx:
@@ -115,7 +128,7 @@ class LanguageModelStudy(Study):
 
     def manifest(self, context, run: ResolvedRun) -> dict[str, Any]:
         o = run.options
-        return {"model": context.info(), "criterion": asdict(o.criterion),
+        return {"engine": context.engine(), "model": context.info(), "criterion": asdict(o.criterion),
                 "tokenization": {"prepend_bos": o.prepend_bos, **TOKENIZATION},
                 "layer_convention": LAYER_CONVENTION, "seed": o.seed}
 
@@ -163,6 +176,26 @@ class LanguageModelStudy(Study):
         if spec.kind == "gguf":
             return on_disk * GGUF_EXPANSION * per_param // 4
         return on_disk * per_param // 4  # safetensors / checkpoints as saved, float32 at most
+
+
+def _first_site(component: str) -> Site:
+    """The component in block 0, or outside the blocks: where every model has it if it has it at all."""
+    return Site(None if component in OUTSIDE_BLOCKS else 0, component)
+
+
+def _check_engine(engine: str, spec: ModelSpec, meta: ModelMetadata) -> None:
+    """The engine is installed (or auto) and loads the model's family; hub families are known only once loaded."""
+    from .architectures import check_hf_architecture
+    from .engines import HOOKED_TRANSFORMER, resolve_engine
+
+    resolved = resolve_engine(engine)
+    if spec.kind in ("registered", "hf_dir", "gguf") and meta.family is not None:
+        check_hf_architecture(meta.family, f"model {spec.text!r}", resolved)
+    if spec.kind == "checkpoint":
+        from .checkpoint_bridge import check_bridge_checkpoint
+
+        if resolved != HOOKED_TRANSFORMER:
+            check_bridge_checkpoint(spec)
 
 
 def _check_fits(config: Any, model: str, meta: ModelMetadata) -> None:

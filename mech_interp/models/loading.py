@@ -1,4 +1,5 @@
-"""One entry point from a model spec to a ``HookedTransformer`` in eval mode.
+"""One entry point from a model spec to a hooked model in eval mode: a ``HookedTransformer`` or a
+``TransformerBridge``, whichever engine runs (``engines.resolve_engine``).
 
 A spec is a registered name (``list_models()``), a local Hugging Face directory, a trained checkpoint
 directory (``hooked_config.json`` + weights, built by the builder mech_interp's own table
@@ -16,13 +17,14 @@ import torch
 from ..storage.hub import hub_reachable, offline_mode
 from ..validation.device_names import check_device, check_dtype
 from ..validation.errors import UsageError
+from .engines import AUTO, HOOKED_TRANSFORMER, TRANSFORMER_BRIDGE, resolve_engine
+from .hub_names import known_hub_name
 from .registry import list_models
 from .spec import ModelSpec
 
 if TYPE_CHECKING:  # TransformerLens is imported when a model is built: device checks need only torch
-    from transformer_lens import HookedTransformer
-
-    from .conversion import Processing
+    from .hooked_model import HookedModel
+    from .processing import Processing
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -50,16 +52,6 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[check_dtype(dtype)]
 
 
-def known_hub_name(name: str) -> bool:
-    from transformer_lens import loading_from_pretrained as tl_loading
-
-    try:
-        tl_loading.get_official_model_name(name)
-    except ValueError:
-        return False
-    return True
-
-
 def unknown_model_message(text: str) -> str:
     return (f"unknown model {text!r}: expected one of {', '.join(list_models())}, "
             "a local Hugging Face directory, a .gguf file, or a TransformerLens model name such as gpt2")
@@ -73,42 +65,86 @@ def load_model(
     processing: Processing | None = None,
     prepend_bos: bool = False,
     fast_paths: bool = False,
-) -> HookedTransformer:
-    """Load ``spec`` as a HookedTransformer in eval mode.
+    engine: str = AUTO,
+) -> HookedModel:
+    """Load ``spec`` as a HookedTransformer or a TransformerBridge (``engine``; ``auto`` follows the installed
+    TransformerLens) in eval mode.
 
     ``prepend_bos`` becomes ``cfg.default_prepend_bos`` so that ``model.to_tokens`` in a notebook
     tokenizes as the experiments do. ``fast_paths`` (opt-in; the CLI turns it on) lays weights out
     in memory as HF's (``weight_layout``) and routes the attention of allow-listed classes through
-    the fused kernel whenever nobody hooks its scores or pattern (``fused_attention``); values are
-    unchanged either way.
+    the fused kernel whenever nobody hooks its scores or pattern (``fused_attention``, or
+    ``bridge_attention`` on the bridge); values are unchanged either way.
     """
-    from .conversion import Processing, hooked_from_hf
-    from .fused_attention import enable_fused_attention
-    from .hf_loading import load_hf
-    from .weight_layout import use_linear_layout
+    from .processing import Processing
 
+    engine = resolve_engine(engine)
     processing = processing if processing is not None else Processing()
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+    if engine == TRANSFORMER_BRIDGE and processing != Processing():
+        raise UsageError(f"weight processing ({processing}) is the hooked_transformer engine's: the transformer_bridge "
+                         "engine runs the HF weights as they are (use --engine hooked_transformer, or no processing)")
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     if spec.kind == "hub":
         check_hub_model(spec.text)
-        model = _from_hub(spec.text, torch_device, torch_dtype, processing, prepend_bos)
-    elif spec.kind == "checkpoint":
+    if engine == HOOKED_TRANSFORMER:
+        model = _hooked_transformer(spec, torch_device, torch_dtype, processing, prepend_bos)
+    else:
+        model = _bridge(spec, torch_device, torch_dtype, prepend_bos)
+    model.cfg.model_name = spec.slug
+    model.eval()
+    if fast_paths:
+        _enable_fast_paths(model, engine)
+    return model
+
+
+def _hooked_transformer(spec: ModelSpec, device, dtype, processing, prepend_bos) -> HookedModel:
+    from .conversion import hooked_from_hf
+    from .hf_loading import load_hf
+    from .processing import Processing
+
+    if spec.kind == "hub":
+        return _from_hub(spec.text, device, dtype, processing, prepend_bos)
+    if spec.kind == "checkpoint":
         from .checkpoint import load_checkpoint
 
         if processing != Processing():
             raise UsageError(f"checkpoint {spec.text!r}: weight processing ({processing}) is not supported for "
                              "trained checkpoints; load them unprocessed")
-        model = load_checkpoint(spec.path, spec.text, torch_device, torch_dtype, prepend_bos)
+        return load_checkpoint(spec.path, spec.text, device, dtype, prepend_bos)
+    return hooked_from_hf(load_hf(spec, dtype), device, dtype, processing, prepend_bos)
+
+
+def _bridge(spec: ModelSpec, device, dtype, prepend_bos) -> HookedModel:
+    from .bridge import bridge_from_hf, load_hub_hf
+    from .hf_loading import load_hf
+
+    if spec.kind == "checkpoint":
+        from .checkpoint_bridge import hf_from_checkpoint
+
+        hf = hf_from_checkpoint(spec.path, spec.text, dtype)
+    elif spec.kind == "hub":
+        try:
+            hf = load_hub_hf(spec.text, dtype)
+        except OSError as err:
+            raise _hub_unreachable(spec.text, err) from err
     else:
-        model = hooked_from_hf(load_hf(spec, torch_dtype), torch_device, torch_dtype, processing, prepend_bos)
-    model.cfg.model_name = spec.slug
-    model.eval()
-    if fast_paths:
+        hf = load_hf(spec, dtype)
+    return bridge_from_hf(hf, device, spec.slug, prepend_bos)
+
+
+def _enable_fast_paths(model, engine: str) -> None:
+    if engine == HOOKED_TRANSFORMER:
+        from .fused_attention import enable_fused_attention
+        from .weight_layout import use_linear_layout
+
         use_linear_layout(model)
         enable_fused_attention(model)
-    return model
+    else:
+        from .bridge_attention import enable_bridge_fast_path
+
+        enable_bridge_fast_path(model)
 
 
 def check_hub_model(name: str) -> None:
@@ -123,7 +159,7 @@ def check_hub_model(name: str) -> None:
         )
 
 
-def _from_hub(name, device, dtype, processing, prepend_bos) -> HookedTransformer:
+def _from_hub(name, device, dtype, processing, prepend_bos) -> HookedModel:
     from transformer_lens import HookedTransformer
 
     try:
@@ -131,10 +167,12 @@ def _from_hub(name, device, dtype, processing, prepend_bos) -> HookedTransformer
             name, device=str(device), dtype=dtype, default_prepend_bos=prepend_bos, **asdict(processing)
         )
     except OSError as err:
-        raise UsageError(
-            f"cannot load {name!r} from the Hugging Face hub ({type(err).__name__}): without network, "
-            "download it elsewhere and pass its local directory or a .gguf file to --model"
-        ) from err
+        raise _hub_unreachable(name, err) from err
+
+
+def _hub_unreachable(name: str, err: OSError) -> UsageError:
+    return UsageError(f"cannot load {name!r} from the Hugging Face hub ({type(err).__name__}): without network, "
+                      "download it elsewhere and pass its local directory or a .gguf file to --model")
 
 
 def __getattr__(name: str):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..validation.checks import require_criterion, require_seed, require_type
 from ..validation.device_names import check_device, check_dtype
+from .engines import check_engine_name
 from .registry import DEFAULT_MODEL
 
 
@@ -22,12 +23,14 @@ class RunOptions:
     min_ratio: float = field(default=1000.0, metadata={"help": "massive: |a| at least this many times the median |a| of its hidden state"})
     seed: int = field(default=0, metadata={"help": "torch seed set before each run, 0..2**63-1 (the built-in experiments draw no random numbers)"})
     fast_paths: bool = field(default=True, metadata={"help": "fused attention and HF weight layout where tested (same values; --no-fast-paths for TransformerLens' own path)"})
+    engine: str = field(default="auto", metadata={"help": "auto (the installed TransformerLens: 3.x hooked_transformer, 4.x transformer_bridge), hooked_transformer or transformer_bridge"})
 
     def __post_init__(self) -> None:
-        for name in ("model", "device", "dtype"):
+        for name in ("model", "device", "dtype", "engine"):
             require_type(self, name, str, "a string")
         for name in ("prepend_bos", "fast_paths"):
             require_type(self, name, bool, "true or false")
+        check_engine_name(self.engine)
         check_device(self.device)
         check_dtype(self.dtype)
         require_seed(self)

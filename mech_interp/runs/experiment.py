@@ -36,6 +36,9 @@ class Experiment:
     target: str  # "package.module:function", imported on first use
     doc: str
     needs_model: bool = True
+    # Components (core.sites) it hooks in every block, checked against the loaded model's hook points: an engine
+    # that lacks one for a family refuses the run in one line instead of computing something else.
+    sites: tuple[str, ...] = ()
 
     @property
     def fn(self) -> Callable[..., ExperimentResult]:

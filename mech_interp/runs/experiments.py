@@ -21,7 +21,7 @@ def get_experiment(name: str, study: str | None = None) -> Experiment:
     ``mech_interp.runs.studies.get_study(name).experiment(...)`` is the engine's own lookup."""
     found_study, experiment = find_experiment(name, (study,) if study else None)
     return _Release01Experiment(experiment.name, experiment.config_cls, experiment.target, experiment.doc,
-                                experiment.needs_model, found_study.name)
+                                experiment.needs_model, experiment.sites, study=found_study.name)
 
 
 @dataclass(frozen=True)

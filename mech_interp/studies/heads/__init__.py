@@ -17,15 +17,15 @@ from .configs import (
 
 STUDY = LanguageModelStudy("heads", "massive-activation head study", [
     Experiment("head_scores", HeadScoresConfig, "mech_interp.studies.heads.reading:head_scores_experiment",
-               "per-head attention to the massive tokens with bootstrap CIs, sink share, top/bottom/random head sets"),
+               "per-head attention to the massive tokens with bootstrap CIs, sink share, top/bottom/random head sets", sites=("resid_pre", "pattern")),
     Experiment("head_ablation", HeadAblationConfig, "mech_interp.studies.heads.ablation:head_ablation",
-               "top-k vs bottom-k vs random-k heads removed (hook_z): change of every massive entry per block, perplexity"),
+               "top-k vs bottom-k vs random-k heads removed (hook_z): change of every massive entry per block, perplexity", sites=("z", "resid_post")),
     Experiment("head_sweep", HeadSweepConfig, "mech_interp.studies.heads.single_heads:head_sweep",
-               "every head removed alone: change of the massive entry and of perplexity, (block x head) heatmaps"),
+               "every head removed alone: change of the massive entry and of perplexity, (block x head) heatmaps", sites=("z", "resid_post")),
     Experiment("head_cumulative", HeadCumulativeConfig, "mech_interp.studies.heads.cumulative:head_cumulative",
-               "the 1..K highest-scoring (or random) heads removed one more at a time: massive value and perplexity"),
+               "the 1..K highest-scoring (or random) heads removed one more at a time: massive value and perplexity", sites=("z", "resid_post")),
     Experiment("attribution", AttributionConfig, "mech_interp.studies.heads.attribution:attribution",
-               "direct writes of embeddings, heads and MLPs to each massive entry, down to neurons and weights"),
+               "direct writes of embeddings, heads and MLPs to each massive entry, down to neurons and weights", sites=("embed", "z", "mlp_out", "resid_post", "post")),
     Experiment("head_3d", HeadBeforeAfterConfig, "mech_interp.studies.heads.before_after:head_before_after",
-               "3D |a| at one block before/after removing a head set, side by side, with the difference"),
+               "3D |a| at one block before/after removing a head set, side by side, with the difference", sites=("z", "resid_post")),
 ])

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 from jaxtyping import Int
-from transformer_lens import HookedTransformer
 
 from ...data.texts import load_text
 from ...data.tokens import encode, windows
 from ...interventions.heads import HeadMeans
 from ...models.context import ModelContext
+from ...models.hooked_model import HookedModel
 from ...validation.errors import NoMassiveActivations, UsageError
 from .named_heads import require_in_model
 from .reduced_forward import Probe
@@ -40,7 +40,7 @@ def prompt_tokens(context: ModelContext, prompt: str) -> Int[torch.Tensor, "one 
     return tokens[None]
 
 
-def head_means(model: HookedTransformer, how: str, reference: torch.Tensor, layers) -> dict[int, HeadMeans] | None:
+def head_means(model: HookedModel, how: str, reference: torch.Tensor, layers) -> dict[int, HeadMeans] | None:
     if how != "mean":
         return None
     return HeadMeans.measure_all(model, reference.split(4), layers, per_position=True)
@@ -60,7 +60,7 @@ def first_massive(clean: Probe, n_seq: int, model_name: str, criterion) -> int:
     return layers[0]
 
 
-def check_heads(model: HookedTransformer, heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def check_heads(model: HookedModel, heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
     for layer, head in heads:
         require_in_model(layer, head, model.cfg.n_layers, model.cfg.n_heads, model.cfg.model_name)
     return heads

@@ -8,9 +8,9 @@ from typing import Any, Iterator
 
 import torch
 from jaxtyping import Float
-from transformer_lens.utils import get_act_name
 
 from ...core.intervention import Intervention
+from ...models.hook_names import act_name
 
 
 class ZeroNeuron(Intervention):
@@ -18,7 +18,7 @@ class ZeroNeuron(Intervention):
     and, for gated MLPs, the gate), so it writes nothing through ``W_out``."""
 
     def __init__(self, layer: int, neuron: int):
-        super().__init__(f"zero_neuron_{layer}.{neuron}", get_act_name("post", layer))
+        super().__init__(f"zero_neuron_{layer}.{neuron}", act_name("post", layer))
         self.layer, self.neuron = layer, neuron
 
     def forward(self, post: Float[torch.Tensor, "batch pos d_mlp"], hook: Any = None) -> Float[torch.Tensor, "batch pos d_mlp"]:

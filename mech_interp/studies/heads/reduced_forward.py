@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
 
 from ...core.criterion import MassiveCriterion, massive_mask
 from ...core.token_layout import TokenLayout
 from ...metrics.layer_stats import PREFIX_NAME
 from ...metrics.perplexity import next_token_nll
 from ...models.hook_names import resid_post
+from ...models.hooked_model import HookedModel
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Probe:
 
 
 @torch.inference_mode()
-def probe(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"], layers: list[int],
+def probe(model: HookedModel, tokens: Int[torch.Tensor, "batch pos"], layers: list[int],
           criterion: MassiveCriterion, fwd_hooks: list | None = None, entries: dict[int, torch.Tensor] | None = None,
           logits: bool = True, start: tuple[int, torch.Tensor] | None = None) -> Probe:
     """Run ``model`` on ``tokens`` with ``fwd_hooks`` and read ``layers``' resid_post. Without
@@ -80,7 +80,7 @@ def top_entry(probe_: Probe, layer: int, n_rows: int) -> Int[torch.Tensor, "_k 3
     return torch.stack(picks) if picks else torch.zeros(0, 3, dtype=torch.long)
 
 
-def residual_tokens(model: HookedTransformer, tokens: Int[torch.Tensor, "pos"], *, layout: TokenLayout) -> list[str]:
+def residual_tokens(model: HookedModel, tokens: Int[torch.Tensor, "pos"], *, layout: TokenLayout) -> list[str]:
     """A label per residual position: ``<prefix>`` for the layout's learned prefix positions, then the
     decoded tokens."""
     return [PREFIX_NAME] * layout.n_prefix_tokens + [model.tokenizer.decode([t]) for t in tokens.tolist()]

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
-from transformer_lens.utils import get_act_name
 
 from ...core.criterion import MassiveCriterion, massive_mask
 from ...core.token_layout import TokenLayout
@@ -38,7 +36,8 @@ from ...metrics.attention_scores import (
     token_keys,
 )
 from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci, nan_std
-from ...models.hook_names import resid_pre
+from ...models.hook_names import act_name, resid_pre
+from ...models.hooked_model import HookedModel
 from ...validation.errors import UsageError
 
 MASSIVE_SCORE = "massive_score"
@@ -129,7 +128,7 @@ def heads_of(sets: pd.DataFrame, name: str, draw: int = 0) -> list[tuple[int, in
 
 
 @torch.inference_mode()
-def head_scores(model: HookedTransformer, seqs: Int[torch.Tensor, "seq pos"], criterion: MassiveCriterion,
+def head_scores(model: HookedModel, seqs: Int[torch.Tensor, "seq pos"], criterion: MassiveCriterion,
                 batch_size: int = 4, *, layout: TokenLayout) -> HeadScores:
     """Massive and first scores of every head on every sequence, and slot attention (the layout's key
     slots, never counted as position 0)."""
@@ -156,7 +155,7 @@ def head_scores(model: HookedTransformer, seqs: Int[torch.Tensor, "seq pos"], cr
         first[rows, layer] = tokens[:, :, 1:, 0].float().mean(-1).cpu()
         slot[layer] += slot_attention(pattern, slots).cpu() * pattern.shape[0] / seqs.shape[0]
 
-    hooks = [(resid_pre(i), detect) for i in range(n_layers)] + [(get_act_name("pattern", i), score) for i in range(n_layers)]
+    hooks = [(resid_pre(i), detect) for i in range(n_layers)] + [(act_name("pattern", i), score) for i in range(n_layers)]
     with model.hooks(fwd_hooks=hooks):
         for batch in seqs.split(batch_size):
             model(batch.to(model.cfg.device), return_type=None)

@@ -5,7 +5,9 @@ sequence, per head. Two implementations with the same numbers:
 - ``fast_sweep``: one clean forward keeps the residual stream before every block; the ablations of
   block l restart from that residual (``start_at_layer=l``; nothing before block l changes), several
   of them stacked along the batch (row group j loses head j). Blocks after the measured one cannot
-  change it, so their heads' values are the clean ones, and only the NLL is computed for them.
+  change it, so their heads' values are the clean ones, and only the NLL is computed for them. An
+  engine that cannot resume a forward mid-way (TransformerLens 3's beta bridge) runs the stacked
+  ablations from the tokens instead.
 
 ``fast_sweep`` takes ``pieces`` (the run writer's ``load_piece``/``save_piece``) to keep each finished
 block's numbers, so a killed sweep resumes at the block it was computing.
@@ -21,12 +23,13 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from ...core.criterion import MassiveCriterion
 from ...core.token_layout import TokenLayout
 from ...interventions.heads import HeadMeans, ablate_head, ablate_head_per_row
+from ...models.engines import restarts_mid_forward
 from ...models.hook_names import resid_pre
+from ...models.hooked_model import HookedModel
 from .reduced_forward import Probe, probe
 
 
@@ -46,7 +49,7 @@ def _means(means: dict[int, HeadMeans] | None, layer: int) -> HeadMeans | None:
 
 
 @torch.inference_mode()
-def naive_sweep(model: HookedTransformer, tokens: Int[torch.Tensor, "seq pos"], layer: int, criterion: MassiveCriterion,
+def naive_sweep(model: HookedModel, tokens: Int[torch.Tensor, "seq pos"], layer: int, criterion: MassiveCriterion,
                 how: str = "zero", means: dict[int, HeadMeans] | None = None, progress: bool = False) -> Sweep:
     clean = probe(model, tokens, [layer], criterion)
     entries = {layer: clean.entries[layer]}
@@ -61,18 +64,19 @@ def naive_sweep(model: HookedTransformer, tokens: Int[torch.Tensor, "seq pos"], 
 
 
 @torch.inference_mode()
-def fast_sweep(model: HookedTransformer, tokens: Int[torch.Tensor, "seq pos"], layer: int, criterion: MassiveCriterion,
+def fast_sweep(model: HookedModel, tokens: Int[torch.Tensor, "seq pos"], layer: int, criterion: MassiveCriterion,
                how: str = "zero", means: dict[int, HeadMeans] | None = None, heads_per_forward: int = 0,
                progress: bool = False, pieces=None, piece_key: dict | None = None, *, layout: TokenLayout) -> Sweep:
     if layout.n_prefix_tokens:
         return naive_sweep(model, tokens, layer, criterion, how, means, progress)
     n_layers, n_heads, n_seq = model.cfg.n_layers, model.cfg.n_heads, tokens.shape[0]
+    restart = restarts_mid_forward(model)  # else every ablated forward runs from the tokens (same values, slower)
     kept: dict[int, torch.Tensor] = {}
 
     def keep(acts: Float[torch.Tensor, "batch pos d_model"], hook) -> None:
         kept[hook.layer()] = acts.clone()
 
-    clean = probe(model, tokens, [layer], criterion, [(resid_pre(li), keep) for li in range(n_layers)])
+    clean = probe(model, tokens, [layer], criterion, [(resid_pre(li), keep) for li in range(n_layers)] if restart else [])
     entries = clean.entries[layer]
     per_forward = heads_per_forward or n_heads
     values = torch.empty(n_layers * n_heads, entries.shape[0])
@@ -94,7 +98,7 @@ def fast_sweep(model: HookedTransformer, tokens: Int[torch.Tensor, "seq pos"], l
         shifted = entries.repeat(c, 1)
         shifted[:, 0] += torch.arange(c).repeat_interleave(entries.shape[0]) * n_seq
         out = probe(model, tokens.repeat(c, 1), measured, criterion, [ablation.as_hook()], {layer: shifted},
-                    start=(li, kept[li].repeat(c, 1, 1).to(device)))
+                    start=(li, kept[li].repeat(c, 1, 1).to(device)) if restart else None)
         if measured:
             values[first:first + c] = out.values[layer].reshape(c, entries.shape[0])
             top1[first:first + c] = out.top1[0].reshape(c, n_seq)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from ...core.massive_reset import FixedSiteMeans, MassiveMeans
 from ...data.texts import TextSource, is_local_file, load_text
@@ -21,6 +20,7 @@ from ...metrics.layer_stats import collect_layer_stats
 from ...metrics.perplexity import perplexity
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer, resid_post
+from ...models.hooked_model import HookedModel
 from ...runs.experiment import ExperimentResult
 from ...validation.errors import NoMassiveActivations, NothingToMeasure, UsageError
 from ...viz.perplexity import perplexity_bars
@@ -33,7 +33,7 @@ def _windows(context: ModelContext, source: TextSource, config: InterventionConf
                    model.cfg.n_ctx, add_special_tokens=source.special_tokens)
 
 
-def measure_means(model: HookedTransformer, seqs: torch.Tensor, layer: int, stats, config: InterventionConfig) -> MassiveMeans:
+def measure_means(model: HookedModel, seqs: torch.Tensor, layer: int, stats, config: InterventionConfig) -> MassiveMeans:
     """The ``set_mean`` values at ``layer`` in the config's mode, from ``seqs`` (and their ``stats``)."""
     site = resid_post(layer)
     detected = MassiveMeans.from_stats(stats, site)  # refuses a layer without massive activations

@@ -6,22 +6,22 @@ from collections.abc import Sequence
 
 import torch
 from jaxtyping import Int
-from transformer_lens import HookedTransformer
 
 from ...core.criterion import MassiveCriterion
 from ...core.layer_stats import LayerStats
 from ...core.token_layout import TokenLayout
 from ...metrics.layer_stats import collect_layer_stats
+from ...models.hooked_model import HookedModel
 
 
-def prompt_layer_stats(model: HookedTransformer, tokens: Int[torch.Tensor, "pos"], criterion: MassiveCriterion,
+def prompt_layer_stats(model: HookedModel, tokens: Int[torch.Tensor, "pos"], criterion: MassiveCriterion,
                        hook_names: Sequence[str] | None = None, *, layout: TokenLayout) -> LayerStats:
     """Statistics of one prompt at ``hook_names`` (default: every ``blocks.L.hook_resid_post``)."""
     return collect_layer_stats(model, [tokens[None]], hook_names=hook_names, criterion=criterion, progress=False,
                                layout=layout)
 
 
-def default_layer(stats: LayerStats, model: HookedTransformer, offset: int = 0) -> int:
+def default_layer(stats: LayerStats, model: HookedModel, offset: int = 0) -> int:
     """First layer with massive activations at the hooked sites (+ ``offset``), else the middle block."""
     first = stats.first_massive_layer()
     layer = model.cfg.n_layers // 2 if first is None else first + offset
