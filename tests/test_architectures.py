@@ -1,27 +1,45 @@
-"""Every supported family loads from a local HF directory with activations equal to HF's.
+"""Every supported family loads from a local HF directory with activations equal to HF's, on every engine
+that claims it (``architectures.ENGINE_FAMILIES``) and is installed here.
 
 For each family a random-init model of that architecture (tiny config, the family's own features
 switched on: sliding windows, soft-capping, q/k norms, experts, ALiBi, partial rotary, ...) is
-saved as a local directory and loaded through ``load_model``, with and without the fast paths.
-Every residual stream after a block must equal HF's ``hidden_states``, and the logits HF's logits.
+saved as a local directory and loaded through ``load_model``, with and without the fast paths, on
+each engine this environment has (.venv: the HookedTransformer and TransformerLens 3.x's beta
+bridge; .venv-tl4: TransformerLens 4.x's bridge; ``make test`` runs this module in both). Every
+residual stream after a block must equal HF's ``hidden_states``, and the logits HF's logits. A
+family an installed engine does not claim must be refused by it in one line naming the engine that
+loads it; the README's table of families is the one ``scripts/families_table.py`` writes from
+the same mapping.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import mech_interp as mi
-from mech_interp.models import fused_attention
-from mech_interp.models.architectures import GGUF_ARCHITECTURES, SUPPORTED
-from mech_interp.models.fused_attention import FUSED_ARCHITECTURES
+from mech_interp.models.architectures import (
+    BRIDGE_FUSED_ARCHITECTURES,
+    FUSED_ARCHITECTURES,
+    GGUF_ARCHITECTURES,
+    SUPPORTED,
+    engine_families,
+)
+from mech_interp.models.engines import HOOKED_TRANSFORMER
 from mech_interp.models.gguf import read_header
 from mech_interp.models.spec import ModelSpec
 from mech_interp.models.tokenizers import byte_tokenizer
 from mech_interp.validation.errors import UsageError
+
+from .support.engines import AVAILABLE
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEXT = "Summer is warm. Winter is cold. The first token sees only itself."
 VOCAB = 257  # byte_tokenizer(): 256 bytes + <|endoftext|> (id 256)
@@ -79,6 +97,26 @@ TINY: dict[str, tuple[str, str, dict]] = {
     "gpt-oss": ("GptOssForCausalLM", "GptOssConfig", dict(
         LLAMA_LIKE, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=WINDOW,
         layer_types=["sliding_attention", "full_attention"])),
+    # The families only the bridge loads (architectures.BRIDGE_ONLY_FAMILIES).
+    "falcon": ("FalconForCausalLM", "FalconConfig", {
+        "vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "new_decoder_architecture": False, "multi_query": True, "max_position_embeddings": CONTEXT}),
+    "stablelm": ("StableLmForCausalLM", "StableLmConfig", dict(LLAMA_LIKE)),
+    "starcoder2": ("Starcoder2ForCausalLM", "Starcoder2Config", dict(LLAMA_LIKE)),
+    "gpt-bigcode": ("GPTBigCodeForCausalLM", "GPTBigCodeConfig", {
+        "vocab_size": VOCAB, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": CONTEXT}),
+    "cohere": ("CohereForCausalLM", "CohereConfig", dict(LLAMA_LIKE)),
+    "granite": ("GraniteForCausalLM", "GraniteConfig", dict(LLAMA_LIKE)),
+    "mpt": ("MptForCausalLM", "MptConfig", {"vocab_size": VOCAB, "d_model": 64, "n_layers": 2, "n_heads": 4,
+                                             "max_seq_len": CONTEXT}),
+    "smollm3": ("SmolLM3ForCausalLM", "SmolLM3Config", dict(LLAMA_LIKE)),
+    "glm": ("GlmForCausalLM", "GlmConfig", dict(LLAMA_LIKE, head_dim=16)),
+    "qwen2-moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", dict(
+        LLAMA_LIKE, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32)),
+    "exaone4": ("Exaone4ForCausalLM", "Exaone4Config", dict(LLAMA_LIKE)),
+    "hunyuan-dense": ("HunYuanDenseV1ForCausalLM", "HunYuanDenseV1Config", dict(LLAMA_LIKE, head_dim=16)),
+    "seed-oss": ("SeedOssForCausalLM", "SeedOssConfig", dict(LLAMA_LIKE, head_dim=16)),
 }
 
 
@@ -108,8 +146,8 @@ def run_hooked(model, tokens):
     attention pattern and turn the fused path off), and the logits. HF's last hidden state comes after
     the final norm, so the last block is checked through the logits."""
     seen = {}
-    modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: seen.__setitem__(n, out.detach()))
+    points = model.hook_dict  # by TransformerLens name on either engine (a bridge's modules have their own names)
+    handles = [points[n].register_forward_hook(lambda _m, _i, out, n=n: seen.__setitem__(n, out.detach()))
                for n in (f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers))]
     try:
         with torch.inference_mode():
@@ -131,8 +169,26 @@ def test_every_supported_family_has_a_tiny_config():
     assert set(GGUF_ARCHITECTURES.values()) <= set(SUPPORTED)
 
 
-@pytest.mark.parametrize("case", sorted(TINY))
-def test_local_directory_matches_hf(case, tmp_path, monkeypatch):
+CLAIMED = [(case, engine) for case in sorted(TINY) for engine in AVAILABLE if TINY[case][0] in engine_families(engine)]
+UNCLAIMED = [(case, engine) for case in sorted(TINY) for engine in AVAILABLE
+             if TINY[case][0] not in engine_families(engine)]
+
+
+def expected_fused_layers(model, engine: str, architecture: str) -> int:
+    """Blocks whose attention should run the fused kernel on this input: the HookedTransformer's allow-listed
+    families in their global layers, the bridge's allow-listed families where the mask is plainly causal (a sliding
+    window shorter than TEXT is not)."""
+    if engine == HOOKED_TRANSFORMER:
+        if architecture not in FUSED_ARCHITECTURES:
+            return 0
+        return sum(block.attn.attn_type == "global" for block in model.blocks)
+    config = model.original_model.config
+    windowed = (getattr(config, "sliding_window", None) or CONTEXT) < len(TEXT) and getattr(config, "use_sliding_window", True)
+    return 0 if architecture not in BRIDGE_FUSED_ARCHITECTURES or windowed else model.cfg.n_layers
+
+
+@pytest.mark.parametrize(("case", "engine"), CLAIMED)
+def test_local_directory_matches_hf(case, engine, tmp_path, monkeypatch):
     architecture = TINY[case][0]
     hf = save_tiny(case, tmp_path / "tiny")
     tokens = torch.tensor([byte_tokenizer().encode(TEXT)])
@@ -141,20 +197,38 @@ def test_local_directory_matches_hf(case, tmp_path, monkeypatch):
     hidden = out.hidden_states
     n_layers = len(hidden) - 1
     for fast_paths in (False, True):
-        model = mi.load_model(str(tmp_path / "tiny"), device="cpu", fast_paths=fast_paths)
+        model = mi.load_model(str(tmp_path / "tiny"), device="cpu", fast_paths=fast_paths, engine=engine)
         assert model.cfg.original_architecture == architecture
         assert model.cfg.n_layers == n_layers
         if model.cfg.positional_embedding_type == "rotary":  # as long a context as HF's, no shorter cap
             assert model.cfg.n_ctx == CONTEXT
-        sdpa_calls = count_calls(monkeypatch, fused_attention.F, "scaled_dot_product_attention")
+        sdpa_calls = count_calls(monkeypatch, torch.nn.functional, "scaled_dot_product_attention")
         seen, logits = run_hooked(model, tokens)
-        global_layers = sum(block.attn.attn_type == "global" for block in model.blocks)
-        fused_expected = fast_paths and architecture in FUSED_ARCHITECTURES
-        assert len(sdpa_calls) == (global_layers if fused_expected else 0), "fused path not taken, or taken wrongly"
+        fused = expected_fused_layers(model, engine, architecture) if fast_paths else 0
+        if fused or engine == HOOKED_TRANSFORMER:  # the bridge's explicit path may itself call HF's sdpa on 3.x
+            assert len(sdpa_calls) == fused, "fused path not taken, or taken wrongly"
         for layer in range(n_layers - 1):
             assert_close_relative(seen[f"blocks.{layer}.hook_resid_post"], hidden[layer + 1],
-                                  f"{architecture} fast_paths={fast_paths} resid_post {layer}")
-        assert_close_relative(logits, out.logits, f"{architecture} fast_paths={fast_paths} logits")
+                                  f"{architecture} {engine} fast_paths={fast_paths} resid_post {layer}")
+        assert_close_relative(logits, out.logits, f"{architecture} {engine} fast_paths={fast_paths} logits")
+
+
+@pytest.mark.parametrize(("case", "engine"), UNCLAIMED)
+def test_a_family_an_engine_does_not_claim_is_refused_naming_the_one_that_loads_it(case, engine, tmp_path, capsys):
+    from .cli_runs import assert_refused, run_cli
+
+    save_tiny(case, tmp_path / "tiny")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["layerwise", "--model", tmp_path / "tiny", "--engine", engine, "--device", "cpu",
+                            "--out", out], capsys)
+    assert_refused(code, err, f"architecture {TINY[case][0]!r} cannot be loaded by", out)
+    assert "transformer-lens" in err
+
+
+def test_the_readme_table_of_families_is_the_one_written_from_the_engine_table():
+    script = ROOT / "scripts" / "families_table.py"
+    table = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    assert table in (ROOT / "README.md").read_text(), f"README.md's table of families is stale: python {script}"
 
 
 # GGUF architecture -> (HF architecture, config class, tiny config). The configs keep what a GGUF
@@ -251,13 +325,14 @@ def test_gguf_file_matches_hf(arch, tmp_path, monkeypatch):
     tokens = torch.tensor([byte_tokenizer().encode(TEXT)])
     with torch.inference_mode():
         out = hf(tokens, output_hidden_states=True)
-    model = mi.load_model(str(tmp_path / "tiny.gguf"), device="cpu", fast_paths=True)
-    assert model.cfg.original_architecture == architecture
-    seen, logits = run_hooked(model, tokens)
-    for layer in range(model.cfg.n_layers - 1):
-        assert_close_relative(seen[f"blocks.{layer}.hook_resid_post"], out.hidden_states[layer + 1],
-                              f"{arch} GGUF resid_post {layer}")
-    assert_close_relative(logits, out.logits, f"{arch} GGUF logits")
+    for engine in AVAILABLE:
+        model = mi.load_model(str(tmp_path / "tiny.gguf"), device="cpu", fast_paths=True, engine=engine)
+        assert model.cfg.original_architecture == architecture
+        seen, logits = run_hooked(model, tokens)
+        for layer in range(model.cfg.n_layers - 1):
+            assert_close_relative(seen[f"blocks.{layer}.hook_resid_post"], out.hidden_states[layer + 1],
+                                  f"{arch} GGUF {engine} resid_post {layer}")
+        assert_close_relative(logits, out.logits, f"{arch} GGUF {engine} logits")
 
 
 @pytest.mark.parametrize(("architecture", "config_class", "extra", "refusal"), [
@@ -267,15 +342,16 @@ def test_gguf_file_matches_hf(arch, tmp_path, monkeypatch):
     ("LlamaForCausalLM", "LlamaConfig", {"attention_bias": True},
      r"LlamaForCausalLM with biases \(model.layers.0.self_attn.q_proj.bias, ... 8 in all\) cannot be converted"),
 ])
+@pytest.mark.skipif(HOOKED_TRANSFORMER not in AVAILABLE, reason="the HookedTransformer conversion needs TransformerLens 3.x")
 def test_variant_transformer_lens_would_get_wrong_is_refused(architecture, config_class, extra, refusal, tmp_path):
-    """A checkpoint of a supported family using a feature the conversion would silently drop."""
+    """A checkpoint of a supported family using a feature the HookedTransformer conversion would silently drop."""
     import transformers
 
     config = getattr(transformers, config_class)(**SPECIAL, **LLAMA_LIKE, **extra)
     getattr(transformers, architecture)(config).save_pretrained(tmp_path / "variant")
     byte_tokenizer().save_pretrained(tmp_path / "variant")
     with pytest.raises(UsageError, match=refusal):
-        mi.load_model(str(tmp_path / "variant"), device="cpu")
+        mi.load_model(str(tmp_path / "variant"), device="cpu", engine=HOOKED_TRANSFORMER)
 
 
 def test_unsupported_directory_fails_in_one_line_before_loading(tmp_path):

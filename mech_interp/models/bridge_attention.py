@@ -10,10 +10,11 @@ update. The q/k/v/o projections that forward calls are the bridge's own ``Linear
 so ``hook_q``/``hook_k``/``hook_v`` and ``hook_z`` fire with the same tensors; ``hook_in`` and
 ``hook_out`` of the attention are fired here.
 
-Opt-in (``load_model(..., fast_paths=True)``, the CLI's default) and allow-listed: only the HF
-attention classes in ``FUSED_HF_ATTENTION``, which tests/test_architectures.py checks against HF
-with the fused path running, and only TransformerLens versions whose bridge attention takes the
-arguments read here (both 3.9's and 4.3's do).
+Opt-in (``load_model(..., fast_paths=True)``, the CLI's default) and allow-listed: only the families
+in ``architectures.BRIDGE_FUSED_ARCHITECTURES``, whose HF attention forward is q/k/v projection,
+rotary, sdpa and o projection and nothing the bridge hooks separately (no q/k norms, soft-capping,
+sinks, clipping or joint qkv), and which tests/test_architectures.py checks against HF with the
+fused path running on TransformerLens 3.9's beta bridge and 4.3's.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import copy
 
 import torch
 
-# HF attention classes whose forward is q/k/v projection, rotary, sdpa, o projection and nothing
-# else the bridge hooks separately (no q/k norms, soft-capping, sinks, clipping, joint qkv).
-FUSED_HF_ATTENTION = frozenset({"LlamaAttention", "MistralAttention", "Qwen2Attention"})
+from .architectures import BRIDGE_FUSED_ARCHITECTURES
+
 # Hook points of the attention a HF forward still fires (the projections' and the ones fired here).
 _STILL_FIRED = ("hook_in", "hook_out")
 _PROJECTIONS = ("q.", "k.", "v.", "o.", "_original_component.")
@@ -86,17 +86,19 @@ def _fused_class(cls: type) -> type:
 
 
 def enable_bridge_fast_path(model) -> list[int]:
-    """Switch every block whose HF attention class is allow-listed to the fused path (idempotent); returns the blocks
-    that have it. Each switched HF attention module gets its own copy of the config, saying sdpa, so that the bridge's
-    explicit path (which reads nothing of it but rotary settings) and the HF forward can both run."""
+    """Switch every block of an allow-listed family to the fused path (idempotent); returns the blocks that have it.
+    Each switched HF attention module gets its own copy of the config, saying sdpa, so that the bridge's explicit
+    path (which reads nothing of it but rotary settings) and the HF forward can both run."""
     fused = []
+    if model.cfg.original_architecture not in BRIDGE_FUSED_ARCHITECTURES:
+        return fused
     for i, block in enumerate(model.blocks):
         attn = block.attn
         hf_attn = getattr(attn, "original_component", None)
         if type(attn) in _PLAIN:
             fused.append(i)
             continue
-        if hf_attn is None or type(hf_attn).__name__ not in FUSED_HF_ATTENTION:
+        if hf_attn is None:
             continue
         config = copy.copy(hf_attn.config)
         config._attn_implementation = "sdpa"

@@ -52,8 +52,9 @@ def transformer_lens_version() -> str | None:
         return None
 
 
-def _major(version: str) -> int:
-    head = version.split(".")[0]
+def transformer_lens_major() -> int:
+    """The installed TransformerLens major version; 0 when it is not installed."""
+    head = (transformer_lens_version() or "0").split(".")[0]
     return int(head) if head.isdigit() else 0
 
 
@@ -71,11 +72,12 @@ def resolve_engine(requested: str = AUTO) -> str:
     if version is None:
         raise UsageError("transformer-lens is not installed: " + PIN_HINT[HOOKED_TRANSFORMER]
                          + " (HookedTransformer) or " + PIN_HINT[TRANSFORMER_BRIDGE] + " (TransformerBridge)")
-    default = HOOKED_TRANSFORMER if _major(version) < 4 else TRANSFORMER_BRIDGE
+    major = transformer_lens_major()
+    default = HOOKED_TRANSFORMER if major < 4 else TRANSFORMER_BRIDGE
     if requested == AUTO:
         return default
     engine = ENGINES[requested]
-    if engine.removed_in is not None and _major(version) >= engine.removed_in:
+    if engine.removed_in is not None and major >= engine.removed_in:
         raise UsageError(f"engine {requested!r} needs transformer-lens<{engine.removed_in} ({engine.model_class} was "
                          f"removed in {engine.removed_in}.0), but {version} is installed: use --engine {default} "
                          f"(or auto), or {PIN_HINT[requested]} in another environment")
@@ -95,5 +97,4 @@ def engine_of(model) -> str:
 def restarts_mid_forward(model) -> bool:
     """Whether ``model(residual, start_at_layer=l)`` resumes a forward at block l: a HookedTransformer does, and so
     does TransformerLens 4's bridge; 3.x's beta bridge raises NotImplementedError."""
-    version = transformer_lens_version() or "0"
-    return engine_of(model) == HOOKED_TRANSFORMER or _major(version) >= 4
+    return engine_of(model) == HOOKED_TRANSFORMER or transformer_lens_major() >= 4

@@ -27,20 +27,11 @@ from transformer_lens.components.rms_norm import RMSNorm
 from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES, TransformerBlock
 from transformer_lens.hook_points import HookPoint
 
+from .architectures import FUSED_ARCHITECTURES
+
 
 def _hooked(hook_point: torch.nn.Module) -> bool:
     return bool(hook_point._forward_hooks or hook_point._backward_hooks)
-
-
-# Families whose attention is plain scaled dot-product once q, k and rotary are computed. Left out,
-# because they need what the fused path does not do: Qwen3, Gemma 3, Apertus, OLMo 2/3, OLMoE
-# (q/k RMSNorm), Gemma 2 (score soft-capping), GPT-OSS (attention sinks), BLOOM (ALiBi), OLMo (q/k/v
-# clipping). Sliding-window ("local") layers of listed families take the explicit path at run time.
-FUSED_ARCHITECTURES = frozenset({
-    "GPT2LMHeadModel", "GPTNeoForCausalLM", "GPTJForCausalLM", "GPTNeoXForCausalLM", "OPTForCausalLM",
-    "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM", "PhiForCausalLM",
-    "Phi3ForCausalLM", "GemmaForCausalLM",
-})
 
 
 def fusable_call(attn: AbstractAttention, past_kv_cache_entry, additive_attention_mask, attention_mask,

@@ -1,27 +1,40 @@
-"""Sites (``core.sites``) as TransformerLens hook points, and checks on layer indices and hook names."""
+"""Sites (``core.sites``) as TransformerLens hook points, on either engine, and checks on layer indices and
+hook names.
+
+A site's hook point is its TransformerLens name (``get_act_name``'s spelling, which ``Site.name``
+writes) on both engines: a ``HookedTransformer`` has exactly those hook points, and a
+``TransformerBridge`` registers them as aliases of its own (``blocks.3.hook_resid_post`` is its
+``blocks.3.hook_out``; ``BRIDGE_NATIVE`` lists the ones the studies hook, as tests/test_engines.py
+checks). Hooks are added by the TransformerLens name; a hook function that needs its site takes it
+from what it was registered for, never from ``hook.name``, which a bridge gives in its own spelling.
+"""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from transformer_lens.utilities import get_act_name
-
 from ..core.sites import Site, parse_site
 from ..validation.errors import UsageError
 
-# get_act_name's spelling of the components it does not name by themselves: (name, layer_type)
-_GET_ACT_NAME = {
-    "ln1_scale": ("scale", "ln1"), "ln1_normalized": ("normalized", "ln1"),
-    "ln2_scale": ("scale", "ln2"), "ln2_normalized": ("normalized", "ln2"),
-    "final_scale": ("scale", None), "final": ("normalized", None),
-    "gate": ("gate", "attn"), "unembed_in": ("in", "unembed"), "unembed_out": ("out", "unembed"),
+# The bridge's own name of each site the studies hook (block N), the same in TransformerLens 3.9's beta and 4.3.
+BRIDGE_NATIVE = {
+    "embed": "embed.hook_out",
+    "resid_pre": "blocks.N.hook_in",
+    "resid_mid": "blocks.N.ln2.hook_in",
+    "resid_post": "blocks.N.hook_out",
+    "attn_out": "blocks.N.attn.hook_out",
+    "mlp_out": "blocks.N.mlp.hook_out",
+    "z": "blocks.N.attn.o.hook_in",
+    "q": "blocks.N.attn.q.hook_out",
+    "attn_scores": "blocks.N.attn.hook_attn_scores",
+    "pattern": "blocks.N.attn.hook_pattern",
+    "post": "blocks.N.mlp.out.hook_in",
 }
 
 
 def hook_name(site: Site) -> str:
-    """The HookedTransformer hook point of ``site``."""
-    name, layer_type = _GET_ACT_NAME.get(site.component, (site.component, None))
-    return get_act_name(name, site.block, layer_type)
+    """The hook point of ``site`` on either engine."""
+    return site.name
 
 
 def act_name(component: str, layer: int | None = None) -> str:
