@@ -266,3 +266,19 @@ def test_an_experiment_needing_a_hook_the_model_lacks_is_refused_in_one_line():
     with pytest.raises(UsageError, match=r"experiment 'attention' needs blocks\.L\.attn\.hook_attn_scores, which the "
                                          r"hooked_transformer engine does not give for OPTForCausalLM"):
         run.study.check_loaded(ModelContext(lacking, run.options), run)
+
+
+@pytest.mark.parametrize("command", [["train", "--preset", "tiny", "--out", "{out}"],
+                                     ["experiment", "--preset", "tiny", "--root", "{out}"]])
+def test_the_trainer_is_refused_in_one_line_where_transformer_lens_has_no_hooked_transformer(
+        command, monkeypatch, tmp_path, capsys):
+    import train_gpt2_bias.cli
+
+    monkeypatch.setattr(engines, "transformer_lens_version", lambda: "4.3.0")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    code = train_gpt2_bias.cli.main([part.replace("{out}", str(out)) for part in command])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "builds its variants as HookedTransformers, which TransformerLens 4.0 removed (installed: 4.3.0)" in err
+    assert not out.exists()

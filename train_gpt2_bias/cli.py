@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _body(ns: argparse.Namespace) -> int | None:
+    if ns.command != "presets":  # before the model code is imported: on TransformerLens 4 it cannot be
+        from .engine_requirement import require_hooked_transformer
+
+        require_hooked_transformer()
     if ns.command == "presets":
         from .presets import MODEL_PRESETS, TRAIN_PRESETS
         from .variants import VARIANTS

@@ -74,9 +74,17 @@ class TrainerStudy(Study):
         configs = self._configs(options, config)
         return {"configs": {v: c.identity() for v, c in configs.items()}, "experiment": asdict(config)}
 
+    def check(self, run: ResolvedRun, seen: set, check_devices: bool = True) -> None:
+        from .engine_requirement import require_hooked_transformer
+
+        require_hooked_transformer()
+        super().check(run, seen, check_devices)
+
     def manifest(self, context: TrainedVariants, run: ResolvedRun) -> dict[str, Any]:
+        from .engine_requirement import trainer_engine
+
         base = context.configs[run.config.variants[0]]
-        return {"seed": base.seed, "criterion": asdict(context.criterion)}
+        return {"engine": trainer_engine(), "seed": base.seed, "criterion": asdict(context.criterion)}
 
 
 STUDY = TrainerStudy("trainer", "comparison of trained GPT-2 variants", [

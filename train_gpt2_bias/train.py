@@ -280,6 +280,7 @@ def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: di
     from mech_interp.runs.manifest import git_commit, package_versions
     from mech_interp.viz.writing import ensure_plotly_js, write_figure
 
+    from .engine_requirement import trainer_engine
     from .figures import loss_curve
 
     table = pd.DataFrame(log, columns=["step", "tokens", "lr", "train_loss", "grad_norm", "val_loss", "seconds"])
@@ -310,7 +311,7 @@ def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: di
     manifest = {
         "summary": summary, "config": asdict(config), "data": data_meta, "weight_decay": decay_names,
         "device": str(device), "precision": "bfloat16 autocast" if use_bf16 else "float32", "processes": world,
-        "seed": config.seed, "packages": package_versions(), "git_commit": git_commit(),
+        "seed": config.seed, "engine": trainer_engine(), "packages": package_versions(), "git_commit": git_commit(),
         "files": ["hooked_config.json", "model.safetensors", "tokenizer/", "ckpt.pt", "log.csv", "log.json",
                   "loss_curve.html"],
         **({"missing_png": {"loss_curve.png": figure.png_error}} if figure.png_error else {}),

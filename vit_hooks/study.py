@@ -11,6 +11,7 @@ files. The images are named by their folder and count, not fingerprinted. The ev
 from __future__ import annotations
 
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,8 @@ class ViTStudy(Study):
         if context is None:
             return conventions
         o = run.options
-        return {"model": context.model_info(), "images": context.images.describe(),
+        return {"engine": {"name": "timm", "timm": version("timm")}, "model": context.model_info(),
+                "images": context.images.describe(),
                 "preprocessing": context.vit.preprocessing.describe(), "criterion": asdict(o.criterion),
                 "head": o.head, **conventions}
 
