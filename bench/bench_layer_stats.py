@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/bench_layer_stats.py                  # smollm2-135m, 4 x 512 tokens, 1 thread
     .venv/bin/python bench/bench_layer_stats.py --threads 2 --repeats 5
     .venv/bin/python bench/bench_layer_stats.py --skip-memory    # timings only
+    .venv-tl4/bin/python bench/bench_layer_stats.py --engine transformer_bridge   # TransformerLens 4's bridge
     python bench/bench_layer_stats.py --device cuda --batch-size 8 --n-seqs 8
     python bench/bench_layer_stats.py --device cuda --dtype bfloat16 --model random:llama-1b \
         --seq-len 2048 --batch-size 4 --n-seqs 4                # the 1B-class case (TinyLlama shape)
@@ -14,11 +15,13 @@ Over the same token windows it compares
   (a) floor: the bare Hugging Face base model, ``hf.model.model(ids, use_cache=False)``, no
       hooks, no lm_head (``use_cache=False`` so that no KV cache is built: the lowest floor);
   (b) ``collect_layer_stats(model, batches)`` over every ``blocks.L.hook_resid_post``, with the
-      fused attention path that ``load_model(..., fast_paths=True)`` turns on (the CLI's default);
+      fused attention path that ``load_model(..., fast_paths=True)`` turns on (the CLI's default),
+      on the engine of ``--engine`` (auto: the installed TransformerLens' own);
   (c) ``model.run_with_cache(..., names_filter=resid_post, return_type=None)`` followed by the
       same statistics (top-3 |a|, median |a| per layer and sequence) computed from the cache;
-  (d) a bare HookedTransformer forward, ``model(tokens, return_type=None)`` (no unembed), to
-      split TransformerLens' own overhead (d/a) from the statistics' overhead (b/d);
+  (d) a bare forward of the engine's model (HookedTransformer or TransformerBridge),
+      ``model(tokens, return_type=None)``, to split the engine's own overhead (d/a) from the
+      statistics' overhead (b/d);
   (e) (b) with fused attention disabled, to show what the fused path buys.
 
 Time: seconds per sequence; each batch goes through every method in turn, ``--repeats`` times,
@@ -54,7 +57,7 @@ METHODS = {
     "a": "HF base forward, no hooks (floor)",
     "b": "collect_layer_stats (fused attn)",
     "c": "run_with_cache + stats from cache",
-    "d": "HookedTransformer forward, no hooks",
+    "d": "engine's forward, no hooks",
     "e": "collect_layer_stats (fused attn off)",
 }
 MIB = 1024 * 1024
@@ -72,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--methods", default="abcde", help="subset of abcde to run")
+    p.add_argument("--engine", default="auto", choices=["auto", "hooked_transformer", "transformer_bridge"],
+                   help="the model engine (auto: 3.x hooked_transformer, 4.x transformer_bridge)")
     p.add_argument("--skip-memory", action="store_true", help="timings only (no subprocesses)")
     return p.parse_args(argv)
 
@@ -94,7 +99,8 @@ class Context:
         dtype = getattr(torch, args.dtype)
         self.hf = mi.load_hf(args.model, dtype)
         self.hf.model.eval().to(self.device)
-        self.model = (mi.load_model(args.model, device=args.device, dtype=args.dtype, fast_paths=True)
+        self.model = (mi.load_model(args.model, device=args.device, dtype=args.dtype, fast_paths=True,
+                                    engine=args.engine)
                       if set(methods) - {"a"} else None)
         if "a" not in methods:
             self.hf = type("TokOnly", (), {"tokenizer": self.hf.tokenizer})()  # drop the HF weights
@@ -132,6 +138,7 @@ def run_c(ctx: Context, batches, k: int = 3):
     """Cache every resid_post, then top-k |a| and median |a| per (layer, sequence); returns the
     per-layer means over sequences, [n_layers, k + 1] (top1..topk, median)."""
     import torch
+
     from mech_interp.models.hook_names import resid_post
 
     n_layers = ctx.model.cfg.n_layers
@@ -158,13 +165,19 @@ def run_d(ctx: Context, batches):
 
 
 def run_e(ctx: Context, batches):
-    from mech_interp.models.fused_attention import disable_fused_attention, enable_fused_attention
+    from mech_interp.models.engines import HOOKED_TRANSFORMER, engine_of
 
-    disable_fused_attention(ctx.model)
+    if engine_of(ctx.model) == HOOKED_TRANSFORMER:
+        from mech_interp.models.fused_attention import disable_fused_attention as disable
+        from mech_interp.models.fused_attention import enable_fused_attention as enable
+    else:
+        from mech_interp.models.bridge_attention import disable_bridge_fast_path as disable
+        from mech_interp.models.bridge_attention import enable_bridge_fast_path as enable
+    disable(ctx.model)
     try:
         return run_b(ctx, batches)
     finally:
-        enable_fused_attention(ctx.model)
+        enable(ctx.model)
 
 
 RUNNERS = {"a": run_a, "b": run_b, "c": run_c, "d": run_d, "e": run_e}
@@ -313,8 +326,14 @@ def main(argv=None) -> int:
     everything = n_layers * n_tokens * d_model * 4
     info = machine_info(args)
     print(*info, sep="\n")
+    engine = ""
+    if ctx.model is not None:
+        from mech_interp.models.engines import engine_of, engine_record
+
+        record = engine_record(engine_of(ctx.model))
+        engine = f"; engine {record['name']} ({record['model_class']}, TransformerLens {record['transformer_lens']})"
     print(f"model {args.model}: n_layers={n_layers}, d_model={d_model}; tokens {tuple(ctx.tokens.shape)}, "
-          f"batch size {args.batch_size} ({len(ctx.batches)} forwards per pass)")
+          f"batch size {args.batch_size} ({len(ctx.batches)} forwards per pass){engine}")
 
     # ---- time. The warm-up is one full pass per method over all windows (its results feed the
     # correctness check). Then, per repeat, every window goes through every method in turn, so a
@@ -380,7 +399,7 @@ def main(argv=None) -> int:
         lines.append(f"| ({m}) {METHODS[m]} | {best[m]:.3f} | {ratio(best[m], floor_t)} | {mb} | {ratio(growth, floor_m)} |")
     print()
     print(f"### {args.model}, {args.device}, {args.dtype}, {ctx.n_seqs} x {args.seq_len} tokens, batch {args.batch_size}, "
-          f"wall time, min of {args.repeats} repeats per window, {torch.get_num_threads()} torch thread(s)")
+          f"wall time, min of {args.repeats} repeats per window, {torch.get_num_threads()} torch thread(s){engine}")
     print()
     print(*lines, sep="\n")
     print()

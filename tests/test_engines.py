@@ -149,6 +149,10 @@ def test_the_bridge_fast_path_runs_sdpa_unless_scores_or_pattern_are_hooked(monk
     got = sites(fast, extra=["blocks.1.attn.hook_pattern"])
     assert len(calls) == 3, "the block whose pattern is hooked takes the explicit path, the others the kernel"
     assert got["blocks.1.attn.hook_pattern"].shape == (1, 4, tokens.shape[1], tokens.shape[1])
+    bridge_attention.disable_bridge_fast_path(fast)
+    calls.clear()
+    got = sites(fast)
+    assert not calls and all(torch.equal(got[name], expected[name]) for name in expected), "explicit path again"
 
 
 @pytest.mark.parametrize("mask, causal", [

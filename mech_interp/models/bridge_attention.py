@@ -106,3 +106,12 @@ def enable_bridge_fast_path(model) -> list[int]:
         attn.__class__ = _fused_class(type(attn))
         fused.append(i)
     return fused
+
+
+def disable_bridge_fast_path(model):
+    """Every block back to the bridge's explicit attention (the HF modules keep their sdpa config copy, which that
+    path does not read)."""
+    for block in model.blocks:
+        if type(block.attn) in _PLAIN:
+            block.attn.__class__ = _PLAIN[type(block.attn)]
+    return model
