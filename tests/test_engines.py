@@ -155,6 +155,49 @@ def test_the_bridge_fast_path_runs_sdpa_unless_scores_or_pattern_are_hooked(monk
     assert not calls and all(torch.equal(got[name], expected[name]) for name in expected), "explicit path again"
 
 
+@needs_bridge
+def test_the_bridge_stops_after_the_blocks_when_nothing_reads_the_head(monkeypatch):
+    tokens = torch.tensor([byte_tokenizer().encode(TEXT)])
+    plain = mi.load_model("random:llama-tiny", device="cpu", engine=TRANSFORMER_BRIDGE, fast_paths=False)
+    fast = mi.load_model("random:llama-tiny", device="cpu", engine=TRANSFORMER_BRIDGE, fast_paths=True)
+    heads = []  # matmuls onto the vocabulary, counted without a hook (a hook on the head is a reason to run it)
+    linear = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda x, w, *a, **k: (
+        heads.append(1) if w.shape[0] == fast.cfg.d_vocab else None) or linear(x, w, *a, **k))
+    with torch.inference_mode():
+        residual = fast(tokens, return_type=None, stop_at_layer=fast.cfg.n_layers)
+        assert fast(tokens, return_type=None) is None
+        assert not heads, "the LM head ran though nothing reads it"
+        assert torch.equal(residual, _resid_posts(fast, tokens)[-1])
+        normalized = []
+        fast.run_with_hooks(tokens, return_type=None,
+                            fwd_hooks=[("ln_final.hook_normalized", lambda t, hook: normalized.append(t))])
+        assert normalized and heads, "a hook after the blocks: the whole forward runs"
+        assert _max_rel(fast(tokens), plain(tokens)) < 1e-5  # logits asked for: the whole forward
+
+
+@needs_bridge
+def test_the_bridge_norm_fast_path_gives_the_bridges_values_and_fires_hooks_when_asked():
+    from mech_interp.models import bridge_norm
+
+    tokens = torch.tensor([byte_tokenizer().encode(TEXT)])
+    plain = mi.load_model("random:llama-tiny", device="cpu", engine=TRANSFORMER_BRIDGE, fast_paths=False)
+    fast = mi.load_model("random:llama-tiny", device="cpu", engine=TRANSFORMER_BRIDGE, fast_paths=False)
+    fused = bridge_norm.enable_bridge_norm_fast_path(fast)  # this fast path alone: bit-equal to the bridge's own
+    assert sum(type(m) in bridge_norm._PLAIN for m in fast.modules()) == fused
+    if engines.transformer_lens_major() >= 4:
+        assert fused == 2 * fast.cfg.n_layers + 1  # ln1, ln2 of every block and the final norm
+    for a, b in zip(_resid_posts(fast, tokens), _resid_posts(plain, tokens)):
+        assert torch.equal(a, b)
+    for model in (fast, plain):  # a hooked scale takes the bridge's own path, with its values
+        kept = []
+        with torch.inference_mode():
+            model.run_with_hooks(tokens, return_type=None,
+                                 fwd_hooks=[("blocks.1.ln1.hook_scale", lambda t, hook: kept.append(t.clone()))])
+        model.kept = kept[0]
+    assert torch.equal(fast.kept, plain.kept)
+
+
 @pytest.mark.parametrize("mask, causal", [
     (None, True),
     (torch.zeros(1, 1, 3, 3).masked_fill(torch.ones(3, 3, dtype=torch.bool).triu(1), -3e38), True),

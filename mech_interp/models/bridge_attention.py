@@ -50,14 +50,22 @@ def fusable_call(attn, kwargs: dict) -> bool:
 
 def pure_causal(mask: torch.Tensor | None) -> bool:
     """Whether ``mask`` (HF's eager mask: 0 where a query may attend, a large negative number elsewhere, or a
-    boolean "may attend") is exactly the causal mask of a square block, so the kernel's ``is_causal`` can replace it."""
+    boolean "may attend") is exactly the causal mask of a square block, so the kernel's ``is_causal`` can replace it.
+    HF builds one mask per forward and hands it to every layer: the answer for the last one seen is kept."""
     if mask is None:
         return True
-    if mask.dim() != 4 or mask.shape[-1] != mask.shape[-2]:
-        return False
-    allowed = mask if mask.dtype == torch.bool else mask == 0
-    n = mask.shape[-1]
-    return bool((allowed == torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()).all())
+    if _last_checked[0] is mask:
+        return _last_checked[1]
+    causal = mask.dim() == 4 and mask.shape[-1] == mask.shape[-2]
+    if causal:
+        allowed = mask if mask.dtype == torch.bool else mask == 0
+        n = mask.shape[-1]
+        causal = bool((allowed == torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()).all())
+    _last_checked[:] = [mask, causal]
+    return causal
+
+
+_last_checked: list = [None, False]  # (the last mask checked, its answer): one check per forward, not per layer
 
 
 def _fused_forward(self, *args, **kwargs):

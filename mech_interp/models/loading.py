@@ -143,8 +143,12 @@ def _enable_fast_paths(model, engine: str) -> None:
         enable_fused_attention(model)
     else:
         from .bridge_attention import enable_bridge_fast_path
+        from .bridge_forward import enable_bridge_early_stop
+        from .bridge_norm import enable_bridge_norm_fast_path
 
         enable_bridge_fast_path(model)
+        enable_bridge_norm_fast_path(model)
+        enable_bridge_early_stop(model)
 
 
 def check_hub_model(name: str) -> None:
