@@ -154,6 +154,8 @@ def test_index_lists_every_model_and_run_with_its_provenance(site: Path, results
         row = runs[key]
         assert row["commit"].startswith((run.manifest["git_commit"] or "-")[:12])  # None outside a git checkout
         assert f"torch {run.manifest['packages']['torch']}" in row["versions"]
+        engine = run.manifest.get("engine")  # hooked_transformer, timm, ...; the hand-written manifest names none
+        assert row["engine"].startswith(engine["name"] + " (") if engine else row["engine"] == "-"
         assert row["finished"] == run.manifest.get("finished_at", row["finished"])
     layerwise = runs[("planted-gpt2-tiny", "layerwise__n_seqs=2__seq_len=64")]
     assert "n_seqs=2" in layerwise["config"] and "seq_len=64" in layerwise["config"]

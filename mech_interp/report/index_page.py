@@ -39,6 +39,15 @@ def _versions(run: Run) -> str:
     return f'<span title="{html.escape(", ".join(pairs))}">{html.escape(", ".join(main))}{rest}</span>'
 
 
+def _engine(run: Run) -> str:
+    """The engine that computed the run (older manifests name none)."""
+    engine = run.section("engine")
+    if not engine:
+        return "-"
+    versions = ", ".join(f"{k} {v}" for k, v in engine.items() if k not in ("name", "model_class"))
+    return html.escape(f"{engine.get('name', '?')} ({versions})" if versions else str(engine.get("name", "?")))
+
+
 def _short(commit: str) -> str:
     return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
 
@@ -62,6 +71,7 @@ def write_index(site: Path, results: Path, models: dict[str, list[Run]]) -> Path
                 Cell(html.escape(run.experiment), run.experiment),
                 Cell(_pairs(run.section("options"), skip=("model",)) or "-", ""),
                 Cell(_pairs(run.section("config")) or "-", ""),
+                Cell(_engine(run), str(run.section("engine").get("name", ""))),
                 Cell(_versions(run), ""),
                 Cell(f'<code title="{html.escape(run.commit)}">{html.escape(_short(run.commit))}</code>', run.commit),
                 Cell(html.escape(run.when), run.when),
@@ -74,12 +84,13 @@ def write_index(site: Path, results: Path, models: dict[str, list[Run]]) -> Path
             "<h2>Models</h2>\n<p class=\"note\">A model is a directory of runs; click a header to sort.</p>\n"
             + sortable_table(["model directory", "model (manifest)", "runs", "experiments"], model_rows, "models")
             + "\n<h2>Runs</h2>\n<p class=\"note\">options and config: the run's settings as its manifest records them "
-              "(hover a cut value for all of it); versions: the packages it ran with (hover for all); commit: the "
+              "(hover a cut value for all of it); engine: what ran the model (hooked_transformer or transformer_bridge "
+              "with its TransformerLens version, timm); versions: the packages it ran with (hover for all); commit: the "
               "project's git commit (+dirty: uncommitted changes; hover for all of it); finished: the manifest's "
               "time, or its file's (UTC); seconds: the experiment's wall time.</p>\n"
             + '<div class="wide">'
-            + sortable_table(["model", "run", "experiment", "options", "config", "versions", "commit", "finished",
-                              "seconds"], run_rows, "runs")
+            + sortable_table(["model", "run", "experiment", "options", "config", "engine", "versions", "commit",
+                              "finished", "seconds"], run_rows, "runs")
             + "</div>")
     render(page, site, "Massive activations: results", body)
     return page

@@ -46,6 +46,7 @@ FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("config", _object, "an object"),
     ("summary", _object, "an object"),
     ("packages", _object, "an object"),
+    ("engine", _object, "an object"),
 )
 SHOWN_CHARS = 60  # of a value in a note
 
