@@ -37,7 +37,24 @@ install_env() {
   fi
 }
 install_env .venv dev,ray "$TL3"
-install_env .venv-tl4 dev "$TL4"
+
+# .venv-tl4 starts as .venv's packages hard-linked (nothing copied or downloaded; where hard links cannot be made, a
+# plain install), then TransformerLens 4 replaces 3 and pip adds what 4 needs. pip and Python replace files by
+# writing new ones (never in place), so .venv's files are left as they are. Rebuilt from scratch when these files
+# change, like .venv.
+if [ ! -f ".venv-tl4/.installed-$hash" ]; then
+  rm -rf .venv-tl4
+  "$PYTHON" -m venv .venv-tl4
+  site() { "$1" -c 'import sysconfig; print(sysconfig.get_path("purelib"))'; }
+  if cp -alf "$(site .venv/bin/python)/." "$(site .venv-tl4/bin/python)/"; then
+    .venv-tl4/bin/python -m pip install -q "$TL4"
+    .venv-tl4/bin/python -m pip install -q --no-deps --force-reinstall -e .  # its console scripts, for this python
+    touch ".venv-tl4/.installed-$hash"
+  else
+    rm -rf .venv-tl4
+    install_env .venv-tl4 dev "$TL4"
+  fi
+fi
 
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1 \
    || ! command -v chromedriver >/dev/null 2>&1; then
