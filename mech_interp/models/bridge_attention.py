@@ -24,6 +24,7 @@ import copy
 import torch
 
 from .architectures import BRIDGE_FUSED_ARCHITECTURES
+from .hooked_model import has_hooks
 
 # Hook points of the attention a HF forward still fires (the projections' and the ones fired here).
 _STILL_FIRED = ("hook_in", "hook_out")
@@ -31,9 +32,6 @@ _PROJECTIONS = ("q.", "k.", "v.", "o.", "_original_component.")
 # The bridge's own flags that reroute its forward through per-head inputs or outputs.
 _PER_HEAD_FLAGS = ("use_split_qkv_input", "use_attn_in", "use_attn_result")
 
-
-def _hooked(module: torch.nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
 
 
 def _explicit_only_points(attn) -> list[torch.nn.Module]:
@@ -51,7 +49,7 @@ def fusable_call(attn, kwargs: dict) -> bool:
     points = attn.__dict__.get("_explicit_only_points")  # listed once: walking the modules per call cost ~3%
     if points is None:
         points = attn.__dict__["_explicit_only_points"] = _explicit_only_points(attn)
-    return not any(_hooked(module) for module in points)
+    return not any(has_hooks(module) for module in points)
 
 
 def pure_causal(mask: torch.Tensor | None) -> bool:

@@ -11,19 +11,16 @@ catches, unless a hook sits on the final norm or the unembedding. Part of the br
 
 from __future__ import annotations
 
-import torch
+from .hooked_model import has_hooks
 
 _AFTER_THE_BLOCKS = ("ln_final", "unembed")
 
-
-def _hooked(module: torch.nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
 
 
 def _nothing_reads_the_head(model) -> bool:
     for name in _AFTER_THE_BLOCKS:
         part = getattr(model, name, None)
-        if part is None or any(_hooked(m) for m in part.modules()):
+        if part is None or any(has_hooks(m) for m in part.modules()):
             return False
     return True
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import torch
 
-
-def _hooked(module: torch.nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
+from .hooked_model import has_hooks
 
 
 def _forward(self, hidden_states, **kwargs):
-    if kwargs or _hooked(self.hook_scale) or _hooked(self.hook_normalized) or \
+    if kwargs or has_hooks(self.hook_scale) or has_hooks(self.hook_normalized) or \
             isinstance(self.original_component, torch.nn.Identity):
         return _PLAIN[type(self)].forward(self, hidden_states, **kwargs)
     x = self.hook_in(hidden_states)  # [batch, pos, d_model]

@@ -28,10 +28,7 @@ from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURE
 from transformer_lens.hook_points import HookPoint
 
 from .architectures import FUSED_ARCHITECTURES
-
-
-def _hooked(hook_point: torch.nn.Module) -> bool:
-    return bool(hook_point._forward_hooks or hook_point._backward_hooks)
+from .hooked_model import has_hooks
 
 
 def fusable_call(attn: AbstractAttention, past_kv_cache_entry, additive_attention_mask, attention_mask,
@@ -44,7 +41,7 @@ def fusable_call(attn: AbstractAttention, past_kv_cache_entry, additive_attentio
         return False
     if attention_mask is not None and not bool(attention_mask.all()):
         return False
-    return not _hooked(attn.hook_attn_scores) and not _hooked(attn.hook_pattern) and fusable_layer(attn)
+    return not has_hooks(attn.hook_attn_scores) and not has_hooks(attn.hook_pattern) and fusable_layer(attn)
 
 
 def fusable_layer(attn: AbstractAttention) -> bool:
@@ -162,7 +159,7 @@ class FusedRMSNorm(RMSNorm):
     when nothing hooks its scale or output."""
 
     def forward(self, x):
-        if _hooked(self.hook_scale) or _hooked(self.hook_normalized) or x.device != self.w.device:
+        if has_hooks(self.hook_scale) or has_hooks(self.hook_normalized) or x.device != self.w.device:
             return super().forward(x)
         xf = x if self.cfg.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
         return (xf / (xf.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()).to(self.cfg.dtype) * self.w
@@ -178,7 +175,7 @@ class FusedBlock(TransformerBlock):
         if (shortformer_pos_embed is not None or cfg.use_attn_in or cfg.use_split_qkv_input or cfg.use_hook_mlp_in
                 or cfg.use_normalization_before_and_after or cfg.attn_only or cfg.parallel_attn_mlp or cfg.n_devices != 1
                 or cfg.original_architecture in POST_NORM_ARCHITECTURES
-                or any(_hooked(h) for h in self.ln1.modules() if isinstance(h, HookPoint))):
+                or any(has_hooks(h) for h in self.ln1.modules() if isinstance(h, HookPoint))):
             return super().forward(resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask)
         resid_pre = self.hook_resid_pre(resid_pre)  # [batch, pos, d_model]
         normed = self.ln1(resid_pre)

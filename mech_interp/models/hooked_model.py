@@ -11,3 +11,9 @@ from __future__ import annotations
 import torch
 
 HookedModel = torch.nn.Module
+
+
+def has_hooks(module: torch.nn.Module) -> bool:
+    """Whether anything is hooked on ``module`` itself: what the fast paths check before they skip a computation
+    whose hook points would otherwise fire."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
