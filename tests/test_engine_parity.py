@@ -27,13 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import mech_interp.cli
 from mech_interp.models.engines import TRANSFORMER_BRIDGE, resolve_engine
 
 from .conftest import shared_data
-from .test_golden import GOLDEN, TABLES, _compared, _run, _tables
+from .test_golden import GOLDEN, TABLES, _compared, _one_thread, _run, _tables  # noqa: F401 (autouse fixture)
 
 pytestmark = pytest.mark.skipif(
     resolve_engine("auto") != TRANSFORMER_BRIDGE,
@@ -43,14 +42,6 @@ pytestmark = pytest.mark.skipif(
 LAYER_STATS = {"top1", "top2", "top3", "median", "mean_abs"}  # in layerwise.parquet and mean_pass_layerwise.parquet
 PERPLEXITIES = {"perplexity", "perplexity_clean", "original", "set_zero", "set_mean"}
 RTOL_STATS, RTOL_PERPLEXITY, TABLE_SCALE = 1e-5, 1e-4, 1e-4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _on_bridge(config: Path, target: Path) -> Path:
