@@ -64,6 +64,8 @@ MIB = 1024 * 1024
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from mech_interp.models.engines import ENGINE_CHOICES  # imports neither torch nor TransformerLens
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="registered name (random:llama-1b for a 1B-class model), "
                    "local HF directory or .gguf file")
@@ -75,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--methods", default="abcde", help="subset of abcde to run")
-    p.add_argument("--engine", default="auto", choices=["auto", "hooked_transformer", "transformer_bridge"],
+    p.add_argument("--engine", default="auto", choices=ENGINE_CHOICES,
                    help="the model engine (auto: 3.x hooked_transformer, 4.x transformer_bridge)")
     p.add_argument("--skip-memory", action="store_true", help="timings only (no subprocesses)")
     return p.parse_args(argv)

@@ -7,10 +7,10 @@ both could serve (3.x has both classes) ``--engine`` forces one. Every manifest 
 that ran and the TransformerLens version (``engine_record``).
 
 Both engines hook the same names for every site the studies use (the bridge registers
-TransformerLens' names as aliases of its own; ``hook_names.BRIDGE_SITES`` maps its native names
-back), and both give the unmodified HF
-model's values: the HookedTransformer is converted without weight processing, the bridge runs the
-HF model itself with compatibility mode (LayerNorm folding, weight centring) never enabled.
+TransformerLens' names as aliases of its own; ``hook_names.BRIDGE_NATIVE`` lists its own names),
+and both give the unmodified HF model's values: the HookedTransformer is converted without weight
+processing, the bridge runs the HF model itself with compatibility mode (LayerNorm folding, weight
+centring) never enabled.
 Importing this module imports no torch and no TransformerLens.
 """
 
@@ -31,14 +31,13 @@ class Engine:
     name: str
     model_class: str  # what it builds, for messages
     removed_in: int | None  # the TransformerLens major version that no longer has it
-    description: str
 
 
 ENGINES: dict[str, Engine] = {
-    HOOKED_TRANSFORMER: Engine(HOOKED_TRANSFORMER, "HookedTransformer", 4,
-                               "TransformerLens 3.x: the HF weights converted into TransformerLens' own modules"),
-    TRANSFORMER_BRIDGE: Engine(TRANSFORMER_BRIDGE, "TransformerBridge", None,
-                               "TransformerLens 4.x (beta in 3.x): hook points registered on the HF model itself"),
+    # TransformerLens 3.x: the HF weights converted into TransformerLens' own modules
+    HOOKED_TRANSFORMER: Engine(HOOKED_TRANSFORMER, "HookedTransformer", 4),
+    # TransformerLens 4.x (beta in 3.x): hook points registered on the HF model itself
+    TRANSFORMER_BRIDGE: Engine(TRANSFORMER_BRIDGE, "TransformerBridge", None),
 }
 ENGINE_CHOICES = (AUTO, *ENGINES)
 PIN_HINT = {HOOKED_TRANSFORMER: "pip install 'transformer-lens>=3.9,<4'", TRANSFORMER_BRIDGE: "pip install 'transformer-lens>=4.3,<5'"}
