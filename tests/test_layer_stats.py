@@ -10,7 +10,7 @@ import torch
 import mech_interp as mi
 from mech_interp.core.criterion import MassiveCriterion, massive_mask
 from mech_interp.core.dtype_range import ActivationRangeError
-from mech_interp.core.order_statistics import order_statistics
+from mech_interp.core.order_statistics import at_least, order_statistics
 from mech_interp.core.recorder import ActivationRecorder, TopKTooLarge
 from mech_interp.core.running_stats import Mean, TopK
 from mech_interp.data.texts import load_text
@@ -43,29 +43,38 @@ def test_mean_and_topk_stream_like_the_whole():
     torch.testing.assert_close(top.values, -expected.values)
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 6, 577, 300_000])
-def test_order_statistics_equal_torch(n):
+@pytest.mark.parametrize("pos, d", [(1, 1), (1, 2), (5, 1), (2, 3), (1, 577), (577, 1), (3, 200), (512, 586)])
+def test_order_statistics_equal_torch(pos, d):
+    n = pos * d
     torch.manual_seed(n)
     k = min(3, n)
-    heavy = torch.randn(4, n).abs() * 10 ** torch.randint(-6, 5, (4, n)).float()  # spans many radix bins
-    ties = torch.randint(0, 3, (4, n)).float()
-    special = torch.rand(4, n)
-    special[1, n // 2] = float("inf")
-    special[2, 0] = float("nan")  # rows with inf/nan take torch's path and get its semantics
-    for mag in (torch.rand(4, n), heavy, ties, torch.zeros(4, n), special, heavy.half()):
+    shape = (4, pos, d)
+    heavy = torch.randn(shape).abs() * 10 ** torch.randint(-6, 5, shape).float()  # spans many magnitudes
+    ties = torch.randint(0, 3, shape).float()
+    peaked = torch.rand(shape)
+    peaked[:, 0] = 2  # one row of tied peaks: the k largest all in one position
+    special = torch.rand(shape)
+    special[1].view(-1)[n // 2] = float("inf")
+    special[2, 0, 0] = float("nan")  # sequences with inf/nan take torch's path and get its semantics
+    for mag in (torch.rand(shape), heavy, ties, peaked, torch.zeros(shape), special, heavy.half()):
         top, median = order_statistics(mag, k)
-        torch.testing.assert_close(top, mag.topk(k, dim=1).values, equal_nan=True, rtol=0, atol=0)
-        torch.testing.assert_close(median, mag.median(dim=1).values, equal_nan=True, rtol=0, atol=0)
+        flat = mag.flatten(1)
+        torch.testing.assert_close(top, flat.topk(k, dim=1).values, equal_nan=True, rtol=0, atol=0)
+        torch.testing.assert_close(median, flat.median(dim=1).values, equal_nan=True, rtol=0, atol=0)
+        bound = torch.stack([flat[0].min(), flat[1].median(), top[2, -1], torch.tensor(1e9)]).float()
+        seq, index = at_least(mag, bound)
+        expected = (flat >= bound[:, None].to(flat.dtype)).nonzero(as_tuple=True)
+        assert seq.tolist() == expected[0].tolist() and index.tolist() == expected[1].tolist()
     with pytest.raises(ValueError, match="k must be in 1..%d" % n):
-        order_statistics(torch.rand(2, n), n + 1)
+        order_statistics(torch.rand(2, pos, d), n + 1)
 
 
 def test_wrong_shapes_fail_their_annotations():
-    """jaxtyping annotations are checked at test time: a 1-D tensor is not ``[batch, n]``."""
+    """jaxtyping annotations are checked at test time: a 2-D tensor is not ``[batch, pos, d]``."""
     import jaxtyping
 
     with pytest.raises(jaxtyping.TypeCheckError, match="parameter 'mag'"):
-        order_statistics(torch.rand(10), 1)
+        order_statistics(torch.rand(10, 4), 1)
     with pytest.raises(jaxtyping.TypeCheckError, match="parameter 'labels'"):
         ActivationRecorder(["h"]).record("h", torch.rand(2, 4, 8), torch.zeros(2, 5, dtype=torch.long))  # 5 positions, not 4
 
@@ -75,14 +84,14 @@ def test_torch_path_of_order_statistics_agrees(monkeypatch):
     import mech_interp.core.order_statistics as order
 
     torch.manual_seed(0)
-    mag = torch.randn(3, 5000).abs() * 10 ** torch.randint(-3, 4, (3, 5000)).float()
+    mag = torch.randn(3, 50, 100).abs() * 10 ** torch.randint(-3, 4, (3, 50, 100)).float()
     bound = torch.tensor([1.0, 50.0, 1e9])
     expected = order.order_statistics(mag, 4), order.at_least(mag, bound)
     monkeypatch.setattr(order, "_on_numpy", lambda t: False)
     got = order.order_statistics(mag, 4), order.at_least(mag, bound)
     for e, g in zip([*expected[0], *expected[1]], [*got[0], *got[1]]):
         assert torch.equal(e, g)
-    assert got[1][0].dtype == torch.long and len(got[1][0]) == int((mag >= bound[:, None]).sum())
+    assert got[1][0].dtype == torch.long and len(got[1][0]) == int((mag.flatten(1) >= bound[:, None]).sum())
 
 
 def test_recorder_keeps_k_entries_per_sequence_on_ties():

@@ -79,3 +79,21 @@ def test_stats_move_between_devices_and_keep_accumulating():
     assert sums.keys.flatten().tolist() == [2, 4] and sums.counts.tolist() == [1, 2]
     torch.testing.assert_close(sums.sums.flatten(), torch.tensor([3.0, 3.0], dtype=torch.float64))
     assert top.meta.flatten().tolist() == [1, 0]
+
+
+def test_a_failing_forward_leaves_nothing_recorded():
+    """Sites recorded before a forward fails are not folded in: the batch counts once, when it runs through."""
+    (acts, labels), = _batches(1)
+    recorder = ActivationRecorder(SITES, criterion=CRITERION)
+
+    def failing():
+        recorder.record("a", acts, labels)
+        raise RuntimeError("the forward failed after site a")
+
+    with pytest.raises(RuntimeError, match="after site a"):
+        recorder.run_batch(failing)
+    recorder.run_batch(lambda: [recorder.record(site, acts, labels) for site in SITES])
+    once = ActivationRecorder(SITES, criterion=CRITERION)
+    once.run_batch(lambda: [once.record(site, acts, labels) for site in SITES])
+    pd.testing.assert_frame_equal(recorder.result().summary, once.result().summary)
+    assert recorder.result().summary["n_sequences"].tolist() == [2, 2]

@@ -42,7 +42,7 @@ class MassiveCriterion:
 def median_abs(acts: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch"]:
     """Median |a| over every (position, dim) of each sequence: the lower median (as
     ``torch.median``), in float32. The one median definition used everywhere."""
-    return order_statistics(acts.detach().abs().flatten(1).float(), 1)[1].to(acts.device)
+    return order_statistics(acts.detach().abs().flatten(2).float(), 1)[1].to(acts.device)
 
 
 def massive_mask(

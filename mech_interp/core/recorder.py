@@ -87,6 +87,9 @@ class ActivationRecorder:
     ``record(site, acts, labels)``: ``acts`` is ``[batch, pos, ...]``, ``labels`` an integer per
     ``[batch, pos]`` (a token id, a token role) that the tables report with each entry.
 
+    ``record`` reduces the activations at once but folds nothing: ``flush`` folds a whole batch, so
+    that a batch that fails or must run again leaves nothing behind, and the folds of all sites run
+    back to back (in the hooks, between layers, each took ~3x as long, its code and data gone cold).
     Activations on a GPU take the deferred path (``transfer_mode``): ``record`` queues device
     reductions and ``flush`` moves a whole batch to the host in one copy. A flush can find that a
     sequence had more candidate entries than the ``capacity`` kept per sequence on the device; it
@@ -104,6 +107,7 @@ class ActivationRecorder:
         self.capacity = max(capacity, k)
         self._sites = {site: _SiteStats(k, n_top_entries) for site in self.sites}
         self._pending: list[_Pending] = []
+        self._summaries: list[tuple[str, _Summary, torch.Tensor, int]] = []  # (site, summary, labels, d_model)
 
     @property
     def n_sequences(self) -> int:
@@ -119,15 +123,15 @@ class ActivationRecorder:
             self._pending.append(self._pack(site, acts, labels))
             return
         check_range(acts, site)
-        self._fold(site, self._summarise_on_host(acts), labels, acts.shape[2])
+        self._summaries.append((site, self._summarise_on_host(acts), labels, acts.shape[2]))
 
     def _summarise_on_host(self, acts: torch.Tensor) -> _Summary:
-        flat = acts.flatten(1)  # [batch, pos*d_model]
-        mag = flat.abs().float()
+        mag = acts.abs().float()  # [batch, pos, d_model]
         top, median = order_statistics(mag, self.k)
-        # One pass over the hidden state finds both the top-k and the massive entries: everything at
-        # or above the lower of the two thresholds (a handful per sequence), sorted out afterwards.
+        # One search finds both the top-k and the massive entries: everything at or above the lower
+        # of the two thresholds (a handful per sequence), sorted out afterwards.
         seq, index = at_least(mag, torch.minimum(self.criterion.lower_bound(median), top[:, -1]))
+        mag, flat = mag.flatten(1), acts.flatten(1)  # [batch, pos * d_model]
         return _Summary(top, median, mag.mean(1), seq, index, mag[seq, index], flat[seq, index].float())
 
     def _pack(self, site: str, acts: torch.Tensor, labels: torch.Tensor) -> _Pending:
@@ -153,8 +157,16 @@ class ActivationRecorder:
     def flush(self) -> bool:
         """Fold every queued batch into the statistics: one host copy per device. False (and
         nothing folded) when a sequence had more candidates than the capacity; rerun the batch."""
-        if not self._pending:
-            return True
+        summaries, self._summaries = self._summaries, []
+        if self._pending and not self._summarise_pending(summaries):
+            return False
+        for site, summary, labels, d_model in summaries:
+            self._fold(site, summary, labels, d_model)
+        return True
+
+    def _summarise_pending(self, summaries: list[tuple[str, _Summary, torch.Tensor, int]]) -> bool:
+        """Read the queued device reductions back and add their summaries to ``summaries``; False
+        when the capacity was too small (the capacity is raised)."""
         pending, self._pending = self._pending, []
         by_device: dict[torch.device, list[_Pending]] = {}
         for p in pending:
@@ -188,7 +200,7 @@ class ActivationRecorder:
             order = (seq * p.n_flat + index).argsort()  # as the host path lists them: by sequence, then index
             summary = _Summary(row[:, :k].float(), row[:, k].float(), row[:, k + 1].float(), seq[order],
                                index[order], scores[hit][order].float(), values[hit][order].float())
-            self._fold(p.site, summary, p.labels, p.d_model)
+            summaries.append((p.site, summary, p.labels, p.d_model))
         return True
 
     def run_batch(self, forward: Callable[[], Any]) -> None:
@@ -200,6 +212,7 @@ class ActivationRecorder:
                 forward()
         finally:
             self._pending.clear()
+            self._summaries.clear()
 
     def _fold(self, site: str, s: _Summary, labels: torch.Tensor, d_model: int) -> None:
         state = self._sites[site]
