@@ -198,6 +198,44 @@ def test_the_bridge_norm_fast_path_gives_the_bridges_values_and_fires_hooks_when
     assert torch.equal(fast.kept, plain.kept)
 
 
+@needs_bridge
+def test_the_bridge_linear_fast_path_skips_only_unhooked_projections(monkeypatch):
+    from mech_interp.models import bridge_linear
+    from transformer_lens.hook_points import HookPoint
+
+    tokens = torch.tensor([byte_tokenizer().encode(TEXT)])
+    plain = mi.load_model("random:llama-tiny", device="cpu", engine=TRANSFORMER_BRIDGE, fast_paths=False)
+    fast = mi.load_model("random:llama-tiny", device="cpu", engine=TRANSFORMER_BRIDGE, fast_paths=False)
+    direct = bridge_linear.enable_bridge_linear_fast_path(fast)  # this fast path alone: bit-equal to the bridge's own
+    assert direct == 7 * fast.cfg.n_layers == bridge_linear.enable_bridge_linear_fast_path(fast)  # q k v o gate up down
+    for a, b in zip(_resid_posts(fast, tokens), _resid_posts(plain, tokens)):
+        assert torch.equal(a, b)
+    points = []  # every hook point a forward calls
+    original = HookPoint.forward
+    monkeypatch.setattr(HookPoint, "forward", lambda self, x: points.append(self.name) or original(self, x))
+    names = ["blocks.1.attn.hook_q", "blocks.1.attn.hook_z", "blocks.2.mlp.hook_post", "blocks.2.hook_resid_post"]
+    for model in (fast, plain):
+        kept = {}
+        with torch.inference_mode():
+            model.run_with_hooks(tokens, return_type=None, fwd_hooks=[
+                (n, lambda t, hook, n=n: kept.__setitem__(n, t.clone())) for n in names])
+        model.kept = kept
+    assert fast.kept.keys() == plain.kept.keys() == set(names)
+    assert all(torch.equal(fast.kept[n], plain.kept[n]) for n in names), "hooked projections take the bridge's path"
+    points.clear()
+    with torch.inference_mode():
+        fast(tokens, return_type=None)
+    assert not any(".q.hook" in p or ".mlp.out.hook" in p for p in points), "unhooked projections skip their points"
+    fast.blocks[0].attn.q.original_component._hf_hook = object()  # an accelerate-dispatched layer: the bridge's path
+    points.clear()
+    with torch.inference_mode():
+        fast(tokens, return_type=None)
+    assert "blocks.0.attn.q.hook_in" in points and "blocks.1.attn.q.hook_in" not in points
+    del fast.blocks[0].attn.q.original_component._hf_hook
+    bridge_linear.disable_bridge_linear_fast_path(fast)
+    assert not any(type(m) in bridge_linear._PLAIN for m in fast.modules())
+
+
 @pytest.mark.parametrize("mask, causal", [
     (None, True),
     (torch.zeros(1, 1, 3, 3).masked_fill(torch.ones(3, 3, dtype=torch.bool).triu(1), -3e38), True),

@@ -144,10 +144,12 @@ def _enable_fast_paths(model, engine: str) -> None:
     else:
         from .bridge_attention import enable_bridge_fast_path
         from .bridge_forward import enable_bridge_early_stop
+        from .bridge_linear import enable_bridge_linear_fast_path
         from .bridge_norm import enable_bridge_norm_fast_path
 
         enable_bridge_fast_path(model)
         enable_bridge_norm_fast_path(model)
+        enable_bridge_linear_fast_path(model)
         enable_bridge_early_stop(model)
 
 
