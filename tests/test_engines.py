@@ -200,8 +200,9 @@ def test_the_bridge_norm_fast_path_gives_the_bridges_values_and_fires_hooks_when
 
 @needs_bridge
 def test_the_bridge_linear_fast_path_skips_only_unhooked_projections(monkeypatch):
-    from mech_interp.models import bridge_linear
     from transformer_lens.hook_points import HookPoint
+
+    from mech_interp.models import bridge_linear
 
     tokens = torch.tensor([byte_tokenizer().encode(TEXT)])
     plain = mi.load_model("random:llama-tiny", device="cpu", engine=TRANSFORMER_BRIDGE, fast_paths=False)
