@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import mech_interp as mi
 from mech_interp.core import transfer_mode
 from mech_interp.core.criterion import MassiveCriterion
 from mech_interp.core.dtype_range import ActivationRangeError

@@ -106,6 +106,26 @@ def test_the_bridge_registers_the_transformer_lens_names_on_its_own_hook_points(
         assert model.hook_dict[site.name].name == native.replace("blocks.N.", "blocks.1."), component
 
 
+@pytest.mark.parametrize("engine", AVAILABLE)
+def test_the_studies_hook_each_engines_own_names(engine, monkeypatch):
+    from mech_interp.metrics.layer_stats import collect_layer_stats
+    from mech_interp.models.hook_names import engine_hook_name
+
+    model = mi.load_model("random:llama-tiny", device="cpu", engine=engine)
+    hooked = []
+    hooks = model.hooks
+    monkeypatch.setattr(model, "hooks", lambda fwd_hooks=(), **kw: hooked.extend(n for n, _ in fwd_hooks) or
+                        hooks(fwd_hooks=fwd_hooks, **kw))
+    collect_layer_stats(model, [torch.tensor([byte_tokenizer().encode(TEXT)])], progress=False)
+    bridge = engine == TRANSFORMER_BRIDGE
+    assert hooked == [f"blocks.{i}.hook_out" if bridge else f"blocks.{i}.hook_resid_post" for i in range(4)]
+    for component, native in BRIDGE_NATIVE.items():
+        site = mi.core.sites.Site(None if native.startswith("embed") else 2, component)
+        expected = native.replace("blocks.N.", "blocks.2.") if bridge else site.name
+        assert engine_hook_name(model, site.name) == expected, component
+    assert engine_hook_name(model, "blocks.2.attn.hook_k") == "blocks.2.attn.hook_k"  # no native entry: the alias
+
+
 @needs_bridge
 @pytest.mark.parametrize("name", ["random:llama-tiny", "planted:gpt2-tiny"])
 def test_the_bridge_gives_the_hf_models_residual_stream(name):

@@ -42,6 +42,7 @@ from .cli_runs import assert_refused, run_cli
 from .conftest import MARKER_DIM, PLANT_DIM, PLANT_LAYER, PLANT_PROMPT
 from .test_attention import trainer_checkpoint
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # These tests run many tiny forwards; a second torch thread only adds synchronisation (40x slower

@@ -322,9 +322,9 @@ def test_a_vit_batch_runs_on_ray_as_locally_and_shows_in_the_report(local_ray, t
         return code, captured.out, captured.err
 
     config = tmp_path / "vit.yaml"  # YAML, which the vision batch did not read before
-    import yaml
-
     import tomllib
+
+    import yaml
 
     config.write_text(yaml.safe_dump(tomllib.loads(VIT_SWEEP.replace("{images}", str(_images(tmp_path, n=3))))))
     out, local = tmp_path / "ray", tmp_path / "local"

@@ -18,11 +18,11 @@ from urllib.parse import unquote, urlsplit
 import pandas as pd
 import pytest
 
+from mech_interp.models.run_options import RunOptions
 from mech_interp.report.discovery import find_runs
 from mech_interp.report.model_page import model_page_path, run_anchor
 from mech_interp.report.tables import MAX_ROWS
 from mech_interp.report.tree import ResultsTree
-from mech_interp.models.run_options import RunOptions
 from mech_interp.runs.runner import Contexts, execute
 from mech_interp.runs.spec import RunSpec
 from mech_interp.viz import writing

@@ -9,9 +9,9 @@ import torch
 from mech_interp.data.texts import load_text
 from mech_interp.data.tokens import windows
 from mech_interp.metrics.layer_stats import collect_layer_stats
-from mech_interp.runs.experiments import get_experiment
 from mech_interp.models.context import ModelContext
 from mech_interp.models.run_options import RunOptions
+from mech_interp.runs.experiments import get_experiment
 
 from .conftest import shared_data
 

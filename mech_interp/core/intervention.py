@@ -4,7 +4,8 @@ An ``Intervention`` says which activation site it acts on (``site``, e.g. a Tran
 name or a ViT block input) and maps the activations there to new ones in ``forward``. Its tensor
 state (means, masks) lives in buffers, so ``.to(device)`` and ``state_dict`` work as for any
 module. ``counts`` tallies what it changed, for the manifest. ``as_hook()`` gives the
-``(site, fn(acts, hook))`` pair that TransformerLens' ``model.hooks(fwd_hooks=...)`` takes.
+``(site, fn(acts, hook))`` pair that TransformerLens' ``model.hooks(fwd_hooks=...)`` takes (and
+``models.hook_names.engine_hooks``, which gives each site the name the model's engine uses).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from jaxtyping import Float, Int
 
 from ..core.intervention import Intervention
 from ..core.running_stats import Mean
-from ..models.hook_names import act_name
+from ..models.hook_names import act_name, engine_hooks
 from ..models.hooked_model import HookedModel
 from ..validation.errors import UsageError
 
@@ -58,7 +58,7 @@ class HeadMeans(torch.nn.Module):
             seen[0] += z.shape[0]
 
         name = act_name("z", layer)
-        with model.hooks(fwd_hooks=[(name, keep)]):
+        with engine_hooks(model, [(name, keep)]):
             for tokens in batches:
                 model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
         if stat.count == 0:
@@ -76,7 +76,7 @@ class HeadMeans(torch.nn.Module):
         def keep(z: Float[torch.Tensor, "batch pos head_index d_head"], hook: Any) -> None:
             stats[hook.layer()].add(z if per_position else z.flatten(0, 1))
 
-        with model.hooks(fwd_hooks=[(act_name("z", layer), keep) for layer in layers]):
+        with engine_hooks(model, [(act_name("z", layer), keep) for layer in layers]):
             for tokens in batches:
                 model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=max(layers) + 1)
                 seen[0] += tokens.shape[0]

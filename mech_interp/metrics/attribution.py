@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..core.token_layout import TokenLayout
-from ..models.hook_names import act_name
+from ..models.hook_names import act_name, engine_hooks
 from ..models.hooked_model import HookedModel
 
 COMPONENT_KINDS = ("embed", "pos_embed", "prefix", "head", "attn_bias", "mlp")
@@ -155,7 +155,7 @@ def direct_writes(model: HookedModel, tokens: Int[torch.Tensor, "batch pos"],
     for layer in range(cfg.n_layers):
         hooks += [(act_name("z", layer), heads), (act_name("mlp_out", layer), mlp),
                   (act_name("resid_post", layer), post)]
-    with model.hooks(fwd_hooks=list(fwd_hooks or []) + hooks):
+    with engine_hooks(model, list(fwd_hooks or []) + hooks):
         model(tokens.to(cfg.device), return_type=None)
     return Writes(components, writes.float(), resid, entries.cpu())
 
@@ -194,7 +194,7 @@ def neuron_writes(model: HookedModel, tokens: Int[torch.Tensor, "batch pos"], la
 
     handle = mlp_module.register_forward_pre_hook(keep_input)
     try:
-        with model.hooks(fwd_hooks=[(act_name("post", layer), keep_post), (act_name("mlp_out", layer), keep_out)]):
+        with engine_hooks(model, [(act_name("post", layer), keep_post), (act_name("mlp_out", layer), keep_out)]):
             model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
     finally:
         handle.remove()

@@ -18,7 +18,7 @@ from ..core.criterion import MassiveCriterion
 from ..core.layer_stats import LayerStats
 from ..core.recorder import ActivationRecorder
 from ..core.token_layout import TokenLayout
-from ..models.hook_names import block_of, check_hook_names, resid_post
+from ..models.hook_names import block_of, check_hook_names, engine_hooks, resid_post
 from ..models.hooked_model import HookedModel
 
 TOKEN_COLUMNS = ("token_id", "token")
@@ -67,7 +67,7 @@ def collect_layer_stats(
     stop = stop_layer(model, hook_names)
     device = model.cfg.device
     try:
-        with torch.inference_mode(), model.hooks(fwd_hooks=[(name, partial(hook, site=name)) for name in hook_names]):
+        with torch.inference_mode(), engine_hooks(model, [(name, partial(hook, site=name)) for name in hook_names]):
             for tokens in batches:
                 current["labels"] = torch.cat([tokens.new_full((tokens.shape[0], n_prefix), PREFIX_LABEL), tokens], dim=1)
                 on_device = tokens.to(device)

@@ -15,7 +15,7 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from ..core.dtype_range import ActivationRangeError, check_peak, needs_range_check
-from ..models.hook_names import resid_post
+from ..models.hook_names import engine_hooks, resid_post
 from ..models.hooked_model import HookedModel
 
 
@@ -63,7 +63,7 @@ def perplexity(
         peaks.append(acts.detach().abs().amax().double())  # read with the loss: one host copy per batch
 
     hooks += [(name, keep_peak) for name in checked]
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+    with torch.inference_mode(), engine_hooks(model, hooks):
         for batch in tqdm(windows.split(batch_size), desc=desc, unit="batch", disable=not progress):
             batch = batch.to(model.cfg.device)
             peaks.clear()

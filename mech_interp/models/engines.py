@@ -6,9 +6,9 @@ pins ``transformer-lens<4``, works with), 4.x has nothing else and builds Transf
 both could serve (3.x has both classes) ``--engine`` forces one. Every manifest records the engine
 that ran and the TransformerLens version (``engine_record``).
 
-Both engines hook the same names for every site the studies use (the bridge registers
-TransformerLens' names as aliases of its own; ``hook_names.BRIDGE_NATIVE`` lists its own names),
-and both give the unmodified HF model's values: the HookedTransformer is converted without weight
+The studies name every site by its TransformerLens name on both engines; ``hook_names.engine_hooks``
+hooks it by the bridge's own name where ``hook_names.BRIDGE_NATIVE`` has one (the bridge also
+registers TransformerLens' names as aliases of its hook points). Both engines give the unmodified HF model's values: the HookedTransformer is converted without weight
 processing, the bridge runs the HF model itself with compatibility mode (LayerNorm folding, weight
 centring) never enabled.
 Importing this module imports no torch and no TransformerLens.

@@ -1,20 +1,25 @@
-"""Sites (``core.sites``) as TransformerLens hook points, on either engine, and checks on layer indices and
-hook names.
+"""Sites (``core.sites``) as hook points, on either engine, and checks on layer indices and hook names.
 
-A site's hook point is its TransformerLens name (``get_act_name``'s spelling, which ``Site.name``
-writes) on both engines: a ``HookedTransformer`` has exactly those hook points, and a
-``TransformerBridge`` registers them as aliases of its own (``blocks.3.hook_resid_post`` is its
-``blocks.3.hook_out``; ``BRIDGE_NATIVE`` lists the ones the studies hook, as tests/test_engines.py
-checks). Hooks are added by the TransformerLens name; a hook function that needs its site takes it
-from what it was registered for, never from ``hook.name``, which a bridge gives in its own spelling.
+The studies name a site by its TransformerLens name (``get_act_name``'s spelling, which ``Site.name``
+writes). ``engine_hooks(model, fwd_hooks)`` adds hooks by the name the model's engine gives the hook
+point: a ``HookedTransformer`` has exactly those names; on a ``TransformerBridge`` each site in
+``BRIDGE_NATIVE`` is hooked by the bridge's own name (``blocks.3.hook_resid_post`` is its
+``blocks.3.hook_out``), and anything else by the TransformerLens name, which the bridge registers as an
+alias of the same hook point (tests/test_engines.py checks both). A hook function that needs its site
+takes it from what it was registered for, never from ``hook.name``, which differs between engines.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from ..core.sites import Site, parse_site
 from ..validation.errors import UsageError
+from .engines import TRANSFORMER_BRIDGE, engine_of
+
+if TYPE_CHECKING:  # importing this module imports no torch
+    from .hooked_model import HookedModel
 
 # The bridge's own name of each site the studies hook (block N), the same in TransformerLens 3.9's beta and 4.3.
 BRIDGE_NATIVE = {
@@ -33,8 +38,30 @@ BRIDGE_NATIVE = {
 
 
 def hook_name(site: Site) -> str:
-    """The hook point of ``site`` on either engine."""
+    """The name of ``site`` that the studies use: TransformerLens', on either engine."""
     return site.name
+
+
+def engine_hook_name(model: HookedModel, name: str) -> str:
+    """``name`` (a TransformerLens hook name) as ``model``'s engine names the hook point: a bridge's own name where
+    ``BRIDGE_NATIVE`` lists the site, ``name`` itself otherwise."""
+    if engine_of(model) != TRANSFORMER_BRIDGE:
+        return name
+    try:
+        site = parse_site(name)
+    except ValueError:
+        return name
+    native = BRIDGE_NATIVE.get(site.component)
+    if native is None:
+        return name
+    return native if site.block is None else native.replace("blocks.N.", f"blocks.{site.block}.")
+
+
+@contextmanager
+def engine_hooks(model: HookedModel, fwd_hooks: Sequence[tuple[str, Callable]]) -> Iterator[None]:
+    """``model.hooks(fwd_hooks=...)`` with each TransformerLens name given as the engine names its hook point."""
+    with model.hooks(fwd_hooks=[(engine_hook_name(model, name), fn) for name, fn in fwd_hooks]):
+        yield
 
 
 def act_name(component: str, layer: int | None = None) -> str:

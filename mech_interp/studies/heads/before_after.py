@@ -16,7 +16,7 @@ from ...interventions.heads import (
     zero_output_slice,
 )
 from ...models.context import ModelContext
-from ...models.hook_names import check_layer, resid_post
+from ...models.hook_names import check_layer, engine_hooks, resid_post
 from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.heads import before_after_3d, difference_heatmap
@@ -64,9 +64,9 @@ def head_before_after(context: ModelContext, config: HeadBeforeAfterConfig) -> E
         kept[len(kept)] = acts[0].float().cpu()
 
     with torch.inference_mode():
-        with model.hooks(fwd_hooks=[(resid_post(layer), keep)]):
+        with engine_hooks(model, [(resid_post(layer), keep)]):
             model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
-        with model.hooks(fwd_hooks=hooks + [(resid_post(layer), keep)]):
+        with engine_hooks(model, hooks + [(resid_post(layer), keep)]):
             model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
     labels = residual_tokens(model, tokens[0], layout=layout)
     before, after = _grid(kept[0], labels), _grid(kept[1], labels)

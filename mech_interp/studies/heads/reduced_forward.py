@@ -17,7 +17,7 @@ from ...core.criterion import MassiveCriterion, massive_mask
 from ...core.token_layout import TokenLayout
 from ...metrics.layer_stats import PREFIX_NAME
 from ...metrics.perplexity import next_token_nll
-from ...models.hook_names import resid_post
+from ...models.hook_names import engine_hooks, resid_post
 from ...models.hooked_model import HookedModel
 
 
@@ -57,7 +57,7 @@ def probe(model: HookedModel, tokens: Int[torch.Tensor, "batch pos"], layers: li
 
     stop = None if logits else max(layers) + 1
     hooks = list(fwd_hooks or []) + [(resid_post(layer), read) for layer in layers]
-    with model.hooks(fwd_hooks=hooks):
+    with engine_hooks(model, hooks):
         if start is None:
             out = model(tokens.to(device), return_type="logits" if logits else None, stop_at_layer=stop)
         else:

@@ -36,7 +36,7 @@ from ...metrics.attention_scores import (
     token_keys,
 )
 from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci, nan_std
-from ...models.hook_names import act_name, resid_pre
+from ...models.hook_names import act_name, engine_hooks, resid_pre
 from ...models.hooked_model import HookedModel
 from ...validation.errors import UsageError
 
@@ -156,7 +156,7 @@ def head_scores(model: HookedModel, seqs: Int[torch.Tensor, "seq pos"], criterio
         slot[layer] += slot_attention(pattern, slots).cpu() * pattern.shape[0] / seqs.shape[0]
 
     hooks = [(resid_pre(i), detect) for i in range(n_layers)] + [(act_name("pattern", i), score) for i in range(n_layers)]
-    with model.hooks(fwd_hooks=hooks):
+    with engine_hooks(model, hooks):
         for batch in seqs.split(batch_size):
             model(batch.to(model.cfg.device), return_type=None)
             offset[0] += batch.shape[0]

@@ -28,7 +28,7 @@ from ...metrics.attention_scores import (
 )
 from ...metrics.layer_stats import PREFIX_NAME
 from ...models.context import ModelContext
-from ...models.hook_names import act_name, check_layer, resid_pre
+from ...models.hook_names import act_name, check_layer, engine_hooks, resid_pre
 from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.attention import (
@@ -100,8 +100,8 @@ def attention(context: ModelContext, config: AttentionConfig) -> ExperimentResul
 
     hooks = [(act_name("attn_scores", layer), keep_scores)]
     hooks += [(act_name("pattern", i), head_scores) for i in range(n_layers)]
-    with torch.inference_mode():
-        model.run_with_hooks(tokens[None].to(model.cfg.device), return_type=None, fwd_hooks=hooks)
+    with torch.inference_mode(), engine_hooks(model, hooks):
+        model(tokens[None].to(model.cfg.device), return_type=None)
 
     logits = scores_mean["logits"]
     q, k = torch.meshgrid(torch.arange(n_pos), torch.arange(n_pos), indexing="ij")

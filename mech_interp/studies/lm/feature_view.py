@@ -9,7 +9,7 @@ from ...core.criterion import median_abs
 from ...data.tokens import encode
 from ...metrics.layer_stats import PREFIX_NAME
 from ...models.context import ModelContext
-from ...models.hook_names import check_layer, resid_post
+from ...models.hook_names import check_layer, engine_hooks, resid_post
 from ...runs.experiment import ExperimentResult
 from ...viz.feature_view import feature_view_3d
 from .configs import FeatureViewConfig
@@ -24,10 +24,10 @@ def feature_view(context: ModelContext, config: FeatureViewConfig) -> Experiment
     stats = prompt_layer_stats(model, tokens, options.criterion, layout=layout)
     layer = default_layer(stats, model) if layer is None else layer
 
-    with torch.inference_mode():
-        _, cache = model.run_with_cache(tokens[None].to(model.cfg.device), names_filter=resid_post(layer),
-                                        stop_at_layer=layer + 1, return_type=None)
-    acts = cache[resid_post(layer)][0].float().cpu()  # [pos, d_model]
+    kept = []
+    with torch.inference_mode(), engine_hooks(model, [(resid_post(layer), lambda acts, hook: kept.append(acts[0]))]):
+        model(tokens[None].to(model.cfg.device), stop_at_layer=layer + 1, return_type=None)
+    acts = kept[0].float().cpu()  # [pos, d_model]
     # positions are the residual stream's: learned prefix positions (a sink token) come first
     token_strs = [PREFIX_NAME] * layout.n_prefix_tokens + [model.tokenizer.decode([t]) for t in tokens.tolist()]
     n_pos, d_model = acts.shape

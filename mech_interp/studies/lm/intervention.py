@@ -19,7 +19,7 @@ from ...interventions import make_reset
 from ...metrics.layer_stats import collect_layer_stats
 from ...metrics.perplexity import perplexity
 from ...models.context import ModelContext
-from ...models.hook_names import check_layer, resid_post
+from ...models.hook_names import check_layer, engine_hooks, resid_post
 from ...models.hooked_model import HookedModel
 from ...runs.experiment import ExperimentResult
 from ...validation.errors import NoMassiveActivations, NothingToMeasure, UsageError
@@ -40,7 +40,7 @@ def measure_means(model: HookedModel, seqs: torch.Tensor, layer: int, stats, con
     if config.mean_mode == "detected":
         return detected
     fixed = FixedSiteMeans(site, stats.massive_dims(layer))
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(site, lambda acts, hook: fixed.record(acts))]):
+    with torch.inference_mode(), engine_hooks(model, [(site, lambda acts, hook: fixed.record(acts))]):
         for batch in seqs.split(config.batch_size):
             model(batch.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
     return fixed.result()
