@@ -369,8 +369,14 @@ def main(argv=None) -> int:
         top1_c, med_c = results["c"][:, 0], results["c"][:, -1]
         rel_top = ((top1_b - top1_c).abs() / top1_c.abs().clamp_min(1e-12)).max().item()
         rel_med = ((med_b - med_c).abs() / med_c.abs().clamp_min(1e-12)).max().item()
-        # Same forward, same order statistics: anything but equality is a bug in the streaming path.
-        assert rel_top == 0 and rel_med == 0, f"(b) and (c) differ: top-1 |a| by {rel_top:.3g}, median |a| by {rel_med:.3g} (relative)"
+        # On a HookedTransformer: the same forward and order statistics, so anything but equality is a bug in the
+        # streaming path. A bridge's run_with_cache asks HF for the attentions, so (c) takes its explicit attention
+        # and (b) the fused kernel: equal to float32 rounding, not bit for bit.
+        from mech_interp.models.engines import HOOKED_TRANSFORMER, engine_of
+
+        tolerance = 0.0 if engine_of(ctx.model) == HOOKED_TRANSFORMER else 1e-5
+        assert rel_top <= tolerance and rel_med <= tolerance, \
+            f"(b) and (c) differ: top-1 |a| by {rel_top:.3g}, median |a| by {rel_med:.3g} (relative)"
         print(f"check: (b) vs (c) per-layer top-1 |a| max rel diff {rel_top:.2e}, median |a| {rel_med:.2e}  OK")
     if "e" in results and "b" in results:
         diff = (results["b"].summary["top1"] - results["e"].summary["top1"]).abs().max()

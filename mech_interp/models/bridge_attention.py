@@ -28,21 +28,27 @@ from .hooked_model import has_hooks
 
 # Hook points of the attention a HF forward still fires (the projections' and the ones fired here).
 _STILL_FIRED = ("hook_in", "hook_out")
-_PROJECTIONS = ("q.", "k.", "v.", "o.", "_original_component.")
+_HF_MODULE = "_original_component"
+_PROJECTIONS = ("q.", "k.", "v.", "o.", f"{_HF_MODULE}.")
 # The bridge's own flags that reroute its forward through per-head inputs or outputs.
 _PER_HEAD_FLAGS = ("use_split_qkv_input", "use_attn_in", "use_attn_result")
 
 
 
 def _explicit_only_points(attn) -> list[torch.nn.Module]:
-    """The hook points of ``attn`` that only its explicit path fires (scores, pattern, rotated q/k, ...)."""
+    """The hook points of ``attn`` that only its explicit path fires (scores, pattern, rotated q/k, ...). The HF
+    attention module is not one: the fused path calls it, with its hooks (transformers leaves its output-capturing
+    hooks there, inactive, once anything has asked for attentions: ``run_with_cache`` does)."""
     return [module for name, module in attn.named_modules()
-            if name and name not in _STILL_FIRED and not name.startswith(_PROJECTIONS)]
+            if name and name not in _STILL_FIRED and name != _HF_MODULE and not name.startswith(_PROJECTIONS)]
 
 
 def fusable_call(attn, kwargs: dict) -> bool:
-    """No hook on anything only the explicit path forms, no cache the bridge would extend, no per-head routing."""
+    """No hook on anything only the explicit path forms, no pattern asked for, no cache the bridge would extend, no
+    per-head routing."""
     if attn.training or kwargs.get("past_key_values") is not None or kwargs.get("layer_past") is not None:
+        return False
+    if kwargs.get("output_attentions"):  # the caller wants the pattern returned, which only the explicit path forms
         return False
     if any(getattr(attn.config, flag, False) for flag in _PER_HEAD_FLAGS):
         return False
