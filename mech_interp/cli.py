@@ -6,6 +6,7 @@
     mech-interp batch runs.toml            # many runs, resumable
     mech-interp batch runs.toml --backend ray [--address auto]   # each run a Ray task
     mech-interp report results             # a static HTML site of everything under results/
+    mech-interp plan --model M             # memory of a statistics pass, whole and streamed, without weights
 
 Layers are 0-based TransformerLens blocks: ``--layer L`` means ``blocks.L.hook_resid_post``.
 Bad input prints one line to stderr and exits with status 2, before anything is written; every run
@@ -31,6 +32,7 @@ from .command_line.study_commands import (
     say,
 )
 from .models.run_options import RunOptions
+from .placement.command import add_plan_parser, plan_main
 from .report.command import add_report_parser, report_main
 from .validation.errors import UsageError
 
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated")
     add_engine_commands(sub, STUDIES, "configs/layers_sweep.toml")
     add_report_parser(sub)
+    add_plan_parser(sub)
     return parser
 
 
@@ -74,6 +77,8 @@ def _body(ns: argparse.Namespace) -> int | None:
         return run_engine_command(ns, STUDIES, say)
     if ns.command == "study":
         _study(ns)
+    elif ns.command == "plan":
+        plan_main(ns)
     else:
         report_main(ns)
     return None

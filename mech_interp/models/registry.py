@@ -8,7 +8,7 @@ weights. Importing this module imports no torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from ..validation.errors import UsageError
 from .hf_model import HFModel
@@ -25,19 +25,20 @@ class ModelEntry:
     description: str
     build: Callable[[], HFModel]
     n_params: int  # so a scheduler can reserve memory for it before anything loads
+    config: Callable[[], Any] | None = None  # its transformers config, without weights (what the planner reads)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, family: str, n_layers: int, n_ctx: int, n_params: int
+    name: str, *, family: str, n_layers: int, n_ctx: int, n_params: int, config: Callable[[], Any] | None = None
 ) -> Callable[[Callable[[], HFModel]], Callable[[], HFModel]]:
     def decorator(fn: Callable[[], HFModel]) -> Callable[[], HFModel]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, family, n_layers, n_ctx, doc[0] if doc else "", fn, n_params)
+        _REGISTRY[name] = ModelEntry(name, family, n_layers, n_ctx, doc[0] if doc else "", fn, n_params, config)
         return fn
 
     return decorator

@@ -1,0 +1,3 @@
+"""Where a model's weights and activations go, and how much memory each placement needs: model shapes read from
+configs without weights (``model_shape``), byte sizes as users write them (``memory_units``), the memory plan of
+a run (``memory_plan``) and the ``mech-interp plan`` command (``command``)."""

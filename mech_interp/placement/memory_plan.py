@@ -1,0 +1,86 @@
+"""The memory a statistics pass needs under each placement of a model, from its shape alone.
+
+Weights: parameters x bytes per parameter of the run's dtype, per block and for the embeddings and head.
+Activations of one batch (tokens ``T = batch x seq_len``, ``b`` bytes per value): four hidden states of the
+block being run (its input, the normalised input, the attention output, its output), the queries, keys,
+values and per-head outputs, three ``d_mlp``-wide MLP intermediates per routed expert (gate, up, their
+product), and the recorder's two float32 copies of one hidden state (|a| and its selection). Attention scores
+are not counted: the fast paths run the fused kernel, which forms no ``seq x seq`` pattern.
+
+Placements:
+- ``whole``: every weight on the device, plus one batch's activations;
+- ``streamed``: one block's weights at a time (the largest of the embeddings, any block and the head), plus
+  the residual stream of every window in flight between blocks, plus one batch's activations.
+The process itself (Python, torch and transformers, ~0.5-1 GiB on the CPU) comes on top of either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..validation.errors import UsageError
+from .model_shape import ModelShape
+
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+PLACEMENTS = ("whole", "streamed")
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    shape: ModelShape
+    dtype: str
+    seq_len: int
+    batch_size: int
+    n_windows: int  # windows in flight when streamed (the run's sequences)
+
+    @property
+    def bytes_per_value(self) -> int:
+        return BYTES[self.dtype]
+
+    @property
+    def block_bytes(self) -> tuple[int, ...]:
+        return tuple(n * self.bytes_per_value for n in self.shape.block_params)
+
+    @property
+    def embed_bytes(self) -> int:
+        return self.shape.embed_params * self.bytes_per_value
+
+    @property
+    def head_bytes(self) -> int:
+        return self.shape.head_params * self.bytes_per_value
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.shape.n_params * self.bytes_per_value
+
+    @property
+    def activation_bytes(self) -> int:
+        """One batch's activations while a block runs (see the module's docstring)."""
+        s, b, tokens = self.shape, self.bytes_per_value, self.batch_size * self.seq_len
+        attention = (s.n_heads + 2 * s.n_kv_heads + s.n_heads) * s.d_head
+        mlp = 3 * s.d_mlp * s.n_experts_per_token
+        return tokens * ((4 * s.d_model + attention + mlp) * b + 2 * s.d_model * 4)
+
+    @property
+    def resident_bytes(self) -> int:
+        """The residual stream of every window between two blocks of a streamed pass."""
+        return self.n_windows * self.seq_len * self.shape.d_model * self.bytes_per_value
+
+    def peak(self, placement: str) -> int:
+        if placement == "whole":
+            return self.weight_bytes + self.activation_bytes
+        if placement == "streamed":
+            largest = max(self.embed_bytes, self.head_bytes, *self.block_bytes)
+            return largest + self.resident_bytes + self.activation_bytes
+        raise ValueError(f"unknown placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
+
+    def choose(self, budget: int) -> str:
+        """The first placement that fits ``budget`` bytes; one-line refusal when none does."""
+        for placement in PLACEMENTS:
+            if self.peak(placement) <= budget:
+                return placement
+        from .memory_units import format_bytes
+
+        raise UsageError(f"{self.shape.name} does not fit {format_bytes(budget)} even streamed (it needs "
+                         f"{format_bytes(self.peak('streamed'))}: one block and {self.n_windows} windows of "
+                         f"{self.seq_len} tokens): allow more memory, or run fewer or shorter windows")
