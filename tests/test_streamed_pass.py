@@ -1,0 +1,88 @@
+"""The layer-streamed statistics pass: one block's weights at a time, values equal to a whole-model HF forward bit for
+bit, resumable at the block where it stopped."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+import mech_interp as mi
+from mech_interp.core.recorder import ActivationRecorder
+from mech_interp.placement.streamed_pass import STATE_FILE, streamed_layer_stats
+from mech_interp.validation.errors import UsageError
+
+
+def _saved(name, tmp_path):
+    hf = mi.load_hf(name)
+    hf.model.save_pretrained(tmp_path / "model")
+    return hf, tmp_path / "model"
+
+
+def _whole_model(hf, windows, batch_size):
+    """The same recorder fed from every decoder layer's output during ordinary HF forwards."""
+    layers = hf.model.get_decoder().layers
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(len(layers))]
+    recorder, current = ActivationRecorder(sites), {}
+    hooks = [layer.register_forward_hook(lambda m, a, out, i=i: recorder.record(sites[i], out, current["tokens"]))
+             for i, layer in enumerate(layers)]
+    try:
+        with torch.inference_mode():
+            for tokens in windows.split(batch_size):
+                current["tokens"] = tokens
+                recorder.run_batch(lambda: hf.model.get_decoder()(tokens, use_cache=False))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return recorder.result(layer_of=lambda site: int(site.split(".")[1]), label_columns=("token_id", "token"))
+
+
+def _assert_same(got, want):
+    for table in ("summary", "top_entries", "massive"):
+        pd.testing.assert_frame_equal(getattr(got, table), getattr(want, table), check_exact=True)
+
+
+def test_streamed_statistics_equal_the_whole_models_bit_for_bit(tmp_path):
+    hf, directory = _saved("random:llama-tiny", tmp_path)
+    windows = torch.randint(0, 256, (5, 24), generator=torch.Generator().manual_seed(0))
+    got = streamed_layer_stats(directory, windows, batch_size=2, progress=False)
+    _assert_same(got, _whole_model(hf, windows, 2))
+    assert got.summary["n_sequences"].tolist() == [5] * 4
+
+
+def test_a_stopped_pass_resumes_at_the_next_block(tmp_path):
+    _, directory = _saved("random:llama-tiny", tmp_path)
+    windows = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(1))
+    whole = streamed_layer_stats(directory, windows, progress=False)
+
+    def stop_after_block_1(block):
+        if block == 1:
+            raise KeyboardInterrupt
+
+    state = tmp_path / "state"
+    with pytest.raises(KeyboardInterrupt):
+        streamed_layer_stats(directory, windows, state_dir=state, progress=False, after_block=stop_after_block_1)
+    assert torch.load(state / STATE_FILE, weights_only=True)["next_block"] == 2
+    ran = []
+    resumed = streamed_layer_stats(directory, windows, state_dir=state, progress=False, after_block=ran.append)
+    assert ran == [2, 3], "blocks 0 and 1 are not run again"
+    _assert_same(resumed, whole)
+    other = streamed_layer_stats(directory, windows[:2], state_dir=state, progress=False, after_block=ran.append)
+    assert ran[2:] == [0, 1, 2, 3], "a state saved for other windows is not resumed"
+    assert other.summary["n_sequences"].tolist() == [2] * 4
+
+
+def test_families_whose_layers_differ_are_refused_in_one_line(tmp_path):
+    _, directory = _saved("random:gpt2-tiny", tmp_path)
+    with pytest.raises(UsageError, match="GPT2LMHeadModel cannot be streamed yet: expected one of LlamaForCausalLM"):
+        streamed_layer_stats(directory, torch.zeros(1, 4, dtype=torch.long), progress=False)
+
+
+def test_smollm2_streamed_equals_its_whole_forward(smollm2, tmp_path):
+    hf, _ = smollm2
+    hf.model.save_pretrained(tmp_path / "model")
+    windows = torch.tensor([hf.tokenizer("Summer is warm. Winter is cold. " * 8)["input_ids"][:48]] * 2)
+    windows[1] = windows[1].flip(0)
+    got = streamed_layer_stats(tmp_path / "model", windows, progress=False)
+    _assert_same(got, _whole_model(hf, windows, 1))
+    assert got.summary["top1"].max() > 1000, "SmolLM2's massive activation is there"
