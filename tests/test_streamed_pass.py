@@ -86,3 +86,29 @@ def test_smollm2_streamed_equals_its_whole_forward(smollm2, tmp_path):
     got = streamed_layer_stats(tmp_path / "model", windows, progress=False)
     _assert_same(got, _whole_model(hf, windows, 1))
     assert got.summary["top1"].max() > 1000, "SmolLM2's massive activation is there"
+
+
+def test_weights_are_read_into_the_parameters_in_the_run_dtype_and_damage_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from mech_interp.placement.streamed_pass import SafetensorsWeights
+
+    source = torch.nn.Linear(6, 4)
+    save_file({f"layer.{k}": v.to(torch.bfloat16) for k, v in source.state_dict().items()}, tmp_path / "w.safetensors")
+    with torch.device("meta"):
+        target = torch.nn.Linear(6, 4)
+    SafetensorsWeights(tmp_path).load(target, "layer.", torch.float32)
+    for name, value in source.state_dict().items():
+        assert target.state_dict()[name].dtype == torch.float32
+        assert torch.equal(target.state_dict()[name], value.to(torch.bfloat16).float()), name
+    with torch.device("meta"):
+        wider = torch.nn.Linear(6, 5)
+    with pytest.raises(UsageError, match=r"tensor 'layer.weight' is \[4, 6\].*expected \[5, 6\]"):
+        SafetensorsWeights(tmp_path).load(wider, "layer.", torch.float32)
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "w.safetensors").write_bytes(data[:-8])
+    with pytest.raises(UsageError, match="is truncated"):
+        SafetensorsWeights(tmp_path).load(target, "layer.", torch.float32)
+    (tmp_path / "w.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(UsageError, match="is not a readable safetensors file"):
+        SafetensorsWeights(tmp_path)

@@ -9,8 +9,8 @@ DESCRIPTION = """\
 Read MODEL's config (registered name, local HF directory, GGUF file or hub name; never the weights), build it on
 PyTorch's meta device and count its parameters per block, then print the bytes of the weights (per block and in
 all), of one batch's activations, and the peak of each placement of a layer-wise statistics pass: whole (every
-weight on the device) and streamed (one block at a time, the residual stream of every window kept between
-blocks). With --max-memory, says which placement fits first, or that none does (exit 2)."""
+weight on the device) and streamed (the residual stream of every window, plus the embeddings or one block at a
+time). With --max-memory, says which placement fits first, or that none does (exit 2)."""
 
 
 def add_plan_parser(sub) -> argparse.ArgumentParser:

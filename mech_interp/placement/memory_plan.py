@@ -9,8 +9,9 @@ are not counted: the fast paths run the fused kernel, which forms no ``seq x seq
 
 Placements:
 - ``whole``: every weight on the device, plus one batch's activations;
-- ``streamed``: one block's weights at a time (the largest of the embeddings, any block and the head), plus
-  the residual stream of every window in flight between blocks, plus one batch's activations.
+- ``streamed``: the residual stream of every window, plus either the embeddings (while the windows are embedded)
+  or the largest block's weights and one batch's activations (while a block runs), whichever is more; a statistics
+  pass never needs the head.
 The process itself (Python, torch and transformers, ~0.5-1 GiB on the CPU) comes on top of either.
 """
 
@@ -69,9 +70,8 @@ class MemoryPlan:
     def peak(self, placement: str) -> int:
         if placement == "whole":
             return self.weight_bytes + self.activation_bytes
-        if placement == "streamed":
-            largest = max(self.embed_bytes, self.head_bytes, *self.block_bytes)
-            return largest + self.resident_bytes + self.activation_bytes
+        if placement == "streamed":  # the embedding stage, or the largest block's
+            return self.resident_bytes + max(self.embed_bytes, max(self.block_bytes) + self.activation_bytes)
         raise ValueError(f"unknown placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
 
     def choose(self, budget: int) -> str:
