@@ -10,9 +10,9 @@ subprocess (glibc told to return freed memory to the system, so RSS follows live
 (imports, lazy initialisation) and a trim, the peak-RSS mark is reset (``/proc/self/clear_refs``), the layer-wise statistics pass runs, and the
 peak RSS growth is compared with ``MemoryPlan.peak``:
 
-  whole:    the model loaded with transformers (``from_pretrained``), its weights copied into the process' own
-            memory (as a copy to a device would be; file-backed pages would count only where touched, and the head
-            never is), and the pass run as forward hooks on its decoder layers, on the same windows;
+  whole:    every weight read into the process' own memory (as a copy to a device would be; ``from_pretrained``
+            maps the files, whose pages count only where touched), and the pass run as forward hooks on the
+            decoder layers of HF's own forward, on the same windows;
   streamed: ``streamed_layer_stats`` over the same windows.
 
 Target: each measured peak within 10% of the prediction (the process' own memory before the reset is left out of
@@ -65,13 +65,18 @@ def _worker(placement: str, directory: str, args: argparse.Namespace, queue) -> 
             if placement == "streamed":
                 streamed_layer_stats(Path(directory), windows, batch_size=args.batch_size, progress=False)
                 return
-            from transformers import AutoModelForCausalLM
+            from transformers import AutoConfig, AutoModelForCausalLM
 
             from mech_interp.core.recorder import ActivationRecorder
+            from mech_interp.placement.streamed_pass import SafetensorsWeights
 
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-            for param in model.parameters():  # into memory of its own, as a copy to a device would be, not file pages
-                param.data = param.data.clone()  # that count only once touched (the head never is here)
+            config = AutoConfig.from_pretrained(directory)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            # every weight read into the process' own memory, as a copy to a device would be (from_pretrained maps
+            # the file, whose pages count only once touched, and twice once copied)
+            SafetensorsWeights(Path(directory)).load(model, "", torch.float32)
+            model.get_decoder().rotary_emb = type(model.get_decoder().rotary_emb)(config=config)
             layers = model.get_decoder().layers
             sites = [f"blocks.{i}.hook_resid_post" for i in range(len(layers))]
             recorder, current = ActivationRecorder(sites), {}
