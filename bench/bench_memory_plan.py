@@ -75,7 +75,12 @@ def _worker(placement: str, directory: str, args: argparse.Namespace, queue) -> 
                 model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             # every weight read into the process' own memory, as a copy to a device would be (from_pretrained maps
             # the file, whose pages count only once touched, and twice once copied)
-            SafetensorsWeights(Path(directory)).load(model, "", torch.float32)
+            weights = SafetensorsWeights(Path(directory))
+            weights.load(model.get_decoder(), "model.", torch.float32)
+            if getattr(config, "tie_word_embeddings", False):
+                model.lm_head.weight = model.get_decoder().embed_tokens.weight
+            else:
+                weights.load(model.lm_head, "lm_head.", torch.float32)
             model.get_decoder().rotary_emb = type(model.get_decoder().rotary_emb)(config=config)
             layers = model.get_decoder().layers
             sites = [f"blocks.{i}.hook_resid_post" for i in range(len(layers))]
