@@ -41,14 +41,6 @@ def _args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _worker(placement: str, directory: str, args: argparse.Namespace, queue) -> None:
     try:
         import ctypes
@@ -56,7 +48,8 @@ def _worker(placement: str, directory: str, args: argparse.Namespace, queue) -> 
 
         import torch
 
-        from mech_interp.placement.streamed_pass import streamed_layer_stats
+        from mech_interp.models.placement.peak_memory import PeakMemory
+        from mech_interp.models.placement.streamed_pass import streamed_layer_stats
 
         torch.set_num_threads(1)
         windows = torch.randint(0, 256, (args.n_seqs, args.seq_len), generator=torch.Generator().manual_seed(0))
@@ -68,7 +61,7 @@ def _worker(placement: str, directory: str, args: argparse.Namespace, queue) -> 
             from transformers import AutoConfig, AutoModelForCausalLM
 
             from mech_interp.core.recorder import ActivationRecorder
-            from mech_interp.placement.streamed_pass import SafetensorsWeights
+            from mech_interp.models.placement.safetensors_weights import SafetensorsWeights
 
             config = AutoConfig.from_pretrained(directory)
             with torch.device("meta"):
@@ -96,11 +89,9 @@ def _worker(placement: str, directory: str, args: argparse.Namespace, queue) -> 
         run()  # warm-up: imports, lazy initialisation, allocator caches
         gc.collect()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-        before = _status_kib("VmRSS") * 1024
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # the peak mark back to the current RSS
-        run()
-        queue.put((placement, _status_kib("VmHWM") * 1024 - before, None))
+        with PeakMemory() as peak:
+            run()
+        queue.put((placement, peak.added, None if peak.added is not None else "VmHWM cannot be reset here"))
     except BaseException as err:  # report, never hang the parent
         queue.put((placement, None, f"{type(err).__name__}: {err}"))
 
@@ -108,10 +99,10 @@ def _worker(placement: str, directory: str, args: argparse.Namespace, queue) -> 
 def main(argv=None) -> int:
     args = _args(argv)
     import mech_interp as mi
+    from mech_interp.models.placement.memory_plan import MemoryPlan
+    from mech_interp.models.placement.memory_units import format_bytes
+    from mech_interp.models.placement.model_shape import model_shape
     from mech_interp.models.spec import ModelSpec
-    from mech_interp.placement.memory_plan import MemoryPlan
-    from mech_interp.placement.memory_units import format_bytes
-    from mech_interp.placement.model_shape import model_shape
 
     plan = MemoryPlan(model_shape(ModelSpec.parse(args.model)), "float32", args.seq_len, args.batch_size, args.n_seqs)
     failed = False

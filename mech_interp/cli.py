@@ -31,8 +31,8 @@ from .command_line.study_commands import (
     run_engine_command,
     say,
 )
+from .models.placement.command import add_plan_parser, plan_main
 from .models.run_options import RunOptions
-from .placement.command import add_plan_parser, plan_main
 from .report.command import add_report_parser, report_main
 from .validation.errors import UsageError
 
@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated")
     add_engine_commands(sub, STUDIES, "configs/layers_sweep.toml")
     add_report_parser(sub)
-    add_plan_parser(sub)
+    from .studies.lm.configs import LayerwiseConfig
+
+    add_plan_parser(sub, LayerwiseConfig())
     return parser
 
 

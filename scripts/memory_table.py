@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print the README's memory table: for the paper's models and the embedded ones, parameters, weights and the
 planner's peak per placement of a layer-wise statistics pass, and what fits a GPU of 24, 80 and 141 GB. Computed
-by the planner (``mech_interp.placement``) from the models' published config.json shape fields, committed in
+by the planner (``mech_interp.models.placement``) from the models' published config.json shape fields, committed in
 tests/data/model_configs/ (no weights); tests/test_memory_plan.py checks that README.md holds what this prints.
 
     python scripts/memory_table.py
@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mech_interp.placement.memory_plan import MemoryPlan
-from mech_interp.placement.memory_units import format_bytes
-from mech_interp.placement.model_shape import shape_from_config
+from mech_interp.models.placement.memory_plan import MemoryPlan
+from mech_interp.models.placement.memory_units import format_bytes
+from mech_interp.models.placement.model_shape import shape_from_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "tests" / "data" / "model_configs"
 ORDER = ["gpt2", "smollm2-135m", "tinyllama-1.1b", "phi-2", "falcon-7b", "mpt-7b", "llama-2-7b", "llama-2-13b",

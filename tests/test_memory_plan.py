@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import mech_interp as mi
+from mech_interp.models.placement.memory_plan import RUNTIME_BYTES, MemoryPlan
+from mech_interp.models.placement.memory_units import format_bytes, parse_bytes
+from mech_interp.models.placement.model_shape import model_shape, shape_from_config
 from mech_interp.models.spec import ModelSpec
-from mech_interp.placement.memory_plan import MemoryPlan
-from mech_interp.placement.memory_units import format_bytes, parse_bytes
-from mech_interp.placement.model_shape import model_shape, shape_from_config
 from mech_interp.validation.errors import UsageError
 
 from .cli_runs import assert_refused, run_cli
@@ -66,8 +66,8 @@ def test_peaks_add_up():
     shape = shape_from_config(_configs()["llama-gqa-untied"], "llama")
     plan = MemoryPlan(shape, "bfloat16", seq_len=16, batch_size=2, n_windows=8)
     assert plan.weight_bytes == 2 * shape.n_params == sum(plan.block_bytes) + plan.embed_bytes + plan.head_bytes
-    assert plan.peak("whole") == plan.weight_bytes + plan.activation_bytes
-    assert plan.peak("streamed") == 8 * 16 * 64 * 2 + max(plan.embed_bytes, max(plan.block_bytes) + plan.activation_bytes)
+    assert plan.peak("whole") == RUNTIME_BYTES + plan.weight_bytes + plan.activation_bytes
+    assert plan.peak("streamed") == RUNTIME_BYTES + 8 * 16 * 64 * 2 + max(plan.embed_bytes, max(plan.block_bytes) + plan.activation_bytes)
     assert plan.choose(plan.peak("whole")) == "whole"
     assert plan.choose(plan.peak("whole") - 1) == "streamed"
     with pytest.raises(UsageError, match="does not fit .* even streamed"):

@@ -9,7 +9,7 @@ import torch
 
 import mech_interp as mi
 from mech_interp.core.recorder import ActivationRecorder
-from mech_interp.placement.streamed_pass import STATE_FILE, streamed_layer_stats
+from mech_interp.models.placement.streamed_pass import STATE_FILE, streamed_layer_stats
 from mech_interp.validation.errors import UsageError
 
 
@@ -91,7 +91,7 @@ def test_smollm2_streamed_equals_its_whole_forward(smollm2, tmp_path):
 def test_weights_are_read_into_the_parameters_in_the_run_dtype_and_damage_is_refused(tmp_path):
     from safetensors.torch import save_file
 
-    from mech_interp.placement.streamed_pass import SafetensorsWeights
+    from mech_interp.models.placement.safetensors_weights import SafetensorsWeights
 
     source = torch.nn.Linear(6, 4)
     save_file({f"layer.{k}": v.to(torch.bfloat16) for k, v in source.state_dict().items()}, tmp_path / "w.safetensors")
@@ -112,3 +112,23 @@ def test_weights_are_read_into_the_parameters_in_the_run_dtype_and_damage_is_ref
     (tmp_path / "w.safetensors").write_bytes(b"\xff" * 16)
     with pytest.raises(UsageError, match="is not a readable safetensors file"):
         SafetensorsWeights(tmp_path)
+
+
+def test_gguf_blocks_dequantize_to_the_whole_conversions_parameters(smollm2):
+    """Block by block from the GGUF (rows of the embedding in slices, Llama's permuted query/key rows restored) equals
+    transformers' whole-file conversion bit for bit, in float32 and after a cast to bfloat16."""
+    from transformers import AutoModelForCausalLM
+
+    from mech_interp.models.builtin import smollm2_gguf_path
+    from mech_interp.models.placement.gguf_weights import GGUFWeights
+
+    hf, _ = smollm2
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(hf.model.config, dtype=torch.float32)
+    weights = GGUFWeights(smollm2_gguf_path(), "llama", meta)
+    whole = hf.model.get_decoder()
+    for name, dtype in (("layers.0", torch.float32), ("layers.29", torch.bfloat16), ("embed_tokens", torch.float32)):
+        module = meta.get_decoder().get_submodule(name).to(dtype)  # as a model built in the run dtype
+        weights.load(module, f"model.{name}.", dtype)
+        for (key, got), (_, want) in zip(module.named_parameters(), whole.get_submodule(name).named_parameters()):
+            assert got.dtype == dtype and torch.equal(got, want.to(dtype)), f"{name}.{key}"

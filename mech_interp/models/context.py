@@ -18,6 +18,7 @@ class ModelContext:
     model: HookedModel
     options: RunOptions
     layout: TokenLayout = field(default_factory=TokenLayout)
+    placement: Any = None  # the placement.run_placement.Placement a run chose; None for a model passed in
 
     def info(self) -> dict[str, Any]:
         """The model's description in a run's manifest."""

@@ -188,7 +188,7 @@ def load_gguf(path: Path) -> HFModel:
                 return hf
     model, tokenizer = _dequantize(path)
     if cached is not None:
-        _save_atomically(model, tokenizer, cached)
+        save_atomically(cached, model, tokenizer)
     return HFModel(model=model, tokenizer=tokenizer, source=f"gguf:{path}")
 
 
@@ -240,17 +240,18 @@ def _dequantize(path: Path):
     return model, tokenizer
 
 
-def _save_atomically(model, tokenizer, target: Path) -> None:
-    """Saves the conversion for later loads. The cache only saves time: whatever stops the save (a
-    full disk, which safetensors reports as its own SafetensorError, a read-only cache, a concurrent
-    writer that won) leaves no scratch or new empty directory behind, and the model in memory is used."""
+def save_atomically(target: Path, *parts) -> None:
+    """Saves ``parts`` (a model, a tokenizer, a config: whatever has ``save_pretrained``) for later loads. The cache
+    only saves time: whatever stops the save (a full disk, which safetensors reports as its own SafetensorError, a
+    read-only cache, a concurrent writer that won) leaves no scratch or new empty directory behind, and what is in
+    memory is used."""
     created = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
     scratch = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = scratch_path(target)
-        model.save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
+        for part in parts:
+            part.save_pretrained(scratch)
         os.replace(scratch, target)
     except BaseException as err:
         if scratch is not None:
@@ -264,5 +265,5 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
             raise
         if not target.exists():  # else a concurrent writer saved the same conversion
             why = reason(err, 120)
-            warnings.warn(f"the converted model could not be cached at {target} ({why}); using it without the "
+            warnings.warn(f"the conversion could not be cached at {target} ({why}); using it without the "
                           "cache, so the next load converts it again", stacklevel=3)

@@ -55,23 +55,34 @@ class LanguageModelStudy(Study):
     options_cls = RunOptions
     # Same values wherever and however it runs, to float tolerance (the engines: tests/test_engine_parity.py);
     # the manifest records each.
-    not_in_identity = frozenset({"device", "fast_paths", "engine"})
+    # A streamed run's values equal HF's whole-model forward bit for bit (tests/test_streamed_pass.py).
+    not_in_identity = frozenset({"device", "fast_paths", "engine", "placement", "max_memory"})
 
     def resolve_model(self, options: RunOptions) -> ResolvedLanguageModel:
         spec = ModelSpec.parse(options.model)
         return ResolvedLanguageModel(spec, spec.metadata(), spec.fingerprint())
 
     def load_key(self, options: RunOptions) -> tuple:
-        return (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths, options.engine)
+        return (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths, options.engine,
+                options.placement, options.max_memory)
 
     def open(self, run: ResolvedRun):
+        """The model whole (``ModelContext``) or its files for a streamed pass (``StreamedContext``), as
+        ``choose_placement`` decides; the decision's line is printed first."""
         from .context import ModelContext
         from .loading import load_model
+        from .placement.run_placement import choose_placement
 
         o = run.options
+        placement = choose_placement(run)
+        print(placement.line, flush=True)
+        if placement.name == "streamed":
+            from .placement.streamed_context import StreamedContext
+
+            return StreamedContext.open(run, placement)
         model = load_model(run.model.spec, device=o.device, dtype=o.dtype, prepend_bos=o.prepend_bos,
                            fast_paths=o.fast_paths, engine=o.engine)
-        return ModelContext(model, o, run.model.metadata.layout)
+        return ModelContext(model, o, run.model.metadata.layout, placement)
 
     def check(self, run: ResolvedRun, seen: set, check_devices: bool = True) -> None:
         """Unknown or broken models, layers, hook points or ``seq_len`` beyond the model, missing/unreadable/
@@ -99,9 +110,17 @@ class LanguageModelStudy(Study):
 
                 resolve_device(device)
             seen.add(("device", device))
+        if check_devices or run.options.max_memory is not None:  # a remote node's memory is its scheduler's
+            from .placement.run_placement import choose_placement
+
+            choose_placement(run)
 
     def check_loaded(self, context, run: ResolvedRun) -> None:
         """A hook point the experiment needs and this model's engine lacks; a prompt longer than the model's context."""
+        from .context import ModelContext
+
+        if not isinstance(context, ModelContext):
+            return  # a streamed run: its hook points and its family were checked with its placement
         model = context.model
         missing = [site.name for site in map(_first_site, run.experiment.sites) if site.name not in model.hook_dict]
         if missing:
@@ -128,7 +147,9 @@ class LanguageModelStudy(Study):
 
     def manifest(self, context, run: ResolvedRun) -> dict[str, Any]:
         o = run.options
+        placement = getattr(context, "placement", None)
         return {"engine": context.engine(), "model": context.info(), "criterion": asdict(o.criterion),
+                "placement": placement.record() if placement is not None else None,
                 "tokenization": {"prepend_bos": o.prepend_bos, **TOKENIZATION},
                 "layer_convention": LAYER_CONVENTION, "seed": o.seed}
 

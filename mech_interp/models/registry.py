@@ -26,19 +26,21 @@ class ModelEntry:
     build: Callable[[], HFModel]
     n_params: int  # so a scheduler can reserve memory for it before anything loads
     config: Callable[[], Any] | None = None  # its transformers config, without weights (what the planner reads)
+    weights: Callable[[], Any] | None = None  # the Path of its weight file (a .gguf) or directory, for streamed passes
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, family: str, n_layers: int, n_ctx: int, n_params: int, config: Callable[[], Any] | None = None
+    name: str, *, family: str, n_layers: int, n_ctx: int, n_params: int, config: Callable[[], Any] | None = None,
+    weights: Callable[[], Any] | None = None,
 ) -> Callable[[Callable[[], HFModel]], Callable[[], HFModel]]:
     def decorator(fn: Callable[[], HFModel]) -> Callable[[], HFModel]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, family, n_layers, n_ctx, doc[0] if doc else "", fn, n_params, config)
+        _REGISTRY[name] = ModelEntry(name, family, n_layers, n_ctx, doc[0] if doc else "", fn, n_params, config, weights)
         return fn
 
     return decorator

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from ..validation.checks import require_criterion, require_seed, require_type
 from ..validation.device_names import check_device, check_dtype
 from .engines import check_engine_name
+from .placement.memory_units import parse_bytes
+from .placement.run_placement import check_placement_name
 from .registry import DEFAULT_MODEL
 
 
@@ -24,6 +26,8 @@ class RunOptions:
     seed: int = field(default=0, metadata={"help": "torch seed set before each run, 0..2**63-1 (the built-in experiments draw no random numbers)"})
     fast_paths: bool = field(default=True, metadata={"help": "fused attention and HF weight layout where tested (same values; --no-fast-paths for TransformerLens' own path)"})
     engine: str = field(default="auto", metadata={"help": "auto (the installed TransformerLens: 3.x hooked_transformer, 4.x transformer_bridge), hooked_transformer or transformer_bridge"})
+    placement: str = field(default="auto", metadata={"help": "auto (whole when the planner's peak fits --max-memory or the device's free memory, else streamed), whole, or streamed (one block's weights at a time: layerwise on Llama, Mistral and Qwen2 safetensors or GGUF)"})
+    max_memory: str | None = field(default=None, metadata={"help": "memory the run may use, e.g. 20GiB or 512MB (default: the device's free memory)"})
 
     def __post_init__(self) -> None:
         for name in ("model", "device", "dtype", "engine"):
@@ -31,6 +35,10 @@ class RunOptions:
         for name in ("prepend_bos", "fast_paths"):
             require_type(self, name, bool, "true or false")
         check_engine_name(self.engine)
+        require_type(self, "placement", str, "a string")
+        check_placement_name(self.placement)
+        if self.max_memory is not None:
+            parse_bytes(self.max_memory)
         check_device(self.device)
         check_dtype(self.dtype)
         require_seed(self)

@@ -39,6 +39,9 @@ class Experiment:
     # Components (core.sites) it hooks in every block, checked against the loaded model's hook points: an engine
     # that lacks one for a family refuses the run in one line instead of computing something else.
     sites: tuple[str, ...] = ()
+    # Where its model may be placed (placement.run_placement): "whole" always; "streamed" when it can run one block's
+    # weights at a time.
+    placements: tuple[str, ...] = ("whole",)
 
     @property
     def fn(self) -> Callable[..., ExperimentResult]:

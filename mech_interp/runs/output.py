@@ -149,6 +149,13 @@ class RunWriter:
         same = saved.get("identity") == json.loads(json.dumps(self.identity, default=str))
         return saved.get("value") if same and saved.get("key") == json.loads(json.dumps(key, default=str)) else None
 
+    def piece_dir(self, key: dict[str, Any]) -> Path:
+        """A directory for a piece kept in files of its own (a streamed pass' tensors), under the same hash of the
+        run's identity and ``key``: what a kill leaves there is resumed by the next attempt at the same run."""
+        path = self._piece_path(key).with_suffix("")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def save_piece(self, key: dict[str, Any], value: Any) -> None:
         path = self._piece_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,31 +2,44 @@
 
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
+from ...core.layer_stats import LayerStats
 from ...core.recorder import TopKTooLarge
 from ...data.texts import load_text
 from ...data.tokens import windows
-from ...metrics.layer_stats import collect_layer_stats
+from ...metrics.layer_stats import TOKEN_COLUMNS, collect_layer_stats
 from ...models.context import ModelContext
+from ...models.placement.memory_units import format_bytes
+from ...models.placement.peak_memory import PeakMemory
+from ...models.placement.streamed_context import StreamedContext
 from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.layerwise import layerwise_lines
 from .configs import LayerwiseConfig
 
 
-def layerwise(context: ModelContext, config: LayerwiseConfig) -> ExperimentResult:
-    """Top-k and median |a| per layer, averaged over sequences (paper Fig. 2)."""
-    model, options = context.model, context.options
+def layerwise(context: ModelContext | StreamedContext, config: LayerwiseConfig, pieces=None) -> ExperimentResult:
+    """Top-k and median |a| per layer, averaged over sequences (paper Fig. 2); the model whole, or streamed one
+    block at a time."""
+    options, streamed = context.options, isinstance(context, StreamedContext)
+    tokenizer, n_ctx = (context.tokenizer, context.n_ctx) if streamed else (context.model.tokenizer, context.model.cfg.n_ctx)
     source = load_text(config.text)
-    seqs = windows(model.tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name,
-                   model.cfg.n_ctx, add_special_tokens=source.special_tokens)
+    seqs = windows(tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name,
+                   n_ctx, add_special_tokens=source.special_tokens)
+    memory = PeakMemory()
     try:
-        stats = collect_layer_stats(model, seqs.split(config.batch_size), hook_names=config.hooks, k=config.k,
-                                    criterion=options.criterion, total=-(-len(seqs) // config.batch_size),
-                                    layout=context.layout)
+        if streamed:
+            stats = _streamed(context, config, seqs, pieces, memory)
+        else:
+            stats = collect_layer_stats(context.model, seqs.split(config.batch_size), hook_names=config.hooks,
+                                        k=config.k, criterion=options.criterion,
+                                        total=-(-len(seqs) // config.batch_size), layout=context.layout)
     except TopKTooLarge as err:  # the config's k is the --k flag
         raise UsageError(f"--k {err.k} is larger than the {err.n_entries} entries of one hidden state at {err.site}") from None
     first = stats.first_massive_layer()
-    title = f"{model.cfg.model_name}: layer-wise |a| over {len(seqs)} x {config.seq_len} tokens of {source.name}"
+    name = context.name if streamed else context.model.cfg.model_name
+    title = f"{name}: layer-wise |a| over {len(seqs)} x {config.seq_len} tokens of {source.name}"
     summary_table = stats.summary
     # The run directory is named by the request (n_seqs=...) before the text is tokenized: say what ran.
     shortfall = (f" (--n-seqs {config.n_seqs} asked for; the text holds only {len(seqs)} windows of {config.seq_len} "
@@ -41,6 +54,8 @@ def layerwise(context: ModelContext, config: LayerwiseConfig) -> ExperimentResul
         label = r["site"] if config.hooks else r["layer"]
         lines.append(f"  {label:>5} " + " ".join(f"{r['top' + str(k + 1)]:9.2f}" for k in range(min(config.k, 3)))
                      + f" {r['median']:9.3f} {r['ratio_of_means_top1_median']:9.1f} {r['mean_ratio_top1_median']:9.1f}")
+    if streamed:
+        lines.append(_memory_line(context, memory))
     massive_sites = stats.massive.groupby(["position", "dim"])["count"].sum().sort_values(ascending=False).head(5)
     lines.append("  massive (position, dim) by occurrences: " + (", ".join(
         f"({p}, {d}) x{c}" for (p, d), c in massive_sites.items()) or "none"))
@@ -49,6 +64,29 @@ def layerwise(context: ModelContext, config: LayerwiseConfig) -> ExperimentResul
         figures={"layerwise": layerwise_lines(summary_table, title, config.log_y)},
         summary={"text": source.name, "text_origin": source.origin, "special_tokens": source.special_tokens,
                  "n_sequences": len(seqs), "n_seqs_requested": config.n_seqs, "first_massive_layer": first,
-                 "massive_dims": stats.massive_dims()},
+                 "massive_dims": stats.massive_dims(),
+                 **({"streamed_peak_bytes": memory.added} if streamed else {})},
         lines=lines,
     )
+
+
+def _streamed(context: StreamedContext, config: LayerwiseConfig, seqs, pieces, memory: PeakMemory) -> LayerStats:
+    import torch
+
+    from ...models.placement.streamed_pass import streamed_layer_stats
+
+    blocks = [int(h.split(".")[1]) for h in config.hooks] if config.hooks else None
+    state_dir = pieces.piece_dir({"streamed_pass": True}) if pieces is not None else None
+    return streamed_layer_stats(
+        context.source, seqs, config=context.config, device=context.device, batch_size=config.batch_size,
+        k=config.k, criterion=context.options.criterion, dtype=getattr(torch, context.options.dtype),
+        state_dir=state_dir, blocks=blocks, label_name=context.label, label_columns=TOKEN_COLUMNS,
+        report=tqdm.write, memory=memory)
+
+
+def _memory_line(context: StreamedContext, memory: PeakMemory) -> str:
+    planned = context.placement.plan.peak("streamed")
+    measured = "not measured here" if memory.added is None else \
+        f"{format_bytes(memory.added)} ({memory.added / planned:.2f} x the plan)"
+    return (f"  streamed, one block's weights at a time: planned peak {format_bytes(planned)}; measured {measured} "
+            "(resident memory the pass added: Linux VmHWM)")

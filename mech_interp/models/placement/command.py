@@ -13,11 +13,10 @@ weight on the device) and streamed (the residual stream of every window, plus th
 time). With --max-memory, says which placement fits first, or that none does (exit 2)."""
 
 
-def add_plan_parser(sub) -> argparse.ArgumentParser:
-    from ..models.registry import DEFAULT_MODEL
-    from ..studies.lm.configs import LayerwiseConfig
+def add_plan_parser(sub, defaults) -> argparse.ArgumentParser:
+    """``defaults``: the layer-wise study's config, whose window sizes the plan takes unless told otherwise."""
+    from ..registry import DEFAULT_MODEL
 
-    defaults = LayerwiseConfig()
     parser = sub.add_parser("plan", help=HELP, description=DESCRIPTION)
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model to plan for (default {DEFAULT_MODEL})")
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per window")
@@ -29,9 +28,9 @@ def add_plan_parser(sub) -> argparse.ArgumentParser:
 
 
 def plan_main(ns: argparse.Namespace) -> None:
-    from ..models.spec import ModelSpec
-    from ..validation.device_names import check_dtype
-    from ..validation.errors import UsageError
+    from ...validation.device_names import check_dtype
+    from ...validation.errors import UsageError
+    from ..spec import ModelSpec
     from .memory_plan import PLACEMENTS, MemoryPlan
     from .memory_units import format_bytes, parse_bytes
     from .model_shape import model_shape

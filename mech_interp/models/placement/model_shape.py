@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..models.spec import ModelSpec
-from ..validation.errors import UsageError, reason
+from ...validation.errors import UsageError, reason
+from ..spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def read_config(spec: ModelSpec):
     from transformers import AutoConfig
 
     if spec.kind == "registered":
-        from ..models.registry import model_entry
+        from ..registry import model_entry
 
         entry = model_entry(spec.text)
         if entry.config is None:

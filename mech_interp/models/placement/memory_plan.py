@@ -12,6 +12,8 @@ Placements:
 - ``streamed``: the residual stream of every window, plus either the embeddings (while the windows are embedded)
   or the largest block's weights and one batch's activations (while a block runs), whichever is more; a statistics
   pass never needs the head.
+Both add ``RUNTIME_BYTES``: what torch and transformers initialise on a process' first forward (kernels, lazily
+imported modules; 12 MiB measured on the CPU, gone from a second pass in the same process).
 The process itself (Python, torch and transformers, ~0.5-1 GiB on the CPU) comes on top of either.
 """
 
@@ -19,11 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..validation.errors import UsageError
+from ...validation.errors import UsageError
 from .model_shape import ModelShape
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 PLACEMENTS = ("whole", "streamed")
+RUNTIME_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,10 @@ class MemoryPlan:
 
     def peak(self, placement: str) -> int:
         if placement == "whole":
-            return self.weight_bytes + self.activation_bytes
+            return RUNTIME_BYTES + self.weight_bytes + self.activation_bytes
         if placement == "streamed":  # the embedding stage, or the largest block's
-            return self.resident_bytes + max(self.embed_bytes, max(self.block_bytes) + self.activation_bytes)
+            return RUNTIME_BYTES + self.resident_bytes + max(self.embed_bytes,
+                                                             max(self.block_bytes) + self.activation_bytes)
         raise ValueError(f"unknown placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
 
     def choose(self, budget: int) -> str:

@@ -1,0 +1,162 @@
+"""Streamed runs through the command line: ``--placement streamed`` (or ``auto`` when the planner says the model does
+not fit ``--max-memory``) runs the layer-wise study one block's weights at a time, records the placement and its
+measured peak, resumes after a kill, and refuses what it cannot do in one line before any weight is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import mech_interp as mi
+from mech_interp.models.placement.memory_units import format_bytes
+from mech_interp.models.placement.streamed_pass import STATE_FILE
+
+from .cli_runs import assert_refused, run_cli
+
+RUN = "layerwise__n_seqs=2__seq_len=32"
+TABLES = ("layerwise", "top_entries", "massive_entries")
+
+
+def _save_random_llama(directory: Path, **shape) -> Path:
+    """A random-init LLaMA of ``shape`` with the byte tokenizer, saved as an HF directory of safetensors."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mech_interp.models.tokenizers import byte_tokenizer
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=264, max_position_embeddings=1024, tie_word_embeddings=False, **shape)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(directory)
+    byte_tokenizer().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def wide_llama(tmp_path_factory) -> Path:
+    """Eight blocks of 64 MiB (float32): 514 MiB of weights, a block's worth of activations at these lengths."""
+    return _save_random_llama(tmp_path_factory.mktemp("wide") / "wide-llama", hidden_size=1024, intermediate_size=4096,
+                              num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    hf = mi.load_hf("random:llama-tiny")
+    hf.model.save_pretrained(directory)
+    hf.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(run_dir / f"{name}.parquet") for name in TABLES}
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "mech_interp.cli", *map(str, args)]
+
+
+def test_streamed_and_whole_runs_record_their_placement_and_agree(tiny_llama, tmp_path, capsys):
+    args = ["layerwise", "--model", tiny_llama, "--n-seqs", 2, "--seq-len", 32, "--batch-size", 2]
+    code, out, err = run_cli([*args, "--placement", "streamed", "--out", tmp_path / "streamed"], capsys)
+    assert code == 0, err
+    assert out.startswith("[placement] streamed: planned peak "), out
+    code, out, err = run_cli([*args, "--placement", "whole", "--out", tmp_path / "whole"], capsys)
+    assert code == 0, err
+    assert out.startswith("[placement] whole: every weight on the device"), out
+    streamed, whole = (tmp_path / p / "tiny-llama" / "layerwise__n_seqs=2__seq_len=32__batch_size=2"
+                       for p in ("streamed", "whole"))
+    manifest = json.loads((streamed / "manifest.json").read_text())
+    assert manifest["engine"]["name"] == "streamed" and manifest["placement"]["placement"] == "streamed"
+    assert manifest["placement"]["predicted_peak_bytes"] > 0
+    assert json.loads((whole / "manifest.json").read_text())["placement"]["placement"] == "whole"
+    # HF's decoder layers against TransformerLens' engine: equal to float tolerance, as between engines
+    for name, table in _tables(streamed).items():
+        pd.testing.assert_frame_equal(table, _tables(whole)[name], check_exact=False, rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_larger_than_its_memory_limit_is_streamed_within_the_planned_peak(wide_llama, tmp_path):
+    """Must-hold of issue 18: weights 2.5x the memory allowed; the auto placement streams them; the memory the pass
+    adds (Linux VmHWM) stays within 10% of the planner's prediction."""
+    limit = 200 * 2**20
+    weights = sum(p.stat().st_size for p in wide_llama.glob("*.safetensors"))
+    assert weights > 2.5 * limit
+    done = subprocess.run(_cli("layerwise", "--model", wide_llama, "--n-seqs", 2, "--seq-len", 32, "--max-memory",
+                               "200MiB", "--out", tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[placement] streamed: planned peak"), done.stdout
+    manifest = json.loads((tmp_path / "wide-llama" / RUN / "manifest.json").read_text())
+    predicted, measured = manifest["placement"]["predicted_peak_bytes"], manifest["summary"]["streamed_peak_bytes"]
+    assert predicted < limit
+    assert measured <= 1.1 * predicted, f"measured {format_bytes(measured)}, planned {format_bytes(predicted)}"
+    assert measured >= 0.5 * predicted, "the pass held a block's weights: the measurement saw them"
+
+
+def test_a_killed_streamed_run_resumes_at_its_next_block(wide_llama, tmp_path, capsys):
+    args = ["layerwise", "--model", wide_llama, "--n-seqs", 4, "--seq-len", 256, "--placement", "streamed"]
+    run_dir = tmp_path / "killed" / "wide-llama" / "layerwise__n_seqs=4__seq_len=256"
+    proc = subprocess.Popen(_cli(*args, "--out", tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    reached, deadline = 0, time.monotonic() + 240
+    try:
+        while reached < 2 and proc.poll() is None and time.monotonic() < deadline:
+            states = list(run_dir.parent.glob(f"{run_dir.name}.partial/pieces/*/{STATE_FILE}"))
+            if states:
+                try:
+                    reached = torch.load(states[0], weights_only=True)["next_block"]
+                except Exception:  # replaced while read
+                    pass
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert 2 <= reached < 8, f"the run was not caught in the middle (block {reached})"
+    code, out, err = run_cli([*args, "--out", tmp_path / "killed"], capsys)
+    assert code == 0, err
+    resumed_at = int((out + err).split("going on at block ")[1].split()[0])
+    assert reached <= resumed_at < 8, err
+    code, _, err = run_cli([*args, "--out", tmp_path / "straight"], capsys)
+    assert code == 0, err
+    straight = tmp_path / "straight" / "wide-llama" / run_dir.name
+    for name, table in _tables(run_dir).items():
+        pd.testing.assert_frame_equal(table, _tables(straight)[name], check_exact=True)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--placement", "sideways"], "--placement 'sideways' is not a placement: expected one of auto, whole, streamed"),
+    (["--max-memory", "3 parsecs"], "--max-memory '3 parsecs' is not a size: expected a number with a unit"),
+    (["--max-memory", "2MiB", "--placement", "streamed"], "does not fit 2 MiB even streamed"),
+    (["--max-memory", "2MiB", "--placement", "whole"], "more than --max-memory 2MiB: allow more memory"),
+    (["--placement", "streamed", "--hooks", "blocks.1.hook_mlp_out"],
+     "hook point 'blocks.1.hook_mlp_out' is not recorded by a streamed pass"),
+])
+def test_placements_that_cannot_run_are_refused_before_loading(extra, needle, tiny_llama, tmp_path, capsys):
+    code, _, err = run_cli(["layerwise", "--model", tiny_llama, "--out", tmp_path / "out", *extra], capsys)
+    assert_refused(code, err, needle, tmp_path / "out")
+
+
+def test_streaming_what_only_runs_whole_is_refused_in_one_line(tiny_llama, tmp_path, capsys):
+    code, _, err = run_cli(["feature-view", "--model", tiny_llama, "--placement", "streamed", "--out", tmp_path / "a"],
+                           capsys)
+    assert_refused(code, err, "experiment 'feature_view' runs whole models only: --placement streamed is for layerwise",
+                   tmp_path / "a")
+    code, _, err = run_cli(["layerwise", "--model", "random:llama-tiny", "--placement", "streamed", "--out",
+                            tmp_path / "b"], capsys)
+    assert_refused(code, err, "registered model 'random:llama-tiny' is built in code", tmp_path / "b")
+    hf = mi.load_hf("random:gpt2-tiny")
+    hf.model.save_pretrained(tmp_path / "gpt2")
+    hf.tokenizer.save_pretrained(tmp_path / "gpt2")
+    code, _, err = run_cli(["layerwise", "--model", tmp_path / "gpt2", "--placement", "streamed", "--out",
+                            tmp_path / "c"], capsys)
+    assert_refused(code, err, "GPT2LMHeadModel cannot be streamed yet", tmp_path / "c")
+    code, _, err = run_cli(["feature-view", "--model", tmp_path / "gpt2", "--max-memory", "1MiB", "--out",
+                            tmp_path / "d"], capsys)
+    assert_refused(code, err, "needs", tmp_path / "d")
