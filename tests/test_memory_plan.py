@@ -94,7 +94,7 @@ def test_plan_prints_each_placement(capsys):
     code, out, err = run_cli(["plan", "--model", "random:llama-tiny", "--max-memory", "1GiB"], capsys)
     assert code == 0, err
     assert "random:llama-tiny (LlamaForCausalLM): 164,480 parameters, 4 blocks" in out
-    assert "peak, whole:" in out and "peak, streamed:" in out and "the whole placement fits" in out
+    assert "peak, whole:" in out and "peak, streamed:" in out and "with 1 GiB (--max-memory 1GiB): a layer-wise run (--placement auto) takes the whole placement" in out
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -102,6 +102,7 @@ def test_plan_prints_each_placement(capsys):
     (["--max-memory", "1KiB"], "does not fit 1 KiB even streamed"),
     (["--seq-len", "0"], "--seq-len 0 is not a positive integer"),
     (["--dtype", "float8"], "float8"),
+    (["--device", "cuda:99"], "device 'cuda:99' is not available here"),
 ])
 def test_plan_refuses_bad_input_in_one_line(args, needle, capsys, tmp_path):
     code, _, err = run_cli(["plan", "--model", "random:llama-tiny", *args], capsys)

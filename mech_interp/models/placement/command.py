@@ -10,7 +10,8 @@ Read MODEL's config (registered name, local HF directory, GGUF file or hub name;
 PyTorch's meta device and count its parameters per block, then print the bytes of the weights (per block and in
 all), of one batch's activations, and the peak of each placement of a layer-wise statistics pass: whole (every
 weight on the device) and streamed (the residual stream of every window, plus the embeddings or one block at a
-time). With --max-memory, says which placement fits first, or that none does (exit 2)."""
+time). Then says which placement a layer-wise run would take within --max-memory (or the free memory of
+--device), or that none fits (exit 2)."""
 
 
 def add_plan_parser(sub, defaults) -> argparse.ArgumentParser:
@@ -23,23 +24,29 @@ def add_plan_parser(sub, defaults) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="windows per forward")
     parser.add_argument("--n-seqs", type=int, default=defaults.n_seqs, help="windows in the run")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
-    parser.add_argument("--max-memory", default=None, help="memory the run may use, e.g. 20GiB")
+    parser.add_argument("--max-memory", default=None, help="memory the run may use, e.g. 20GiB (default: the free "
+                        "memory of --device)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps: whose free memory a run "
+                        "without --max-memory may use")
     return parser
 
 
 def plan_main(ns: argparse.Namespace) -> None:
-    from ...validation.device_names import check_dtype
+    from ...validation.device_names import check_device, check_dtype
     from ...validation.errors import UsageError
     from ..spec import ModelSpec
     from .memory_plan import PLACEMENTS, MemoryPlan
     from .memory_units import format_bytes, parse_bytes
     from .model_shape import model_shape
+    from .run_placement import available_bytes
 
     check_dtype(ns.dtype)
+    check_device(ns.device)
     for flag, value in (("--seq-len", ns.seq_len), ("--batch-size", ns.batch_size), ("--n-seqs", ns.n_seqs)):
         if value < 1:
             raise UsageError(f"{flag} {value} is not a positive integer: expected 1 or more")
-    budget = parse_bytes(ns.max_memory) if ns.max_memory is not None else None
+    budget, source = (parse_bytes(ns.max_memory), f"--max-memory {ns.max_memory}") if ns.max_memory is not None \
+        else available_bytes(ns.device)  # a device this machine lacks is refused here, before the config is read
     shape = model_shape(ModelSpec.parse(ns.model))
     plan = MemoryPlan(shape, ns.dtype, ns.seq_len, ns.batch_size, ns.n_seqs)
     blocks = plan.block_bytes
@@ -57,6 +64,5 @@ def plan_main(ns: argparse.Namespace) -> None:
     print("(plus the process itself: Python, torch and transformers, ~0.5-1 GiB on the CPU)")
     if budget is not None:
         placement = plan.choose(budget)
-        print(f"with --max-memory {ns.max_memory}: the {placement} placement fits"
-              + ("" if placement == "whole" else "; runs load the whole model in this version (streamed passes are "
-                 "not built yet)"))
+        print(f"with {format_bytes(budget)} ({source}): a layer-wise run (--placement auto) takes the {placement} "
+              "placement" + ("" if placement == "whole" else "; other experiments run whole models only"))

@@ -86,5 +86,6 @@ class MemoryPlan:
         from .memory_units import format_bytes
 
         raise UsageError(f"{self.shape.name} does not fit {format_bytes(budget)} even streamed (it needs "
-                         f"{format_bytes(self.peak('streamed'))}: one block and {self.n_windows} windows of "
-                         f"{self.seq_len} tokens): allow more memory, or run fewer or shorter windows")
+                         f"{format_bytes(self.peak('streamed'))}: the embeddings or one block with its activations, "
+                         f"and {self.n_windows} windows of {self.seq_len} tokens): allow more memory, or run fewer or "
+                         "shorter windows")

@@ -82,6 +82,8 @@ def choose_placement(run) -> Placement:
     plan = memory_plan(run)
     if o.placement != "auto" or budget is None:
         name = o.placement if o.placement != "auto" else "whole"
+        if budget is not None and name == "streamed" and plan.peak(name) > budget:
+            plan.choose(budget)  # its refusal: the model does not fit even streamed
         if budget is not None and plan.peak(name) > budget:
             raise UsageError(f"{run.options.model} needs {format_bytes(plan.peak(name))} {name} (planned for "
                              f"{plan.n_windows} windows of {plan.seq_len} tokens, {o.dtype}), more than "
