@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def bridge_from_hf(hf: HFModel, device: torch.device, name: str, prepend_bos: bool = False) -> TransformerBridge:
+def bridge_from_hf(hf: HFModel, device: torch.device | None, name: str, prepend_bos: bool = False) -> TransformerBridge:
     """Boot a bridge on ``hf`` (already in the dtype wanted): ``hf.model`` becomes part of it and switches to
-    eager attention, which the bridge needs for its pattern and score hooks."""
+    eager attention, which the bridge needs for its pattern and score hooks. ``device`` None: ``hf.model`` was
+    dispatched over several devices by accelerate, whose ``hf_device_map`` the bridge reads."""
     from transformer_lens.model_bridge import TransformerBridge
 
     architecture = check_hf_architecture(type(hf.model).__name__, hf.source, TRANSFORMER_BRIDGE)
@@ -34,7 +35,7 @@ def bridge_from_hf(hf: HFModel, device: torch.device, name: str, prepend_bos: bo
     if hf.tokenizer.pad_token is None:  # as the HookedTransformer engine sets it; else the bridge may add a token
         hf.tokenizer.pad_token = hf.tokenizer.eos_token
     bridge = TransformerBridge.boot_transformers(name, hf_model=hf.model, tokenizer=_settled(hf.tokenizer),
-                                                 device=str(device), dtype=dtype)
+                                                 device=str(device) if device is not None else None, dtype=dtype)
     hf.model.eval()
     cfg = bridge.cfg
     cfg.original_architecture = architecture  # the bridge leaves it unset; manifests and checks read it

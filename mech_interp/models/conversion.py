@@ -43,6 +43,7 @@ def hooked_from_hf(
     dtype: torch.dtype,
     processing: Processing = Processing(),
     prepend_bos: bool = False,
+    n_devices: int = 1,
 ) -> HookedTransformer:
     """Convert an in-memory HF model without any hub access.
 
@@ -66,12 +67,15 @@ def hooked_from_hf(
             cfg_dict = tl_loading.convert_hf_model_config(str(cfg_dir))
         _check_windows(architecture, config, cfg_dict)
         _check_biases(architecture, hf.model)
-        cfg = _finish_config(cfg_dict, config, device, dtype, processing, prepend_bos)
+        cfg = _finish_config(cfg_dict, config, device, dtype, processing, prepend_bos, n_devices)
         state_dict = tl_loading.get_pretrained_state_dict(str(cfg_dir), cfg, hf.model, dtype=dtype)
     with torch.device(device):  # allocate the (uninitialised) weights where they will live, not on the host first
         model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **asdict(processing))  # key by key, freeing as it goes
-    model.to(device)
+    if n_devices > 1:
+        model.move_model_modules_to_device()  # blocks over cfg.n_devices GPUs, as from_pretrained(n_devices=) does
+    else:
+        model.to(device)
     attach_tokenizer(model, hf.tokenizer)
     model.cfg.source = hf.source  # type: ignore[attr-defined]
     return model
@@ -131,7 +135,8 @@ def _check_windows(architecture: str, hf_config: dict[str, Any], cfg_dict: dict[
 
 
 def _finish_config(cfg_dict: dict[str, Any], hf_config: dict[str, Any], device: torch.device,
-                   dtype: torch.dtype, processing: Processing, prepend_bos: bool) -> HookedTransformerConfig:
+                   dtype: torch.dtype, processing: Processing, prepend_bos: bool,
+                   n_devices: int = 1) -> HookedTransformerConfig:
     """What ``get_pretrained_model_config`` does after building the family's dict, for a model in hand."""
     cfg_dict = dict(cfg_dict)
     cfg_dict["model_name"] = "model"  # load_model names it after the spec
@@ -141,7 +146,7 @@ def _finish_config(cfg_dict: dict[str, Any], hf_config: dict[str, Any], device: 
         cfg_dict["normalization_type"] = {"LN": "LNPre", "RMS": "RMSPre"}.get(cfg_dict["normalization_type"],
                                                                             cfg_dict["normalization_type"])
     cfg_dict["device"] = str(device)
-    cfg_dict["n_devices"] = 1
+    cfg_dict["n_devices"] = n_devices
     cfg_dict["dtype"] = dtype
     cfg_dict["from_checkpoint"] = False
     cfg_dict["default_prepend_bos"] = prepend_bos

@@ -56,7 +56,7 @@ class LanguageModelStudy(Study):
     # Same values wherever and however it runs, to float tolerance (the engines: tests/test_engine_parity.py);
     # the manifest records each.
     # A streamed run's values equal HF's whole-model forward bit for bit (tests/test_streamed_pass.py).
-    not_in_identity = frozenset({"device", "fast_paths", "engine", "placement", "max_memory"})
+    not_in_identity = frozenset({"device", "fast_paths", "engine", "placement", "max_memory", "device_map"})
 
     def resolve_model(self, options: RunOptions) -> ResolvedLanguageModel:
         spec = ModelSpec.parse(options.model)
@@ -64,7 +64,7 @@ class LanguageModelStudy(Study):
 
     def load_key(self, options: RunOptions) -> tuple:
         return (options.model, options.device, options.dtype, options.prepend_bos, options.fast_paths, options.engine,
-                options.placement, options.max_memory)
+                options.placement, options.max_memory, options.device_map)
 
     def open(self, run: ResolvedRun):
         """The model whole (``ModelContext``) or its files for a streamed pass (``StreamedContext``), as
@@ -81,7 +81,7 @@ class LanguageModelStudy(Study):
 
             return StreamedContext.open(run, placement)
         model = load_model(run.model.spec, device=o.device, dtype=o.dtype, prepend_bos=o.prepend_bos,
-                           fast_paths=o.fast_paths, engine=o.engine)
+                           fast_paths=o.fast_paths, engine=o.engine, device_map=o.device_map, max_memory=o.max_memory)
         return ModelContext(model, o, run.model.metadata.layout, placement)
 
     def check(self, run: ResolvedRun, seen: set, check_devices: bool = True) -> None:
@@ -110,6 +110,9 @@ class LanguageModelStudy(Study):
 
                 resolve_device(device)
             seen.add(("device", device))
+        if check_devices and run.options.device_map is not None and ("device_map", run.options.device_map) not in seen:
+            _check_device_map(run.options)
+            seen.add(("device_map", run.options.device_map))
         if check_devices or run.options.max_memory is not None:  # a remote node's memory is its scheduler's
             from .placement.run_placement import choose_placement
 
@@ -217,6 +220,21 @@ def _check_engine(engine: str, spec: ModelSpec, meta: ModelMetadata) -> None:
 
         if resolved != HOOKED_TRANSFORMER:
             check_bridge_checkpoint(spec)
+
+
+def _check_device_map(options: RunOptions) -> None:
+    """The map reads, names devices this machine has, and suits the engine and the model, before loading."""
+    from .engines import resolve_engine
+    from .placement.device_map import parse_device_map
+
+    if options.device != "auto":
+        raise UsageError(f"--device {options.device} and --device-map {options.device_map} both say where the model "
+                         "goes: give one")
+    if options.placement == "streamed":
+        raise UsageError(f"--device-map {options.device_map} splits a whole model; a streamed run holds one block at a "
+                         "time on --device: drop one of them")
+    split = parse_device_map(options.device_map)
+    split.n_devices(resolve_engine(options.engine))  # refuses a map the engine cannot follow
 
 
 def _check_fits(config: Any, model: str, meta: ModelMetadata) -> None:

@@ -66,6 +66,8 @@ def load_model(
     prepend_bos: bool = False,
     fast_paths: bool = False,
     engine: str = AUTO,
+    device_map: str | None = None,
+    max_memory: str | None = None,
 ) -> HookedModel:
     """Load ``spec`` as a HookedTransformer or a TransformerBridge (``engine``; ``auto`` follows the installed
     TransformerLens) in eval mode.
@@ -74,7 +76,10 @@ def load_model(
     tokenizes as the experiments do. ``fast_paths`` (opt-in; the CLI turns it on) lays weights out
     in memory as HF's (``weight_layout``) and routes the attention of allow-listed classes through
     the fused kernel whenever nobody hooks its scores or pattern (``fused_attention``, or
-    ``bridge_attention`` on the bridge); values are unchanged either way.
+    ``bridge_attention`` on the bridge); values are unchanged either way. ``device_map``
+    (``placement.device_map``) splits the model over the machine's devices instead of putting it on
+    ``device``: a HookedTransformer's blocks over ``n_devices`` GPUs, the bridge's HF model dispatched
+    by accelerate (``max_memory``, e.g. "20GiB", caps each device).
     """
     from .processing import Processing
 
@@ -84,14 +89,16 @@ def load_model(
     if engine == TRANSFORMER_BRIDGE and processing != Processing():
         raise UsageError(f"weight processing ({processing}) is the hooked_transformer engine's: the transformer_bridge "
                          "engine runs the HF weights as they are (use --engine hooked_transformer, or no processing)")
-    torch_device = resolve_device(device)
+    split = _device_map(device_map, device)
+    torch_device = resolve_device(device if split is None else split.single or "auto")
     torch_dtype = resolve_dtype(dtype)
     if spec.kind == "hub":
         check_hub_model(spec.text)
     if engine == HOOKED_TRANSFORMER:
-        model = _hooked_transformer(spec, torch_device, torch_dtype, processing, prepend_bos)
+        n_devices = split.n_devices(engine) if split is not None else 1
+        model = _hooked_transformer(spec, torch_device, torch_dtype, processing, prepend_bos, n_devices)
     else:
-        model = _bridge(spec, torch_device, torch_dtype, prepend_bos)
+        model = _bridge(spec, torch_device, torch_dtype, prepend_bos, split, max_memory)
     model.cfg.model_name = spec.slug
     model.eval()
     if fast_paths:
@@ -99,24 +106,36 @@ def load_model(
     return model
 
 
-def _hooked_transformer(spec: ModelSpec, device, dtype, processing, prepend_bos) -> HookedModel:
+def _device_map(device_map: str | None, device: str):
+    if device_map is None:
+        return None
+    from .placement.device_map import parse_device_map
+
+    if device != "auto":
+        raise UsageError(f"--device {device} and --device-map {device_map} both say where the model goes: give one")
+    return parse_device_map(device_map)
+
+
+def _hooked_transformer(spec: ModelSpec, device, dtype, processing, prepend_bos, n_devices: int = 1) -> HookedModel:
     from .conversion import hooked_from_hf
     from .hf_loading import load_hf
     from .processing import Processing
 
     if spec.kind == "hub":
-        return _from_hub(spec.text, device, dtype, processing, prepend_bos)
+        return _from_hub(spec.text, device, dtype, processing, prepend_bos, n_devices)
     if spec.kind == "checkpoint":
         from .checkpoint import load_checkpoint
 
         if processing != Processing():
             raise UsageError(f"checkpoint {spec.text!r}: weight processing ({processing}) is not supported for "
                              "trained checkpoints; load them unprocessed")
+        if n_devices > 1:
+            raise UsageError(f"checkpoint {spec.text!r} loads on one device: drop --device-map")
         return load_checkpoint(spec.path, spec.text, device, dtype, prepend_bos)
-    return hooked_from_hf(load_hf(spec, dtype), device, dtype, processing, prepend_bos)
+    return hooked_from_hf(load_hf(spec, dtype), device, dtype, processing, prepend_bos, n_devices)
 
 
-def _bridge(spec: ModelSpec, device, dtype, prepend_bos) -> HookedModel:
+def _bridge(spec: ModelSpec, device, dtype, prepend_bos, split=None, max_memory: str | None = None) -> HookedModel:
     from .bridge import bridge_from_hf, load_hub_hf
     from .hf_loading import load_hf
 
@@ -131,7 +150,31 @@ def _bridge(spec: ModelSpec, device, dtype, prepend_bos) -> HookedModel:
             raise _hub_unreachable(spec.text, err) from err
     else:
         hf = load_hf(spec, dtype)
+    if split is not None:
+        device = _dispatch(hf.model, split, max_memory)
     return bridge_from_hf(hf, device, spec.slug, prepend_bos)
+
+
+def _dispatch(model, split, max_memory: str | None):
+    """``model`` (on the CPU) placed by accelerate as ``split`` maps it; the device the bridge boots with: the one
+    device of a map that names one, else None (the bridge reads the dispatched model's ``hf_device_map``)."""
+    from ..validation.errors import reason
+    from .placement.memory_units import parse_bytes
+
+    placed = split.accelerate_map(model, parse_bytes(max_memory) if max_memory is not None else None)
+    targets = {f"cuda:{v}" if isinstance(v, int) else str(v) for v in placed.values()}
+    if len(targets) == 1:
+        target = torch.device(targets.pop())
+        model.to(target)
+        return target
+    from accelerate import dispatch_model
+
+    try:
+        dispatch_model(model, device_map=placed)
+    except (ValueError, KeyError, RuntimeError) as err:  # a file naming modules the model lacks
+        raise UsageError(f"--device-map {split.text!r} does not fit the model ({reason(err, 160)}): map each of its "
+                         "modules (model.embed_tokens, model.layers.N, lm_head, ...) to a device") from None
+    return None
 
 
 def _enable_fast_paths(model, engine: str) -> None:
@@ -165,12 +208,13 @@ def check_hub_model(name: str) -> None:
         )
 
 
-def _from_hub(name, device, dtype, processing, prepend_bos) -> HookedModel:
+def _from_hub(name, device, dtype, processing, prepend_bos, n_devices: int = 1) -> HookedModel:
     from transformer_lens import HookedTransformer
 
     try:
         return HookedTransformer.from_pretrained(
-            name, device=str(device), dtype=dtype, default_prepend_bos=prepend_bos, **asdict(processing)
+            name, device=str(device), dtype=dtype, default_prepend_bos=prepend_bos, n_devices=n_devices,
+            **asdict(processing)
         )
     except OSError as err:
         raise _hub_unreachable(name, err) from err

@@ -27,7 +27,8 @@ class RunOptions:
     fast_paths: bool = field(default=True, metadata={"help": "fused attention and HF weight layout where tested (same values; --no-fast-paths for TransformerLens' own path)"})
     engine: str = field(default="auto", metadata={"help": "auto (the installed TransformerLens: 3.x hooked_transformer, 4.x transformer_bridge), hooked_transformer or transformer_bridge"})
     placement: str = field(default="auto", metadata={"help": "auto (whole when the planner's peak fits --max-memory or the device's free memory, else streamed), whole, or streamed (one block's weights at a time: layerwise on Llama, Mistral and Qwen2 safetensors or GGUF)"})
-    max_memory: str | None = field(default=None, metadata={"help": "memory the run may use, e.g. 20GiB or 512MB (default: the device's free memory)"})
+    max_memory: str | None = field(default=None, metadata={"help": "memory the run may use, e.g. 20GiB or 512MB (default: the device's free memory); with --device-map, the cap of each device"})
+    device_map: str | None = field(default=None, metadata={"help": "split the model over devices: auto, balanced, balanced_low_0, sequential (transformer_bridge engine) or a JSON file of module -> device; hooked_transformer splits blocks evenly (auto, balanced)"})
 
     def __post_init__(self) -> None:
         for name in ("model", "device", "dtype", "engine"):
@@ -36,6 +37,8 @@ class RunOptions:
             require_type(self, name, bool, "true or false")
         check_engine_name(self.engine)
         require_type(self, "placement", str, "a string")
+        if self.device_map is not None:
+            require_type(self, "device_map", str, "a device map name or file")
         check_placement_name(self.placement)
         if self.max_memory is not None:
             parse_bytes(self.max_memory)

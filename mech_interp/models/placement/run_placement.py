@@ -68,6 +68,12 @@ def choose_placement(run) -> Placement:
         available_bytes(o.device)
     if o.placement == "streamed":
         _check_streamable(run)
+    if o.device_map is not None:  # split over devices, whole; the planner's one-device peaks do not apply
+        from .device_map import parse_device_map
+
+        devices = ", ".join(parse_device_map(o.device_map).devices)
+        return Placement("whole", f"[placement] whole, split by --device-map {o.device_map} over {devices}", None,
+                         budget, source)
     if o.placement == "whole" and not explicit:
         return Placement("whole", "[placement] whole: every weight on the device (--placement whole)", None,
                          budget, source)
