@@ -83,6 +83,21 @@ def test_streamed_and_whole_runs_record_their_placement_and_agree(tiny_llama, tm
         pd.testing.assert_frame_equal(table, _tables(whole)[name], check_exact=False, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("layer", [None, 2])
+def test_the_feature_view_streams_to_the_same_grid(layer, tiny_llama, tmp_path, capsys):
+    args = ["feature-view", "--model", tiny_llama, "--prompt", "Summer is warm. Winter is cold."]
+    args += ["--layer", layer] if layer is not None else []
+    grids = {}
+    for placement in ("streamed", "whole"):
+        code, out, err = run_cli([*args, "--placement", placement, "--out", tmp_path / placement], capsys)
+        assert code == 0, err
+        run = next((tmp_path / placement / "tiny-llama").iterdir())
+        grids[placement] = pd.read_parquet(run / "activations.parquet")
+        summary = json.loads((run / "manifest.json").read_text())["summary"]
+        assert summary["layer"] == (layer if layer is not None else 2)  # the tiny Llama's middle block: none massive
+    pd.testing.assert_frame_equal(grids["streamed"], grids["whole"], check_exact=False, rtol=1e-4, atol=1e-5)
+
+
 def test_a_model_larger_than_its_memory_limit_is_streamed_within_the_planned_peak(wide_llama, tmp_path):
     """Must-hold of issue 18: weights 2.5x the memory allowed; the auto placement streams them; the memory the pass
     adds (Linux VmHWM) stays within 10% of the planner's prediction."""
@@ -144,10 +159,10 @@ def test_placements_that_cannot_run_are_refused_before_loading(extra, needle, ti
 
 
 def test_streaming_what_only_runs_whole_is_refused_in_one_line(tiny_llama, tmp_path, capsys):
-    code, _, err = run_cli(["feature-view", "--model", tiny_llama, "--placement", "streamed", "--out", tmp_path / "a"],
+    code, _, err = run_cli(["attention", "--model", tiny_llama, "--placement", "streamed", "--out", tmp_path / "a"],
                            capsys)
-    assert_refused(code, err, "experiment 'feature_view' runs whole models only: --placement streamed is for layerwise",
-                   tmp_path / "a")
+    assert_refused(code, err, "experiment 'attention' runs whole models only: --placement streamed is for "
+                   "feature_view, layerwise", tmp_path / "a")
     code, _, err = run_cli(["layerwise", "--model", "random:llama-tiny", "--placement", "streamed", "--out",
                             tmp_path / "b"], capsys)
     assert_refused(code, err, "registered model 'random:llama-tiny' is built in code", tmp_path / "b")
@@ -157,6 +172,6 @@ def test_streaming_what_only_runs_whole_is_refused_in_one_line(tiny_llama, tmp_p
     code, _, err = run_cli(["layerwise", "--model", tmp_path / "gpt2", "--placement", "streamed", "--out",
                             tmp_path / "c"], capsys)
     assert_refused(code, err, "GPT2LMHeadModel cannot be streamed yet", tmp_path / "c")
-    code, _, err = run_cli(["feature-view", "--model", tmp_path / "gpt2", "--max-memory", "1MiB", "--out",
+    code, _, err = run_cli(["attention", "--model", tmp_path / "gpt2", "--max-memory", "1MiB", "--out",
                             tmp_path / "d"], capsys)
     assert_refused(code, err, "needs", tmp_path / "d")

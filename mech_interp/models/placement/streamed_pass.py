@@ -78,6 +78,7 @@ def streamed_layer_stats(
     label_columns: tuple[str, str] = ("token_id", "token"),
     progress: bool = True,
     after_block: Callable[[int], None] | None = None,
+    observe: Callable[[int, list[torch.Tensor]], None] | None = None,
     report: Callable[[str], None] | None = None,
     memory: PeakMemory | None = None,
 ) -> LayerStats:
@@ -85,7 +86,8 @@ def streamed_layer_stats(
     a time. ``source``: a ``WeightSource`` or an HF directory of safetensors; ``config``: its transformers config
     when already read; ``blocks``: the blocks whose output is recorded, in the tables' order (default all; the pass
     stops after the last). ``after_block(L)`` is called once block L's state is saved (tests use it to stop a pass
-    half-way); ``report`` is told where a resumed pass starts; ``memory`` measures the pass from the embeddings on
+    half-way); ``observe(L, outputs)`` sees block L's output of every batch ([batch, pos, d_model] each) before the
+    next block runs; ``report`` is told where a resumed pass starts; ``memory`` measures the pass from the embeddings on
     (after the imports and the model built on ``meta``, which are the process', not the pass')."""
     from transformers import AutoModelForCausalLM
 
@@ -101,11 +103,11 @@ def streamed_layer_stats(
     _return_freed_blocks()
     with memory if memory is not None else contextlib.nullcontext():
         return _run(model, weights, config, windows, device, batch_size, k, criterion, dtype, state_dir, blocks,
-                    label_name, label_columns, progress, after_block, report)
+                    label_name, label_columns, progress, after_block, observe, report)
 
 
 def _run(model, weights, config, windows, device, batch_size, k, criterion, dtype, state_dir, blocks, label_name,
-         label_columns, progress, after_block, report) -> LayerStats:
+         label_columns, progress, after_block, observe, report) -> LayerStats:
     base = model.get_decoder()
     layers: Sequence[torch.nn.Module] = list(base.layers)
     with torch.device(device):  # its buffers computed on the run's device, not on meta
@@ -157,6 +159,8 @@ def _run(model, weights, config, windows, device, batch_size, k, criterion, dtyp
                         recorder.run_batch(lambda: recorder.record(sites[i], out, tokens))
                     hidden[j] = out
             layer.to("meta")
+            if observe is not None:
+                observe(i, hidden)
             if state_path is not None:
                 _save(state_path, {"identity": identity, "next_block": i + 1, "hidden": hidden,
                                    "recorder": recorder.state_dict()})

@@ -9,7 +9,8 @@ from .configs import AttentionConfig, FeatureViewConfig, InterventionConfig, Lay
 
 STUDY = LanguageModelStudy("lm", "massive-activation study", [
     Experiment("feature_view", FeatureViewConfig, "mech_interp.studies.lm.feature_view:feature_view",
-               "3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)", sites=("resid_post",)),
+               "3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)", sites=("resid_post",),
+               placements=("whole", "streamed")),
     Experiment("layerwise", LayerwiseConfig, "mech_interp.studies.lm.layerwise:layerwise",
                "top-k and median |a| per layer, averaged over sequences (paper Fig. 2)", sites=("resid_post",),
                placements=("whole", "streamed")),

@@ -73,7 +73,7 @@ def attention(context: ModelContext, config: AttentionConfig) -> ExperimentResul
         raise UsageError(f"--prompt {config.prompt!r} is {n_tokens} token long: the attention scores need at least 2 tokens")
     layer = check_layer(n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
     stats = prompt_layer_stats(model, tokens, options.criterion, [resid_pre(i) for i in range(n_layers)], layout=layout)
-    layer = default_layer(stats, model) if layer is None else layer  # the first block that reads a massive input
+    layer = default_layer(stats, model.cfg.n_layers) if layer is None else layer  # the first block that reads a massive input
     input_massive = {li: sorted(int(p) for p in stats.massive.loc[stats.massive["site"] == resid_pre(li), "position"].unique())
                      for li in range(n_layers)}
     token_strs = [PREFIX_NAME] * n_prefix + [model.tokenizer.decode([t]) for t in tokens.tolist()]

@@ -7,8 +7,10 @@ import torch
 
 from ...core.criterion import median_abs
 from ...data.tokens import encode
-from ...metrics.layer_stats import PREFIX_NAME
+from ...core.layer_stats import LayerStats
+from ...metrics.layer_stats import PREFIX_NAME, TOKEN_COLUMNS
 from ...models.context import ModelContext
+from ...models.placement.streamed_context import StreamedContext
 from ...models.hook_names import check_layer, engine_hooks, resid_post
 from ...runs.experiment import ExperimentResult
 from ...viz.feature_view import feature_view_3d
@@ -16,20 +18,30 @@ from .configs import FeatureViewConfig
 from .prompt_stats import default_layer, prompt_layer_stats
 
 
-def feature_view(context: ModelContext, config: FeatureViewConfig) -> ExperimentResult:
-    """3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1)."""
-    model, options, layout = context.model, context.options, context.layout
-    tokens = encode(model.tokenizer, config.prompt, options.prepend_bos)
-    layer = check_layer(model.cfg.n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
-    stats = prompt_layer_stats(model, tokens, options.criterion, layout=layout)
-    layer = default_layer(stats, model) if layer is None else layer
-
-    kept = []
-    with torch.inference_mode(), engine_hooks(model, [(resid_post(layer), lambda acts, hook: kept.append(acts[0]))]):
-        model(tokens[None].to(model.cfg.device), stop_at_layer=layer + 1, return_type=None)
-    acts = kept[0].float().cpu()  # [pos, d_model]
+def feature_view(context: ModelContext | StreamedContext, config: FeatureViewConfig) -> ExperimentResult:
+    """3D view of |a| over (token, dim) at one layer, massive dims labelled (paper Fig. 1); the model whole, or
+    streamed one block at a time."""
+    options, layout = context.options, context.layout
+    streamed = isinstance(context, StreamedContext)
+    tokenizer = context.tokenizer if streamed else context.model.tokenizer
+    name = context.name if streamed else context.model.cfg.model_name
+    n_layers = context.config.num_hidden_layers if streamed else context.model.cfg.n_layers
+    tokens = encode(tokenizer, config.prompt, options.prepend_bos)
+    layer = check_layer(n_layers, config.layer, name) if config.layer is not None else None
+    if streamed:
+        stats, outputs = _streamed(context, tokens, layer)
+        layer = default_layer(stats, n_layers) if layer is None else layer
+        acts = outputs[layer]
+    else:
+        model = context.model
+        stats = prompt_layer_stats(model, tokens, options.criterion, layout=layout)
+        layer = default_layer(stats, n_layers) if layer is None else layer
+        kept = []
+        with torch.inference_mode(), engine_hooks(model, [(resid_post(layer), lambda acts, hook: kept.append(acts[0]))]):
+            model(tokens[None].to(model.cfg.device), stop_at_layer=layer + 1, return_type=None)
+        acts = kept[0].float().cpu()  # [pos, d_model]
     # positions are the residual stream's: learned prefix positions (a sink token) come first
-    token_strs = [PREFIX_NAME] * layout.n_prefix_tokens + [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    token_strs = [PREFIX_NAME] * layout.n_prefix_tokens + [tokenizer.decode([t]) for t in tokens.tolist()]
     n_pos, d_model = acts.shape
     grid = pd.DataFrame({
         "position": torch.arange(n_pos).repeat_interleave(d_model).numpy(),
@@ -42,7 +54,7 @@ def feature_view(context: ModelContext, config: FeatureViewConfig) -> Experiment
     massive = massive.merge(grid[["position", "dim", "value", "abs"]], on=["position", "dim"])
     # the lower median, as the criterion uses (pandas' median would average the two middle values)
     median = float(median_abs(acts[None])[0])
-    title = f"{model.cfg.model_name}: |a| at block {layer} resid_post, prompt {config.prompt!r}"
+    title = f"{name}: |a| at block {layer} resid_post, prompt {config.prompt!r}"
     lines = [(f"feature view, block {layer}: median |a| {median:.3g} (lower median over positions x dims), "
               f"max |a| {grid['abs'].max():.4g}")]
     lines += [f"  massive: position {r.position} {r.token!r} dim {r.dim} value {r.value:.1f}" for r in massive.itertuples()]
@@ -53,3 +65,16 @@ def feature_view(context: ModelContext, config: FeatureViewConfig) -> Experiment
                  "massive": massive[["position", "dim", "value"]].to_dict("records"), "tokens": token_strs},
         lines=lines,
     )
+
+
+def _streamed(context: StreamedContext, tokens, layer: int | None) -> tuple[LayerStats, dict[int, torch.Tensor]]:
+    """The prompt's statistics and output ([pos, d_model], float32 on the CPU: one prompt's worth per block) at every
+    block up to ``layer`` (all of them when it is to be found), one block's weights at a time."""
+    from ...models.placement.streamed_pass import streamed_layer_stats
+
+    outputs: dict[int, torch.Tensor] = {}
+    stats = streamed_layer_stats(
+        context.source, tokens[None], config=context.config, device=context.device, criterion=context.options.criterion,
+        dtype=getattr(torch, context.options.dtype), label_name=context.label, label_columns=TOKEN_COLUMNS,
+        blocks=None if layer is None else range(layer + 1), progress=False, observe=lambda block, hidden: outputs.__setitem__(block, hidden[0][0].float().cpu()))
+    return stats, outputs

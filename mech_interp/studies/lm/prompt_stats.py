@@ -21,8 +21,8 @@ def prompt_layer_stats(model: HookedModel, tokens: Int[torch.Tensor, "pos"], cri
                                layout=layout)
 
 
-def default_layer(stats: LayerStats, model: HookedModel, offset: int = 0) -> int:
+def default_layer(stats: LayerStats, n_layers: int, offset: int = 0) -> int:
     """First layer with massive activations at the hooked sites (+ ``offset``), else the middle block."""
     first = stats.first_massive_layer()
-    layer = model.cfg.n_layers // 2 if first is None else first + offset
-    return min(layer, model.cfg.n_layers - 1)
+    layer = n_layers // 2 if first is None else first + offset
+    return min(layer, n_layers - 1)
