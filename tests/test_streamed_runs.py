@@ -98,6 +98,26 @@ def test_the_feature_view_streams_to_the_same_grid(layer, tiny_llama, tmp_path, 
     pd.testing.assert_frame_equal(grids["streamed"], grids["whole"], check_exact=False, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mean_mode", ["detected", "fixed_sites"])
+def test_the_intervention_streams_every_condition_in_one_pass_to_the_same_perplexities(mean_mode, tiny_llama, tmp_path,
+                                                                                       capsys):
+    """A loose criterion makes the random tiny Llama's block 1 'massive' in places, so both resets change something."""
+    args = ["intervention", "--model", tiny_llama, "--datasets", "builtin", "--mean-text", "builtin", "--layer", 1,
+            "--n-windows", 3, "--n-mean-seqs", 2, "--seq-len", 24, "--batch-size", 2, "--min-abs", 0.08, "--min-ratio", 4,
+            "--mean-mode", mean_mode]
+    tables = {}
+    for placement in ("streamed", "whole"):
+        code, out, err = run_cli([*args, "--placement", placement, "--out", tmp_path / placement], capsys)
+        assert code == 0, err
+        run = next((tmp_path / placement / "tiny-llama").iterdir())
+        tables[placement] = pd.read_parquet(run / "perplexity_long.parquet")
+    streamed, whole = tables["streamed"], tables["whole"]
+    assert streamed["condition"].tolist() == ["original", "set_zero", "set_mean"]
+    assert (streamed["replaced"] > 0).all() == (whole["replaced"] > 0).all() and streamed["replaced"].iloc[1] > 0
+    pd.testing.assert_frame_equal(streamed, whole, check_exact=False, rtol=1e-4)
+    assert streamed["perplexity"].iloc[1] != streamed["perplexity"].iloc[0], "set_zero changed the model"
+
+
 def test_a_model_larger_than_its_memory_limit_is_streamed_within_the_planned_peak(wide_llama, tmp_path):
     """Must-hold of issue 18: weights 2.5x the memory allowed; the auto placement streams them; the memory the pass
     adds (Linux VmHWM) stays within 10% of the planner's prediction."""
@@ -162,7 +182,7 @@ def test_streaming_what_only_runs_whole_is_refused_in_one_line(tiny_llama, tmp_p
     code, _, err = run_cli(["attention", "--model", tiny_llama, "--placement", "streamed", "--out", tmp_path / "a"],
                            capsys)
     assert_refused(code, err, "experiment 'attention' runs whole models only: --placement streamed is for "
-                   "feature_view, layerwise", tmp_path / "a")
+                   "feature_view, layerwise, intervention", tmp_path / "a")
     code, _, err = run_cli(["layerwise", "--model", "random:llama-tiny", "--placement", "streamed", "--out",
                             tmp_path / "b"], capsys)
     assert_refused(code, err, "registered model 'random:llama-tiny' is built in code", tmp_path / "b")

@@ -11,7 +11,8 @@ Placements:
 - ``whole``: every weight on the device, plus one batch's activations;
 - ``streamed``: the residual stream of every window, plus either the embeddings (while the windows are embedded)
   or the largest block's weights and one batch's activations (while a block runs), whichever is more; a statistics
-  pass never needs the head.
+  pass never needs the head; a perplexity pass (``with_head``) also reads the final norm and the LM head after the
+  last block and forms one batch's logits, in the run dtype and twice in float32 (the log-softmax).
 Both add ``RUNTIME_BYTES``: what torch and transformers initialise on a process' first forward (kernels, lazily
 imported modules; 12 MiB measured on the CPU, gone from a second pass in the same process).
 The process itself (Python, torch and transformers, ~0.5-1 GiB on the CPU) comes on top of either.
@@ -36,6 +37,21 @@ class MemoryPlan:
     seq_len: int
     batch_size: int
     n_windows: int  # windows in flight when streamed (the run's sequences)
+    with_head: bool = False  # the pass computes logits (perplexity), not only hidden states
+
+    @property
+    def logit_bytes(self) -> int:
+        """One batch's logits (run dtype), their float32 log-softmax and its copy, when the pass needs the head."""
+        tokens = self.batch_size * self.seq_len
+        return tokens * self.shape.d_vocab * (self.bytes_per_value + 8) if self.with_head else 0
+
+    @property
+    def head_stage_bytes(self) -> int:
+        """The final norm and LM head (the embeddings again when tied) and one batch's logits; 0 without the head."""
+        if not self.with_head:
+            return 0
+        tied = self.head_bytes < self.embed_bytes // 2  # a tied head counts only its norm
+        return self.head_bytes + (self.embed_bytes if tied else 0) + self.logit_bytes
 
     @property
     def bytes_per_value(self) -> int:
@@ -72,9 +88,9 @@ class MemoryPlan:
 
     def peak(self, placement: str) -> int:
         if placement == "whole":
-            return RUNTIME_BYTES + self.weight_bytes + self.activation_bytes
-        if placement == "streamed":  # the embedding stage, or the largest block's
-            return RUNTIME_BYTES + self.resident_bytes + max(self.embed_bytes,
+            return RUNTIME_BYTES + self.weight_bytes + max(self.activation_bytes, self.logit_bytes)
+        if placement == "streamed":  # the embedding stage, the largest block's, or the head's
+            return RUNTIME_BYTES + self.resident_bytes + max(self.embed_bytes, self.head_stage_bytes,
                                                              max(self.block_bytes) + self.activation_bytes)
         raise ValueError(f"unknown placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
 

@@ -115,9 +115,19 @@ def memory_plan(run):
 
     spec: ModelSpec = run.model.spec
     c = run.config
-    n_windows = getattr(c, "n_seqs", None) or getattr(c, "n_sequences", None) or 1
     return MemoryPlan(model_shape(spec), run.options.dtype, getattr(c, "seq_len", None) or 512,
-                      getattr(c, "batch_size", None) or 1, n_windows)
+                      getattr(c, "batch_size", None) or 1, _windows_in_flight(c), with_head=hasattr(c, "resets"))
+
+
+def _windows_in_flight(config) -> int:
+    """The windows whose residual streams a streamed pass holds at once: the layer-wise sequences; or the
+    intervention's means pass, then each dataset's windows once per condition (``--n-windows 0``, every window of a
+    text, is counted as the means pass: its length is known only once the text is read); else one prompt."""
+    if hasattr(config, "n_seqs"):
+        return config.n_seqs
+    if hasattr(config, "n_mean_seqs"):
+        return max(config.n_mean_seqs, (config.n_windows or 0) * (1 + len(config.resets)))
+    return 1
 
 
 def _line(name: str, plan, budget: int | None, source: str) -> str:

@@ -15,7 +15,8 @@ STUDY = LanguageModelStudy("lm", "massive-activation study", [
                "top-k and median |a| per layer, averaged over sequences (paper Fig. 2)", sites=("resid_post",),
                placements=("whole", "streamed")),
     Experiment("intervention", InterventionConfig, "mech_interp.studies.lm.intervention:intervention",
-               "perplexity with massive activations set to zero / to their mean (paper Table 3)", sites=("resid_post",)),
+               "perplexity with massive activations set to zero / to their mean (paper Table 3)", sites=("resid_post",),
+               placements=("whole", "streamed")),
     Experiment("attention", AttentionConfig, "mech_interp.studies.lm.attention:attention",
                "head-averaged pre-softmax logits at one layer; per-head attention to massive tokens (paper Fig. 6)", sites=("attn_scores", "pattern")),
 ])

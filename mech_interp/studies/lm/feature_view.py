@@ -6,12 +6,12 @@ import pandas as pd
 import torch
 
 from ...core.criterion import median_abs
-from ...data.tokens import encode
 from ...core.layer_stats import LayerStats
+from ...data.tokens import encode
 from ...metrics.layer_stats import PREFIX_NAME, TOKEN_COLUMNS
 from ...models.context import ModelContext
-from ...models.placement.streamed_context import StreamedContext
 from ...models.hook_names import check_layer, engine_hooks, resid_post
+from ...models.placement.streamed_context import StreamedContext
 from ...runs.experiment import ExperimentResult
 from ...viz.feature_view import feature_view_3d
 from .configs import FeatureViewConfig
