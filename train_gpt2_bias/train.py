@@ -268,6 +268,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                 None if seconds_before is None else seconds_before + time.time() - started, last)
     if ddp:
         dist.barrier()
+        # DDP's reducer holds the process group: freed with this frame, after destroy_process_group, it left one
+        # rank in ~8 waiting forever (py-spy: idle in the frame cleanup once the other rank had exited). Freed here,
+        # while both ranks still hold the group, it cannot.
+        del train_model
         dist.destroy_process_group()
     return summary
 
