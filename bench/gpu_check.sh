@@ -13,7 +13,8 @@
 # the wheels whose distribution its Python lacks (so its own torch, transformers, numpy stay), puts
 # that folder and the checkout on PYTHONPATH, and runs bench/bench_layer_stats.py three times:
 # SmolLM2-135M fp32 at 1 x 512 and 8 x 512, and a random-init 1.1B LLaMA (TinyLlama shape) in
-# bf16 at 4 x 2048. About 3 minutes on one H100 (loading included).
+# bf16 at 4 x 2048; then bench/bench_placement.py: the 1.1B LLaMA streamed block by block on the GPU
+# capped at a third of its weights, and a --device-map balanced run. About 4 minutes on one H100.
 #
 # Environment: PYTHON (default python3), DEVICE (default cuda; cpu to try the install here),
 # WHEELS (default bench/wheels), SITE, PYTHON_VERSION (download only), REPEATS (default 5).
@@ -95,3 +96,5 @@ bench() { "$PYTHON" bench/bench_layer_stats.py --device "$DEVICE" --repeats "$RE
 bench --model smollm2-135m --dtype float32 --seq-len 512 --batch-size 1 --n-seqs 4
 bench --model smollm2-135m --dtype float32 --seq-len 512 --batch-size 8 --n-seqs 8
 bench --model random:llama-1b --dtype bfloat16 --seq-len 2048 --batch-size 4 --n-seqs 4
+# a model streamed on a GPU capped below its weights, and a --device-map split (bench/bench_placement.py)
+"$PYTHON" bench/bench_placement.py --device "$DEVICE"
