@@ -4,7 +4,8 @@
 (``streamed_pass``; the experiments that declare it, on the families and files it reads); ``auto`` (the default)
 takes ``whole`` when the planner's whole-model peak fits the budget and ``streamed`` when only that fits. The
 budget is ``--max-memory``, else the device's free memory (``MemAvailable`` on the CPU, ``cudaMemGetInfo`` on a
-GPU). A model whose weights take under half the budget is placed whole without building the plan.
+GPU). A model whose weights (estimated from the registry or the files' sizes) take under a quarter of the budget is
+placed whole without building the plan.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def choose_placement(run) -> Placement:
         return Placement("whole", "[placement] whole: every weight on the device (--placement whole)", None,
                          budget, source)
     weights = run.study.weight_bytes(run)
-    if o.placement == "auto" and budget is not None and weights is not None and 2 * weights <= budget:
+    # weight_bytes is estimated from file sizes (a half-precision file run in float32 is twice its size): a margin
+    if o.placement == "auto" and budget is not None and weights is not None and 4 * weights <= budget:
         return Placement("whole", f"[placement] whole: weights ~{format_bytes(weights)}, {format_bytes(budget)} "
                                   f"{source}", None, budget, source)
     if run.model.spec.kind in ("hub", "checkpoint") and o.placement != "streamed":
