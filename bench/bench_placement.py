@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root holds tests/
+from tests.support.hf_reference import hf_layer_stats  # noqa: E402
 
 
 def _args(argv=None) -> argparse.Namespace:
@@ -41,24 +43,10 @@ def _args(argv=None) -> argparse.Namespace:
 
 
 def _whole(directory: Path, windows, batch_size: int, dtype, device):
-    """The recorder fed from every decoder layer's output during ordinary HF forwards on ``device``."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from mech_interp.core.recorder import ActivationRecorder
-
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
-    layers = model.get_decoder().layers
-    sites = [f"blocks.{i}.hook_resid_post" for i in range(len(layers))]
-    recorder, current = ActivationRecorder(sites), {}
-    for i, layer in enumerate(layers):
-        layer.register_forward_hook(lambda m, a, out, i=i: recorder.record(sites[i], out, current["tokens"]))
-    with torch.inference_mode():
-        for tokens in windows.split(batch_size):
-            current["tokens"] = tokens.to(device)
-            recorder.run_batch(lambda: model.get_decoder()(current["tokens"], use_cache=False))
-    del model
-    return recorder.result(layer_of=lambda site: int(site.split(".")[1]))
+    return hf_layer_stats(model, windows, batch_size)
 
 
 def _close(a, b, what: str) -> bool:

@@ -8,33 +8,16 @@ import pytest
 import torch
 
 import mech_interp as mi
-from mech_interp.core.recorder import ActivationRecorder
 from mech_interp.models.placement.streamed_pass import STATE_FILE, streamed_layer_stats
 from mech_interp.validation.errors import UsageError
+
+from .support.hf_reference import hf_layer_stats
 
 
 def _saved(name, tmp_path):
     hf = mi.load_hf(name)
     hf.model.save_pretrained(tmp_path / "model")
     return hf, tmp_path / "model"
-
-
-def _whole_model(hf, windows, batch_size):
-    """The same recorder fed from every decoder layer's output during ordinary HF forwards."""
-    layers = hf.model.get_decoder().layers
-    sites = [f"blocks.{i}.hook_resid_post" for i in range(len(layers))]
-    recorder, current = ActivationRecorder(sites), {}
-    hooks = [layer.register_forward_hook(lambda m, a, out, i=i: recorder.record(sites[i], out, current["tokens"]))
-             for i, layer in enumerate(layers)]
-    try:
-        with torch.inference_mode():
-            for tokens in windows.split(batch_size):
-                current["tokens"] = tokens
-                recorder.run_batch(lambda: hf.model.get_decoder()(tokens, use_cache=False))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return recorder.result(layer_of=lambda site: int(site.split(".")[1]), label_columns=("token_id", "token"))
 
 
 def _assert_same(got, want):
@@ -46,7 +29,7 @@ def test_streamed_statistics_equal_the_whole_models_bit_for_bit(tmp_path):
     hf, directory = _saved("random:llama-tiny", tmp_path)
     windows = torch.randint(0, 256, (5, 24), generator=torch.Generator().manual_seed(0))
     got = streamed_layer_stats(directory, windows, batch_size=2, progress=False)
-    _assert_same(got, _whole_model(hf, windows, 2))
+    _assert_same(got, hf_layer_stats(hf.model, windows, 2))
     assert got.summary["n_sequences"].tolist() == [5] * 4
 
 
@@ -84,7 +67,7 @@ def test_smollm2_streamed_equals_its_whole_forward(smollm2, tmp_path):
     windows = torch.tensor([hf.tokenizer("Summer is warm. Winter is cold. " * 8)["input_ids"][:48]] * 2)
     windows[1] = windows[1].flip(0)
     got = streamed_layer_stats(tmp_path / "model", windows, progress=False)
-    _assert_same(got, _whole_model(hf, windows, 1))
+    _assert_same(got, hf_layer_stats(hf.model, windows, 1))
     assert got.summary["top1"].max() > 1000, "SmolLM2's massive activation is there"
 
 
