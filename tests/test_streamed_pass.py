@@ -55,6 +55,33 @@ def test_a_stopped_pass_resumes_at_the_next_block(tmp_path):
     assert other.summary["n_sequences"].tolist() == [2] * 4
 
 
+def test_spilled_streams_give_the_same_tables_and_resume_from_their_files(tmp_path):
+    _, directory = _saved("random:llama-tiny", tmp_path)
+    windows = torch.randint(0, 256, (5, 16), generator=torch.Generator().manual_seed(2))
+    in_memory = streamed_layer_stats(directory, windows, batch_size=2, progress=False)
+    spill, state = tmp_path / "spill", tmp_path / "state"
+
+    def stop_after_block_2(block):
+        assert sorted(p.name for p in spill.iterdir()) == [f"g{block + 2}"], "one generation kept: the current"
+        assert len(list((spill / f"g{block + 2}").iterdir())) == 3, "a file per batch"
+        if block == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        streamed_layer_stats(directory, windows, batch_size=2, state_dir=state, spill_dir=spill, progress=False,
+                             after_block=stop_after_block_2)
+    ran = []
+    resumed = streamed_layer_stats(directory, windows, batch_size=2, state_dir=state, spill_dir=spill, progress=False,
+                                   after_block=ran.append)
+    assert ran == [3]
+    _assert_same(resumed, in_memory)
+    ran.clear()
+    again = streamed_layer_stats(directory, windows, batch_size=2, state_dir=state, progress=False,
+                                 after_block=ran.append)
+    assert ran == [0, 1, 2, 3], "an in-memory pass does not take a spilled state for its own: it runs every block"
+    _assert_same(again, in_memory)
+
+
 def test_families_whose_layers_differ_are_refused_in_one_line(tmp_path):
     _, directory = _saved("random:gpt2-tiny", tmp_path)
     with pytest.raises(UsageError, match="GPT2LMHeadModel cannot be streamed yet: expected one of LlamaForCausalLM"):

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ...validation.errors import UsageError
+from .residual_streams import ResidualStreams
 from .weight_source import STREAMABLE, WeightSource
 
 
@@ -59,25 +60,28 @@ class StreamedModel:
     def n_layers(self) -> int:
         return len(self.layers)
 
-    def embed(self, batches: Sequence[torch.Tensor], hidden: list[torch.Tensor] | None = None
-              ) -> tuple[list[torch.Tensor], list[dict]]:
-        """(the first block's input, its arguments) per batch. Given ``hidden`` (a resumed pass' residual streams),
-        only the arguments are captured, from them, and the embeddings are never read."""
-        if hidden is None:
-            self.weights.load(self.base.embed_tokens, "model.embed_tokens.", self.dtype, self.device)
-        else:
+    def embed(self, batches: Sequence[torch.Tensor], streams: ResidualStreams, resumed: bool = False) -> list[dict]:
+        """Fill ``streams`` with the first block's input per batch; return that block's arguments per batch. A
+        resumed pass' streams are there already: only the arguments are captured, from them, and the embeddings are
+        never read."""
+        if resumed:
             self.base.embed_tokens = torch.nn.Embedding(1 << 20, 1, device="meta")  # the forward must not need it
-        inputs, arguments = [], []
+        else:
+            self.weights.load(self.base.embed_tokens, "model.embed_tokens.", self.dtype, self.device)
+        arguments = []
         with torch.inference_mode():
             for j, tokens in enumerate(batches):
                 try:
-                    self.base(input_ids=tokens if hidden is None else None,
-                              inputs_embeds=None if hidden is None else hidden[j], use_cache=False)
+                    self.base(input_ids=None if resumed else tokens, inputs_embeds=streams[j] if resumed else None,
+                              use_cache=False)
                 except _Captured as captured:
                     arguments.append(captured.kwargs)
-                    inputs.append(captured.hidden)
+                    if not resumed:
+                        streams[j] = captured.hidden
         self.base.embed_tokens.to("meta")
-        return (inputs if hidden is None else hidden), arguments
+        if not resumed:
+            streams.commit()
+        return arguments
 
     @contextlib.contextmanager
     def block(self, i: int) -> Iterator[torch.nn.Module]:

@@ -5,8 +5,9 @@ through it, the recorder folds in its output (``blocks.L.hook_resid_post``), and
 is one block's weights, the residual stream of every window and one batch's activations (``memory_plan``'s
 ``streamed``). Values equal a whole-model HF forward's bit for bit on the CPU.
 
-After each block the pass saves its state (the block reached, the residual streams, the recorder) atomically under
-``state_dir``; a run killed in the middle resumes at the next block with the same tables.
+After each block the pass saves its state (the block reached, the residual streams or the generation of their
+spilled files, the recorder) atomically under ``state_dir``; a run killed in the middle resumes at the next block
+with the same tables.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ...storage.atomic_files import scratch_path
 from ...storage.tensor_files import load_tensors
 from ...validation.errors import UsageError
 from .peak_memory import PeakMemory
+from .residual_streams import ResidualStreams
 from .streamed_model import StreamedModel, return_freed_blocks
 from .weight_source import WeightSource
 
@@ -55,6 +57,7 @@ def streamed_layer_stats(
     criterion: MassiveCriterion = MassiveCriterion(),
     dtype: torch.dtype = torch.float32,
     state_dir: Path | None = None,
+    spill_dir: Path | None = None,
     blocks: Sequence[int] | None = None,
     label_name: Callable[[int], str] = str,
     label_columns: tuple[str, str] = ("token_id", "token"),
@@ -66,7 +69,8 @@ def streamed_layer_stats(
 ) -> LayerStats:
     """Per-layer statistics of every ``blocks.L.hook_resid_post`` over ``windows``, one block's weights in memory at
     a time. ``source``: a ``WeightSource`` or an HF directory of safetensors; ``config``: its transformers config
-    when already read; ``blocks``: the blocks whose output is recorded, in the tables' order (default all; the pass
+    when already read; ``spill_dir``: where the residual streams wait between blocks, on disk, instead of in memory
+    (``residual_streams``); ``blocks``: the blocks whose output is recorded, in the tables' order (default all; the pass
     stops after the last). ``after_block(L)`` is called once block L's state is saved (tests use it to stop a pass
     half-way); ``observe(L, outputs)`` sees block L's output of every batch ([batch, pos, d_model] each) before the
     next block runs; ``report`` is told where a resumed pass starts; ``memory`` measures the pass from the embeddings on
@@ -74,12 +78,12 @@ def streamed_layer_stats(
     streamed = StreamedModel(source, config, dtype, device)
     return_freed_blocks()
     with memory if memory is not None else contextlib.nullcontext():
-        return _run(streamed, windows, batch_size, k, criterion, state_dir, blocks, label_name, label_columns,
-                    progress, after_block, observe, report)
+        return _run(streamed, windows, batch_size, k, criterion, state_dir, spill_dir, blocks, label_name,
+                    label_columns, progress, after_block, observe, report)
 
 
-def _run(streamed: StreamedModel, windows, batch_size, k, criterion, state_dir, blocks, label_name, label_columns,
-         progress, after_block, observe, report) -> LayerStats:
+def _run(streamed: StreamedModel, windows, batch_size, k, criterion, state_dir, spill_dir, blocks, label_name,
+         label_columns, progress, after_block, observe, report) -> LayerStats:
     n_layers = streamed.n_layers
     blocks = list(blocks) if blocks is not None else list(range(n_layers))
     if not blocks or not all(0 <= b < n_layers for b in blocks):
@@ -90,16 +94,17 @@ def _run(streamed: StreamedModel, windows, batch_size, k, criterion, state_dir, 
     identity = _identity(streamed.weights, windows, batch_size, k, criterion, streamed.dtype, blocks)
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
 
-    start, resumed = 0, None
+    streams = ResidualStreams(len(batches), spill_dir, streamed.device)
+    start, resumed = 0, False
     saved = load_tensors(state_path, "streamed-pass state", "a state this pass saved") \
         if state_path is not None and state_path.is_file() else None
-    if saved is not None and saved["identity"] == identity:
-        start, resumed = saved["next_block"], [h.to(streamed.device) for h in saved["hidden"]]
+    if saved is not None and saved["identity"] == identity and streams.restore(saved.get("streams", {})):
+        start, resumed = saved["next_block"], True
         recorder.load_state_dict(saved["recorder"])
         if report is not None:
             report(f"[resume] streamed pass: blocks 0..{start - 1} were run by an earlier attempt; "
                    f"going on at block {start}")
-    hidden, arguments = streamed.embed(batches, resumed)
+    arguments = streamed.embed(batches, streams, resumed)
 
     last = max(blocks)
     bar = tqdm(total=last + 1, initial=start, desc="streamed blocks", unit="block", disable=not progress)
@@ -107,15 +112,17 @@ def _run(streamed: StreamedModel, windows, batch_size, k, criterion, state_dir, 
         for i in range(start, last + 1):
             with streamed.block(i) as layer, torch.inference_mode():
                 for j, tokens in enumerate(batches):
-                    out = layer(hidden[j], **arguments[j])  # [batch, pos, d_model]
+                    out = layer(streams[j], **arguments[j])  # [batch, pos, d_model]
                     if i in sites:
                         recorder.run_batch(lambda: recorder.record(sites[i], out, tokens))
-                    hidden[j] = out
+                    streams[j] = out
+            streams.commit()
             if observe is not None:
-                observe(i, hidden)
+                observe(i, streams)
             if state_path is not None:
-                _save(state_path, {"identity": identity, "next_block": i + 1, "hidden": hidden,
+                _save(state_path, {"identity": identity, "next_block": i + 1, "streams": streams.state(),
                                    "recorder": recorder.state_dict()})
+            streams.prune()
             bar.update()
             if after_block is not None:
                 after_block(i)

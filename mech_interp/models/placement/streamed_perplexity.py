@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ...core.dtype_range import ActivationRangeError, check_peak, needs_range_check
 from ...core.intervention import Intervention
 from ...metrics.perplexity import Perplexity, next_token_nll
+from .residual_streams import ResidualStreams
 from .streamed_model import StreamedModel
 
 
@@ -39,8 +40,9 @@ def streamed_perplexity(
         raise ValueError("an intervention needs the block it acts at")
     batches = [b.to(streamed.device) for b in windows.split(batch_size)]
     half = needs_range_check(streamed.dtype)
-    hidden, arguments = streamed.embed(batches)
-    branches: dict[str | None, list[torch.Tensor]] = {None: hidden}
+    streams = ResidualStreams(len(batches), device=streamed.device)
+    arguments = streamed.embed(batches, streams)
+    branches: dict[str | None, list[torch.Tensor]] = {None: streams.tensors()}
     for i in tqdm(range(streamed.n_layers), desc=f"{desc} (streamed blocks)", unit="block", disable=not progress):
         with streamed.block(i) as layer, torch.inference_mode():
             for streams in branches.values():
