@@ -69,9 +69,12 @@ def test_peaks_add_up():
     assert plan.peak("whole") == RUNTIME_BYTES + plan.weight_bytes + plan.activation_bytes
     assert plan.peak("streamed") == RUNTIME_BYTES + 8 * 16 * 64 * 2 + max(plan.embed_bytes, max(plan.block_bytes) + plan.activation_bytes)
     assert plan.choose(plan.peak("whole")) == "whole"
+    assert plan.peak("spilled") == RUNTIME_BYTES + max(plan.embed_bytes + 2 * 16 * 64 * 2,
+                                                       max(plan.block_bytes) + plan.activation_bytes)
     assert plan.choose(plan.peak("whole") - 1) == "streamed"
+    assert plan.choose(plan.peak("streamed") - 1) == "spilled"
     with pytest.raises(UsageError, match="does not fit .* even streamed"):
-        plan.choose(plan.peak("streamed") - 1)
+        plan.choose(plan.peak("spilled") - 1)
 
 
 @pytest.mark.parametrize("text, size", [("20GiB", 20 * 2**30), ("512 MB", 512 * 10**6), ("1.5TB", 1.5e12),

@@ -118,6 +118,34 @@ def test_the_intervention_streams_every_condition_in_one_pass_to_the_same_perple
     assert streamed["perplexity"].iloc[1] != streamed["perplexity"].iloc[0], "set_zero changed the model"
 
 
+def test_auto_spills_the_residual_streams_when_only_that_fits(tmp_path, capsys):
+    """A wide residual stream and thin blocks (two 16-wide heads, a 32-wide MLP): the windows' streams outweigh a
+    block, so a budget below the streamed peak still fits the spilled one."""
+    from mech_interp.models.placement.memory_plan import MemoryPlan
+    from mech_interp.models.placement.model_shape import model_shape
+    from mech_interp.models.spec import ModelSpec
+
+    thin = _save_random_llama(tmp_path / "thin-llama", hidden_size=1024, intermediate_size=32, num_hidden_layers=8,
+                              num_attention_heads=2, num_key_value_heads=2, head_dim=16)
+    plan = MemoryPlan(model_shape(ModelSpec.parse(str(thin))), "float32", 64, 2, 20)
+    budget = (plan.peak("spilled") + plan.peak("streamed")) // 2
+    assert plan.peak("spilled") < budget < min(plan.peak("streamed"), plan.peak("whole"))
+    args = ["layerwise", "--model", thin, "--n-seqs", 20, "--seq-len", 64, "--batch-size", 2]
+    code, out, err = run_cli([*args, "--max-memory", f"{budget}B", "--out", tmp_path / "spilled"], capsys)
+    assert code == 0, err
+    assert out.startswith("[placement] spilled: planned peak"), out
+    assert "the residual streams on disk between blocks" in out
+    code, out, err = run_cli([*args, "--placement", "streamed", "--out", tmp_path / "streamed"], capsys)
+    assert code == 0, err
+    run = "thin-llama/layerwise__n_seqs=20__seq_len=64__batch_size=2"
+    for name, table in _tables(tmp_path / "spilled" / run).items():
+        pd.testing.assert_frame_equal(table, _tables(tmp_path / "streamed" / run)[name], check_exact=True)
+    assert not list((tmp_path / "spilled").rglob("*.partial")), "the spilled streams went with the run's pieces"
+    code, _, err = run_cli([*args, "--max-memory", f"{budget}B", "--placement", "whole", "--out", tmp_path / "w"], capsys)
+    assert_refused(code, err, f"more than --max-memory {budget}B: allow more memory, run fewer or shorter windows, or "
+                   "--placement spilled", tmp_path / "w")
+
+
 def test_a_model_larger_than_its_memory_limit_is_streamed_within_the_planned_peak(wide_llama, tmp_path):
     """Must-hold of issue 18: weights 2.5x the memory allowed; the auto placement streams them; the memory the pass
     adds (Linux VmHWM) stays within 10% of the planner's prediction."""
@@ -169,7 +197,7 @@ def test_a_killed_streamed_run_resumes_at_its_next_block(wide_llama, tmp_path, c
     (["--placement", "sideways"], "--placement 'sideways' is not a placement: expected one of auto, whole, streamed"),
     (["--max-memory", "3 parsecs"], "--max-memory '3 parsecs' is not a size: expected a number with a unit"),
     (["--max-memory", "2MiB", "--placement", "streamed"], "does not fit 2 MiB even streamed"),
-    (["--max-memory", "2MiB", "--placement", "whole"], "more than --max-memory 2MiB: allow more memory"),
+    (["--max-memory", "2MiB", "--placement", "whole"], "does not fit 2 MiB even streamed"),
     (["--placement", "streamed", "--hooks", "blocks.1.hook_mlp_out"],
      "hook point 'blocks.1.hook_mlp_out' is not recorded by a streamed pass"),
 ])
@@ -181,7 +209,7 @@ def test_placements_that_cannot_run_are_refused_before_loading(extra, needle, ti
 def test_streaming_what_only_runs_whole_is_refused_in_one_line(tiny_llama, tmp_path, capsys):
     code, _, err = run_cli(["attention", "--model", tiny_llama, "--placement", "streamed", "--out", tmp_path / "a"],
                            capsys)
-    assert_refused(code, err, "experiment 'attention' runs whole models only: --placement streamed is for "
+    assert_refused(code, err, "experiment 'attention' does not run streamed: --placement streamed is for "
                    "feature_view, layerwise, intervention", tmp_path / "a")
     code, _, err = run_cli(["layerwise", "--model", "random:llama-tiny", "--placement", "streamed", "--out",
                             tmp_path / "b"], capsys)

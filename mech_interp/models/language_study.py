@@ -76,7 +76,7 @@ class LanguageModelStudy(Study):
         o = run.options
         placement = choose_placement(run)
         print(placement.line, flush=True)
-        if placement.name == "streamed":
+        if placement.name != "whole":
             from .placement.streamed_context import StreamedContext
 
             return StreamedContext.open(run, placement)

@@ -12,7 +12,9 @@ Placements:
 - ``streamed``: the residual stream of every window, plus either the embeddings (while the windows are embedded)
   or the largest block's weights and one batch's activations (while a block runs), whichever is more; a statistics
   pass never needs the head; a perplexity pass (``with_head``) also reads the final norm and the LM head after the
-  last block and forms one batch's logits, in the run dtype and twice in float32 (the log-softmax).
+  last block and forms one batch's logits, in the run dtype and twice in float32 (the log-softmax);
+- ``spilled``: streamed with the residual streams on disk between blocks (``residual_streams``): the embeddings and
+  one batch's stream, or the largest block's weights and one batch's activations.
 Both add ``RUNTIME_BYTES``: what torch and transformers initialise on a process' first forward (kernels, lazily
 imported modules; 12 MiB measured on the CPU, gone from a second pass in the same process).
 The process itself (Python, torch and transformers, ~0.5-1 GiB on the CPU) comes on top of either.
@@ -26,7 +28,7 @@ from ...validation.errors import UsageError
 from .model_shape import ModelShape
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-PLACEMENTS = ("whole", "streamed")
+PLACEMENTS = ("whole", "streamed", "spilled")
 RUNTIME_BYTES = 16 * 2**20
 
 
@@ -82,6 +84,11 @@ class MemoryPlan:
         return tokens * ((4 * s.d_model + attention + mlp) * b + 2 * s.d_model * 4)
 
     @property
+    def batch_stream_bytes(self) -> int:
+        """One batch's residual stream: what a spilled pass holds beside the embeddings."""
+        return self.batch_size * self.seq_len * self.shape.d_model * self.bytes_per_value
+
+    @property
     def resident_bytes(self) -> int:
         """The residual stream of every window between two blocks of a streamed pass."""
         return self.n_windows * self.seq_len * self.shape.d_model * self.bytes_per_value
@@ -92,6 +99,9 @@ class MemoryPlan:
         if placement == "streamed":  # the embedding stage, the largest block's, or the head's
             return RUNTIME_BYTES + self.resident_bytes + max(self.embed_bytes, self.head_stage_bytes,
                                                              max(self.block_bytes) + self.activation_bytes)
+        if placement == "spilled":
+            return RUNTIME_BYTES + max(self.embed_bytes + self.batch_stream_bytes, self.head_stage_bytes,
+                                       max(self.block_bytes) + self.activation_bytes)
         raise ValueError(f"unknown placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
 
     def choose(self, budget: int) -> str:
@@ -102,6 +112,6 @@ class MemoryPlan:
         from .memory_units import format_bytes
 
         raise UsageError(f"{self.shape.name} does not fit {format_bytes(budget)} even streamed (it needs "
-                         f"{format_bytes(self.peak('streamed'))}: the embeddings or one block with its activations, "
-                         f"and {self.n_windows} windows of {self.seq_len} tokens): allow more memory, or run fewer or "
+                         f"{format_bytes(self.peak('spilled'))} with its residual streams on disk: the embeddings or "
+                         "one block with one batch's activations): allow more memory, or run smaller batches or "
                          "shorter windows")

@@ -1,8 +1,9 @@
 """Which placement a language-model run takes, decided before any weight is read, and the line it prints.
 
 ``--placement whole`` loads every weight onto the device; ``streamed`` holds one block's weights at a time
-(``streamed_pass``; the experiments that declare it, on the families and files it reads); ``auto`` (the default)
-takes ``whole`` when the planner's whole-model peak fits the budget and ``streamed`` when only that fits. The
+(``streamed_pass``; the experiments that declare it, on the families and files it reads); ``spilled`` streams with
+the residual streams on disk between blocks (the layer-wise pass); ``auto`` (the default) takes the first of them
+whose planned peak fits the budget and that the experiment runs. The
 budget is ``--max-memory``, else the device's free memory (``MemAvailable`` on the CPU, ``cudaMemGetInfo`` on a
 GPU). A model whose weights (estimated from the registry or the files' sizes) take under a quarter of the budget is
 placed whole without building the plan.
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ...validation.errors import UsageError
+from .memory_plan import PLACEMENTS, RUNTIME_BYTES
 from .memory_units import format_bytes, parse_bytes
 
-PLACEMENT_CHOICES = ("auto", "whole", "streamed")
+PLACEMENT_CHOICES = ("auto", "whole", "streamed", "spilled")
+STREAMED = ("streamed", "spilled")  # one block's weights at a time; spilled: the residual streams on disk
 STREAMED_SITE = "blocks.{}.hook_resid_post"
 
 
@@ -67,8 +70,8 @@ def choose_placement(run) -> Placement:
     explicit = o.max_memory is not None
     budget, source = (parse_bytes(o.max_memory), f"--max-memory {o.max_memory}") if explicit else \
         available_bytes(o.device)
-    if o.placement == "streamed":
-        _check_streamable(run)
+    if o.placement in STREAMED:
+        _check_streamable(run, o.placement)
     if o.device_map is not None:  # split over devices, whole; the planner's one-device peaks do not apply
         from .device_map import parse_device_map
 
@@ -80,34 +83,38 @@ def choose_placement(run) -> Placement:
                          budget, source)
     weights = run.study.weight_bytes(run)
     # weight_bytes is estimated from file sizes (a half-precision file run in float32 is twice its size): a margin
-    if o.placement == "auto" and budget is not None and weights is not None and 4 * weights <= budget:
+    if o.placement == "auto" and budget is not None and weights is not None and \
+            RUNTIME_BYTES + 4 * weights <= budget:
         return Placement("whole", f"[placement] whole: weights ~{format_bytes(weights)}, {format_bytes(budget)} "
                                   f"{source}", None, budget, source)
-    if run.model.spec.kind in ("hub", "checkpoint") and o.placement != "streamed":
+    if run.model.spec.kind in ("hub", "checkpoint") and o.placement not in STREAMED:
         # no HF config to plan from before loading (a hub name offline, a checkpoint's own format)
         return Placement("whole", f"[placement] whole: {run.model.spec.kind} models are not planned before loading",
                          None, budget, source)
     plan = memory_plan(run)
     if o.placement != "auto" or budget is None:
         name = o.placement if o.placement != "auto" else "whole"
-        if budget is not None and name == "streamed" and plan.peak(name) > budget:
-            plan.choose(budget)  # its refusal: the model does not fit even streamed
         if budget is not None and plan.peak(name) > budget:
+            if plan.peak("spilled") > budget:
+                plan.choose(budget)  # its refusal: the model does not fit even with its streams on disk
+            lighter = next(p for p in PLACEMENTS[PLACEMENTS.index(name) + 1:] if plan.peak(p) <= budget)
+            hint = f", or --placement {lighter}" if not _streamable(run, lighter, refuse=False) else ""
             raise UsageError(f"{run.options.model} needs {format_bytes(plan.peak(name))} {name} (planned for "
                              f"{plan.n_windows} windows of {plan.seq_len} tokens, {o.dtype}), more than "
-                             f"{source}: allow more memory, run fewer or shorter windows"
-                             + (", or --placement streamed" if name == "whole" and _streamable(run) else ""))
+                             f"{source}: allow more memory, run fewer or shorter windows{hint}")
         return Placement(name, _line(name, plan, budget, source), plan, budget, source)
-    if plan.peak("whole") <= budget:
+    fitting = [name for name in PLACEMENTS if plan.peak(name) <= budget]
+    if not fitting:
+        plan.choose(budget)  # its refusal: the model does not fit even with its streams on disk
+    if fitting[0] == "whole":
         return Placement("whole", _line("whole", plan, budget, source), plan, budget, source)
-    if plan.peak("streamed") > budget:
-        plan.choose(budget)  # its refusal: the model does not fit even streamed
-    why = _streamable(run, refuse=False)
-    if why:
-        raise UsageError(f"{run.options.model} needs {format_bytes(plan.peak('whole'))} whole, more than "
-                         f"{format_bytes(budget)} {source}, and cannot be streamed ({why}): allow more memory, "
-                         "or force it with --placement whole")
-    return Placement("streamed", _line("streamed", plan, budget, source), plan, budget, source)
+    whys = [_streamable(run, name, refuse=False) for name in fitting]
+    for name, why in zip(fitting, whys):
+        if not why:
+            return Placement(name, _line(name, plan, budget, source), plan, budget, source)
+    raise UsageError(f"{run.options.model} needs {format_bytes(plan.peak('whole'))} whole, more than "
+                     f"{format_bytes(budget)} {source}, and cannot be {fitting[0]} ({whys[0]}): allow more memory, "
+                     "or force it with --placement whole")
 
 
 def memory_plan(run):
@@ -133,17 +140,16 @@ def _windows_in_flight(config) -> int:
 
 
 def _line(name: str, plan, budget: int | None, source: str) -> str:
-    other = "streamed" if name == "whole" else "whole"
     fits = f" of {format_bytes(budget)} {source}" if budget is not None else ""
+    others = "; ".join(f"{other} {format_bytes(plan.peak(other))}" for other in PLACEMENTS if other != name)
     return (f"[placement] {name}: planned peak {format_bytes(plan.peak(name))}{fits} (weights "
-            f"{format_bytes(plan.weight_bytes)}; {other} would need {format_bytes(plan.peak(other))}; "
-            "mech-interp plan explains)")
+            f"{format_bytes(plan.weight_bytes)}; {others}; mech-interp plan explains)")
 
 
-def _streamable(run, refuse: bool = True) -> str:
-    """Why ``run`` cannot be streamed ("" when it can); raised as a refusal with ``refuse``."""
+def _streamable(run, placement: str, refuse: bool = True) -> str:
+    """Why ``run`` cannot take ``placement`` ("" when it can); raised as a refusal with ``refuse``."""
     try:
-        _check_streamable(run)
+        _check_streamable(run, placement)
     except UsageError as err:
         if refuse:
             raise
@@ -151,14 +157,14 @@ def _streamable(run, refuse: bool = True) -> str:
     return ""
 
 
-def _check_streamable(run) -> None:
+def _check_streamable(run, placement: str) -> None:
     from .weight_source import STREAMABLE, WeightSource
 
     experiment, spec = run.experiment, run.model.spec
-    if "streamed" not in experiment.placements:
-        streamable = [e.name for e in run.study.experiments.values() if "streamed" in e.placements]
-        raise UsageError(f"experiment {experiment.name!r} runs whole models only: --placement streamed is for "
-                         f"{', '.join(streamable)}")
+    if placement not in experiment.placements:
+        takers = [e.name for e in run.study.experiments.values() if placement in e.placements]
+        raise UsageError(f"experiment {experiment.name!r} does not run {placement}: --placement {placement} is for "
+                         f"{', '.join(takers) or 'no experiment of this study'}")
     family = spec.metadata().family
     if family is not None and family not in STREAMABLE:
         raise UsageError(f"{family} cannot be streamed yet ({run.options.model!r}): expected one of "

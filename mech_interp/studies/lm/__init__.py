@@ -13,7 +13,7 @@ STUDY = LanguageModelStudy("lm", "massive-activation study", [
                placements=("whole", "streamed")),
     Experiment("layerwise", LayerwiseConfig, "mech_interp.studies.lm.layerwise:layerwise",
                "top-k and median |a| per layer, averaged over sequences (paper Fig. 2)", sites=("resid_post",),
-               placements=("whole", "streamed")),
+               placements=("whole", "streamed", "spilled")),
     Experiment("intervention", InterventionConfig, "mech_interp.studies.lm.intervention:intervention",
                "perplexity with massive activations set to zero / to their mean (paper Table 3)", sites=("resid_post",),
                placements=("whole", "streamed")),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from pathlib import Path
+
 from tqdm.auto import tqdm
 
 from ...core.layer_stats import LayerStats
@@ -76,17 +80,23 @@ def _streamed(context: StreamedContext, config: LayerwiseConfig, seqs, pieces, m
     from ...models.placement.streamed_pass import streamed_layer_stats
 
     blocks = [int(h.split(".")[1]) for h in config.hooks] if config.hooks else None
-    state_dir = pieces.piece_dir({"streamed_pass": True}) if pieces is not None else None
-    return streamed_layer_stats(
-        context.source, seqs, config=context.config, device=context.device, batch_size=config.batch_size,
-        k=config.k, criterion=context.options.criterion, dtype=getattr(torch, context.options.dtype),
-        state_dir=state_dir, blocks=blocks, label_name=context.label, label_columns=TOKEN_COLUMNS,
-        report=tqdm.write, memory=memory)
+    with contextlib.ExitStack() as stack:
+        # the run's resumable pieces hold the pass' state (and the spilled streams); a notebook call, a scratch dir
+        state_dir = pieces.piece_dir({"streamed_pass": True}) if pieces is not None else \
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mech-interp-streamed-")))
+        spill_dir = state_dir / "residual_streams" if context.placement.name == "spilled" else None
+        return streamed_layer_stats(
+            context.source, seqs, config=context.config, device=context.device, batch_size=config.batch_size,
+            k=config.k, criterion=context.options.criterion, dtype=getattr(torch, context.options.dtype),
+            state_dir=state_dir, spill_dir=spill_dir, blocks=blocks, label_name=context.label,
+            label_columns=TOKEN_COLUMNS, report=tqdm.write, memory=memory)
 
 
 def _memory_line(context: StreamedContext, memory: PeakMemory) -> str:
-    planned = context.placement.plan.peak("streamed")
+    planned = context.placement.plan.peak(context.placement.name)
     measured = "not measured here" if memory.added is None else \
         f"{format_bytes(memory.added)} ({memory.added / planned:.2f} x the plan)"
-    return (f"  streamed, one block's weights at a time: planned peak {format_bytes(planned)}; measured {measured} "
+    where = "one block's weights at a time" + ("; the residual streams on disk between blocks"
+                                               if context.placement.name == "spilled" else "")
+    return (f"  {context.placement.name}, {where}: planned peak {format_bytes(planned)}; measured {measured} "
             "(resident memory the pass added: Linux VmHWM)")
