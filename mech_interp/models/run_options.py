@@ -26,7 +26,7 @@ class RunOptions:
     seed: int = field(default=0, metadata={"help": "torch seed set before each run, 0..2**63-1 (the built-in experiments draw no random numbers)"})
     fast_paths: bool = field(default=True, metadata={"help": "fused attention and HF weight layout where tested (same values; --no-fast-paths for TransformerLens' own path)"})
     engine: str = field(default="auto", metadata={"help": "auto (the installed TransformerLens: 3.x hooked_transformer, 4.x transformer_bridge), hooked_transformer or transformer_bridge"})
-    placement: str = field(default="auto", metadata={"help": "auto (whole when the planner's peak fits --max-memory or the device's free memory, else streamed), whole, or streamed (one block's weights at a time: feature-view, layerwise, intervention; Llama, Mistral and Qwen2 from safetensors or GGUF)"})
+    placement: str = field(default="auto", metadata={"help": "auto (the first of whole, streamed, spilled whose planned peak fits --max-memory or the device's free memory), whole, streamed (one block's weights at a time: feature-view, layerwise, intervention; Llama, Mistral and Qwen2 from safetensors or GGUF) or spilled (streamed, the residual streams on disk between blocks: layerwise)"})
     max_memory: str | None = field(default=None, metadata={"help": "memory the run may use, e.g. 20GiB or 512MB (default: the device's free memory); with --device-map, the cap of each device"})
     device_map: str | None = field(default=None, metadata={"help": "split the model over devices: auto, balanced, balanced_low_0, sequential (transformer_bridge engine) or a JSON file of module -> device; hooked_transformer splits blocks evenly (auto, balanced)"})
 
