@@ -76,6 +76,7 @@ def streamed_layer_stats(
     next block runs; ``report`` is told where a resumed pass starts; ``memory`` measures the pass from the embeddings on
     (after the imports and the model built on ``meta``, which are the process', not the pass')."""
     streamed = StreamedModel(source, config, dtype, device)
+    streamed.rehearse()
     return_freed_blocks()
     with memory if memory is not None else contextlib.nullcontext():
         return _run(streamed, windows, batch_size, k, criterion, state_dir, spill_dir, blocks, label_name,
