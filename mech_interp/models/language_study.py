@@ -84,6 +84,20 @@ class LanguageModelStudy(Study):
                            fast_paths=o.fast_paths, engine=o.engine, device_map=o.device_map, max_memory=o.max_memory)
         return ModelContext(model, o, run.model.metadata.layout, placement)
 
+    def reuse(self, context, run: ResolvedRun):
+        """The loaded context when ``run`` takes the same placement (with this run's plan in it), else None: the
+        placement depends on the experiment and its windows, not only on the options."""
+        import dataclasses
+
+        from .placement.run_placement import choose_placement
+
+        if getattr(context, "placement", None) is None:
+            return context  # a model passed in
+        chosen = choose_placement(run)
+        if chosen.name != context.placement.name:
+            return None
+        return dataclasses.replace(context, placement=chosen)
+
     def check(self, run: ResolvedRun, seen: set, check_devices: bool = True) -> None:
         """Unknown or broken models, layers, hook points or ``seq_len`` beyond the model, missing/unreadable/
         non-UTF-8/empty local texts, devices this machine lacks; each model, text and device once."""
@@ -122,23 +136,26 @@ class LanguageModelStudy(Study):
         """A hook point the experiment needs and this model's engine lacks; a prompt longer than the model's context."""
         from .context import ModelContext
 
-        if not isinstance(context, ModelContext):
-            return  # a streamed run: its hook points and its family were checked with its placement
-        model = context.model
-        missing = [site.name for site in map(_first_site, run.experiment.sites) if site.name not in model.hook_dict]
-        if missing:
-            from .engines import engine_of
+        if isinstance(context, ModelContext):
+            model = context.model
+            missing = [site.name for site in map(_first_site, run.experiment.sites) if site.name not in model.hook_dict]
+            if missing:
+                from .engines import engine_of
 
-            engine = engine_of(model)
-            raise UsageError(f"experiment {run.experiment.name!r} needs {missing[0].replace('blocks.0.', 'blocks.L.')}, "
-                             f"which the {engine} engine does not give for {model.cfg.original_architecture} "
-                             f"({run.options.model!r}): run it with another engine, or another experiment")
+                engine = engine_of(model)
+                raise UsageError(f"experiment {run.experiment.name!r} needs "
+                                 f"{missing[0].replace('blocks.0.', 'blocks.L.')}, which the {engine} engine does not "
+                                 f"give for {model.cfg.original_architecture} ({run.options.model!r}): run it with "
+                                 "another engine, or another experiment")
+            tokenizer, n_ctx = model.tokenizer, model.cfg.n_ctx
+        else:  # a streamed run: its hook points and its family were checked with its placement
+            tokenizer, n_ctx = context.tokenizer, context.n_ctx
         prompt = getattr(run.config, "prompt", None)
-        if isinstance(prompt, str) and prompt.strip():
-            n_tokens = len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + bool(run.options.prepend_bos)
-            if n_tokens > model.cfg.n_ctx:
+        if isinstance(prompt, str) and prompt.strip() and n_ctx is not None:
+            n_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) + bool(run.options.prepend_bos)
+            if n_tokens > n_ctx:
                 raise UsageError(f"--prompt is {n_tokens} tokens long, longer than the model's context of "
-                                 f"{model.cfg.n_ctx} tokens: shorten it")
+                                 f"{n_ctx} tokens: shorten it")
 
     def identity(self, experiment: Experiment, options: RunOptions, config: Any,
                  model: ResolvedLanguageModel) -> dict[str, Any]:
@@ -224,17 +241,22 @@ def _check_engine(engine: str, spec: ModelSpec, meta: ModelMetadata) -> None:
 
 def _check_device_map(options: RunOptions) -> None:
     """The map reads, names devices this machine has, and suits the engine and the model, before loading."""
-    from .engines import resolve_engine
+    from .engines import HOOKED_TRANSFORMER, resolve_engine
     from .placement.device_map import parse_device_map
 
     if options.device != "auto":
         raise UsageError(f"--device {options.device} and --device-map {options.device_map} both say where the model "
                          "goes: give one")
-    if options.placement == "streamed":
-        raise UsageError(f"--device-map {options.device_map} splits a whole model; a streamed run holds one block at a "
-                         "time on --device: drop one of them")
+    if options.placement in ("streamed", "spilled"):
+        raise UsageError(f"--device-map {options.device_map} splits a whole model; a {options.placement} run holds one "
+                         "block at a time on --device: drop one of them")
     split = parse_device_map(options.device_map)
-    split.n_devices(resolve_engine(options.engine))  # refuses a map the engine cannot follow
+    engine = resolve_engine(options.engine)
+    split.n_devices(engine)  # refuses a map the engine cannot follow
+    if options.max_memory is not None and (engine == HOOKED_TRANSFORMER or split.modules is not None):
+        raise UsageError(f"--max-memory {options.max_memory} with --device-map caps each device of a named map on the "
+                         "transformer_bridge engine: a map file places every module itself, and the hooked_transformer "
+                         "engine splits evenly; drop --max-memory")
 
 
 def _check_fits(config: Any, model: str, meta: ModelMetadata) -> None:

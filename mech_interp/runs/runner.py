@@ -56,7 +56,9 @@ class Contexts:
 
     def get(self, run: ResolvedRun) -> Any:
         key = (run.study.name, *run.study.load_key(run.options))
-        if key != self._key:
+        if key == self._key:
+            self._context = run.study.reuse(self._context, run)
+        if key != self._key or self._context is None:
             self._key, self._context = None, None  # the previous model is freed before the next loads
             self._context = run.study.open(run)
             self._key = key

@@ -107,6 +107,11 @@ class Study:
         """Runs with equal keys can share one loaded context."""
         raise NotImplementedError
 
+    def reuse(self, context: Any, run: ResolvedRun) -> Any:
+        """The loaded ``context`` (of a run with the same load key) for ``run``, updated where the run needs it, or
+        None to open another: what the options alone do not decide (a placement chosen per run) may differ."""
+        return context
+
     # -- checks
 
     def check(self, run: ResolvedRun, seen: set, check_devices: bool = True) -> None:

@@ -2,8 +2,8 @@
 
 A name (accelerate's: ``auto`` and ``balanced`` spread the blocks evenly over the GPUs, ``balanced_low_0`` leaves
 GPU 0 room for the batch, ``sequential`` fills GPU 0 first) or a JSON file mapping module names to devices (an
-integer GPU index, ``"cuda:N"``, ``"mps"`` or ``"cpu"``). The TransformerLens 3 engine splits a HookedTransformer's
-blocks evenly over ``n_devices`` GPUs, which serves ``auto`` and ``balanced``; the bridge engine dispatches the HF
+integer GPU index, ``"cuda:N"``, ``"mps"`` or ``"cpu"``). The TransformerLens 3 engine's own split (``n_devices``) puts
+every block on one GPU in 3.9, so that engine takes a map only where it names one device; the bridge engine dispatches the HF
 model with accelerate and boots on it, which serves every map, but TransformerLens 4 refuses maps that mix GPUs with
 the CPU (not yet verified there), and so do we, before loading. Disk targets are refused: ``--placement streamed``
 reads one block at a time from the files instead. On a machine without a GPU every named map is the CPU.
@@ -52,7 +52,14 @@ class DeviceMap:
             raise UsageError(f"--device-map {self.text!r} needs the transformer_bridge engine: the hooked_transformer "
                              f"engine splits blocks evenly over the GPUs ({' or '.join(EVEN)}); pass one of those, or "
                              "--engine transformer_bridge")
-        return max(1, _cuda_count())
+        n = max(1, _cuda_count())
+        if engine == HOOKED_TRANSFORMER and n > 1:
+            # TransformerLens 3.9's move_model_modules_to_device puts every module on the one GPU with the most free
+            # memory, while its forward moves the residual stream block by block over all of them
+            raise UsageError(f"--device-map {self.text!r} over {n} GPUs: the hooked_transformer engine's split "
+                             "(TransformerLens 3.9, n_devices) places every block on one GPU; use --engine "
+                             "transformer_bridge, or one GPU with --device")
+        return n
 
     def accelerate_map(self, model, max_memory: int | None) -> dict[str, Any]:
         """The module -> device map accelerate dispatches ``model`` (an HF model on the CPU) with."""
@@ -100,7 +107,7 @@ def _check_targets(modules: dict[str, Any], where: str, n_cuda: int) -> None:
         if device == "disk":
             raise UsageError(f"{where} puts {name!r} on disk: offloading to disk is not supported; use --placement "
                              "streamed, which reads one block at a time from the model's files")
-        if index is None and device not in ("cpu", "mps", "cuda"):
+        if (index is None and device not in ("cpu", "mps", "cuda")) or (index is not None and index < 0):
             raise UsageError(f"{where} puts {name!r} on {device!r}: expected {ACCEPTED}")
         if device == "cuda":
             index = 0

@@ -44,7 +44,7 @@ class MemoryPlan:
     @property
     def logit_bytes(self) -> int:
         """One batch's logits (run dtype), their float32 log-softmax and its copy, when the pass needs the head."""
-        tokens = self.batch_size * self.seq_len
+        tokens = self.batch * self.seq_len
         return tokens * self.shape.d_vocab * (self.bytes_per_value + 8) if self.with_head else 0
 
     @property
@@ -54,6 +54,11 @@ class MemoryPlan:
             return 0
         tied = self.head_bytes < self.embed_bytes // 2  # a tied head counts only its norm
         return self.head_bytes + (self.embed_bytes if tied else 0) + self.logit_bytes
+
+    @property
+    def batch(self) -> int:
+        """Windows per forward: the batch size, or all the windows when there are fewer."""
+        return min(self.batch_size, self.n_windows)
 
     @property
     def bytes_per_value(self) -> int:
@@ -78,7 +83,7 @@ class MemoryPlan:
     @property
     def activation_bytes(self) -> int:
         """One batch's activations while a block runs (see the module's docstring)."""
-        s, b, tokens = self.shape, self.bytes_per_value, self.batch_size * self.seq_len
+        s, b, tokens = self.shape, self.bytes_per_value, self.batch * self.seq_len
         attention = (s.n_heads + 2 * s.n_kv_heads + s.n_heads) * s.d_head
         mlp = 3 * s.d_mlp * s.n_experts_per_token
         return tokens * ((4 * s.d_model + attention + mlp) * b + 2 * s.d_model * 4)
@@ -86,7 +91,7 @@ class MemoryPlan:
     @property
     def batch_stream_bytes(self) -> int:
         """One batch's residual stream: what a spilled pass holds beside the embeddings."""
-        return self.batch_size * self.seq_len * self.shape.d_model * self.bytes_per_value
+        return self.batch * self.seq_len * self.shape.d_model * self.bytes_per_value
 
     @property
     def resident_bytes(self) -> int:
@@ -109,9 +114,13 @@ class MemoryPlan:
         for placement in PLACEMENTS:
             if self.peak(placement) <= budget:
                 return placement
+        raise self.too_small(budget)
+
+    def too_small(self, budget: int) -> UsageError:
+        """The one-line refusal of a budget that no placement fits."""
         from .memory_units import format_bytes
 
-        raise UsageError(f"{self.shape.name} does not fit {format_bytes(budget)} even streamed (it needs "
-                         f"{format_bytes(self.peak('spilled'))} with its residual streams on disk: the embeddings or "
-                         "one block with one batch's activations): allow more memory, or run smaller batches or "
-                         "shorter windows")
+        return UsageError(f"{self.shape.name} does not fit {format_bytes(budget)} even streamed (it needs "
+                          f"{format_bytes(min(map(self.peak, PLACEMENTS)))} with its residual streams on disk: the "
+                          "embeddings or one block with one batch's activations): allow more memory, or run smaller "
+                          "batches or shorter windows")

@@ -18,11 +18,24 @@ def _status_bytes(field: str) -> int:
 
 
 class PeakMemory:
-    def __init__(self) -> None:
+    """``PeakMemory()`` measures the process' resident memory; ``PeakMemory("cuda:0")`` the device's allocated memory
+    instead (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``), which is what a plan on a GPU
+    describes."""
+
+    def __init__(self, device=None) -> None:
         self.added: int | None = None
         self._start: int | None = None
+        self.device = device if device is None or str(device).startswith("cuda") else None
+        self.source = "device memory the pass allocated: max_memory_allocated" if self.device is not None else \
+            "resident memory the pass added: Linux VmHWM"
 
     def __enter__(self) -> "PeakMemory":
+        if self.device is not None:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return self
         try:
             Path("/proc/self/clear_refs").write_text("5")
             self._start = _status_bytes("VmRSS")
@@ -31,8 +44,14 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._start is not None:
-            try:
-                self.added = max(0, _status_bytes("VmHWM") - self._start)
-            except OSError:
-                self.added = None
+        if self._start is None:
+            return
+        if self.device is not None:
+            import torch
+
+            self.added = max(0, torch.cuda.max_memory_allocated(self.device) - self._start)
+            return
+        try:
+            self.added = max(0, _status_bytes("VmHWM") - self._start)
+        except OSError:
+            self.added = None

@@ -75,6 +75,10 @@ def choose_placement(run) -> Placement:
     if o.device_map is not None:  # split over devices, whole; the planner's one-device peaks do not apply
         from .device_map import parse_device_map
 
+        if o.placement in STREAMED:
+            raise UsageError(f"--device-map {o.device_map} splits a whole model; a {o.placement} run holds one block "
+                             "at a time on --device: drop one of them")
+
         devices = ", ".join(parse_device_map(o.device_map).devices)
         return Placement("whole", f"[placement] whole, split by --device-map {o.device_map} over {devices}", None,
                          budget, source)
@@ -95,17 +99,17 @@ def choose_placement(run) -> Placement:
     if o.placement != "auto" or budget is None:
         name = o.placement if o.placement != "auto" else "whole"
         if budget is not None and plan.peak(name) > budget:
-            if plan.peak("spilled") > budget:
-                plan.choose(budget)  # its refusal: the model does not fit even with its streams on disk
-            lighter = next(p for p in PLACEMENTS[PLACEMENTS.index(name) + 1:] if plan.peak(p) <= budget)
-            hint = f", or --placement {lighter}" if not _streamable(run, lighter, refuse=False) else ""
+            lighter = [p for p in PLACEMENTS[PLACEMENTS.index(name) + 1:] if plan.peak(p) <= budget]
+            if not lighter:
+                raise plan.too_small(budget)
+            hint = f", or --placement {lighter[0]}" if not _streamable(run, lighter[0], refuse=False) else ""
             raise UsageError(f"{run.options.model} needs {format_bytes(plan.peak(name))} {name} (planned for "
                              f"{plan.n_windows} windows of {plan.seq_len} tokens, {o.dtype}), more than "
                              f"{source}: allow more memory, run fewer or shorter windows{hint}")
         return Placement(name, _line(name, plan, budget, source), plan, budget, source)
     fitting = [name for name in PLACEMENTS if plan.peak(name) <= budget]
     if not fitting:
-        plan.choose(budget)  # its refusal: the model does not fit even with its streams on disk
+        raise plan.too_small(budget)
     if fitting[0] == "whole":
         return Placement("whole", _line("whole", plan, budget, source), plan, budget, source)
     whys = [_streamable(run, name, refuse=False) for name in fitting]

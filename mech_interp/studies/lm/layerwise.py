@@ -31,7 +31,7 @@ def layerwise(context: ModelContext | StreamedContext, config: LayerwiseConfig, 
     source = load_text(config.text)
     seqs = windows(tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name,
                    n_ctx, add_special_tokens=source.special_tokens)
-    memory = PeakMemory()
+    memory = PeakMemory(context.device if streamed else None)
     try:
         if streamed:
             stats = _streamed(context, config, seqs, pieces, memory)
@@ -99,4 +99,4 @@ def _memory_line(context: StreamedContext, memory: PeakMemory) -> str:
     where = "one block's weights at a time" + ("; the residual streams on disk between blocks"
                                                if context.placement.name == "spilled" else "")
     return (f"  {context.placement.name}, {where}: planned peak {format_bytes(planned)}; measured {measured} "
-            "(resident memory the pass added: Linux VmHWM)")
+            f"({memory.source})")
