@@ -21,7 +21,6 @@ from .memory_units import format_bytes, parse_bytes
 
 PLACEMENT_CHOICES = ("auto", "whole", "streamed", "spilled")
 STREAMED = ("streamed", "spilled")  # one block's weights at a time; spilled: the residual streams on disk
-STREAMED_SITE = "blocks.{}.hook_resid_post"
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,3 @@ class WeightSource:
         if cached is not None:
             save_atomically(cached, config, tokenizer)
         return config, tokenizer
-
-    def identity(self) -> str:
-        return f"{self.kind}:{self.path}"
