@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Print the README's table of supported model families, written from the tables the loaders use
 (``mech_interp.models.architectures``): which engine loads each family, where attention runs fused,
-which GGUF architecture reads into it. tests/test_architectures.py checks every claim of that table
-against HF on each engine installed where it runs, and that README.md holds what this prints.
+which GGUF architecture reads into it, which families a run can stream one block at a time
+(``models.placement.weight_source.STREAMABLE``). tests/test_architectures.py checks every engine claim
+against HF on each engine installed where it runs, and that README.md holds what this prints;
+tests/test_streamed_pass.py and tests/test_streamed_sites.py check the streamed column.
 
     python scripts/families_table.py
 """
@@ -18,6 +20,7 @@ from mech_interp.models.architectures import (
     SUPPORTED,
 )
 from mech_interp.models.engines import HOOKED_TRANSFORMER, TRANSFORMER_BRIDGE
+from mech_interp.models.placement.weight_source import STREAMABLE
 
 # What a user of a family should know beyond the columns (documentation, not a support claim).
 CAVEATS = {
@@ -55,13 +58,13 @@ def table() -> str:
     gguf = {hf: name for name, hf in GGUF_ARCHITECTURES.items()}
     gguf["MistralForCausalLM"] = "llama"  # llama.cpp writes Mistral as llama
     lines = ["| family | HF architecture | hooked_transformer (TransformerLens 3.x) | transformer_bridge "
-             "(TransformerLens 4.x) | GGUF (`general.architecture`) | caveats |",
-             "|---|---|---|---|---|---|"]
+             "(TransformerLens 4.x) | GGUF (`general.architecture`) | streamed (`--placement streamed`) | caveats |",
+             "|---|---|---|---|---|---|---|"]
     for architecture, family in SUPPORTED.items():
         lines.append(f"| {family} | {architecture} | {cell(HOOKED_TRANSFORMER, architecture, FUSED_ARCHITECTURES)} | "
                      f"{cell(TRANSFORMER_BRIDGE, architecture, BRIDGE_FUSED_ARCHITECTURES)} | "
                      f"{'`' + gguf[architecture] + '`' if architecture in gguf else 'no'} | "
-                     f"{CAVEATS.get(architecture, '')} |")
+                     f"{'yes' if architecture in STREAMABLE else 'no'} | {CAVEATS.get(architecture, '')} |")
     return "\n".join(lines)
 
 

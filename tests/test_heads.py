@@ -219,7 +219,7 @@ def test_attribution_and_labels_place_the_prefix_of_a_sink_checkpoint(tmp_path):
     model, layout = trainer_checkpoint(tmp_path, "sink")
     assert layout.n_prefix_tokens == 1
     tokens = encode(model.tokenizer, "The cat sat.")[None]
-    labels = residual_tokens(model, tokens[0], layout=layout)
+    labels = residual_tokens(model.tokenizer, tokens[0], layout=layout)
     assert labels == ["<prefix>"] + [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
     entries = torch.tensor([[0, 0, 5], [0, 3, 7]])  # the prefix, and the token at position 2 of the input
     writes = direct_writes(model, tokens, entries, layout=layout)

@@ -9,9 +9,11 @@ import torch
 
 import mech_interp as mi
 from mech_interp.models.placement.streamed_pass import STATE_FILE, streamed_layer_stats
+from mech_interp.models.placement.weight_source import STREAMABLE
 from mech_interp.validation.errors import UsageError
 
 from .support.hf_reference import hf_layer_stats
+from .test_architectures import TINY, save_tiny
 
 
 def _saved(name, tmp_path):
@@ -82,10 +84,31 @@ def test_spilled_streams_give_the_same_tables_and_resume_from_their_files(tmp_pa
     _assert_same(again, in_memory)
 
 
-def test_families_whose_layers_differ_are_refused_in_one_line(tmp_path):
+def test_families_stored_otherwise_are_refused_in_one_line(tmp_path):
     _, directory = _saved("random:gpt2-tiny", tmp_path)
-    with pytest.raises(UsageError, match="GPT2LMHeadModel cannot be streamed yet: expected one of LlamaForCausalLM"):
+    with pytest.raises(UsageError, match="GPT2LMHeadModel cannot be streamed yet: expected one of ApertusForCausalLM, "):
         streamed_layer_stats(directory, torch.zeros(1, 4, dtype=torch.long), progress=False)
+
+
+STREAMED_FAMILIES = sorted(case for case, (architecture, _, _) in TINY.items() if architecture in STREAMABLE)
+
+
+def test_every_streamable_family_has_a_tiny_model_here():
+    assert {TINY[case][0] for case in STREAMED_FAMILIES} == STREAMABLE
+
+
+@pytest.mark.parametrize("case", STREAMED_FAMILIES)
+def test_every_streamable_familys_blocks_equal_its_whole_forward_bit_for_bit(case, tmp_path):
+    """Each tiny model has its family's own features on (sliding windows and their per-layer masks, soft-capping,
+    q/k norms, scaled embeddings, no-rope layers, stored activation constants), and a config dropout where it has one,
+    which a streamed pass must leave off as HF's eval mode does."""
+    from transformers import AutoModelForCausalLM
+
+    save_tiny(case, tmp_path / case)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / case).eval()
+    windows = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(3))
+    _assert_same(streamed_layer_stats(tmp_path / case, windows, batch_size=2, progress=False),
+                 hf_layer_stats(hf, windows, 2))
 
 
 def test_smollm2_streamed_equals_its_whole_forward(smollm2, tmp_path):

@@ -118,6 +118,43 @@ def test_the_intervention_streams_every_condition_in_one_pass_to_the_same_perple
     assert streamed["perplexity"].iloc[1] != streamed["perplexity"].iloc[0], "set_zero changed the model"
 
 
+def test_head_scores_stream_to_the_same_tables(tiny_llama, tmp_path, capsys):
+    args = ["head-scores", "--model", tiny_llama, "--n-seqs", 3, "--seq-len", 24, "--batch-size", 2, "--n-boot", 50,
+            "--min-abs", 0.08, "--min-ratio", 4]
+    tables = {}
+    for placement in ("streamed", "whole"):
+        code, out, err = run_cli([*args, "--placement", placement, "--out", tmp_path / placement], capsys)
+        assert code == 0, err
+        assert out.startswith(f"[placement] {placement}"), out
+        run = next((tmp_path / placement / "tiny-llama").iterdir())
+        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet")
+                             for name in ("head_scores", "head_sets", "sink_share", "massive_positions")}
+    assert tables["streamed"]["head_scores"]["massive_score"].notna().any(), "some head reads a massive key"
+    for name, table in tables["streamed"].items():
+        pd.testing.assert_frame_equal(table, tables["whole"][name], check_exact=False, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["zero", "mean"])
+def test_head_ablation_streams_every_head_set_in_one_pass_to_the_same_tables(how, tiny_llama, tmp_path, capsys):
+    args = ["head-ablation", "--model", tiny_llama, "--n-seqs", 3, "--seq-len", 24, "--batch-size", 2, "--n-boot", 50,
+            "--n-random", 2, "--min-abs", 0.08, "--min-ratio", 4, "--how", how]
+    tables = {}
+    for placement in ("streamed", "whole"):
+        code, out, err = run_cli([*args, "--placement", placement, "--out", tmp_path / placement], capsys)
+        assert code == 0, err
+        run = next((tmp_path / placement / "tiny-llama").iterdir())
+        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet")
+                             for name in ("change_by_layer", "entry_changes", "perplexity", "head_sets")}
+    streamed, whole = tables["streamed"], tables["whole"]
+    assert streamed["perplexity"]["condition"].tolist() == ["clean", "top-3", "bottom-3", "random-3 #0", "random-3 #1",
+                                                            "top_residual_slice-3"]
+    assert (streamed["perplexity"]["change_pct"].iloc[1:] != 0).all(), "every ablation changed the model"
+    assert len(streamed["entry_changes"]) > 0, "the clean run has massive entries to follow"
+    for name, table in streamed.items():
+        # percentages of near-equal numbers: compared in percentage points
+        pd.testing.assert_frame_equal(table, whole[name], check_exact=False, rtol=1e-5, atol=1e-4)
+
+
 def test_auto_spills_the_residual_streams_when_only_that_fits(tmp_path, capsys):
     """A wide residual stream and thin blocks (two 16-wide heads, a 32-wide MLP): the windows' streams outweigh a
     block, so a budget below the streamed peak still fits the spilled one."""
@@ -229,6 +266,10 @@ def test_streaming_what_only_runs_whole_is_refused_in_one_line(tiny_llama, tmp_p
                            capsys)
     assert_refused(code, err, "experiment 'attention' does not run streamed: --placement streamed is for "
                    "feature_view, layerwise, intervention", tmp_path / "a")
+    code, _, err = run_cli(["head-sweep", "--model", tiny_llama, "--placement", "streamed", "--out", tmp_path / "s"],
+                           capsys)
+    assert_refused(code, err, "experiment 'head_sweep' does not run streamed: --placement streamed is for "
+                   "head_scores, head_ablation", tmp_path / "s")
     code, _, err = run_cli(["layerwise", "--model", "random:llama-tiny", "--placement", "streamed", "--out",
                             tmp_path / "b"], capsys)
     assert_refused(code, err, "registered model 'random:llama-tiny' is built in code", tmp_path / "b")

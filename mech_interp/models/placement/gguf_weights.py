@@ -46,8 +46,10 @@ class GGUFWeights:
         stat = self.path.stat()
         return [(self.path.name, stat.st_size, stat.st_mtime_ns)]
 
-    def load(self, module: torch.nn.Module, prefix: str, dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
-        """Materialise ``module`` (built on ``meta``) on ``device`` from the GGUF tensors of ``prefix + name``."""
+    def load(self, module: torch.nn.Module, prefix: str, dtype: torch.dtype, device: torch.device | str = "cpu"
+             ) -> list[str]:
+        """Materialise ``module`` (built on ``meta``) on ``device`` from the GGUF tensors of ``prefix + name`` (its
+        parameters); returns the names read."""
         module.to_empty(device=torch.device(device))
         with torch.no_grad(), self.path.open("rb") as f:
             for name, param in module.named_parameters():
@@ -66,6 +68,7 @@ class GGUFWeights:
                     raise UsageError(f"GGUF file {str(self.path)!r}: tensor {full!r} is {list(values.shape)}: "
                                      f"expected {list(param.shape)}")
                 param.copy_(torch.from_numpy(values))
+        return [name for name, _ in module.named_parameters()]
 
     def _raw(self, f, full: str, offset: int, nbytes: int, stored, shape) -> np.ndarray:
         f.seek(offset)

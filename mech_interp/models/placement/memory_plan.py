@@ -5,7 +5,9 @@ Activations of one batch (tokens ``T = batch x seq_len``, ``b`` bytes per value)
 block being run (its input, the normalised input, the attention output, its output), the queries, keys,
 values and per-head outputs, three ``d_mlp``-wide MLP intermediates per routed expert (gate, up, their
 product), and the recorder's two float32 copies of one hidden state (|a| and its selection). Attention scores
-are not counted: the fast paths run the fused kernel, which forms no ``seq x seq`` pattern.
+are counted only for a pass that reads the pattern (``with_pattern``: eager attention's scores, masked scores and
+probabilities of every head, ``seq x seq`` each, in the run dtype and float32); otherwise the fast paths run the fused
+kernel, which forms no ``seq x seq`` pattern.
 
 Placements:
 - ``whole``: every weight on the device, plus one batch's activations;
@@ -40,6 +42,7 @@ class MemoryPlan:
     batch_size: int
     n_windows: int  # windows in flight when streamed (the run's sequences)
     with_head: bool = False  # the pass computes logits (perplexity), not only hidden states
+    with_pattern: bool = False  # the pass reads attention patterns (head scores): eager attention's seq x seq scores
 
     @property
     def logit_bytes(self) -> int:
@@ -86,7 +89,8 @@ class MemoryPlan:
         s, b, tokens = self.shape, self.bytes_per_value, self.batch * self.seq_len
         attention = (s.n_heads + 2 * s.n_kv_heads + s.n_heads) * s.d_head
         mlp = 3 * s.d_mlp * s.n_experts_per_token
-        return tokens * ((4 * s.d_model + attention + mlp) * b + 2 * s.d_model * 4)
+        pattern = s.n_heads * self.seq_len * (3 * b + 4) if self.with_pattern else 0  # per query token
+        return tokens * ((4 * s.d_model + attention + mlp) * b + 2 * s.d_model * 4 + pattern)
 
     @property
     def batch_stream_bytes(self) -> int:

@@ -128,13 +128,17 @@ def memory_plan(run):
     spec: ModelSpec = run.model.spec
     c = run.config
     return MemoryPlan(model_shape(spec), run.options.dtype, getattr(c, "seq_len", None) or 512,
-                      getattr(c, "batch_size", None) or 1, _windows_in_flight(c), with_head=hasattr(c, "resets"))
+                      getattr(c, "batch_size", None) or 1, _windows_in_flight(c), with_head=hasattr(c, "resets"),
+                      with_pattern="pattern" in run.experiment.sites)
 
 
 def _windows_in_flight(config) -> int:
     """The windows whose residual streams a streamed pass holds at once: the layer-wise sequences; or the
     intervention's means pass, then each dataset's windows once per condition (``--n-windows 0``, every window of a
-    text, is counted as the means pass: its length is known only once the text is read); else one prompt."""
+    text, is counted as the means pass: its length is known only once the text is read); a config's own count
+    (``streamed_windows``: the head ablation's clean windows and their copies); else one prompt."""
+    if hasattr(config, "streamed_windows"):
+        return config.streamed_windows
     if hasattr(config, "n_seqs"):
         return config.n_seqs
     if hasattr(config, "n_mean_seqs"):

@@ -52,12 +52,16 @@ class SafetensorsWeights:
         """What a saved state must match: the files' names, sizes and modification times."""
         return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.files]
 
-    def load(self, module: torch.nn.Module, prefix: str, dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
-        """Materialise ``module`` (built on ``meta``) on ``device`` from the tensors named ``prefix + name``."""
+    def load(self, module: torch.nn.Module, prefix: str, dtype: torch.dtype, device: torch.device | str = "cpu"
+             ) -> list[str]:
+        """Materialise ``module`` (built on ``meta``) on ``device`` from the tensors named ``prefix + name``: every
+        parameter, and the buffers the files hold (persistent ones, such as Apertus' activation constants). Returns
+        the names read."""
         device = torch.device(device)
         module.to_empty(device=device)
+        stored_buffers = [(name, b) for name, b in module.named_buffers() if prefix + name in self._where]
         with torch.no_grad():
-            for name, param in module.named_parameters():
+            for name, param in [*module.named_parameters(), *stored_buffers]:
                 full = prefix + name
                 if full not in self._where:
                     raise UsageError(f"the weights hold no tensor {full!r}: expected the files of a model saved by "
@@ -70,7 +74,8 @@ class SafetensorsWeights:
                 target = param if direct else torch.empty(shape, dtype=stored)
                 with file.open("rb") as f:
                     f.seek(offset)
-                    if f.readinto(memoryview(target.view(torch.uint8).numpy()).cast("B")) != nbytes:
+                    if f.readinto(memoryview(target.reshape(-1).view(torch.uint8).numpy()).cast("B")) != nbytes:
                         raise UsageError(f"{str(file)!r} is truncated: tensor {full!r} ends past the end of the file")
                 if not direct:
                     param.copy_(target)
+        return [name for name, _ in [*module.named_parameters(), *stored_buffers]]

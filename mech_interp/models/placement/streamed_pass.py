@@ -1,12 +1,13 @@
-"""A layer-wise statistics pass that holds one block's weights at a time (``streamed_model``).
+"""Passes that hold one block's weights at a time (``streamed_model``), and the layer-wise statistics pass.
 
 Every window is embedded, then, block by block, the block's weights are read, every window's residual stream goes
-through it, the recorder folds in its output (``blocks.L.hook_resid_post``), and the block is dropped. Peak memory
+through it with the pass' hooks on the block's sites (``streamed_sites``), and the block is dropped: ``run_blocks``.
+The layer-wise pass' hook folds each block's output (``blocks.L.hook_resid_post``) into a recorder. Peak memory
 is one block's weights, the residual stream of every window and one batch's activations (``memory_plan``'s
 ``streamed``). Values equal a whole-model HF forward's bit for bit on the CPU.
 
 After each block the pass saves its state (the block reached, the residual streams or the generation of their
-spilled files, the recorder) atomically under ``state_dir``; a run killed in the middle resumes at the next block
+spilled files, what the hooks keep: the recorder) atomically under ``state_dir``; a run killed in the middle resumes at the next block
 with the same tables.
 """
 
@@ -16,11 +17,12 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from ...core.criterion import MassiveCriterion
@@ -32,18 +34,10 @@ from ...validation.errors import UsageError
 from .peak_memory import PeakMemory
 from .residual_streams import ResidualStreams
 from .streamed_model import StreamedModel, return_freed_blocks
+from .streamed_sites import HookFn, StreamedHookPoint, streamed_hooks
 from .weight_source import WeightSource
 
 STATE_FILE = "streamed_state.pt"
-
-
-def _identity(weights, windows: torch.Tensor, batch_size: int, k: int, criterion: MassiveCriterion,
-              dtype: torch.dtype, blocks: list[int]) -> str:
-    """What a saved state must match to be resumed: the weights (names, sizes, mtimes), the windows and the options."""
-    digest = hashlib.sha256(windows.cpu().numpy().tobytes()).hexdigest()
-    return json.dumps({"files": weights.identity(), "windows": [list(windows.shape), digest],
-                       "batch_size": batch_size, "k": k, "criterion": [criterion.min_abs, criterion.min_ratio],
-                       "dtype": str(dtype), "blocks": blocks})
 
 
 def streamed_layer_stats(
@@ -63,7 +57,7 @@ def streamed_layer_stats(
     label_columns: tuple[str, str] = ("token_id", "token"),
     progress: bool = True,
     after_block: Callable[[int], None] | None = None,
-    observe: Callable[[int, list[torch.Tensor]], None] | None = None,
+    observe: Callable[[int, ResidualStreams], None] | None = None,
     report: Callable[[str], None] | None = None,
     memory: PeakMemory | None = None,
 ) -> LayerStats:
@@ -78,59 +72,115 @@ def streamed_layer_stats(
     streamed = StreamedModel(source, config, dtype, device)
     streamed.rehearse()
     return_freed_blocks()
-    with memory if memory is not None else contextlib.nullcontext():
-        return _run(streamed, windows, batch_size, k, criterion, state_dir, spill_dir, blocks, label_name,
-                    label_columns, progress, after_block, observe, report)
-
-
-def _run(streamed: StreamedModel, windows, batch_size, k, criterion, state_dir, spill_dir, blocks, label_name,
-         label_columns, progress, after_block, observe, report) -> LayerStats:
     n_layers = streamed.n_layers
     blocks = list(blocks) if blocks is not None else list(range(n_layers))
     if not blocks or not all(0 <= b < n_layers for b in blocks):
         raise UsageError(f"blocks {blocks} out of range: the model has blocks 0..{n_layers - 1}")
     sites = {b: f"blocks.{b}.hook_resid_post" for b in blocks}
     recorder = ActivationRecorder(list(sites.values()), k=k, criterion=criterion)
+
+    def record(acts: Float[torch.Tensor, "batch pos d_model"], hook: StreamedHookPoint) -> None:
+        recorder.run_batch(lambda: recorder.record(hook.name, acts, hook.tokens))
+
+    what = {"pass": "layer_stats", "k": k, "criterion": [criterion.min_abs, criterion.min_ratio], "dtype": str(dtype),
+            "blocks": blocks}
+    with memory if memory is not None else contextlib.nullcontext():
+        run_blocks(streamed, windows, lambda i: [(sites[i], record)] if i in sites else [], last=max(blocks),
+                   what=what, kept=recorder, batch_size=batch_size, state_dir=state_dir, spill_dir=spill_dir,
+                   progress=progress, after_block=after_block, observe=observe, report=report)
+    return recorder.result(layer_of=lambda site: int(site.split(".")[1]), label_name=label_name,
+                           label_columns=label_columns)
+
+
+class Stateful(Protocol):
+    """What a pass saves beside its streams so that it can resume: a recorder's ``state_dict``/``load_state_dict``."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def _identity(weights, windows: torch.Tensor, batch_size: int, what: dict) -> str:
+    """What a saved state must match to be resumed: the weights (names, sizes, mtimes), the windows, the batches and
+    what the pass computes."""
+    digest = hashlib.sha256(windows.cpu().numpy().tobytes()).hexdigest()
+    return json.dumps({"files": weights.identity(), "windows": [list(windows.shape), digest],
+                       "batch_size": batch_size, **what}, default=str)
+
+
+def run_blocks(
+    streamed: StreamedModel,
+    windows: Int[torch.Tensor, "n_windows pos"],
+    fwd_hooks: Callable[[int], Sequence[tuple[str, HookFn]]],
+    *,
+    last: int,
+    what: dict | None = None,
+    kept: Stateful | None = None,
+    batch_size: int = 1,
+    state_dir: Path | None = None,
+    spill_dir: Path | None = None,
+    progress: bool = True,
+    desc: str = "streamed blocks",
+    after_block: Callable[[int], None] | None = None,
+    observe: Callable[[int, ResidualStreams], None] | None = None,
+    report: Callable[[str], None] | None = None,
+) -> ResidualStreams:
+    """Every window through blocks 0..``last``, one block's weights at a time, with ``fwd_hooks(L)`` (TransformerLens
+    names of block L's sites, ``streamed_sites``) on block L. What the hooks keep lives in ``kept``, saved with the
+    streams after every block under ``state_dir`` (when given) and restored from there by a rerun whose ``what`` (what
+    the pass computes), weights, windows and batches are the same. Returns the residual streams after ``last``."""
+    if not 0 <= last < streamed.n_layers:
+        raise UsageError(f"block {last} out of range: the model has blocks 0..{streamed.n_layers - 1}")
     batches = [b.to(streamed.device) for b in windows.split(batch_size)]
-    identity = _identity(streamed.weights, windows, batch_size, k, criterion, streamed.dtype, blocks)
+    rows = [slice(j * batch_size, j * batch_size + len(b)) for j, b in enumerate(batches)]
+    identity = _identity(streamed.weights, windows, batch_size, what or {})
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
 
     streams = ResidualStreams(len(batches), spill_dir, streamed.device)
     start, resumed = 0, False
     saved = load_tensors(state_path, "streamed-pass state", "a state this pass saved") \
         if state_path is not None and state_path.is_file() else None
-    if saved is not None and saved["identity"] == identity and streams.restore(saved.get("streams", {})):
+    if saved is not None and saved.get("identity") == identity and streams.restore(saved.get("streams", {})):
         start, resumed = saved["next_block"], True
-        recorder.load_state_dict(saved["recorder"])
+        if kept is not None:
+            kept.load_state_dict(saved["kept"])
         if report is not None:
             report(f"[resume] streamed pass: blocks 0..{start - 1} were run by an earlier attempt; "
                    f"going on at block {start}")
     arguments = streamed.embed(batches, streams, resumed)
 
-    last = max(blocks)
-    bar = tqdm(total=last + 1, initial=start, desc="streamed blocks", unit="block", disable=not progress)
+    bar = tqdm(total=last + 1, initial=start, desc=desc, unit="block", disable=not progress)
     try:
         for i in range(start, last + 1):
+            hooks = list(fwd_hooks(i))
             with streamed.block(i) as layer, torch.inference_mode():
                 for j, tokens in enumerate(batches):
-                    out = layer(streams[j], **arguments[j])  # [batch, pos, d_model]
-                    if i in sites:
-                        recorder.run_batch(lambda: recorder.record(sites[i], out, tokens))
-                    streams[j] = out
+                    with streamed_hooks(layer, hooks, tokens, rows[j]):
+                        streams[j] = layer(streams[j], **arguments[j][i])  # [batch, pos, d_model]
             streams.commit()
             if observe is not None:
                 observe(i, streams)
             if state_path is not None:
                 _save(state_path, {"identity": identity, "next_block": i + 1, "streams": streams.state(),
-                                   "recorder": recorder.state_dict()})
+                                   "kept": kept.state_dict() if kept is not None else {}})
             streams.prune()
             bar.update()
             if after_block is not None:
                 after_block(i)
     finally:
         bar.close()
-    return recorder.result(layer_of=lambda site: int(site.split(".")[1]), label_name=label_name,
-                           label_columns=label_columns)
+    return streams
+
+
+@contextlib.contextmanager
+def pass_state_dir(pieces: Any, key: dict) -> Iterator[Path]:
+    """Where a run's streamed pass keeps its state (and spilled streams): the run's resumable piece ``key``; a scratch
+    directory, removed afterwards, for a call without pieces (a notebook's)."""
+    if pieces is not None:
+        yield pieces.piece_dir(key)
+        return
+    with tempfile.TemporaryDirectory(prefix="mech-interp-streamed-") as scratch:
+        yield Path(scratch)
 
 
 def _save(path: Path, state: dict) -> None:

@@ -1,26 +1,22 @@
 """Perplexity one block's weights at a time, every condition of an intervention in the same pass over the weights.
 
-The windows run through the blocks together up to ``at_block``; there each condition (``None``: the original, or an
-``Intervention`` applied to the block's output, ``blocks.L.hook_resid_post``) takes its own copy of the residual
-streams, and the later blocks run every copy before they are dropped. The final norm and the LM head are read last.
-Resident memory is one residual stream per window up to ``at_block`` and one per window and condition after it. The
-NLL is ``metrics.perplexity``'s, on the logits HF's own forward computes, so every value equals a whole-model HF run's
-bit for bit on the CPU.
+Each condition (``None``: the original, or an ``Intervention`` applied to ``blocks.L.hook_resid_post`` of ``at_block``)
+is a branch of ``streamed_branches``: the windows run through the blocks together up to ``at_block``, where each
+condition takes its own copy of the residual streams. Resident memory is one residual stream per window up to
+``at_block`` and one per window and condition after it. The NLL is summed batch by batch as ``metrics.perplexity``
+sums it, on the logits HF's own forward computes, so every value equals a whole-model HF run's bit for bit on the CPU.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import torch
 from jaxtyping import Int
-from tqdm.auto import tqdm
 
-from ...core.dtype_range import ActivationRangeError, check_peak, needs_range_check
 from ...core.intervention import Intervention
-from ...metrics.perplexity import Perplexity, next_token_nll
-from .residual_streams import ResidualStreams
+from ...metrics.perplexity import Perplexity
+from .streamed_branches import streamed_branches
 from .streamed_model import StreamedModel
 
 
@@ -34,37 +30,12 @@ def streamed_perplexity(
     progress: bool = True,
     desc: str = "perplexity",
 ) -> dict[str, Perplexity]:
-    """PPL of every condition on ``windows``. In float16/bfloat16 every block's output is checked against the dtype's
-    range, and a non-finite loss stops the run, as ``metrics.perplexity`` does."""
+    """PPL of every condition on ``windows``."""
     if at_block is None and any(c is not None for c in conditions.values()):
         raise ValueError("an intervention needs the block it acts at")
-    batches = [b.to(streamed.device) for b in windows.split(batch_size)]
-    half = needs_range_check(streamed.dtype)
-    streams = ResidualStreams(len(batches), device=streamed.device)
-    arguments = streamed.embed(batches, streams)
-    branches: dict[str | None, list[torch.Tensor]] = {None: streams.tensors()}
-    for i in tqdm(range(streamed.n_layers), desc=f"{desc} (streamed blocks)", unit="block", disable=not progress):
-        with streamed.block(i) as layer, torch.inference_mode():
-            for streams in branches.values():
-                for j, args in enumerate(arguments):
-                    streams[j] = layer(streams[j], **args)  # [batch, pos, d_model]
-                    if half:
-                        check_peak(streams[j].abs().amax().item(), streamed.dtype, f"blocks.{i}.hook_resid_post")
-            if i == at_block:
-                shared = branches.pop(None)
-                branches = {name: [h if c is None else c(h) for h in shared] for name, c in conditions.items()}
-    if None in branches:  # no intervention: the one stream is the original's
-        branches = {name: branches[None] for name in conditions}
-    results = {}
-    with streamed.head() as logits, torch.inference_mode():
-        for name, streams in branches.items():
-            nll_sum, n_tokens = 0.0, 0
-            for tokens, h in zip(batches, streams):
-                nll = next_token_nll(logits(h), tokens)
-                batch_sum = nll.double().sum().item()
-                if half and not math.isfinite(batch_sum):
-                    raise ActivationRangeError(f"{desc}: the loss is not finite in {streamed.dtype}: rerun in float32")
-                nll_sum += batch_sum
-                n_tokens += nll.numel()
-            results[name] = Perplexity(nll_sum=nll_sum, n_tokens=n_tokens, n_windows=int(windows.shape[0]))
-    return results
+    branches = {name: {at_block: [condition.as_hook()]} if condition is not None else {}
+                for name, condition in conditions.items()}
+    nll = streamed_branches(streamed, windows, branches, batch_size=batch_size, progress=progress, desc=desc)
+    return {name: Perplexity(nll_sum=sum(batch.double().sum().item() for batch in nll[name].split(batch_size)),
+                             n_tokens=nll[name].numel(), n_windows=int(windows.shape[0]))
+            for name in conditions}

@@ -14,7 +14,17 @@ from typing import Any
 from ...validation.errors import UsageError, reason
 from ..spec import ModelSpec
 
-STREAMABLE = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"})
+# Families whose every block's output a streamed pass reproduces bit for bit (tests/test_streamed_pass.py, one tiny
+# model of each with its own features on: sliding windows, soft-capping, q/k norms, scaled embeddings, no-rope layers):
+# decoder-only models stored as model.embed_tokens / model.layers.N / model.norm / lm_head. Not yet: mixture-of-experts
+# families, whose stored expert tensors transformers converts at load time.
+STREAMABLE = frozenset({
+    "ApertusForCausalLM", "CohereForCausalLM", "Exaone4ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+    "GemmaForCausalLM", "GlmForCausalLM", "GraniteForCausalLM", "HunYuanDenseV1ForCausalLM", "LlamaForCausalLM",
+    "MistralForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM", "OlmoForCausalLM", "Phi3ForCausalLM",
+    "PhiForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SeedOssForCausalLM", "SmolLM3ForCausalLM",
+    "StableLmForCausalLM", "Starcoder2ForCausalLM",
+})
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ import torch
 from ...interventions.heads import SLICE_CONTRAST, ablate_heads, zero_output_slice
 from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci
 from ...models.context import ModelContext
+from ...models.placement.streamed_context import StreamedContext
 from ...runs.experiment import ExperimentResult
 from ...viz.heads import change_by_layer
 from .configs import HeadAblationConfig
 from .head_sets_file import read_head_sets
-from .inputs import head_means, massive_layers, sequences
+from .inputs import head_means, massive_layers, sequences, streamed_head_means
 from .reduced_forward import Probe, probe, residual_tokens
-from .scores import head_scores, heads_of
+from .scores import HeadScores, head_scores, heads_of, streamed_head_scores
 
 CHANGE_DEFINITION = ("change = ablated / clean - 1 per sequence, at the same entry (the clean run's massive entries, "
                      "detected per sequence at each block's resid_post) or of the top-1 |a| of the sequence; "
@@ -55,34 +56,85 @@ def compare(clean: Probe, ablated: Probe, labels: dict[tuple[int, int], str], n_
     return layers, pd.DataFrame(rows)
 
 
-def head_ablation(context: ModelContext, config: HeadAblationConfig) -> ExperimentResult:
-    model, options, layout = context.model, context.options, context.layout
-    criterion, n_layers = options.criterion, model.cfg.n_layers
+class _Whole:
+    """The experiment's passes on the loaded model: TransformerLens forwards with hooks."""
+
+    def __init__(self, context: ModelContext) -> None:
+        self.context, self.model = context, context.model
+        cfg = self.model.cfg
+        self.name, self.n_layers, self.n_heads, self.d_head = cfg.model_name, cfg.n_layers, cfg.n_heads, cfg.d_head
+        self.tokenizer = self.model.tokenizer
+
+    def scores(self, seqs: torch.Tensor, config: HeadAblationConfig) -> HeadScores:
+        return head_scores(self.model, seqs, self.context.options.criterion, config.batch_size, layout=self.context.layout)
+
+    def means(self, how: str, reference: torch.Tensor, layers) -> dict | None:
+        return head_means(self.model, how, reference, layers)
+
+    def probes(self, seqs: torch.Tensor, ablations: list[list], config: HeadAblationConfig) -> tuple[Probe, list[Probe]]:
+        criterion, layers = self.context.options.criterion, list(range(self.n_layers))
+        clean = probe(self.model, seqs, layers, criterion)
+        return clean, [probe(self.model, seqs, layers, criterion, [a.as_hook() for a in interventions], clean.entries)
+                       for interventions in ablations]
+
+
+class _Streamed:
+    """The same passes one block's weights at a time (``--placement streamed``): the scores, the means, then the clean
+    model and every ablation in one pass over the weights."""
+
+    def __init__(self, context: StreamedContext, pieces) -> None:
+        self.context, self.pieces = context, pieces
+        c = context.config
+        self.name, self.n_layers, self.n_heads = context.name, c.num_hidden_layers, c.num_attention_heads
+        self.d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self.tokenizer = context.tokenizer
+
+    def scores(self, seqs: torch.Tensor, config: HeadAblationConfig) -> HeadScores:
+        from ...models.placement.streamed_pass import pass_state_dir
+
+        with pass_state_dir(self.pieces, {"streamed_pass": "head_scores"}) as state_dir:
+            return streamed_head_scores(self.context, seqs, self.context.options.criterion, config.batch_size,
+                                        state_dir=state_dir)
+
+    def means(self, how: str, reference: torch.Tensor, layers) -> dict | None:
+        return streamed_head_means(self.context, how, reference, layers)
+
+    def probes(self, seqs: torch.Tensor, ablations: list[list], config: HeadAblationConfig) -> tuple[Probe, list[Probe]]:
+        from ...models.placement.streamed_model import StreamedModel
+        from .streamed_probes import streamed_probes
+
+        c = self.context
+        streamed = StreamedModel(c.source, c.config, getattr(torch, c.options.dtype), c.device)
+        return streamed_probes(streamed, seqs, ablations, c.options.criterion, config.batch_size)
+
+
+def head_ablation(context: ModelContext | StreamedContext, config: HeadAblationConfig, pieces=None) -> ExperimentResult:
+    """Head sets removed on the loaded model, or one block's weights at a time (``--placement streamed``)."""
+    passes = _Streamed(context, pieces) if isinstance(context, StreamedContext) else _Whole(context)
+    options, layout = context.options, context.layout
+    criterion, n_layers = options.criterion, passes.n_layers
     if config.head_sets is not None:
-        sets = read_head_sets(config.head_sets, n_layers, model.cfg.n_heads, model.cfg.model_name)
+        sets = read_head_sets(config.head_sets, n_layers, passes.n_heads, passes.name)
     seqs, reference, origin = sequences(context, config, held_out=config.how == "mean")
     rank_by, fallback = None, ""  # None: the file's head sets, ranked by whatever ranked them
     if config.head_sets is None:
-        scores = head_scores(model, seqs, criterion, layout=layout)
+        scores = passes.scores(seqs, config)
         rank_by, fallback = scores.rank_by_used(config.rank_by, criterion)
         sets = scores.head_sets(config.k, config.n_random, options.seed, rank_by)
-    means = head_means(model, config.how, reference, sorted(set(sets["layer"].tolist())))
-    layers = list(range(n_layers))
-    clean = probe(model, seqs, layers, criterion)
-    labels = {(b, p): tok for b in range(len(seqs)) for p, tok in enumerate(residual_tokens(model, seqs[b], layout=layout))}
+    means = passes.means(config.how, reference, sorted(set(sets["layer"].tolist())))
+    labels = {(b, p): tok for b in range(len(seqs))
+              for p, tok in enumerate(residual_tokens(passes.tokenizer, seqs[b], layout=layout))}
     draws = sorted(set(sets.loc[sets["set"] == "random", "draw"].astype(int)))
     conditions = [(name, 0, heads_of(sets, name), config.how) for name in ("top", "bottom") if heads_of(sets, name)]
     conditions += [("random", d, heads_of(sets, "random", d), config.how) for d in draws]
     if heads_of(sets, "top"):
         conditions.append((f"top_{SLICE_CONTRAST}", 0, heads_of(sets, "top"), SLICE_CONTRAST))
+    ablations = [[zero_output_slice(li, h, passes.d_head) for li, h in heads] if how == SLICE_CONTRAST
+                 else ablate_heads(heads, how, means) for _, _, heads, how in conditions]
+    clean, ablated_probes = passes.probes(seqs, ablations, config)
     by_layer, by_entry, ppl_rows = [], [], [{"condition": "clean", "draw": 0, "heads": "", "how": "",
                                               "perplexity": clean.ppl(), "change_pct": 0.0}]
-    for name, draw, heads, how in conditions:
-        if how == SLICE_CONTRAST:
-            hooks = [zero_output_slice(li, h, model.cfg.d_head).as_hook() for li, h in heads]
-        else:
-            hooks = [a.as_hook() for a in ablate_heads(heads, how, means)]
-        ablated = probe(model, seqs, layers, criterion, hooks, clean.entries)
+    for (name, draw, heads, how), ablated in zip(conditions, ablated_probes):
         layer_table, entry_table = compare(clean, ablated, labels, config.n_boot, options.seed)
         label = f"{name}-{len(heads)}" + (f" #{draw}" if name == "random" else "")
         for table in (layer_table, entry_table):
@@ -115,7 +167,7 @@ def head_ablation(context: ModelContext, config: HeadAblationConfig) -> Experime
         worst = sub["change_pct"].abs().idxmax()
         lines.append(f"  {row.condition:<22} heads {row.heads}: top-1 {at}; largest |change| block {worst} "
                      f"{sub.loc[worst, 'change_pct']:+.2f}%; perplexity {row.perplexity:.3f} ({row.change_pct:+.2f}%)")
-    name = model.cfg.model_name
+    name = passes.name
     return ExperimentResult(
         tables={"change_by_layer": layer_table.reset_index(drop=True), "entry_changes": entry_table.reset_index(drop=True),
                 "perplexity": ppl_table, "head_sets": sets},

@@ -44,7 +44,7 @@ def attribution(context: ModelContext, config: AttributionConfig) -> ExperimentR
     model, options, layout = context.model, context.options, context.layout
     criterion, n_layers = options.criterion, model.cfg.n_layers
     prompt = prompt_tokens(context, config.prompt)
-    labels = residual_tokens(model, prompt[0], layout=layout)
+    labels = residual_tokens(model.tokenizer, prompt[0], layout=layout)
     clean = probe(model, prompt, list(range(n_layers)), criterion, logits=False)
     first = first_massive(clean, 1, model.cfg.model_name, criterion)
     layers = massive_layers(clean, 1)

@@ -68,7 +68,7 @@ def head_before_after(context: ModelContext, config: HeadBeforeAfterConfig) -> E
             model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
         with engine_hooks(model, hooks + [(resid_post(layer), keep)]):
             model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
-    labels = residual_tokens(model, tokens[0], layout=layout)
+    labels = residual_tokens(model.tokenizer, tokens[0], layout=layout)
     before, after = _grid(kept[0], labels), _grid(kept[1], labels)
     diff = before[["position", "token", "dim"]].copy()
     diff["before"], diff["after"] = before["value"], after["value"]

@@ -77,10 +77,11 @@ class HeadScoresConfig(_Sequences):
     rank_by: str = field(default="massive", metadata={"help": "massive (attention to the detected massive tokens) or first (to token 0)"})
     sink_eps: float = field(default=SINK_EPS, metadata={"help": "a head is a sink head when its token-0 score exceeds this (Gu et al. 2024: 0.3)"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals"})
+    batch_size: int = field(default=4, metadata={"help": "sequences per forward"})
 
     def __post_init__(self) -> None:
         self._check_sequences()
-        require_at_least(self, 1, "k", "n_random", "n_boot")
+        require_at_least(self, 1, "k", "n_random", "n_boot", "batch_size")
         _check_choice(self, "rank_by", RANK_BY)
         _check_eps(self)
 
@@ -93,10 +94,11 @@ class HeadAblationConfig(_Sequences):
     how: str = field(default="zero", metadata={"help": "zero or mean (hook_z replaced by its mean over held-out sequences of --text)"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals"})
     head_sets: str | None = field(default=None, metadata={"help": "head_sets.csv of a head-scores run to ablate instead of scoring here (--k, --n-random, --rank-by then unused)"})
+    batch_size: int = field(default=4, metadata={"help": "sequences per forward of the scores and of a streamed run"})
 
     def __post_init__(self) -> None:
         self._check_sequences()
-        require_at_least(self, 1, "k", "n_random", "n_boot")
+        require_at_least(self, 1, "k", "n_random", "n_boot", "batch_size")
         _check_choice(self, "rank_by", RANK_BY)
         _check_choice(self, "how", HOW)
         if self.head_sets is not None:
@@ -104,6 +106,19 @@ class HeadAblationConfig(_Sequences):
 
             require_type(self, "head_sets", str, "the path of a head_sets.csv written by head-scores")
             read_head_set_rows(self.head_sets)  # every cell, before any model loads
+
+    @property
+    def streamed_windows(self) -> int:
+        """Windows whose residual streams a streamed run holds at once: the clean ones and a copy per ablation (each
+        head set, and the top set's residual-slice contrast)."""
+        if self.head_sets is None:
+            n_ablations = 2 + self.n_random + 1
+        else:
+            from .head_sets_file import read_head_set_rows
+
+            rows = read_head_set_rows(self.head_sets)
+            n_ablations = len({(r.set, r.draw) for r in rows}) + any(r.set == "top" for r in rows)
+        return self.n_seqs * (1 + n_ablations)
 
 
 @dataclass

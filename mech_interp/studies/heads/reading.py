@@ -4,17 +4,28 @@ sink share, and the head sets (top-k, bottom-k, random-k) the ablation experimen
 from __future__ import annotations
 
 from ...models.context import ModelContext
+from ...models.placement.streamed_context import StreamedContext
 from ...runs.experiment import ExperimentResult
 from ...viz.heads import layer_head_heatmap, ranking_plot
 from .configs import HeadScoresConfig
 from .inputs import sequences
-from .scores import DEFINITIONS, FIRST_SCORE, MASSIVE_SCORE, head_scores, score_lines
+from .scores import DEFINITIONS, FIRST_SCORE, MASSIVE_SCORE, head_scores, score_lines, streamed_head_scores
 
 
-def head_scores_experiment(context: ModelContext, config: HeadScoresConfig) -> ExperimentResult:
-    model, options = context.model, context.options
+def head_scores_experiment(context: ModelContext | StreamedContext, config: HeadScoresConfig,
+                           pieces=None) -> ExperimentResult:
+    """The scores on the loaded model, or one block's weights at a time (``--placement streamed``)."""
+    options = context.options
     seqs, _, origin = sequences(context, config)
-    scores = head_scores(model, seqs, options.criterion, layout=context.layout)
+    if isinstance(context, StreamedContext):
+        from ...models.placement.streamed_pass import pass_state_dir
+
+        with pass_state_dir(pieces, {"streamed_pass": "head_scores"}) as state_dir:
+            scores = streamed_head_scores(context, seqs, options.criterion, config.batch_size, state_dir=state_dir)
+        name = context.name
+    else:
+        scores = head_scores(context.model, seqs, options.criterion, config.batch_size, layout=context.layout)
+        name = context.model.cfg.model_name
     table = scores.table(config.sink_eps, config.n_boot, options.seed)
     rank_by, fallback = scores.rank_by_used(config.rank_by, options.criterion)
     sets = scores.head_sets(config.k, config.n_random, options.seed, rank_by)
@@ -22,7 +33,6 @@ def head_scores_experiment(context: ModelContext, config: HeadScoresConfig) -> E
     sinks = table.groupby("layer").agg(n_sink_heads=("sink_head", "sum"), slot_attention=("slot_attention", "mean")).reset_index()
     sinks["sink_share"] = per_layer
     sinks["sink_eps"] = config.sink_eps
-    name = model.cfg.model_name
     lines = [f"head scores over {len(seqs)} sequences of {config.seq_len} tokens ({config.text}):"]
     lines += score_lines(scores, table, config.sink_eps, config.n_boot, options.seed)
     lines += [f"  {fallback}"] if fallback else []

@@ -9,6 +9,7 @@ change is always measured at the entry the clean model had, never at whatever is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -80,7 +81,7 @@ def top_entry(probe_: Probe, layer: int, n_rows: int) -> Int[torch.Tensor, "_k 3
     return torch.stack(picks) if picks else torch.zeros(0, 3, dtype=torch.long)
 
 
-def residual_tokens(model: HookedModel, tokens: Int[torch.Tensor, "pos"], *, layout: TokenLayout) -> list[str]:
+def residual_tokens(tokenizer: Any, tokens: Int[torch.Tensor, "pos"], *, layout: TokenLayout) -> list[str]:
     """A label per residual position: ``<prefix>`` for the layout's learned prefix positions, then the
     decoded tokens."""
-    return [PREFIX_NAME] * layout.n_prefix_tokens + [model.tokenizer.decode([t]) for t in tokens.tolist()]
+    return [PREFIX_NAME] * layout.n_prefix_tokens + [tokenizer.decode([t]) for t in tokens.tolist()]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -38,6 +40,7 @@ from ...metrics.attention_scores import (
 from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci, nan_std
 from ...models.hook_names import act_name, engine_hooks, resid_pre
 from ...models.hooked_model import HookedModel
+from ...models.placement.streamed_context import StreamedContext
 from ...validation.errors import UsageError
 
 MASSIVE_SCORE = "massive_score"
@@ -127,42 +130,86 @@ def heads_of(sets: pd.DataFrame, name: str, draw: int = 0) -> list[tuple[int, in
     return [(int(r.layer), int(r.head)) for r in rows.itertuples()]
 
 
+class HeadScoreRecorder:
+    """What ``head_scores`` keeps, filled by two hooks per block that any engine calls with the batch's rows: ``detect``
+    at the block's input (``resid_pre``), then ``score`` on its attention pattern. ``state_dict`` lets a streamed pass
+    resume."""
+
+    def __init__(self, n_seqs: int, n_layers: int, n_heads: int, criterion: MassiveCriterion, layout: TokenLayout) -> None:
+        self.criterion, self.layout, self.n_seqs = criterion, layout, n_seqs
+        self.massive = torch.full((n_seqs, n_layers, n_heads), float("nan"))
+        self.first = torch.full_like(self.massive, float("nan"))
+        self.slot = torch.zeros(n_layers, n_heads)
+        self.counts: dict[tuple[int, int], int] = {}  # (block, position) -> sequences with a massive key there
+        self._keys: dict[int, torch.Tensor] = {}  # per block: the massive keys of the batch in flight
+
+    def detect(self, layer: int, acts: Float[torch.Tensor, "batch pos d_model"]) -> None:
+        self._keys[layer] = massive_mask(acts, self.criterion).any(-1)  # [batch, pos]
+        for p in self._keys[layer].nonzero()[:, 1].tolist():
+            self.counts[(layer, p)] = self.counts.get((layer, p), 0) + 1
+
+    def score(self, layer: int, rows: slice, pattern: Float[torch.Tensor, "batch head query key"]) -> None:
+        slots = self.layout.n_key_slots
+        tokens = token_keys(pattern, slots)  # [batch, head, query, pos]
+        self.massive[rows, layer] = massive_set_score_per_sequence(tokens, self._keys.pop(layer)).cpu()
+        self.first[rows, layer] = tokens[:, :, 1:, 0].float().mean(-1).cpu()
+        self.slot[layer] += slot_attention(pattern, slots).cpu() * pattern.shape[0] / self.n_seqs
+
+    def result(self) -> HeadScores:
+        positions = pd.DataFrame([{"layer": li, "position": p, "n_sequences": n} for (li, p), n in sorted(self.counts.items())],
+                                 columns=["layer", "position", "n_sequences"])
+        return HeadScores(self.massive, self.first, self.slot, positions)
+
+    def state_dict(self) -> dict:
+        return {"massive": self.massive, "first": self.first, "slot": self.slot,
+                "counts": [[li, p, n] for (li, p), n in self.counts.items()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.massive, self.first, self.slot = state["massive"], state["first"], state["slot"]
+        self.counts = {(li, p): n for li, p, n in state["counts"]}
+
+
 @torch.inference_mode()
 def head_scores(model: HookedModel, seqs: Int[torch.Tensor, "seq pos"], criterion: MassiveCriterion,
                 batch_size: int = 4, *, layout: TokenLayout) -> HeadScores:
     """Massive and first scores of every head on every sequence, and slot attention (the layout's key
     slots, never counted as position 0)."""
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    massive = torch.full((seqs.shape[0], n_layers, n_heads), float("nan"))
-    first = torch.full_like(massive, float("nan"))
-    slot = torch.zeros(n_layers, n_heads)
-    keys: dict[int, torch.Tensor] = {}
-    counts: dict[tuple[int, int], int] = {}
-    offset = [0]
+    n_layers = model.cfg.n_layers
+    recorder = HeadScoreRecorder(seqs.shape[0], n_layers, model.cfg.n_heads, criterion, layout)
+    rows = [slice(0, 0)]
 
     def detect(acts: Float[torch.Tensor, "batch pos d_model"], hook) -> None:
-        layer = hook.layer()
-        keys[layer] = massive_mask(acts, criterion).any(-1)  # [batch, pos]
-        for p in keys[layer].nonzero()[:, 1].tolist():
-            counts[(layer, p)] = counts.get((layer, p), 0) + 1
+        recorder.detect(hook.layer(), acts)
 
     def score(pattern: Float[torch.Tensor, "batch head query key"], hook) -> None:
-        layer = hook.layer()
-        slots = layout.n_key_slots
-        tokens = token_keys(pattern, slots)  # [batch, head, query, pos]
-        rows = slice(offset[0], offset[0] + pattern.shape[0])
-        massive[rows, layer] = massive_set_score_per_sequence(tokens, keys[layer]).cpu()
-        first[rows, layer] = tokens[:, :, 1:, 0].float().mean(-1).cpu()
-        slot[layer] += slot_attention(pattern, slots).cpu() * pattern.shape[0] / seqs.shape[0]
+        recorder.score(hook.layer(), rows[0], pattern)
 
     hooks = [(resid_pre(i), detect) for i in range(n_layers)] + [(act_name("pattern", i), score) for i in range(n_layers)]
     with engine_hooks(model, hooks):
         for batch in seqs.split(batch_size):
+            rows[0] = slice(rows[0].stop, rows[0].stop + batch.shape[0])
             model(batch.to(model.cfg.device), return_type=None)
-            offset[0] += batch.shape[0]
-    positions = pd.DataFrame([{"layer": li, "position": p, "n_sequences": n} for (li, p), n in sorted(counts.items())],
-                             columns=["layer", "position", "n_sequences"])
-    return HeadScores(massive, first, slot, positions)
+    return recorder.result()
+
+
+def streamed_head_scores(context: StreamedContext, seqs: Int[torch.Tensor, "seq pos"], criterion: MassiveCriterion,
+                         batch_size: int = 4, *, state_dir: Path | None = None,
+                         after_block: Callable[[int], None] | None = None) -> HeadScores:
+    """``head_scores`` one block's weights at a time, on HF's eager attention (the one that computes the pattern);
+    resumable from ``state_dir``; ``after_block(L)`` is called once block L's state is saved."""
+    from ...models.placement.streamed_model import StreamedModel
+    from ...models.placement.streamed_pass import run_blocks
+
+    dtype = getattr(torch, context.options.dtype)
+    streamed = StreamedModel(context.source, context.config, dtype, context.device, attention="eager")
+    recorder = HeadScoreRecorder(seqs.shape[0], streamed.n_layers, context.config.num_attention_heads, criterion,
+                                 context.layout)
+    hooks = lambda i: [(resid_pre(i), lambda acts, hook: recorder.detect(i, acts)),  # noqa: E731
+                       (act_name("pattern", i), lambda pattern, hook: recorder.score(i, hook.rows, pattern))]
+    run_blocks(streamed, seqs, hooks, last=streamed.n_layers - 1, kept=recorder, batch_size=batch_size,
+               state_dir=state_dir, desc="head scores (streamed blocks)", after_block=after_block,
+               what={"pass": "head_scores", "criterion": [criterion.min_abs, criterion.min_ratio], "dtype": str(dtype)})
+    return recorder.result()
 
 
 def score_lines(scores: HeadScores, table: pd.DataFrame, sink_eps: float, n_boot: int, seed: int, top: int = 5) -> list[str]:

@@ -71,7 +71,7 @@ def head_sweep(context: ModelContext, config: HeadSweepConfig, pieces=None) -> E
                              f"{name} has {tokens.shape[1]} tokens: raise --seq-len to at least {tokens.shape[1]}")
         sweep = fast_sweep(model, tokens, layer, criterion, config.how, means, config.heads_per_forward, progress=True,
                            pieces=pieces, piece_key={"input": name, "measured_layer": layer}, layout=layout)
-        heads_table, entries_table = _tables(sweep, name, [residual_tokens(model, row, layout=layout) for row in tokens])
+        heads_table, entries_table = _tables(sweep, name, [residual_tokens(model.tokenizer, row, layout=layout) for row in tokens])
         per_head.append(heads_table)
         long.append(entries_table)
     heads, entries = pd.concat(per_head, ignore_index=True), pd.concat(long, ignore_index=True)

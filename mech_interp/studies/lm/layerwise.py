@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
-from pathlib import Path
-
 from tqdm.auto import tqdm
 
 from ...core.layer_stats import LayerStats
@@ -77,13 +73,10 @@ def layerwise(context: ModelContext | StreamedContext, config: LayerwiseConfig, 
 def _streamed(context: StreamedContext, config: LayerwiseConfig, seqs, pieces, memory: PeakMemory) -> LayerStats:
     import torch
 
-    from ...models.placement.streamed_pass import streamed_layer_stats
+    from ...models.placement.streamed_pass import pass_state_dir, streamed_layer_stats
 
     blocks = [int(h.split(".")[1]) for h in config.hooks] if config.hooks else None
-    with contextlib.ExitStack() as stack:
-        # the run's resumable pieces hold the pass' state (and the spilled streams); a notebook call, a scratch dir
-        state_dir = pieces.piece_dir({"streamed_pass": True}) if pieces is not None else \
-            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mech-interp-streamed-")))
+    with pass_state_dir(pieces, {"streamed_pass": True}) as state_dir:
         spill_dir = state_dir / "residual_streams" if context.placement.name == "spilled" else None
         return streamed_layer_stats(
             context.source, seqs, config=context.config, device=context.device, batch_size=config.batch_size,
