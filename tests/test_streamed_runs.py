@@ -155,6 +155,46 @@ def test_head_ablation_streams_every_head_set_in_one_pass_to_the_same_tables(how
         pd.testing.assert_frame_equal(table, whole[name], check_exact=False, rtol=1e-5, atol=1e-4)
 
 
+SPILLED_RUNS = {  # experiment -> its arguments and the tables to compare
+    "feature-view": (["--layer", 2], ("activations", "massive_entries")),
+    "intervention": (["--datasets", "builtin", "--mean-text", "builtin", "--layer", 1, "--n-windows", 3,
+                      "--n-mean-seqs", 2, "--seq-len", 24, "--batch-size", 2, "--mean-mode", "fixed_sites"],
+                     ("perplexity_long", "massive_means", "mean_pass_layerwise")),
+    "head-scores": (["--n-seqs", 3, "--seq-len", 24, "--batch-size", 2, "--n-boot", 50],
+                    ("head_scores", "massive_positions")),
+    "head-ablation": (["--n-seqs", 3, "--seq-len", 24, "--batch-size", 2, "--n-boot", 50, "--n-random", 1, "--how",
+                       "mean"], ("change_by_layer", "entry_changes", "perplexity")),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(SPILLED_RUNS))
+def test_every_streamed_experiment_spills_to_the_same_tables(experiment, tiny_llama, tmp_path, capsys, monkeypatch):
+    """With the residual streams on disk between blocks (a head set's branch linking the clean streams' files where it
+    forks), every table equals the in-memory pass' bit for bit; no spilled file outlives the run."""
+    from mech_interp.models.placement.residual_streams import ResidualStreams
+
+    args, names = SPILLED_RUNS[experiment]
+    common = [experiment, "--model", tiny_llama, *args, "--min-abs", 0.08, "--min-ratio", 4]
+    tables, written = {}, {"spilled": 0, "streamed": 0}
+    store = ResidualStreams.__setitem__
+
+    def counted(self, j, value):
+        written[placement] += self.spilled
+        store(self, j, value)
+
+    monkeypatch.setattr(ResidualStreams, "__setitem__", counted)
+    for placement in ("spilled", "streamed"):
+        code, out, err = run_cli([*common, "--placement", placement, "--out", tmp_path / placement], capsys)
+        assert code == 0, err
+        assert out.startswith(f"[placement] {placement}: planned peak"), out
+        run = next((tmp_path / placement / "tiny-llama").iterdir())
+        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet") for name in names}
+    for name in names:
+        pd.testing.assert_frame_equal(tables["spilled"][name], tables["streamed"][name], check_exact=True)
+    assert written["spilled"] > 0 and written["streamed"] == 0, written
+    assert not list((tmp_path / "spilled").rglob("*.pt")), "the spilled streams are removed with the run's pieces"
+
+
 def test_auto_spills_the_residual_streams_when_only_that_fits(tmp_path, capsys):
     """A wide residual stream and thin blocks (two 16-wide heads, a 32-wide MLP): the windows' streams outweigh a
     block, so a budget below the streamed peak still fits the spilled one."""

@@ -14,8 +14,8 @@ from mech_interp.interventions.heads import ablate_heads, zero_output_slice
 from mech_interp.models.placement.streamed_model import StreamedModel
 from mech_interp.models.placement.streamed_pass import STATE_FILE, run_blocks
 from mech_interp.models.placement.streamed_sites import SITES
-from mech_interp.studies.heads.scores import HeadScoreRecorder, head_scores
 from mech_interp.models.placement.weight_source import STREAMABLE
+from mech_interp.studies.heads.scores import HeadScoreRecorder, head_scores
 from mech_interp.validation.errors import UsageError
 
 from .test_architectures import TINY, save_tiny

@@ -9,6 +9,7 @@ stream once per block.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -60,6 +61,30 @@ class ResidualStreams:
             for old in self.spill_dir.glob("g*"):
                 if old.name != f"g{self.generation}":
                     shutil.rmtree(old, ignore_errors=True)
+
+    def fork(self, spill_dir: Path | None = None) -> "ResidualStreams":
+        """The current streams, for a branch to go on from on its own: the same tensors in memory (a block's output
+        replaces a batch, never changes it), or, spilled, the current generation's files linked into ``spill_dir``
+        (written once, never rewritten: each side writes its own next generation)."""
+        other = ResidualStreams(self.n_batches, spill_dir if self.spilled else None, self.device, self.generation)
+        if not self.spilled:
+            other._tensors = list(self._tensors)
+            return other
+        for j in range(self.n_batches):
+            source, target = self._file(self.generation, j), other._file(self.generation, j)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(source, target)
+        return other
+
+    def remove(self) -> None:
+        """Let go of the streams (spilled: remove their files)."""
+        self._tensors = [None] * self.n_batches
+        if self.spilled:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
 
     def tensors(self) -> list[torch.Tensor]:
         return [self[j] for j in range(self.n_batches)]

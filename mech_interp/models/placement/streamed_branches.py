@@ -5,7 +5,9 @@ A branch runs on the shared residual streams (the trunk) until its first hooked 
 the trunk and runs that block, and every later one, with its hooks. Branches without hooks stay on the trunk. So
 resident memory is one residual stream per window for the trunk and one per window and forked branch. After each
 block, ``observe(branch, block, rows, output)`` sees every branch's output batch by batch (``blocks.L.hook_resid_post``;
-a branch still on the trunk sees the trunk's), in the order the branches are given. With ``logits``, the final norm
+a branch still on the trunk sees the trunk's): for each batch, the trunk's branches before the forked ones, each in
+the order the branches are given. Spilled, every stream waits on disk between blocks, and a fork links the trunk's
+files instead of holding a copy. With ``logits``, the final norm
 and the LM head are read last and the next-token NLL of every window is returned per branch. Values equal a
 whole-model HF forward's with the same hooks bit for bit on the CPU.
 """
@@ -13,6 +15,7 @@ whole-model HF forward's with the same hooks bit for bit on the CPU.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -36,47 +39,54 @@ def streamed_branches(
     *,
     last: int | None = None,
     batch_size: int = 1,
+    spill_dir: Path | None = None,
     observe: Callable[[str, int, slice, torch.Tensor], None] | None = None,
     logits: bool = True,
     progress: bool = True,
     desc: str = "branches",
 ) -> dict[str, Float[torch.Tensor, "window pos_minus_1"]]:
     """Every branch through blocks 0..``last`` (default all), then, with ``logits``, the next-token NLL of every
-    window per branch (``metrics.perplexity``'s, on HF's logits); without, ``{}``. In float16/bfloat16 every output
-    is checked against the dtype's range, and a non-finite loss stops the run, as ``metrics.perplexity`` does."""
+    window per branch (``metrics.perplexity``'s, on HF's logits); without, ``{}``. ``spill_dir``: the residual streams
+    wait there between blocks, one folder per branch, instead of in memory (``residual_streams``). In float16/bfloat16
+    every output is checked against the dtype's range, and a non-finite loss stops the run, as ``metrics.perplexity``
+    does."""
     last = streamed.n_layers - 1 if last is None else last
     batches = [b.to(streamed.device) for b in windows.split(batch_size)]
     rows = [slice(j * batch_size, j * batch_size + len(b)) for j, b in enumerate(batches)]
     half = needs_range_check(streamed.dtype)
-    trunk = ResidualStreams(len(batches), device=streamed.device)
+    folder = (lambda k: Path(spill_dir) / f"branch_{k}") if spill_dir is not None else (lambda k: None)
+    trunk = ResidualStreams(len(batches), folder("trunk"), streamed.device)
     arguments = streamed.embed(batches, trunk)
-    streams: dict[str | None, list[torch.Tensor]] = {TRUNK: trunk.tensors()}
+    groups: dict[str | None, ResidualStreams] = {TRUNK: trunk}
     forks = {name: min(hooks, default=None) for name, hooks in branches.items()}
     for i in tqdm(range(last + 1), desc=f"{desc} (streamed blocks)", unit="block", disable=not progress):
-        for name, at in forks.items():
+        for k, (name, at) in enumerate(forks.items()):
             if at == i:
-                streams[name] = list(streams[TRUNK])  # the block's output replaces each batch: no copy needed
-        if all(at is not None and at <= i for at in forks.values()):
-            streams.pop(TRUNK, None)  # every branch has its own
+                groups[name] = groups[TRUNK].fork(folder(k))
+        if TRUNK in groups and all(at is not None and at <= i for at in forks.values()):
+            groups.pop(TRUNK).remove()  # every branch has its own
         with streamed.block(i) as layer, torch.inference_mode():
-            for key, group in streams.items():
+            for key, group in groups.items():
                 hooks = list(branches[key].get(i, ())) if key is not TRUNK else []
+                carried = [name for name in branches if (name if name in groups else TRUNK) == key]
                 for j, tokens in enumerate(batches):
                     with streamed_hooks(layer, hooks, tokens, rows[j]):
-                        group[j] = layer(group[j], **arguments[j][i])  # [batch, pos, d_model]
+                        out = layer(group[j], **arguments[j][i])  # [batch, pos, d_model]
                     if half:
-                        check_peak(group[j].abs().amax().item(), streamed.dtype, f"blocks.{i}.hook_resid_post")
-        if observe is not None:
-            for name in branches:
-                group = streams[name if name in streams else TRUNK]
-                for j in range(len(batches)):
-                    observe(name, i, rows[j], group[j])
+                        check_peak(out.abs().amax().item(), streamed.dtype, f"blocks.{i}.hook_resid_post")
+                    if observe is not None:
+                        for name in carried:
+                            observe(name, i, rows[j], out)
+                    group[j] = out
+                group.commit()
+        for group in groups.values():
+            group.prune()
     if not logits:
         return {}
-    nll: dict[str, torch.Tensor] = {}
+    nll: dict[str | None, torch.Tensor] = {}
     with streamed.head() as head, torch.inference_mode():
-        for key, group in streams.items():
-            per_window = torch.cat([next_token_nll(head(h), tokens).cpu() for tokens, h in zip(batches, group)])
+        for key, group in groups.items():
+            per_window = torch.cat([next_token_nll(head(group[j]), tokens).cpu() for j, tokens in enumerate(batches)])
             if half and not math.isfinite(per_window.double().sum().item()):
                 raise ActivationRangeError(f"{desc}: the loss is not finite in {streamed.dtype}: rerun in float32")
             nll[key] = per_window

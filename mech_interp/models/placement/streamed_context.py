@@ -5,6 +5,7 @@ placement chosen for it. The experiments that declare ``placements=(..., "stream
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...core.token_layout import TokenLayout
@@ -32,6 +33,12 @@ class StreamedContext:
         source = WeightSource.of(run.model.spec)
         config, tokenizer = source.parts()
         return cls(source, config, tokenizer, run.options, placement, run.model.spec.slug, run.model.metadata.layout)
+
+    def spill_dir(self, state_dir: Path) -> Path | None:
+        """Where a pass of this run keeps its residual streams between blocks: on disk under its ``state_dir`` when the
+        placement is spilled, else nowhere (in memory)."""
+        spilled = self.placement is not None and self.placement.name == "spilled"
+        return Path(state_dir) / "residual_streams" if spilled else None
 
     @property
     def n_ctx(self) -> int | None:

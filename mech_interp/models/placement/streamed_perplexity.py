@@ -9,6 +9,7 @@ sums it, on the logits HF's own forward computes, so every value equals a whole-
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -27,15 +28,18 @@ def streamed_perplexity(
     at_block: int | None = None,
     *,
     batch_size: int = 1,
+    spill_dir: Path | None = None,
     progress: bool = True,
     desc: str = "perplexity",
 ) -> dict[str, Perplexity]:
-    """PPL of every condition on ``windows``."""
+    """PPL of every condition on ``windows``; ``spill_dir``: where the residual streams wait between blocks, instead
+    of in memory."""
     if at_block is None and any(c is not None for c in conditions.values()):
         raise ValueError("an intervention needs the block it acts at")
     branches = {name: {at_block: [condition.as_hook()]} if condition is not None else {}
                 for name, condition in conditions.items()}
-    nll = streamed_branches(streamed, windows, branches, batch_size=batch_size, progress=progress, desc=desc)
+    nll = streamed_branches(streamed, windows, branches, batch_size=batch_size, spill_dir=spill_dir,
+                            progress=progress, desc=desc)
     return {name: Perplexity(nll_sum=sum(batch.double().sum().item() for batch in nll[name].split(batch_size)),
                              n_tokens=nll[name].numel(), n_windows=int(windows.shape[0]))
             for name in conditions}

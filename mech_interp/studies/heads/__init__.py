@@ -18,10 +18,10 @@ from .configs import (
 STUDY = LanguageModelStudy("heads", "massive-activation head study", [
     Experiment("head_scores", HeadScoresConfig, "mech_interp.studies.heads.reading:head_scores_experiment",
                "per-head attention to the massive tokens with bootstrap CIs, sink share, top/bottom/random head sets", sites=("resid_pre", "pattern"),
-               placements=("whole", "streamed")),
+               placements=("whole", "streamed", "spilled")),
     Experiment("head_ablation", HeadAblationConfig, "mech_interp.studies.heads.ablation:head_ablation",
                "top-k vs bottom-k vs random-k heads removed (hook_z): change of every massive entry per block, perplexity",
-               sites=("z", "resid_post", "resid_pre", "pattern"), placements=("whole", "streamed")),
+               sites=("z", "resid_post", "resid_pre", "pattern"), placements=("whole", "streamed", "spilled")),
     Experiment("head_sweep", HeadSweepConfig, "mech_interp.studies.heads.single_heads:head_sweep",
                "every head removed alone: change of the massive entry and of perplexity, (block x head) heatmaps", sites=("z", "resid_post")),
     Experiment("head_cumulative", HeadCumulativeConfig, "mech_interp.studies.heads.cumulative:head_cumulative",

@@ -80,7 +80,8 @@ class _Whole:
 
 class _Streamed:
     """The same passes one block's weights at a time (``--placement streamed``): the scores, the means, then the clean
-    model and every ablation in one pass over the weights."""
+    model and every ablation in one pass over the weights; spilled (``--placement spilled``), with the residual
+    streams on disk between blocks, among the run's pieces."""
 
     def __init__(self, context: StreamedContext, pieces) -> None:
         self.context, self.pieces = context, pieces
@@ -94,18 +95,24 @@ class _Streamed:
 
         with pass_state_dir(self.pieces, {"streamed_pass": "head_scores"}) as state_dir:
             return streamed_head_scores(self.context, seqs, self.context.options.criterion, config.batch_size,
-                                        state_dir=state_dir)
+                                        state_dir=state_dir, spill_dir=self.context.spill_dir(state_dir))
 
     def means(self, how: str, reference: torch.Tensor, layers) -> dict | None:
-        return streamed_head_means(self.context, how, reference, layers)
+        from ...models.placement.streamed_pass import pass_state_dir
+
+        with pass_state_dir(self.pieces, {"streamed_pass": "head_means"}) as state_dir:
+            return streamed_head_means(self.context, how, reference, layers, self.context.spill_dir(state_dir))
 
     def probes(self, seqs: torch.Tensor, ablations: list[list], config: HeadAblationConfig) -> tuple[Probe, list[Probe]]:
         from ...models.placement.streamed_model import StreamedModel
+        from ...models.placement.streamed_pass import pass_state_dir
         from .streamed_probes import streamed_probes
 
         c = self.context
         streamed = StreamedModel(c.source, c.config, getattr(torch, c.options.dtype), c.device)
-        return streamed_probes(streamed, seqs, ablations, c.options.criterion, config.batch_size)
+        with pass_state_dir(self.pieces, {"streamed_pass": "probes"}) as state_dir:
+            return streamed_probes(streamed, seqs, ablations, c.options.criterion, config.batch_size,
+                                   spill_dir=c.spill_dir(state_dir))
 
 
 def head_ablation(context: ModelContext | StreamedContext, config: HeadAblationConfig, pieces=None) -> ExperimentResult:

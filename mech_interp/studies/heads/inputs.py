@@ -3,6 +3,8 @@ the prompt, and the blocks where the massive entries are."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from jaxtyping import Int
 
@@ -50,7 +52,7 @@ def head_means(model: HookedModel, how: str, reference: torch.Tensor, layers) ->
 
 
 def streamed_head_means(context: StreamedContext, how: str, reference: Int[torch.Tensor, "_ref pos"],
-                        layers) -> dict[int, HeadMeans] | None:
+                        layers, spill_dir: Path | None = None) -> dict[int, HeadMeans] | None:
     """``head_means`` one block's weights at a time: every head's ``z`` (``o_proj``'s input per head) averaged per
     position over the reference windows, blocks 0..max(``layers``) read once."""
     if how != "mean":
@@ -64,7 +66,7 @@ def streamed_head_means(context: StreamedContext, how: str, reference: Int[torch
     stats = {layer: Mean() for layer in layers}
     streamed = StreamedModel(context.source, context.config, getattr(torch, context.options.dtype), context.device)
     run_blocks(streamed, reference, lambda i: [(act_name("z", i), lambda z, hook: stats[i].add(z))] if i in stats else [],
-               last=layers[-1], batch_size=4, desc="head means (streamed blocks)")
+               last=layers[-1], batch_size=4, spill_dir=spill_dir, desc="head means (streamed blocks)")
     return {layer: HeadMeans(layer, stat.mean().float(), True, reference.shape[0]) for layer, stat in stats.items()}
 
 

@@ -21,7 +21,8 @@ def head_scores_experiment(context: ModelContext | StreamedContext, config: Head
         from ...models.placement.streamed_pass import pass_state_dir
 
         with pass_state_dir(pieces, {"streamed_pass": "head_scores"}) as state_dir:
-            scores = streamed_head_scores(context, seqs, options.criterion, config.batch_size, state_dir=state_dir)
+            scores = streamed_head_scores(context, seqs, options.criterion, config.batch_size, state_dir=state_dir,
+                                          spill_dir=context.spill_dir(state_dir))
         name = context.name
     else:
         scores = head_scores(context.model, seqs, options.criterion, config.batch_size, layout=context.layout)

@@ -193,10 +193,11 @@ def head_scores(model: HookedModel, seqs: Int[torch.Tensor, "seq pos"], criterio
 
 
 def streamed_head_scores(context: StreamedContext, seqs: Int[torch.Tensor, "seq pos"], criterion: MassiveCriterion,
-                         batch_size: int = 4, *, state_dir: Path | None = None,
+                         batch_size: int = 4, *, state_dir: Path | None = None, spill_dir: Path | None = None,
                          after_block: Callable[[int], None] | None = None) -> HeadScores:
     """``head_scores`` one block's weights at a time, on HF's eager attention (the one that computes the pattern);
-    resumable from ``state_dir``; ``after_block(L)`` is called once block L's state is saved."""
+    resumable from ``state_dir``; ``spill_dir``: where the residual streams wait between blocks, instead of in memory;
+    ``after_block(L)`` is called once block L's state is saved."""
     from ...models.placement.streamed_model import StreamedModel
     from ...models.placement.streamed_pass import run_blocks
 
@@ -207,7 +208,7 @@ def streamed_head_scores(context: StreamedContext, seqs: Int[torch.Tensor, "seq 
     hooks = lambda i: [(resid_pre(i), lambda acts, hook: recorder.detect(i, acts)),  # noqa: E731
                        (act_name("pattern", i), lambda pattern, hook: recorder.score(i, hook.rows, pattern))]
     run_blocks(streamed, seqs, hooks, last=streamed.n_layers - 1, kept=recorder, batch_size=batch_size,
-               state_dir=state_dir, desc="head scores (streamed blocks)", after_block=after_block,
+               state_dir=state_dir, spill_dir=spill_dir, desc="head scores (streamed blocks)", after_block=after_block,
                what={"pass": "head_scores", "criterion": [criterion.min_abs, criterion.min_ratio], "dtype": str(dtype)})
     return recorder.result()
 

@@ -5,6 +5,7 @@ values, the next-token NLL of each sequence)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -50,9 +51,11 @@ class _Reads:
 
 def streamed_probes(streamed: StreamedModel, tokens: Int[torch.Tensor, "batch pos"],
                     ablations: Sequence[Sequence[Intervention]], criterion: MassiveCriterion,
-                    batch_size: int = 4, progress: bool = True) -> tuple[Probe, list[Probe]]:
+                    batch_size: int = 4, spill_dir: Path | None = None, progress: bool = True
+                    ) -> tuple[Probe, list[Probe]]:
     """The clean probe of every block and one probe per ablation (its interventions' hooks in place), with the NLL,
-    in one pass over the weights."""
+    in one pass over the weights; ``spill_dir``: where the residual streams wait between blocks, instead of in
+    memory."""
     n_layers, n_seqs = streamed.n_layers, tokens.shape[0]
     clean = _Reads(n_layers, n_seqs, None, criterion)
     reads = {CLEAN: clean, **{str(i): _Reads(n_layers, n_seqs, clean, criterion) for i in range(len(ablations))}}
@@ -61,7 +64,8 @@ def streamed_probes(streamed: StreamedModel, tokens: Int[torch.Tensor, "batch po
         branches[str(i)] = {}
         for intervention in interventions:
             branches[str(i)].setdefault(intervention.layer, []).append(intervention.as_hook())
-    nll = streamed_branches(streamed, tokens, branches, batch_size=batch_size, progress=progress, desc="head ablation",
+    nll = streamed_branches(streamed, tokens, branches, batch_size=batch_size, spill_dir=spill_dir, progress=progress,
+                            desc="head ablation",
                             observe=lambda name, layer, rows, acts: reads[name].read(layer, rows, acts))
     layers = list(range(n_layers))
     return reads[CLEAN].probe(layers, nll[CLEAN]), [reads[str(i)].probe(layers, nll[str(i)]) for i in range(len(ablations))]

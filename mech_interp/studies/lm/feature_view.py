@@ -70,11 +70,14 @@ def feature_view(context: ModelContext | StreamedContext, config: FeatureViewCon
 def _streamed(context: StreamedContext, tokens, layer: int | None) -> tuple[LayerStats, dict[int, torch.Tensor]]:
     """The prompt's statistics and output ([pos, d_model], float32 on the CPU: one prompt's worth per block) at every
     block up to ``layer`` (all of them when it is to be found), one block's weights at a time."""
-    from ...models.placement.streamed_pass import streamed_layer_stats
+    from ...models.placement.streamed_pass import pass_state_dir, streamed_layer_stats
 
     outputs: dict[int, torch.Tensor] = {}
-    stats = streamed_layer_stats(
-        context.source, tokens[None], config=context.config, device=context.device, criterion=context.options.criterion,
-        dtype=getattr(torch, context.options.dtype), label_name=context.label, label_columns=TOKEN_COLUMNS,
-        blocks=None if layer is None else range(layer + 1), progress=False, observe=lambda block, hidden: outputs.__setitem__(block, hidden[0][0].float().cpu()))
+    with pass_state_dir(None, {}) as scratch:  # one prompt: nothing worth resuming
+        stats = streamed_layer_stats(
+            context.source, tokens[None], config=context.config, device=context.device,
+            criterion=context.options.criterion, dtype=getattr(torch, context.options.dtype), label_name=context.label,
+            label_columns=TOKEN_COLUMNS, blocks=None if layer is None else range(layer + 1), progress=False,
+            spill_dir=context.spill_dir(scratch),
+            observe=lambda block, hidden: outputs.__setitem__(block, hidden[0][0].float().cpu()))
     return stats, outputs

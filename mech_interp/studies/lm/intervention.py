@@ -57,12 +57,13 @@ class _Whole:
 
 
 class _Streamed:
-    """The same passes one block's weights at a time (``--placement streamed``): every condition in one pass."""
+    """The same passes one block's weights at a time (``--placement streamed``): every condition in one pass.
+    Spilled (``--placement spilled``), the residual streams wait on disk between blocks, among the run's pieces."""
 
     all_in_one_pass = True  # the weights are read once for every condition
 
-    def __init__(self, context: StreamedContext) -> None:
-        self.context = context
+    def __init__(self, context: StreamedContext, pieces) -> None:
+        self.context, self.pieces = context, pieces
         self.tokenizer, self.n_ctx, self.name = context.tokenizer, context.n_ctx, context.name
         self.n_layers = context.config.num_hidden_layers
 
@@ -73,27 +74,33 @@ class _Streamed:
         return StreamedModel(c.source, c.config, getattr(torch, c.options.dtype), c.device)
 
     def stats(self, seqs: torch.Tensor, layer: int | None, config: InterventionConfig, observe=None):
-        from ...models.placement.streamed_pass import streamed_layer_stats
+        from ...models.placement.streamed_pass import pass_state_dir, streamed_layer_stats
 
         c = self.context
-        return streamed_layer_stats(
-            c.source, seqs, config=c.config, device=c.device, batch_size=config.batch_size,
-            criterion=c.options.criterion, dtype=getattr(torch, c.options.dtype),
-            blocks=[layer] if layer is not None else None, label_name=c.label, label_columns=TOKEN_COLUMNS,
-            report=tqdm.write, observe=observe)
+        # resumable unless it observes: a resumed pass would not show the observer the blocks it skips
+        with pass_state_dir(self.pieces, {"streamed_pass": "means", "observed": observe is not None}) as state_dir:
+            return streamed_layer_stats(
+                c.source, seqs, config=c.config, device=c.device, batch_size=config.batch_size,
+                criterion=c.options.criterion, dtype=getattr(torch, c.options.dtype),
+                blocks=[layer] if layer is not None else None, label_name=c.label, label_columns=TOKEN_COLUMNS,
+                report=tqdm.write, observe=observe, state_dir=state_dir if observe is None else None,
+                spill_dir=c.spill_dir(state_dir))
 
     def record(self, fixed: FixedSiteMeans, seqs: torch.Tensor, layer: int, config: InterventionConfig) -> None:
         def at_layer(block, hidden):
             if block == layer:
-                for h in hidden:
-                    fixed.record(h)
+                for j in range(len(hidden)):
+                    fixed.record(hidden[j])
 
         self.stats(seqs, layer, config, observe=at_layer)
 
     def perplexities(self, seqs, conditions: dict, layer: int, config: InterventionConfig, desc: str) -> dict:
+        from ...models.placement.streamed_pass import pass_state_dir
         from ...models.placement.streamed_perplexity import streamed_perplexity
 
-        return streamed_perplexity(self._model(), seqs, conditions, layer, batch_size=config.batch_size, desc=desc)
+        with pass_state_dir(self.pieces, {"streamed_pass": "perplexity", "dataset": desc}) as state_dir:
+            return streamed_perplexity(self._model(), seqs, conditions, layer, batch_size=config.batch_size, desc=desc,
+                                       spill_dir=self.context.spill_dir(state_dir))
 
 
 def _windows(passes, source: TextSource, config: InterventionConfig, n_windows: int | None, prepend_bos: bool):
@@ -115,7 +122,7 @@ def measure_means(passes, seqs: torch.Tensor, layer: int, stats, config: Interve
 def intervention(context: ModelContext | StreamedContext, config: InterventionConfig, pieces=None) -> ExperimentResult:
     """Perplexity with massive activations set to zero / to their mean (paper Table 3); the model whole, or streamed
     one block at a time."""
-    passes = _Streamed(context) if isinstance(context, StreamedContext) else _Whole(context)
+    passes = _Streamed(context, pieces) if isinstance(context, StreamedContext) else _Whole(context)
     options = context.options
     criterion = options.criterion
     layer = check_layer(passes.n_layers, config.layer, passes.name) if config.layer is not None else None

@@ -77,11 +77,10 @@ def _streamed(context: StreamedContext, config: LayerwiseConfig, seqs, pieces, m
 
     blocks = [int(h.split(".")[1]) for h in config.hooks] if config.hooks else None
     with pass_state_dir(pieces, {"streamed_pass": True}) as state_dir:
-        spill_dir = state_dir / "residual_streams" if context.placement.name == "spilled" else None
         return streamed_layer_stats(
             context.source, seqs, config=context.config, device=context.device, batch_size=config.batch_size,
             k=config.k, criterion=context.options.criterion, dtype=getattr(torch, context.options.dtype),
-            state_dir=state_dir, spill_dir=spill_dir, blocks=blocks, label_name=context.label,
+            state_dir=state_dir, spill_dir=context.spill_dir(state_dir), blocks=blocks, label_name=context.label,
             label_columns=TOKEN_COLUMNS, report=tqdm.write, memory=memory)
 
 
