@@ -164,7 +164,28 @@ SPILLED_RUNS = {  # experiment -> its arguments and the tables to compare
                     ("head_scores", "massive_positions")),
     "head-ablation": (["--n-seqs", 3, "--seq-len", 24, "--batch-size", 2, "--n-boot", 50, "--n-random", 1, "--how",
                        "mean"], ("change_by_layer", "entry_changes", "perplexity")),
+    "head-cumulative": (["--n-seqs", 3, "--seq-len", 24, "--max-heads", 3, "--how", "mean"], ("cumulative",)),
+    "head-3d": (["--how", "mean"], ("before_after", "massive_entries")),
 }
+
+
+@pytest.mark.parametrize("experiment, extra", [("head-cumulative", []), ("head-3d", []),
+                                               ("head-3d", ["--how", "residual_slice", "--heads", "1.0,2.3"])])
+def test_the_other_head_experiments_stream_to_the_same_tables(experiment, extra, tiny_llama, tmp_path, capsys):
+    args, names = SPILLED_RUNS[experiment]
+    common = [experiment, "--model", tiny_llama, *args, *extra, "--min-abs", 0.08, "--min-ratio", 4]
+    tables = {}
+    for placement in ("streamed", "whole"):
+        code, out, err = run_cli([*common, "--placement", placement, "--out", tmp_path / placement], capsys)
+        assert code == 0, err
+        run = next((tmp_path / placement / "tiny-llama").iterdir())
+        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet") for name in names}
+    first = tables["streamed"][names[0]]
+    changed = first["massive_change_pct"].iloc[1:] if experiment == "head-cumulative" else first["change"]
+    assert changed.abs().max() > 0, "the ablation changed the model"
+    for name in names:
+        pd.testing.assert_frame_equal(tables["streamed"][name], tables["whole"][name], check_exact=False, rtol=1e-5,
+                                      atol=1e-4)
 
 
 @pytest.mark.parametrize("experiment", sorted(SPILLED_RUNS))
@@ -309,7 +330,7 @@ def test_streaming_what_only_runs_whole_is_refused_in_one_line(tiny_llama, tmp_p
     code, _, err = run_cli(["head-sweep", "--model", tiny_llama, "--placement", "streamed", "--out", tmp_path / "s"],
                            capsys)
     assert_refused(code, err, "experiment 'head_sweep' does not run streamed: --placement streamed is for "
-                   "head_scores, head_ablation", tmp_path / "s")
+                   "head_scores, head_ablation, head_cumulative, head_3d", tmp_path / "s")
     code, _, err = run_cli(["layerwise", "--model", "random:llama-tiny", "--placement", "streamed", "--out",
                             tmp_path / "b"], capsys)
     assert_refused(code, err, "registered model 'random:llama-tiny' is built in code", tmp_path / "b")

@@ -25,9 +25,11 @@ STUDY = LanguageModelStudy("heads", "massive-activation head study", [
     Experiment("head_sweep", HeadSweepConfig, "mech_interp.studies.heads.single_heads:head_sweep",
                "every head removed alone: change of the massive entry and of perplexity, (block x head) heatmaps", sites=("z", "resid_post")),
     Experiment("head_cumulative", HeadCumulativeConfig, "mech_interp.studies.heads.cumulative:head_cumulative",
-               "the 1..K highest-scoring (or random) heads removed one more at a time: massive value and perplexity", sites=("z", "resid_post")),
+               "the 1..K highest-scoring (or random) heads removed one more at a time: massive value and perplexity",
+               sites=("z", "resid_post", "resid_pre", "pattern"), placements=("whole", "streamed", "spilled")),
     Experiment("attribution", AttributionConfig, "mech_interp.studies.heads.attribution:attribution",
                "direct writes of embeddings, heads and MLPs to each massive entry, down to neurons and weights", sites=("embed", "z", "mlp_out", "resid_post", "post")),
     Experiment("head_3d", HeadBeforeAfterConfig, "mech_interp.studies.heads.before_after:head_before_after",
-               "3D |a| at one block before/after removing a head set, side by side, with the difference", sites=("z", "resid_post")),
+               "3D |a| at one block before/after removing a head set, side by side, with the difference",
+               sites=("z", "resid_post", "resid_pre", "pattern"), placements=("whole", "streamed", "spilled")),
 ])

@@ -16,9 +16,10 @@ from ...runs.experiment import ExperimentResult
 from ...viz.heads import change_by_layer
 from .configs import HeadAblationConfig
 from .head_sets_file import read_head_sets
-from .inputs import head_means, massive_layers, sequences, streamed_head_means
-from .reduced_forward import Probe, probe, residual_tokens
-from .scores import HeadScores, head_scores, heads_of, streamed_head_scores
+from .inputs import massive_layers, sequences
+from .passes import head_passes
+from .reduced_forward import Probe, residual_tokens
+from .scores import heads_of
 
 CHANGE_DEFINITION = ("change = ablated / clean - 1 per sequence, at the same entry (the clean run's massive entries, "
                      "detected per sequence at each block's resid_post) or of the top-1 |a| of the sequence; "
@@ -56,68 +57,9 @@ def compare(clean: Probe, ablated: Probe, labels: dict[tuple[int, int], str], n_
     return layers, pd.DataFrame(rows)
 
 
-class _Whole:
-    """The experiment's passes on the loaded model: TransformerLens forwards with hooks."""
-
-    def __init__(self, context: ModelContext) -> None:
-        self.context, self.model = context, context.model
-        cfg = self.model.cfg
-        self.name, self.n_layers, self.n_heads, self.d_head = cfg.model_name, cfg.n_layers, cfg.n_heads, cfg.d_head
-        self.tokenizer = self.model.tokenizer
-
-    def scores(self, seqs: torch.Tensor, config: HeadAblationConfig) -> HeadScores:
-        return head_scores(self.model, seqs, self.context.options.criterion, config.batch_size, layout=self.context.layout)
-
-    def means(self, how: str, reference: torch.Tensor, layers) -> dict | None:
-        return head_means(self.model, how, reference, layers)
-
-    def probes(self, seqs: torch.Tensor, ablations: list[list], config: HeadAblationConfig) -> tuple[Probe, list[Probe]]:
-        criterion, layers = self.context.options.criterion, list(range(self.n_layers))
-        clean = probe(self.model, seqs, layers, criterion)
-        return clean, [probe(self.model, seqs, layers, criterion, [a.as_hook() for a in interventions], clean.entries)
-                       for interventions in ablations]
-
-
-class _Streamed:
-    """The same passes one block's weights at a time (``--placement streamed``): the scores, the means, then the clean
-    model and every ablation in one pass over the weights; spilled (``--placement spilled``), with the residual
-    streams on disk between blocks, among the run's pieces."""
-
-    def __init__(self, context: StreamedContext, pieces) -> None:
-        self.context, self.pieces = context, pieces
-        c = context.config
-        self.name, self.n_layers, self.n_heads = context.name, c.num_hidden_layers, c.num_attention_heads
-        self.d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        self.tokenizer = context.tokenizer
-
-    def scores(self, seqs: torch.Tensor, config: HeadAblationConfig) -> HeadScores:
-        from ...models.placement.streamed_pass import pass_state_dir
-
-        with pass_state_dir(self.pieces, {"streamed_pass": "head_scores"}) as state_dir:
-            return streamed_head_scores(self.context, seqs, self.context.options.criterion, config.batch_size,
-                                        state_dir=state_dir, spill_dir=self.context.spill_dir(state_dir))
-
-    def means(self, how: str, reference: torch.Tensor, layers) -> dict | None:
-        from ...models.placement.streamed_pass import pass_state_dir
-
-        with pass_state_dir(self.pieces, {"streamed_pass": "head_means"}) as state_dir:
-            return streamed_head_means(self.context, how, reference, layers, self.context.spill_dir(state_dir))
-
-    def probes(self, seqs: torch.Tensor, ablations: list[list], config: HeadAblationConfig) -> tuple[Probe, list[Probe]]:
-        from ...models.placement.streamed_model import StreamedModel
-        from ...models.placement.streamed_pass import pass_state_dir
-        from .streamed_probes import streamed_probes
-
-        c = self.context
-        streamed = StreamedModel(c.source, c.config, getattr(torch, c.options.dtype), c.device)
-        with pass_state_dir(self.pieces, {"streamed_pass": "probes"}) as state_dir:
-            return streamed_probes(streamed, seqs, ablations, c.options.criterion, config.batch_size,
-                                   spill_dir=c.spill_dir(state_dir))
-
-
 def head_ablation(context: ModelContext | StreamedContext, config: HeadAblationConfig, pieces=None) -> ExperimentResult:
     """Head sets removed on the loaded model, or one block's weights at a time (``--placement streamed``)."""
-    passes = _Streamed(context, pieces) if isinstance(context, StreamedContext) else _Whole(context)
+    passes = head_passes(context, pieces)
     options, layout = context.options, context.layout
     criterion, n_layers = options.criterion, passes.n_layers
     if config.head_sets is not None:
@@ -125,7 +67,7 @@ def head_ablation(context: ModelContext | StreamedContext, config: HeadAblationC
     seqs, reference, origin = sequences(context, config, held_out=config.how == "mean")
     rank_by, fallback = None, ""  # None: the file's head sets, ranked by whatever ranked them
     if config.head_sets is None:
-        scores = passes.scores(seqs, config)
+        scores = passes.scores(seqs, config.batch_size)
         rank_by, fallback = scores.rank_by_used(config.rank_by, criterion)
         sets = scores.head_sets(config.k, config.n_random, options.seed, rank_by)
     means = passes.means(config.how, reference, sorted(set(sets["layer"].tolist())))
@@ -138,7 +80,7 @@ def head_ablation(context: ModelContext | StreamedContext, config: HeadAblationC
         conditions.append((f"top_{SLICE_CONTRAST}", 0, heads_of(sets, "top"), SLICE_CONTRAST))
     ablations = [[zero_output_slice(li, h, passes.d_head) for li, h in heads] if how == SLICE_CONTRAST
                  else ablate_heads(heads, how, means) for _, _, heads, how in conditions]
-    clean, ablated_probes = passes.probes(seqs, ablations, config)
+    clean, ablated_probes = passes.probes(seqs, ablations, config.batch_size)
     by_layer, by_entry, ppl_rows = [], [], [{"condition": "clean", "draw": 0, "heads": "", "how": "",
                                               "perplexity": clean.ppl(), "change_pct": 0.0}]
     for (name, draw, heads, how), ablated in zip(conditions, ablated_probes):

@@ -7,23 +7,25 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ...core.criterion import massive_mask
 from ...data.texts import load_text
 from ...data.tokens import windows
 from ...interventions.heads import (
     SLICE_CONTRAST,
-    HeadMeans,
     ablate_heads,
     zero_output_slice,
 )
 from ...models.context import ModelContext
-from ...models.hook_names import check_layer, engine_hooks, resid_post
+from ...models.hook_names import check_layer
+from ...models.placement.streamed_context import StreamedContext
 from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.heads import before_after_3d, difference_heatmap
 from .configs import HeadBeforeAfterConfig
-from .inputs import check_heads, first_massive, prompt_tokens
-from .reduced_forward import probe, residual_tokens
-from .scores import head_scores
+from .inputs import first_massive, prompt_tokens
+from .named_heads import require_in_model
+from .passes import head_passes
+from .reduced_forward import residual_tokens
 
 
 def _grid(acts: torch.Tensor, labels: list[str]) -> pd.DataFrame:
@@ -35,45 +37,42 @@ def _grid(acts: torch.Tensor, labels: list[str]) -> pd.DataFrame:
     return grid
 
 
-def head_before_after(context: ModelContext, config: HeadBeforeAfterConfig) -> ExperimentResult:
-    model, options, layout = context.model, context.options, context.layout
-    criterion, n_layers = options.criterion, model.cfg.n_layers
-    layer = check_layer(n_layers, config.layer, model.cfg.model_name) if config.layer is not None else None
+def head_before_after(context: ModelContext | StreamedContext, config: HeadBeforeAfterConfig,
+                      pieces=None) -> ExperimentResult:
+    """The view on the loaded model, or one block's weights at a time (``--placement streamed``)."""
+    passes, options, layout = head_passes(context, pieces), context.options, context.layout
+    criterion, n_layers = options.criterion, passes.n_layers
+    layer = check_layer(n_layers, config.layer, passes.name) if config.layer is not None else None
     tokens = prompt_tokens(context, config.prompt)
     if config.heads is not None:
-        heads = check_heads(model, [tuple(map(int, h.split("."))) for h in config.heads])
-    clean = probe(model, tokens, list(range(n_layers)), criterion, logits=False)
-    layer = first_massive(clean, 1, model.cfg.model_name, criterion) if layer is None else layer
+        heads = [tuple(map(int, h.split("."))) for h in config.heads]
+        for li, h in heads:
+            require_in_model(li, h, n_layers, passes.n_heads, passes.name)
+    if layer is None:
+        clean, _ = passes.probes(tokens, [], logits=False)
+        layer = first_massive(clean, 1, passes.name, criterion)
     if config.heads is None:
-        score = head_scores(model, tokens, criterion, layout=layout).score("first")[: layer + 1]  # [layer, head]
+        score = passes.scores(tokens).score("first")[: layer + 1]  # [layer, head]
         if config.k > score.numel():
             raise UsageError(f"k {config.k} is larger than the {score.numel()} heads of blocks 0..{layer}")
         order = score.flatten().argsort(descending=True)[: config.k].tolist()
-        heads = [(i // model.cfg.n_heads, i % model.cfg.n_heads) for i in order]
+        heads = [(i // passes.n_heads, i % passes.n_heads) for i in order]
     if config.how == SLICE_CONTRAST:
-        hooks = [zero_output_slice(li, h, model.cfg.d_head).as_hook() for li, h in heads]
+        ablation = [zero_output_slice(li, h, passes.d_head) for li, h in heads]
     else:
         means = None
         if config.how == "mean":
-            reference = windows(model.tokenizer, load_text("builtin").text, tokens.shape[1], 16, options.prepend_bos)
-            means = HeadMeans.measure_all(model, reference.split(4), {li for li, _ in heads}, per_position=True)
-        hooks = [a.as_hook() for a in ablate_heads(heads, config.how, means)]
-    kept = {}
-
-    def keep(acts: torch.Tensor, hook) -> None:  # [batch, pos, d_model]
-        kept[len(kept)] = acts[0].float().cpu()
-
-    with torch.inference_mode():
-        with engine_hooks(model, [(resid_post(layer), keep)]):
-            model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
-        with engine_hooks(model, hooks + [(resid_post(layer), keep)]):
-            model(tokens.to(model.cfg.device), return_type=None, stop_at_layer=layer + 1)
-    labels = residual_tokens(model.tokenizer, tokens[0], layout=layout)
+            reference = windows(passes.tokenizer, load_text("builtin").text, tokens.shape[1], 16, options.prepend_bos)
+            means = passes.means("mean", reference, {li for li, _ in heads})
+        ablation = ablate_heads(heads, config.how, means)
+    before_acts, after_acts = passes.outputs(tokens, ablation, layer)
+    kept = {0: before_acts, 1: after_acts}
+    labels = residual_tokens(passes.tokenizer, tokens[0], layout=layout)
     before, after = _grid(kept[0], labels), _grid(kept[1], labels)
     diff = before[["position", "token", "dim"]].copy()
     diff["before"], diff["after"] = before["value"], after["value"]
     diff["change"] = diff["after"] - diff["before"]
-    at = clean.entries[layer]
+    at = massive_mask(kept[0][None], criterion).nonzero()  # the clean run's massive entries at the block
     massive = pd.DataFrame([{"position": p, "token": labels[p], "dim": d, "before": float(kept[0][p, d]),
                              "after": float(kept[1][p, d])} for _, p, d in at.tolist()],
                            columns=["position", "token", "dim", "before", "after"])
@@ -85,11 +84,11 @@ def head_before_after(context: ModelContext, config: HeadBeforeAfterConfig) -> E
              f"{diff['change'].abs().max():.3g}"]
     lines += [f"  massive: position {r.position} {r.token!r} dim {r.dim}: {r.before:.1f} -> {r.after:.1f} ({r.change_pct:+.2f}%)"
               for r in massive.itertuples()]
-    title = f"{model.cfg.model_name}: |a| at block {layer}, before / after removing {what} {named}"
+    title = f"{passes.name}: |a| at block {layer}, before / after removing {what} {named}"
     return ExperimentResult(
         tables={"before_after": diff, "massive_entries": massive},
         figures={"before_after_3d": before_after_3d(before, after, title),
-                 "difference": difference_heatmap(diff, f"{model.cfg.model_name}: after - before at block {layer} ({named})")},
+                 "difference": difference_heatmap(diff, f"{passes.name}: after - before at block {layer} ({named})")},
         summary={"layer": layer, "heads": [list(h) for h in heads], "how": config.how,
                  "massive": massive.to_dict("records")},
         lines=lines,

@@ -18,6 +18,7 @@ SINK_EPS = 0.3  # Gu et al. 2024
 HOW = ("zero", "mean")
 HOW_3D = (*HOW, "residual_slice")
 RANK_BY = ("massive", "first")
+DEFAULT_MAX_HEADS = 8  # head-cumulative's K when --max-heads is not given
 
 
 def _check_text(config) -> None:
@@ -153,6 +154,12 @@ class HeadCumulativeConfig(_Sequences):
         _check_layer(self)
         _check_choice(self, "how", HOW)
 
+    @property
+    def streamed_windows(self) -> int:
+        """Windows whose residual streams a streamed run holds at once: the clean ones and a copy per step of every
+        order."""
+        return self.n_seqs * (1 + (1 + self.n_random) * (self.max_heads or DEFAULT_MAX_HEADS))
+
 
 @dataclass
 class AttributionConfig(_Sequences):
@@ -181,3 +188,8 @@ class HeadBeforeAfterConfig:
         _check_heads(self)
         require_at_least(self, 1, "k")
         _check_choice(self, "how", HOW_3D)
+
+    @property
+    def streamed_windows(self) -> int:
+        """The prompt, clean and with the heads removed."""
+        return 2

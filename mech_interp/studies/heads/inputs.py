@@ -15,7 +15,6 @@ from ...models.context import ModelContext
 from ...models.hooked_model import HookedModel
 from ...models.placement.streamed_context import StreamedContext
 from ...validation.errors import NoMassiveActivations, UsageError
-from .named_heads import require_in_model
 from .reduced_forward import Probe
 
 N_REFERENCE = 4  # held-out windows whose mean hook_z a mean ablation writes
@@ -38,8 +37,9 @@ def sequences(context: ModelContext | StreamedContext, config, held_out: bool = 
     return seqs[: config.n_seqs], seqs[config.n_seqs:], source.origin
 
 
-def prompt_tokens(context: ModelContext, prompt: str) -> Int[torch.Tensor, "one pos"]:
-    tokens = encode(context.model.tokenizer, prompt, context.options.prepend_bos)
+def prompt_tokens(context: ModelContext | StreamedContext, prompt: str) -> Int[torch.Tensor, "one pos"]:
+    tokenizer = context.tokenizer if isinstance(context, StreamedContext) else context.model.tokenizer
+    tokens = encode(tokenizer, prompt, context.options.prepend_bos)
     if tokens.numel() < 2:
         raise UsageError(f"--prompt {prompt!r} is {tokens.numel()} token long: need at least 2")
     return tokens[None]
@@ -82,9 +82,3 @@ def first_massive(clean: Probe, n_seq: int, model_name: str, criterion) -> int:
         raise NoMassiveActivations(f"no massive activations found in {model_name} by {criterion}: pass --layer or "
                                    "loosen the criterion (--min-abs / --min-ratio)")
     return layers[0]
-
-
-def check_heads(model: HookedModel, heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    for layer, head in heads:
-        require_in_model(layer, head, model.cfg.n_layers, model.cfg.n_heads, model.cfg.model_name)
-    return heads

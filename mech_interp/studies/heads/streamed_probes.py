@@ -41,21 +41,22 @@ class _Reads:
         idx = at.to(acts.device)
         self.values.setdefault(layer, []).append(acts[idx[:, 0] - rows.start, idx[:, 1], idx[:, 2]].float().cpu())
 
-    def probe(self, layers: list[int], nll: Float[torch.Tensor, "seq pos_minus_1"]) -> Probe:
+    def probe(self, layers: list[int], nll: Float[torch.Tensor, "seq pos_minus_1"] | None) -> Probe:
         result = Probe(layers, self.top1, {li: torch.cat(self.entries[li]) for li in layers},
                        {li: torch.cat(self.values[li]) for li in layers})
-        result.nll = nll.double().sum(1).float()
-        result.n_predicted = nll.shape[1]
+        if nll is not None:
+            result.nll = nll.double().sum(1).float()
+            result.n_predicted = nll.shape[1]
         return result
 
 
 def streamed_probes(streamed: StreamedModel, tokens: Int[torch.Tensor, "batch pos"],
                     ablations: Sequence[Sequence[Intervention]], criterion: MassiveCriterion,
-                    batch_size: int = 4, spill_dir: Path | None = None, progress: bool = True
+                    batch_size: int = 4, spill_dir: Path | None = None, logits: bool = True, progress: bool = True
                     ) -> tuple[Probe, list[Probe]]:
-    """The clean probe of every block and one probe per ablation (its interventions' hooks in place), with the NLL,
-    in one pass over the weights; ``spill_dir``: where the residual streams wait between blocks, instead of in
-    memory."""
+    """The clean probe of every block and one probe per ablation (its interventions' hooks in place), with the NLL
+    when ``logits``, in one pass over the weights; ``spill_dir``: where the residual streams wait between blocks,
+    instead of in memory."""
     n_layers, n_seqs = streamed.n_layers, tokens.shape[0]
     clean = _Reads(n_layers, n_seqs, None, criterion)
     reads = {CLEAN: clean, **{str(i): _Reads(n_layers, n_seqs, clean, criterion) for i in range(len(ablations))}}
@@ -65,7 +66,8 @@ def streamed_probes(streamed: StreamedModel, tokens: Int[torch.Tensor, "batch po
         for intervention in interventions:
             branches[str(i)].setdefault(intervention.layer, []).append(intervention.as_hook())
     nll = streamed_branches(streamed, tokens, branches, batch_size=batch_size, spill_dir=spill_dir, progress=progress,
-                            desc="head ablation",
+                            logits=logits, desc="head ablation",
                             observe=lambda name, layer, rows, acts: reads[name].read(layer, rows, acts))
     layers = list(range(n_layers))
-    return reads[CLEAN].probe(layers, nll[CLEAN]), [reads[str(i)].probe(layers, nll[str(i)]) for i in range(len(ablations))]
+    return reads[CLEAN].probe(layers, nll.get(CLEAN)), [reads[str(i)].probe(layers, nll.get(str(i)))
+                                                        for i in range(len(ablations))]
