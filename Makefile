@@ -1,5 +1,5 @@
 # The two entry points of the README (study, test). Both install what is missing first.
-.PHONY: install study test test-fast bench bench-heads bench-train
+.PHONY: install study test test-fast docs bench bench-heads bench-train
 
 install:
 	@bash scripts/install.sh
@@ -23,13 +23,17 @@ test-fast: install
 	.venv/bin/python -m pytest -q -m "not acceptance"
 	.venv-tl4/bin/python -m pytest -q -m "not acceptance" $(ENGINE_TESTS)
 
+# The documentation site from docs/ into site/ (static; open site/index.html from disk). Warnings are errors.
+docs: install
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+
 bench: install
 	.venv/bin/python bench/bench_layer_stats.py
 
-# The single-head sweep: restarted and batched vs one full forward per head (README, "The head study").
+# The single-head sweep: restarted and batched vs one full forward per head (docs/studies/heads.md).
 bench-heads: install
 	.venv/bin/python bench/bench_head_sweep.py
 
-# Training tokens/s: the TransformerLens variants vs plain PyTorch GPTs (README, "Training GPT-2 variants").
+# Training tokens/s: the TransformerLens variants vs plain PyTorch GPTs (docs/studies/training.md).
 bench-train: install
 	.venv/bin/python bench/bench_train.py

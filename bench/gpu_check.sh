@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU table of the README in one command, on a GPU machine that has PyTorch but no network and
+# The GPU table of the docs (docs/development/benchmarks.md) in one command, on a GPU machine that has PyTorch but no network and
 # none of this project's other dependencies.
 #
 #   bash bench/gpu_check.sh download   # on a machine WITH network (any OS/CPU): wheels -> bench/wheels/

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Print the README's table of supported model families, written from the tables the loaders use
+"""Print the docs' table of supported model families (docs/running/models.md), written from the tables the loaders use
 (``mech_interp.models.architectures``): which engine loads each family, where attention runs fused,
 which GGUF architecture reads into it, which families a run can stream one block at a time
 (``models.placement.weight_source.STREAMABLE``). tests/test_architectures.py checks every engine claim
-against HF on each engine installed where it runs, and that README.md holds what this prints;
+against HF on each engine installed where it runs, and that docs/running/models.md holds what this prints;
 tests/test_streamed_pass.py and tests/test_streamed_sites.py check the streamed column.
 
     python scripts/families_table.py

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Print the README's memory table: for the paper's models and the embedded ones, parameters, weights and the
+"""Print the docs' memory table (docs/running/memory.md): for the paper's models and the embedded ones, parameters, weights and the
 planner's peak per placement of a layer-wise statistics pass, and what fits a GPU of 24, 80 and 141 GB. Computed
 by the planner (``mech_interp.models.placement``) from the models' published config.json shape fields, committed in
-tests/data/model_configs/ (no weights); tests/test_memory_plan.py checks that README.md holds what this prints.
+tests/data/model_configs/ (no weights); tests/test_memory_plan.py checks that docs/running/memory.md holds what this prints.
 
     python scripts/memory_table.py
 """

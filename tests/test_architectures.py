@@ -8,7 +8,7 @@ each engine this environment has (.venv: the HookedTransformer and TransformerLe
 bridge; .venv-tl4: TransformerLens 4.x's bridge; ``make test`` runs this module in both). Every
 residual stream after a block must equal HF's ``hidden_states``, and the logits HF's logits. A
 family an installed engine does not claim must be refused by it in one line naming the engine that
-loads it; the README's table of families is the one ``scripts/families_table.py`` writes from
+loads it; the docs' table of families (docs/running/models.md) is the one ``scripts/families_table.py`` writes from
 the same mapping.
 """
 
@@ -225,10 +225,11 @@ def test_a_family_an_engine_does_not_claim_is_refused_naming_the_one_that_loads_
     assert "transformer-lens" in err
 
 
-def test_the_readme_table_of_families_is_the_one_written_from_the_engine_table():
+def test_the_docs_table_of_families_is_the_one_written_from_the_engine_table():
     script = ROOT / "scripts" / "families_table.py"
     table = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout.strip()
-    assert table in (ROOT / "README.md").read_text(), f"README.md's table of families is stale: python {script}"
+    page = ROOT / "docs" / "running" / "models.md"
+    assert table in page.read_text(), f"{page}'s table of families is stale: python {script}"
 
 
 # GGUF architecture -> (HF architecture, config class, tiny config). The configs keep what a GGUF

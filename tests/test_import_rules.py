@@ -1,4 +1,4 @@
-"""The import rules of docs/architecture.md, read from the source with ``ast`` (nothing is imported):
+"""The import rules of docs/development/architecture.md, read from the source with ``ast`` (nothing is imported):
 
 - no import cycle between modules, counting every import (inside functions and under ``TYPE_CHECKING`` too);
 - no import cycle between the packages they sit in, counting module-level imports (a lazy import of a

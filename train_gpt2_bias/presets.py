@@ -15,7 +15,7 @@ TransformerLens model) that is 150 s, so 300 s for both, plus evaluation (14 eva
 (~30 s per checkpoint): about 7-8 minutes, leaving margin for a slower card. NOT measured: no GPU was available
 while writing it.
 
-``cpu`` trains on this project's 2-core CPU machine in a few minutes per variant (see the README for the measured
+``cpu`` trains on this project's 2-core CPU machine in a few minutes per variant (see docs/studies/training.md for the measured
 time); ``tiny`` is for tests and the notebook (seconds).
 """
 

@@ -94,8 +94,8 @@ GGUF_ARCHITECTURES: dict[str, str] = {
 
 # Engine -> the families it loads with every resid_post equal to HF's. tests/test_architectures.py runs each
 # family on each engine installed where it runs (the bridge of TransformerLens 4.x in the second environment,
-# and 3.x's beta bridge in the first), and the README's table is written from this mapping
-# (scripts/families_table.py; tests/test_architectures.py checks that the README holds what it writes).
+# and 3.x's beta bridge in the first), and the docs' table (docs/running/models.md) is written from this mapping
+# (scripts/families_table.py; tests/test_architectures.py checks that the page holds what it writes).
 ENGINE_FAMILIES: dict[str, frozenset[str]] = {
     HOOKED_TRANSFORMER: frozenset(HOOKED_FAMILIES),
     TRANSFORMER_BRIDGE: frozenset(SUPPORTED),

@@ -1,0 +1,87 @@
+"""The documentation: the site builds with warnings as errors (mkdocs --strict: a broken link or a page left out of the
+navigation fails), every link and image of the built pages resolves inside the site (anchors included), every relative
+link of the README names a file of the repository, and the README's library example runs on the embedded model."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.add(values["id"])
+        for name in ("href", "src"):
+            if values.get(name):
+                self.links.append(values[name])
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("docs") / "site"
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_the_site_builds_and_every_internal_link_resolves(site):
+    pages = sorted(site.rglob("*.html"))
+    assert {"index.html", "getting-started.html", "studies/heads.html", "running/memory.html"} <= \
+        {str(p.relative_to(site)) for p in pages}
+    parsed = {page: _parse(page) for page in pages}
+    broken = []
+    for page, content in parsed.items():
+        if page.name == "404.html":
+            continue  # a web server's error page, linked from the server's root; never opened from disk
+        for link in content.links:
+            parts = urlsplit(link)
+            if parts.scheme or link.startswith("//"):
+                continue  # outside the site (the paper, the theme's repository links)
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file() or site.resolve() not in target.parents:
+                broken.append(f"{page.relative_to(site)}: {link}")
+            elif parts.fragment and target.suffix == ".html" and \
+                    parts.fragment not in parsed.get(target, _parse(target)).ids:
+                broken.append(f"{page.relative_to(site)}: {link} (no such anchor)")
+    assert not broken, "\n".join(broken)
+
+
+def test_every_relative_link_of_the_readme_names_a_file():
+    links = re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text())
+    relative = [link for link in links if not urlsplit(link).scheme]
+    assert relative, "the README links its pages"
+    assert not [link for link in relative if not (ROOT / link.split("#")[0]).exists()]
+
+
+def test_the_readme_library_example_runs(smollm2):
+    """The README's one Python block, as written, on the embedded model (which the fixture has cached)."""
+    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["L"] == 11, "SmolLM2's massive entry appears at block 11"
+    assert namespace["stats"].summary.set_index("layer").loc[11, "top1"] > 10_000
