@@ -85,3 +85,5 @@ def test_the_readme_library_example_runs(smollm2):
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["L"] == 11, "SmolLM2's massive entry appears at block 11"
     assert namespace["stats"].summary.set_index("layer").loc[11, "top1"] > 10_000
+    assert namespace["zeroed"] > 100 * namespace["clean"], "zeroing the entry wrecks the model"
+    assert len(namespace["heads"]) == 30 * 9, "a score for every head"

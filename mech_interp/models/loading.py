@@ -80,6 +80,11 @@ def load_model(
     (``placement.device_map``) splits the model over the machine's devices instead of putting it on
     ``device``: a HookedTransformer's blocks over ``n_devices`` GPUs, the bridge's HF model dispatched
     by accelerate (``max_memory``, e.g. "20GiB", caps each device).
+
+    >>> import mech_interp as mi
+    >>> model = mi.load_model("random:gpt2-tiny", device="cpu")
+    >>> model.cfg.n_layers, model.cfg.d_model
+    (4, 64)
     """
     from .processing import Processing
 
