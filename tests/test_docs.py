@@ -1,7 +1,7 @@
 """The documentation: the site builds with warnings as errors (mkdocs --strict: a broken link or a page left out of the
-navigation fails), every link and image of the built pages resolves inside the site (anchors included), the conventions
-page holds the definitions the runs print, every relative link of the README names a file of the repository, and the
-README's library example runs on the embedded model."""
+navigation fails), every link and image of the built pages resolves inside the site (anchors included), the
+conventions page holds the definitions the runs print, the CLI reference is what the parsers print, every relative
+link of the README names a file of the repository, and the README's library example runs on the embedded model."""
 
 from __future__ import annotations
 
@@ -77,6 +77,13 @@ def test_the_conventions_page_holds_the_definitions_the_runs_print():
     section = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
     page = ROOT / "docs" / "conventions.md"
     assert section in page.read_text(), f"{page} is stale: python {script} writes its definitions section"
+
+
+def test_the_cli_reference_is_what_the_parsers_print():
+    script = ROOT / "scripts" / "cli_reference.py"
+    written = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    page = ROOT / "docs" / "reference" / "cli.md"
+    assert written == page.read_text(), f"{page} is stale: python {script} > {page}"
 
 
 def test_every_relative_link_of_the_readme_names_a_file():
