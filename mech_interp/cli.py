@@ -40,7 +40,7 @@ STUDIES = ("lm", "heads")  # the studies mech-interp serves (runs.studies.STUDIE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="mech-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="mech-interp", description=__doc__)
     sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
 
     study = sub.add_parser("study", help="all four experiments (the main job); 'study heads': the head study's six")
@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lm (default): the paper's four experiments; heads: head scores, ablations, attribution")
     add_fields(study, RunOptions)
     add_out(study)
-    study.add_argument("--layerwise-n-seqs", type=int, default=None, help="sequences for the layer-wise statistics")
-    study.add_argument("--n-windows", type=int, default=None, help="perplexity windows per dataset (0 = all)")
-    study.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated")
+    study.add_argument("--layerwise-n-seqs", type=int, default=None, help="sequences for the layer-wise statistics (default: layerwise's --n-seqs)")
+    study.add_argument("--n-windows", type=int, default=None, help="perplexity windows per dataset, 0 = all (default: intervention's --n-windows)")
+    study.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated (default: intervention's --datasets)")
     add_engine_commands(sub, STUDIES, "configs/layers_sweep.toml")
     add_report_parser(sub)
     from .studies.lm.configs import LayerwiseConfig

@@ -350,3 +350,43 @@ def test_a_failed_png_export_keeps_the_run_and_records_it(tmp_path, capsys, monk
     assert manifest["missing_png"] == {"layerwise.png": "RuntimeError: ReferenceError: kaleido_scopes is not defined"}
     assert {"layerwise.parquet", "layerwise.csv", "layerwise.html"} <= set(manifest["files"])
     assert (run_dir / "layerwise.html").is_file() and not (run_dir / "layerwise.png").exists()
+
+
+@pytest.mark.parametrize("module", ["mech_interp.cli", "vit_hooks.cli", "train_gpt2_bias.cli"])
+def test_every_flag_with_a_default_says_what_it_is(module):
+    """Each subcommand's --help shows every option's default: argparse's own, the dataclass field's (such flags keep
+    None so that the dataclass applies its default), or a description in the help where the default stands for
+    something (every block, the device's free memory, the preset's)."""
+    import argparse
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    silent = []
+    for name, sub in subcommands.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            has_default = action.default not in (None, argparse.SUPPRESS, False) or _field_default(action.dest)
+            if has_default and "default" not in formatter._get_help_string(action):
+                silent.append(f"{name} {action.option_strings[0]}")
+    assert not silent, f"options whose help does not say their default: {silent}"
+
+
+def _field_default(dest):
+    """Whether a dataclass field behind a flag of that name has a default other than None."""
+    import dataclasses
+
+    from mech_interp.runs.studies import STUDIES, get_study
+
+    classes = [c for name in STUDIES for study in [get_study(name)]
+               for c in (study.options_cls, *(e.config_cls for e in study.experiments.values()))]
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name == dest:
+                default = f.default if f.default is not dataclasses.MISSING else \
+                    (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+                if default not in (None, [], ""):
+                    return True
+    return False

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import TrainConfig
     from .experiment import ExperimentConfig
 
-    parser = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
     train = sub.add_parser("train", help="train one variant (resumes from the checkpoint in --out)")
     train.add_argument("--config", default=None, help="a TOML or YAML file of TrainConfig fields")

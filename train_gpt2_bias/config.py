@@ -48,7 +48,7 @@ class TrainConfig:
     n_ctx: int | None = field(default=None, metadata={"help": "override the preset's context (block size)"})
     bias: bool = field(default=False, metadata={"help": "train linear and LayerNorm biases (upstream: no)"})
     # optimisation (upstream's values unless the preset says otherwise)
-    batch_size: int | None = field(default=None, metadata={"help": "sequences per micro-batch (per process)"})
+    batch_size: int | None = field(default=None, metadata={"help": "sequences per micro-batch (per process; default: the preset's)"})
     grad_accum: int | None = field(default=None, metadata={"help": "micro-batches per step (all processes together)"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps"})
     lr: float | None = field(default=None, metadata={"help": "peak learning rate (upstream 6e-4)"})

@@ -32,14 +32,13 @@ from mech_interp.command_line.study_commands import (
 )
 from mech_interp.validation.errors import UsageError
 
-
 STUDIES = ("vit",)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .configs import ViTOptions
 
-    parser = OneLineParser(prog="vit-hooks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="vit-hooks", description=__doc__)
     sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
     study = sub.add_parser("study", help="every experiment on one model (default: the embedded ViT)")
     add_fields(study, ViTOptions)

@@ -18,8 +18,24 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
+class DefaultsShown(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and each option's default after its help unless the help already says it (flags from
+    dataclass fields keep None as their argparse default and say theirs in the help: ``command_line.flags``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS, False) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose own errors are one line naming the program and the subcommand, status 2."""
+    """argparse whose own errors are one line naming the program and the subcommand, status 2; every parser shows
+    its options' defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsShown)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         prog, _, where = self.prog.partition(" ")

@@ -32,13 +32,26 @@ def add_fields(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] =
             continue
         kind, is_list, is_bool = _flag_type(f.type)
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = _with_default(f.metadata.get("help", ""), f)
         if is_bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(
                 flag, dest=f.name, type=kind, default=None, help=help_text, metavar="A,B" if is_list else f.name.upper()
             )
+
+
+def _with_default(help_text: str, f: dataclasses.Field) -> str:
+    """The help with the field's default, unless it already says what the default is (a default whose value means
+    something else, such as None for 'every block', is described in the help itself)."""
+    if "default" in help_text or f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        return help_text
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if default is None or default == [] or default == "":
+        return help_text
+    shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else \
+        ("on" if default is True else "off" if default is False else default)
+    return f"{help_text} (default: {shown})" if help_text else f"default: {shown}"
 
 
 def collect(ns: argparse.Namespace, cls: type, skip: Sequence[str] = ()) -> dict[str, Any]:
