@@ -33,7 +33,8 @@ SOURCES = [
 
 
 def _text(value) -> str:
-    return " ".join(inspect.cleandoc(value).split())
+    """One line; brackets escaped, so that Markdown reads z[l][pos, h] as text, not as a link reference."""
+    return " ".join(inspect.cleandoc(value).split()).replace("[", "\\[")
 
 
 def section() -> str:

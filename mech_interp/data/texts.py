@@ -147,10 +147,13 @@ def check_text(spec: str) -> None:
 def load_text(spec: str) -> TextSource:
     """``builtin``, ``wikitext2``, ``c4``, ``pg19``, ``hf:NAME[:CONFIG[:SPLIT]]`` or a text file path.
 
+    ```python
     >>> import mech_interp as mi
     >>> source = mi.load_text("builtin")  # shipped with the package: no data, no network
     >>> source.name, len(source.text) > 10_000
     ('builtin', True)
+
+    ```
     """
     if spec in NAMED:
         return NAMED[spec]()

@@ -47,10 +47,13 @@ def windows(
     ``n_windows=None`` takes every full window; ``max_len`` is the model's context length. Fewer
     windows than asked is allowed (the caller records how many); none at all is an error.
 
+    ```python
     >>> import mech_interp as mi
     >>> model = mi.load_model("random:gpt2-tiny", device="cpu")
     >>> mi.windows(model.tokenizer, mi.load_text("builtin").text, seq_len=16, n_windows=3).shape
     torch.Size([3, 16])
+
+    ```
     """
     if seq_len < 2:
         raise UsageError(f"--seq-len {seq_len} is too short: need at least 2 tokens")

@@ -4,6 +4,7 @@
 acts on ``blocks.L.attn.hook_z[:, :, head]`` before ``W_O``, ``ablate_heads`` on a set of (layer, head) pairs.
 Each is a hook object: ``.as_hook()`` goes into ``model.hooks(fwd_hooks=[...])`` or ``mi.perplexity``.
 
+```python
 >>> import mech_interp as mi
 >>> model = mi.load_model("random:gpt2-tiny", device="cpu")
 >>> seqs = mi.windows(model.tokenizer, mi.load_text("builtin").text, seq_len=32, n_windows=4)
@@ -12,6 +13,8 @@ Each is a hook object: ``.as_hook()`` goes into ``model.hooks(fwd_hooks=[...])``
 ...                         progress=False).value
 >>> ablated != clean
 True
+
+```
 """
 
 from ..core.massive_reset import FixedSiteMeans, MassiveMeans, SetMean, SetZero

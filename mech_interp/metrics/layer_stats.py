@@ -50,12 +50,15 @@ def collect_layer_stats(
     """Run ``model`` over token batches and return per-layer statistics (default: every resid_post).
     ``layout``: the model's prefix positions, labelled ``PREFIX_LABEL`` in front of each batch's tokens.
 
+    ```python
     >>> import mech_interp as mi
     >>> model = mi.load_model("planted:gpt2-tiny", device="cpu")  # a massive entry planted at block 2
     >>> seqs = mi.windows(model.tokenizer, mi.load_text("builtin").text, seq_len=64, n_windows=4)
     >>> stats = mi.layer_stats(model, seqs.split(2), progress=False)
     >>> stats.massive[["layer", "dim"]].values.tolist()  # (block, dim) of every massive entry found
     [[2, 17], [3, 17]]
+
+    ```
     """
     hook_names = list(hook_names) if hook_names else [resid_post(i) for i in range(model.cfg.n_layers)]
     check_hook_names(model.hook_dict, hook_names)

@@ -53,12 +53,15 @@ def perplexity(
     back with the loss, once per batch), and a non-finite loss stops the run: an overflow would
     otherwise be reported as a perplexity.
 
+    ```python
     >>> import mech_interp as mi
     >>> model = mi.load_model("random:gpt2-tiny", device="cpu")
     >>> seqs = mi.windows(model.tokenizer, mi.load_text("builtin").text, seq_len=32, n_windows=2)
     >>> result = mi.perplexity(model, seqs, progress=False)
     >>> result.n_tokens  # 2 windows x 31 predicted tokens
     62
+
+    ```
     """
     nll_sum, n_tokens = 0.0, 0
     hooks = list(hooks)

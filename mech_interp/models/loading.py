@@ -81,10 +81,13 @@ def load_model(
     ``device``: a HookedTransformer's blocks over ``n_devices`` GPUs, the bridge's HF model dispatched
     by accelerate (``max_memory``, e.g. "20GiB", caps each device).
 
+    ```python
     >>> import mech_interp as mi
     >>> model = mi.load_model("random:gpt2-tiny", device="cpu")
     >>> model.cfg.n_layers, model.cfg.d_model
     (4, 64)
+
+    ```
     """
     from .processing import Processing
 

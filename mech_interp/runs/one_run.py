@@ -24,10 +24,13 @@ def run(experiment: str, model: Any = None, *, study: str | None = None, out: st
     ``train-gpt2-bias experiment``'s); default: ``mech-interp``'s. ``out``: a results directory to write the run into, as the command line does (tables, figures, manifest; an earlier
     run of the same configuration there is replaced); without it nothing is written.
 
+    ```python
     >>> import mech_interp as mi
     >>> result = mi.run("layerwise", "random:llama-tiny", n_seqs=2, seq_len=32, device="cpu")
     >>> result.tables["layerwise"]["layer"].tolist()
     [0, 1, 2, 3]
+
+    ```
     """
     import torch
 
