@@ -1,7 +1,8 @@
 """The documentation: the site builds with warnings as errors (mkdocs --strict: a broken link or a page left out of the
 navigation fails), every link and image of the built pages resolves inside the site (anchors included), the
 conventions page holds the definitions the runs print, the CLI reference is what the parsers print, every relative
-link of the README names a file of the repository, and the README's library example runs on the embedded model."""
+link of the README names a file of the repository, every page loads in headless Chromium with its images and no console
+error, and the README's library example runs on the embedded model."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from tests.test_report_browser import browser  # noqa: F401  (headless Chromium, skipped without it)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,3 +105,21 @@ def test_the_readme_library_example_runs(smollm2):
     assert namespace["stats"].summary.set_index("layer").loc[11, "top1"] > 10_000
     assert namespace["zeroed"] > 100 * namespace["clean"], "zeroing the entry wrecks the model"
     assert len(namespace["heads"]) == 30 * 9, "a score for every head"
+
+
+def test_every_page_loads_in_chromium_with_its_images_and_no_console_error(site, browser):  # noqa: F811
+    """Headless Chromium (as the report's browser test drives it; skipped, saying why, without it) opens every built
+    page from file://: no error in the console, and every image drawn (a non-zero natural size)."""
+    from tests.test_report_browser import _severe
+
+    broken = []
+    for page in sorted(site.rglob("*.html")):
+        if page.name == "404.html":
+            continue
+        browser.get(page.resolve().as_uri())
+        browser.execute_script("return document.readyState")
+        images = browser.execute_script(
+            "return Array.from(document.images).map(img => [img.getAttribute('src'), img.complete && img.naturalWidth])")
+        broken += [f"{page.relative_to(site)}: image {src} not drawn" for src, width in images if not width]
+        broken += [f"{page.relative_to(site)}: {message}" for message in _severe(browser)]
+    assert not broken, "\n".join(broken)
