@@ -60,6 +60,18 @@ def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(run_dir / f"{name}.parquet") for name in TABLES}
 
 
+def _by_placement(args: list, names, placements, tmp_path: Path, capsys) -> dict[str, dict[str, pd.DataFrame]]:
+    """The run of ``args`` under each placement (in its own results root), and the tables ``names`` it wrote."""
+    tables = {}
+    for placement in placements:
+        code, out, err = run_cli([*args, "--placement", placement, "--out", tmp_path / placement], capsys)
+        assert code == 0, err
+        assert out.startswith(f"[placement] {placement}"), out
+        run = next((tmp_path / placement / "tiny-llama").iterdir())
+        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet") for name in names}
+    return tables
+
+
 def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "mech_interp.cli", *map(str, args)]
 
@@ -121,14 +133,8 @@ def test_the_intervention_streams_every_condition_in_one_pass_to_the_same_perple
 def test_head_scores_stream_to_the_same_tables(tiny_llama, tmp_path, capsys):
     args = ["head-scores", "--model", tiny_llama, "--n-seqs", 3, "--seq-len", 24, "--batch-size", 2, "--n-boot", 50,
             "--min-abs", 0.08, "--min-ratio", 4]
-    tables = {}
-    for placement in ("streamed", "whole"):
-        code, out, err = run_cli([*args, "--placement", placement, "--out", tmp_path / placement], capsys)
-        assert code == 0, err
-        assert out.startswith(f"[placement] {placement}"), out
-        run = next((tmp_path / placement / "tiny-llama").iterdir())
-        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet")
-                             for name in ("head_scores", "head_sets", "sink_share", "massive_positions")}
+    tables = _by_placement(args, ("head_scores", "head_sets", "sink_share", "massive_positions"), ("streamed", "whole"),
+                           tmp_path, capsys)
     assert tables["streamed"]["head_scores"]["massive_score"].notna().any(), "some head reads a massive key"
     for name, table in tables["streamed"].items():
         pd.testing.assert_frame_equal(table, tables["whole"][name], check_exact=False, rtol=1e-5, atol=1e-6)
@@ -138,13 +144,8 @@ def test_head_scores_stream_to_the_same_tables(tiny_llama, tmp_path, capsys):
 def test_head_ablation_streams_every_head_set_in_one_pass_to_the_same_tables(how, tiny_llama, tmp_path, capsys):
     args = ["head-ablation", "--model", tiny_llama, "--n-seqs", 3, "--seq-len", 24, "--batch-size", 2, "--n-boot", 50,
             "--n-random", 2, "--min-abs", 0.08, "--min-ratio", 4, "--how", how]
-    tables = {}
-    for placement in ("streamed", "whole"):
-        code, out, err = run_cli([*args, "--placement", placement, "--out", tmp_path / placement], capsys)
-        assert code == 0, err
-        run = next((tmp_path / placement / "tiny-llama").iterdir())
-        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet")
-                             for name in ("change_by_layer", "entry_changes", "perplexity", "head_sets")}
+    tables = _by_placement(args, ("change_by_layer", "entry_changes", "perplexity", "head_sets"), ("streamed", "whole"),
+                           tmp_path, capsys)
     streamed, whole = tables["streamed"], tables["whole"]
     assert streamed["perplexity"]["condition"].tolist() == ["clean", "top-3", "bottom-3", "random-3 #0", "random-3 #1",
                                                             "top_residual_slice-3"]
@@ -174,12 +175,7 @@ SPILLED_RUNS = {  # experiment -> its arguments and the tables to compare
 def test_the_other_head_experiments_stream_to_the_same_tables(experiment, extra, tiny_llama, tmp_path, capsys):
     args, names = SPILLED_RUNS[experiment]
     common = [experiment, "--model", tiny_llama, *args, *extra, "--min-abs", 0.08, "--min-ratio", 4]
-    tables = {}
-    for placement in ("streamed", "whole"):
-        code, out, err = run_cli([*common, "--placement", placement, "--out", tmp_path / placement], capsys)
-        assert code == 0, err
-        run = next((tmp_path / placement / "tiny-llama").iterdir())
-        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet") for name in names}
+    tables = _by_placement(common, names, ("streamed", "whole"), tmp_path, capsys)
     first = tables["streamed"][names[0]]
     changed = first["massive_change_pct"].iloc[1:] if experiment == "head-cumulative" else first["change"]
     assert changed.abs().max() > 0, "the ablation changed the model"
@@ -205,11 +201,7 @@ def test_every_streamed_experiment_spills_to_the_same_tables(experiment, tiny_ll
 
     monkeypatch.setattr(ResidualStreams, "__setitem__", counted)
     for placement in ("spilled", "streamed"):
-        code, out, err = run_cli([*common, "--placement", placement, "--out", tmp_path / placement], capsys)
-        assert code == 0, err
-        assert out.startswith(f"[placement] {placement}: planned peak"), out
-        run = next((tmp_path / placement / "tiny-llama").iterdir())
-        tables[placement] = {name: pd.read_parquet(run / f"{name}.parquet") for name in names}
+        tables |= _by_placement(common, names, (placement,), tmp_path, capsys)
     for name in names:
         pd.testing.assert_frame_equal(tables["spilled"][name], tables["streamed"][name], check_exact=True)
     assert written["spilled"] > 0 and written["streamed"] == 0, written
