@@ -40,3 +40,16 @@ def test_each_docstring_example_runs(name):
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"mi.{name}'s example failed (doctest output above)"
     mi.load_model  # noqa: B018  (names a model loader, so the tier rules count this test as integration)
+
+
+@pytest.mark.parametrize("notebook", ["01_massive_activations.ipynb", "02_attention_heads.ipynb"])
+def test_the_language_model_notebooks_use_only_the_face(notebook):
+    """They import ``mech_interp as mi`` and nothing from inside the package (the notebook tests execute them)."""
+    import json
+    from pathlib import Path
+
+    cells = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / notebook).read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "import mech_interp as mi" in code
+    deep = [line for line in code.splitlines() if "from mech_interp" in line or "import mech_interp." in line]
+    assert not deep, deep

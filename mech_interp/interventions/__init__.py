@@ -1,7 +1,8 @@
 """Interventions on HookedTransformer hook points, built on the core's intervention protocol.
 
 ``set_zero``/``set_mean`` name their site by layer (``blocks.L.hook_resid_post``); ``ablate_head``
-acts on ``blocks.L.attn.hook_z[:, :, head]`` before ``W_O``, ``ablate_heads`` on a set of (layer, head) pairs.
+acts on ``blocks.L.attn.hook_z[:, :, head]`` before ``W_O``, ``ablate_heads`` on a set of (layer, head) pairs;
+``zero_output_slice`` is the earlier GPT-2 study's residual-slice "pruning", kept as a named contrast.
 Each is a hook object: ``.as_hook()`` goes into ``model.hooks(fwd_hooks=[...])`` or ``mi.perplexity``.
 
 ```python
@@ -19,8 +20,8 @@ True
 
 from ..core.massive_reset import FixedSiteMeans, MassiveMeans, SetMean, SetZero
 from ..core.reset_kinds import MEAN_MODES, RESETS
-from .heads import HeadMeans, ablate_head, ablate_heads
+from .heads import HeadMeans, ablate_head, ablate_heads, zero_output_slice
 from .massive import make_reset, set_mean, set_zero
 
 __all__ = ["MEAN_MODES", "RESETS", "FixedSiteMeans", "HeadMeans", "MassiveMeans", "SetMean", "SetZero",
-           "ablate_head", "ablate_heads", "make_reset", "set_mean", "set_zero"]
+           "ablate_head", "ablate_heads", "make_reset", "set_mean", "set_zero", "zero_output_slice"]
