@@ -19,6 +19,7 @@ from ...data.tokens import windows
 from ...interventions import make_reset
 from ...metrics.layer_stats import TOKEN_COLUMNS, collect_layer_stats
 from ...metrics.perplexity import perplexity
+from ...metrics.relative_change import FACTOR_FROM, change_text
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer, engine_hooks, resid_post
 from ...models.placement.streamed_context import StreamedContext
@@ -189,10 +190,11 @@ def intervention(context: ModelContext | StreamedContext, config: InterventionCo
     for reset in config.resets:
         table[f"{reset}_change_pct"] = 100 * (table[reset] / table["original"] - 1)
     table = table.reset_index()
-    lines.append("  perplexity = exp(sum of next-token NLL / predicted tokens); change = reset / original - 1")
+    lines.append("  perplexity = exp(sum of next-token NLL / predicted tokens); change = reset / original - 1, "
+                 f"printed as a factor (x) from {FACTOR_FROM:g}x up")
     lines.append("  dataset        original      " + "      ".join(config.resets))
     for r in table.to_dict("records"):
-        lines.append(f"  {r['dataset']:<12} {r['original']:10.3f} " + " ".join(f"{r[c]:14.4g} ({r[c + '_change_pct']:+.2f}%)" for c in config.resets))
+        lines.append(f"  {r['dataset']:<12} {r['original']:10.3f} " + " ".join(f"{r[c]:14.4g} ({change_text(r[c], r['original'])})" for c in config.resets))
     for r in long[long["status"] != "ok"].itertuples():
         lines.append(f"  {r.dataset}: {r.status}")
     return ExperimentResult(
