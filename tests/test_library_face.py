@@ -53,3 +53,14 @@ def test_the_language_model_notebooks_use_only_the_face(notebook):
     assert "import mech_interp as mi" in code
     deep = [line for line in code.splitlines() if "from mech_interp" in line or "import mech_interp." in line]
     assert not deep, deep
+
+
+def test_mi_run_refuses_what_it_cannot_run_in_one_line():
+    """A setting neither the experiment nor its study takes, and an experiment no study has: one line naming the bad
+    name and the accepted ones, before any model loads."""
+    with pytest.raises(mi.UsageError, match=r"unknown setting 'nseqs' for experiment 'layerwise': accepted .*n_seqs"):
+        mi.run("layerwise", "random:gpt2-tiny", nseqs=2)
+    with pytest.raises(mi.UsageError, match=r"unknown experiment 'layerwize': expected one of feature_view, layerwise"):
+        mi.run("layerwize", "random:gpt2-tiny")
+    with pytest.raises(mi.UsageError, match=r"--n-seqs 0 is not allowed|n_seqs"):
+        mi.run("layerwise", "random:gpt2-tiny", n_seqs=0)

@@ -20,6 +20,28 @@ class ModelContext:
     layout: TokenLayout = field(default_factory=TokenLayout)
     placement: Any = None  # the placement.run_placement.Placement a run chose; None for a model passed in
 
+    # What an experiment reads of its model, spelled as a StreamedContext spells it, so that code written for both
+    # placements reads them the same way.
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def name(self) -> str:
+        return self.model.cfg.model_name
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.cfg.n_ctx
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.cfg.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.model.cfg.n_heads
+
     def info(self) -> dict[str, Any]:
         """The model's description in a run's manifest."""
         cfg = self.model.cfg

@@ -44,6 +44,14 @@ class StreamedContext:
     def n_ctx(self) -> int | None:
         return getattr(self.config, "max_position_embeddings", None)
 
+    @property
+    def n_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.config.num_attention_heads
+
     def label(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
 

@@ -24,13 +24,10 @@ def sequences(context: ModelContext | StreamedContext, config, held_out: bool = 
               ) -> tuple[Int[torch.Tensor, "seq pos"], Int[torch.Tensor, "_ref pos"], str]:
     """``config.n_seqs`` windows of ``config.text``; with ``held_out``, up to ``N_REFERENCE`` more
     windows after them (never the evaluated ones) for mean ablation."""
-    streamed = isinstance(context, StreamedContext)
-    tokenizer = context.tokenizer if streamed else context.model.tokenizer
-    n_ctx = context.n_ctx if streamed else context.model.cfg.n_ctx
     source = load_text(config.text)
     extra = N_REFERENCE if held_out else 0
-    seqs = windows(tokenizer, source.text, config.seq_len, config.n_seqs + extra, context.options.prepend_bos,
-                   source.name, n_ctx, add_special_tokens=source.special_tokens)
+    seqs = windows(context.tokenizer, source.text, config.seq_len, config.n_seqs + extra, context.options.prepend_bos,
+                   source.name, context.n_ctx, add_special_tokens=source.special_tokens)
     if held_out and seqs.shape[0] <= config.n_seqs:
         raise UsageError(f"text {config.text!r} has {seqs.shape[0]} windows of {config.seq_len} tokens: mean ablation "
                          f"needs held-out windows after the {config.n_seqs} evaluated ones (fewer --n-seqs or a longer text)")
@@ -38,8 +35,7 @@ def sequences(context: ModelContext | StreamedContext, config, held_out: bool = 
 
 
 def prompt_tokens(context: ModelContext | StreamedContext, prompt: str) -> Int[torch.Tensor, "one pos"]:
-    tokenizer = context.tokenizer if isinstance(context, StreamedContext) else context.model.tokenizer
-    tokens = encode(tokenizer, prompt, context.options.prepend_bos)
+    tokens = encode(context.tokenizer, prompt, context.options.prepend_bos)
     if tokens.numel() < 2:
         raise UsageError(f"--prompt {prompt!r} is {tokens.numel()} token long: need at least 2")
     return tokens[None]

@@ -26,9 +26,8 @@ class WholePasses:
 
     def __init__(self, context: ModelContext) -> None:
         self.context, self.model = context, context.model
-        cfg = self.model.cfg
-        self.name, self.n_layers, self.n_heads, self.d_head = cfg.model_name, cfg.n_layers, cfg.n_heads, cfg.d_head
-        self.tokenizer = self.model.tokenizer
+        self.name, self.n_layers, self.n_heads = context.name, context.n_layers, context.n_heads
+        self.d_head, self.tokenizer = self.model.cfg.d_head, context.tokenizer
 
     def scores(self, seqs: Int[torch.Tensor, "seq pos"], batch_size: int = 4) -> HeadScores:
         return head_scores(self.model, seqs, self.context.options.criterion, batch_size, layout=self.context.layout)
@@ -64,8 +63,8 @@ class StreamedPasses:
 
     def __init__(self, context: StreamedContext, pieces: Any) -> None:
         self.context, self.pieces = context, pieces
+        self.name, self.n_layers, self.n_heads = context.name, context.n_layers, context.n_heads
         c = context.config
-        self.name, self.n_layers, self.n_heads = context.name, c.num_hidden_layers, c.num_attention_heads
         self.d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         self.tokenizer = context.tokenizer
 

@@ -9,24 +9,16 @@ from ...runs.experiment import ExperimentResult
 from ...viz.heads import layer_head_heatmap, ranking_plot
 from .configs import HeadScoresConfig
 from .inputs import sequences
-from .scores import DEFINITIONS, FIRST_SCORE, MASSIVE_SCORE, head_scores, score_lines, streamed_head_scores
+from .passes import head_passes
+from .scores import DEFINITIONS, FIRST_SCORE, MASSIVE_SCORE, score_lines
 
 
 def head_scores_experiment(context: ModelContext | StreamedContext, config: HeadScoresConfig,
                            pieces=None) -> ExperimentResult:
     """The scores on the loaded model, or one block's weights at a time (``--placement streamed``)."""
-    options = context.options
+    options, name = context.options, context.name
     seqs, _, origin = sequences(context, config)
-    if isinstance(context, StreamedContext):
-        from ...models.placement.streamed_pass import pass_state_dir
-
-        with pass_state_dir(pieces, {"streamed_pass": "head_scores"}) as state_dir:
-            scores = streamed_head_scores(context, seqs, options.criterion, config.batch_size, state_dir=state_dir,
-                                          spill_dir=context.spill_dir(state_dir))
-        name = context.name
-    else:
-        scores = head_scores(context.model, seqs, options.criterion, config.batch_size, layout=context.layout)
-        name = context.model.cfg.model_name
+    scores = head_passes(context, pieces).scores(seqs, config.batch_size)
     table = scores.table(config.sink_eps, config.n_boot, options.seed)
     rank_by, fallback = scores.rank_by_used(config.rank_by, options.criterion)
     sets = scores.head_sets(config.k, config.n_random, options.seed, rank_by)

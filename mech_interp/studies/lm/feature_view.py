@@ -23,9 +23,7 @@ def feature_view(context: ModelContext | StreamedContext, config: FeatureViewCon
     streamed one block at a time."""
     options, layout = context.options, context.layout
     streamed = isinstance(context, StreamedContext)
-    tokenizer = context.tokenizer if streamed else context.model.tokenizer
-    name = context.name if streamed else context.model.cfg.model_name
-    n_layers = context.config.num_hidden_layers if streamed else context.model.cfg.n_layers
+    tokenizer, name, n_layers = context.tokenizer, context.name, context.n_layers
     tokens = encode(tokenizer, config.prompt, options.prepend_bos)
     layer = check_layer(n_layers, config.layer, name) if config.layer is not None else None
     if streamed:

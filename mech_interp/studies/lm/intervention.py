@@ -36,8 +36,6 @@ class _Whole:
 
     def __init__(self, context: ModelContext) -> None:
         self.context, self.model = context, context.model
-        self.tokenizer, self.n_ctx = self.model.tokenizer, self.model.cfg.n_ctx
-        self.name, self.n_layers = self.model.cfg.model_name, self.model.cfg.n_layers
 
     def stats(self, seqs: torch.Tensor, layer: int | None, config: InterventionConfig):
         return collect_layer_stats(self.model, seqs.split(config.batch_size),
@@ -65,8 +63,6 @@ class _Streamed:
 
     def __init__(self, context: StreamedContext, pieces) -> None:
         self.context, self.pieces = context, pieces
-        self.tokenizer, self.n_ctx, self.name = context.tokenizer, context.n_ctx, context.name
-        self.n_layers = context.config.num_hidden_layers
 
     def _model(self):
         from ...models.placement.streamed_model import StreamedModel
@@ -104,9 +100,9 @@ class _Streamed:
                                        spill_dir=self.context.spill_dir(state_dir))
 
 
-def _windows(passes, source: TextSource, config: InterventionConfig, n_windows: int | None, prepend_bos: bool):
-    return windows(passes.tokenizer, source.text, config.seq_len, n_windows, prepend_bos, source.name,
-                   passes.n_ctx, add_special_tokens=source.special_tokens)
+def _windows(context, source: TextSource, config: InterventionConfig, n_windows: int | None, prepend_bos: bool):
+    return windows(context.tokenizer, source.text, config.seq_len, n_windows, prepend_bos, source.name,
+                   context.n_ctx, add_special_tokens=source.special_tokens)
 
 
 def measure_means(passes, seqs: torch.Tensor, layer: int, stats, config: InterventionConfig) -> MassiveMeans:
@@ -126,20 +122,20 @@ def intervention(context: ModelContext | StreamedContext, config: InterventionCo
     passes = _Streamed(context, pieces) if isinstance(context, StreamedContext) else _Whole(context)
     options = context.options
     criterion = options.criterion
-    layer = check_layer(passes.n_layers, config.layer, passes.name) if config.layer is not None else None
+    layer = check_layer(context.n_layers, config.layer, context.name) if config.layer is not None else None
     for name in config.datasets:
         if is_local_file(name):
             load_text(name)  # a missing local file fails now, not after the means pass
     pieces = pieces or _NoPieces()
 
     mean_source = load_text(config.mean_text)
-    mean_seqs = _windows(passes, mean_source, config, config.n_mean_seqs, options.prepend_bos)
+    mean_seqs = _windows(context, mean_source, config, config.n_mean_seqs, options.prepend_bos)
     stats = passes.stats(mean_seqs, layer, config)
     if layer is None:
         layer = stats.first_massive_layer()
         if layer is None:
             raise NoMassiveActivations(
-                f"no massive activations found in {passes.name} by {criterion}: pass --layer or loosen the criterion")
+                f"no massive activations found in {context.name} by {criterion}: pass --layer or loosen the criterion")
     means = measure_means(passes, mean_seqs, layer, stats, config)
 
     means_table = means.table()
@@ -158,7 +154,7 @@ def intervention(context: ModelContext | StreamedContext, config: InterventionCo
                 raise  # a local file: checked before the means pass, so this is a real error
             rows.append({"dataset": name, "condition": "original", "status": f"unavailable: {err}"})
             continue
-        seqs = _windows(passes, source, config, config.n_windows or None, options.prepend_bos)
+        seqs = _windows(context, source, config, config.n_windows or None, options.prepend_bos)
         conditions = ["original", *config.resets]
         keys = {condition: {"dataset": name, "origin": source.origin, "condition": condition, "layer": layer,
                             "means": means.describe() if condition == "set_mean" else None}
@@ -201,7 +197,7 @@ def intervention(context: ModelContext | StreamedContext, config: InterventionCo
         tables={"perplexity": table, "perplexity_long": long, "massive_means": means_table, "mean_pass_layerwise": stats.summary},
         figures={"perplexity": perplexity_bars(
             table, ["original", *config.resets],
-            f"{passes.name}: perplexity with the massive activations of block {layer} reset")},
+            f"{context.name}: perplexity with the massive activations of block {layer} reset")},
         summary={"layer": layer, "mean_text": mean_source.origin, "n_mean_sequences": means.n_sequences,
                  "set_mean": means.describe(), "perplexity": table.to_dict("records")},
         lines=lines,

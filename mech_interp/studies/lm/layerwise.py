@@ -23,7 +23,7 @@ def layerwise(context: ModelContext | StreamedContext, config: LayerwiseConfig, 
     """Top-k and median |a| per layer, averaged over sequences (paper Fig. 2); the model whole, or streamed one
     block at a time."""
     options, streamed = context.options, isinstance(context, StreamedContext)
-    tokenizer, n_ctx = (context.tokenizer, context.n_ctx) if streamed else (context.model.tokenizer, context.model.cfg.n_ctx)
+    tokenizer, n_ctx = context.tokenizer, context.n_ctx
     source = load_text(config.text)
     seqs = windows(tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name,
                    n_ctx, add_special_tokens=source.special_tokens)
@@ -38,7 +38,7 @@ def layerwise(context: ModelContext | StreamedContext, config: LayerwiseConfig, 
     except TopKTooLarge as err:  # the config's k is the --k flag
         raise UsageError(f"--k {err.k} is larger than the {err.n_entries} entries of one hidden state at {err.site}") from None
     first = stats.first_massive_layer()
-    name = context.name if streamed else context.model.cfg.model_name
+    name = context.name
     title = f"{name}: layer-wise |a| over {len(seqs)} x {config.seq_len} tokens of {source.name}"
     summary_table = stats.summary
     # The run directory is named by the request (n_seqs=...) before the text is tokenized: say what ran.
