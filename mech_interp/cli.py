@@ -34,23 +34,27 @@ from .command_line.study_commands import (
 from .models.placement.command import add_plan_parser, plan_main
 from .models.run_options import RunOptions
 from .report.command import add_report_parser, report_main
-from .validation.errors import UsageError
+from .runs.studies import get_study
 
 STUDIES = ("lm", "heads")  # the studies mech-interp serves (runs.studies.STUDIES names every study)
+STUDY_HELP = {
+    "lm": "the paper's four experiments (layer-wise statistics, 3D feature view, intervention, attention)",
+    "heads": "the head study's experiments: which heads read, write and remove the massive activation",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="mech-interp", description=__doc__)
     sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
 
-    study = sub.add_parser("study", help="all four experiments (the main job); 'study heads': the head study's six")
-    study.add_argument("which", nargs="?", choices=STUDIES, default="lm",
-                       help="lm (default): the paper's four experiments; heads: head scores, ablations, attribution")
-    add_fields(study, RunOptions)
-    add_out(study)
-    study.add_argument("--layerwise-n-seqs", type=int, default=None, help="sequences for the layer-wise statistics (default: layerwise's --n-seqs)")
-    study.add_argument("--n-windows", type=int, default=None, help="perplexity windows per dataset, 0 = all (default: intervention's --n-windows)")
-    study.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated (default: intervention's --datasets)")
+    study = sub.add_parser("study", help="the main job: 'study' or 'study lm' runs the paper's four experiments; "
+                                         "'study heads' the head study's six",
+                           description="Run a study's default experiments on one model, then print their summaries. "
+                                       "'mech-interp study' alone is 'mech-interp study lm'; each study's --help lists "
+                                       "its own options.")
+    which = study.add_subparsers(dest="which", parser_class=OneLineParser, metavar="{" + ",".join(STUDIES) + "}")
+    for name in STUDIES:
+        add_study_parser(which, name)
     add_engine_commands(sub, STUDIES, "configs/layers_sweep.toml")
     add_report_parser(sub)
     from .studies.lm.configs import LayerwiseConfig
@@ -59,19 +63,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_study_parser(which, name: str) -> None:
+    """``study NAME``: the shared run options, ``--out``, and the lm study's three parameters of its experiments."""
+    spec = get_study(name)
+    p = which.add_parser(name, help=STUDY_HELP[name], description=f"mech-interp study {name}: {STUDY_HELP[name]}")
+    add_fields(p, spec.options_cls)
+    add_out(p)
+    if name == "lm":
+        p.add_argument("--layerwise-n-seqs", type=int, default=None, help="sequences for the layer-wise statistics (default: layerwise's --n-seqs)")
+        p.add_argument("--n-windows", type=int, default=None, help="perplexity windows per dataset, 0 = all (default: intervention's --n-windows)")
+        p.add_argument("--datasets", default=None, help="perplexity datasets, comma-separated (default: intervention's --datasets)")
+
+
 def _study(ns: argparse.Namespace) -> None:
-    if ns.which != "lm":
-        for flag, value in (("--layerwise-n-seqs", ns.layerwise_n_seqs), ("--n-windows", ns.n_windows), ("--datasets", ns.datasets)):
-            if value is not None:
-                raise UsageError(f"{flag} belongs to the lm study, not to 'study {ns.which}': run the experiment alone "
-                                 f"(mech-interp --help lists them) to change its parameters")
-    params = {
-        "layerwise": {"n_seqs": ns.layerwise_n_seqs} if ns.layerwise_n_seqs is not None else {},
-        "intervention": {k: v for k, v in {
-            "n_windows": ns.n_windows,
-            "datasets": [d.strip() for d in ns.datasets.split(",") if d.strip()] if ns.datasets else None}.items() if v is not None},
-    }
+    params = {}
+    if ns.which == "lm":
+        params = {
+            "layerwise": {"n_seqs": ns.layerwise_n_seqs} if ns.layerwise_n_seqs is not None else {},
+            "intervention": {k: v for k, v in {
+                "n_windows": ns.n_windows,
+                "datasets": [d.strip() for d in ns.datasets.split(",") if d.strip()] if ns.datasets else None}.items()
+                if v is not None},
+        }
     run_default_study(ns.which, options_from(ns, ns.which), params, ns.out, ns.force, say)
+
+
+def with_default_study(argv: Sequence[str]) -> list[str]:
+    """``study [flags]`` is ``study lm [flags]``: the lm study is the main job, and ``study --help`` still lists both."""
+    argv = list(argv)
+    if argv[:1] == ["study"] and (len(argv) == 1 or argv[1] not in (*STUDIES, "-h", "--help")):
+        argv.insert(1, "lm")
+    return argv
 
 
 def _body(ns: argparse.Namespace) -> int | None:
@@ -87,6 +109,7 @@ def _body(ns: argparse.Namespace) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = with_default_study(sys.argv[1:] if argv is None else argv)
     return run_main(build_parser(), argv, _body, "finished runs are kept; the same command resumes the rest")
 
 

@@ -27,6 +27,15 @@ def _help(parser: argparse.ArgumentParser) -> str:
     return parser.format_help().rstrip()
 
 
+def _sections(parser: argparse.ArgumentParser, prog: str) -> list[str]:
+    """Each subcommand's help, and its own subcommands' after it (``mech-interp study lm``)."""
+    lines = []
+    for name, sub in _subparsers(parser).items():
+        sub.prog = f"{prog} {name}"
+        lines += [f"### {sub.prog}", "", "```text", _help(sub), "```", ""] + _sections(sub, sub.prog)
+    return lines
+
+
 def page() -> str:
     os.environ["COLUMNS"] = WIDTH  # argparse wraps at the terminal's width: a fixed one makes the page reproducible
     lines = ["# Command-line reference", "",
@@ -37,9 +46,7 @@ def page() -> str:
         parser = importlib.import_module(module).build_parser()
         parser.prog = command
         lines += [f"## {command}", "", "```text", _help(parser), "```", ""]
-        for name, sub in _subparsers(parser).items():
-            sub.prog = f"{command} {name}"
-            lines += [f"### {command} {name}", "", "```text", _help(sub), "```", ""]
+        lines += _sections(parser, command)
     return "\n".join(lines).rstrip() + "\n"
 
 

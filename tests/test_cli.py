@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import mech_interp.cli
 from mech_interp.models.run_options import RunOptions
 from mech_interp.runs.runner import execute
 from mech_interp.runs.spec import RunSpec, resolve
@@ -360,10 +361,17 @@ def test_every_flag_with_a_default_says_what_it_is(module):
     import argparse
     import importlib
 
-    parser = importlib.import_module(module).build_parser()
-    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    def subcommands(parser, prog):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield f"{prog} {name}".strip(), sub
+                    yield from subcommands(sub, f"{prog} {name}")
+
     silent = []
-    for name, sub in subcommands.items():
+    names = []
+    for name, sub in subcommands(importlib.import_module(module).build_parser(), ""):
+        names.append(name)
         formatter = sub._get_formatter()
         for action in sub._actions:
             if not action.option_strings or action.dest == "help":
@@ -372,6 +380,8 @@ def test_every_flag_with_a_default_says_what_it_is(module):
             if has_default and "default" not in formatter._get_help_string(action):
                 silent.append(f"{name} {action.option_strings[0]}")
     assert not silent, f"options whose help does not say their default: {silent}"
+    if module == "mech_interp.cli":
+        assert {"study lm", "study heads", "layerwise", "report"} <= set(names), names  # nested ones walked too
 
 
 def _field_default(dest):
@@ -390,3 +400,17 @@ def _field_default(dest):
                 if default not in (None, [], ""):
                     return True
     return False
+
+
+def test_each_study_has_its_own_help_and_bare_study_is_lm(capsys):
+    """``study heads --help`` lists the head study's options only; ``study [flags]`` runs the lm study."""
+    assert mech_interp.cli.main(["study", "heads", "--help"]) == 0
+    heads_help = capsys.readouterr().out
+    assert "--model" in heads_help and "--n-windows" not in heads_help and "--datasets" not in heads_help
+    assert mech_interp.cli.main(["study", "lm", "--help"]) == 0
+    assert "--n-windows" in capsys.readouterr().out
+    assert mech_interp.cli.with_default_study(["study", "--model", "m"]) == ["study", "lm", "--model", "m"]
+    assert mech_interp.cli.with_default_study(["study"]) == ["study", "lm"]
+    assert mech_interp.cli.with_default_study(["study", "--help"]) == ["study", "--help"]
+    assert mech_interp.cli.main(["study", "heads", "--n-windows", "3"]) == 2
+    assert "--n-windows" in capsys.readouterr().err
