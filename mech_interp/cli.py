@@ -32,7 +32,6 @@ from .command_line.study_commands import (
     say,
 )
 from .models.placement.command import add_plan_parser, plan_main
-from .models.run_options import RunOptions
 from .report.command import add_report_parser, report_main
 from .runs.studies import get_study
 
