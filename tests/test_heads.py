@@ -153,7 +153,7 @@ def test_direct_writes_add_up_to_the_residual(name, fast):
     for e, (b, p, d) in enumerate(entries.tolist()):
         assert writes.resid_post[:, e].tolist() == pytest.approx(
             [full[resid_post(li)][b, p, d].item() for li in range(model.cfg.n_layers)], rel=1e-6, abs=1e-6)
-        head = writes.components.index[writes.components["component"] == "head 1.2"][0]
+        head = writes.components.index[writes.components["component"] == "L1H2"][0]
         with torch.no_grad():
             expected = full["blocks.1.attn.hook_z"][b, p, 2] @ model.blocks[1].attn.W_O[2][:, d]
         assert writes.writes[e, head].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
@@ -210,7 +210,7 @@ def test_attribution_names_a_planted_head():
     table = writes.table([1])
     for _, rows in table.groupby("position"):
         top = rows.loc[rows["write"].abs().idxmax()]
-        assert top["component"] == "head 1.2" and top["write"] == pytest.approx(500.0, rel=1e-5)
+        assert top["component"] == "L1H2" and top["write"] == pytest.approx(500.0, rel=1e-5)
 
 
 def test_attribution_and_labels_place_the_prefix_of_a_sink_checkpoint(tmp_path):
@@ -330,12 +330,12 @@ def test_experiments_run_on_the_planted_model(planted, tmp_path):
     ablation = results["head_ablation"]
     ppl = ablation.tables["perplexity"].set_index("condition")
     assert {"top-3", "bottom-3", "random-3 #0", "top_residual_slice-3"} <= set(ppl.index)
-    assert ppl.loc["top-3", "heads"] == " ".join(f"{r.layer}.{r.head}" for r in sets[sets["set"] == "top"].itertuples())
+    assert ppl.loc["top-3", "heads"] == " ".join(f"L{r.layer}H{r.head}" for r in sets[sets["set"] == "top"].itertuples())
     assert isinstance(ablation.tables["entry_changes"], pd.DataFrame)
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["head-3d", "--heads", "5.x"], "head '5.x' is not allowed: expected LAYER.HEAD"),
+    (["head-3d", "--heads", "5.x"], "head '5.x' is not allowed: expected LxHy"),
     (["head-ablation", "--how", "prune"], "unknown --how 'prune': expected one of zero, mean"),
     (["head-sweep", "--layer", "7"], "layer 7 out of range"),
     (["head-scores", "--rank-by", "size"], "unknown --rank-by 'size': expected one of massive, first"),
@@ -352,7 +352,7 @@ def test_bad_input_is_refused_before_the_model_loads(args, needle, tmp_path, cap
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["head-3d", "--heads", "1.7"], "head 1.7 is out of range for random-gpt2-tiny: expected LAYER 0..3 and HEAD 0..3"),
+    (["head-3d", "--heads", "1.7"], "head L1H7 is out of range for random-gpt2-tiny: expected LAYER 0..3 and HEAD 0..3"),
     (["head-scores", "--k", "99", "--rank-by", "first"], "k 99 is larger than the number of heads with a first score (16)"),
 ])
 def test_bad_heads_are_refused_once_the_model_says_how_many(args, needle, tmp_path, capsys):
@@ -390,3 +390,12 @@ def test_fast_sweep_resumes_after_an_interruption(planted):
     assert pieces.loaded == 2 and len(pieces.saved) == model.cfg.n_layers
     for name in ("values", "top1", "nll"):
         assert torch.equal(getattr(resumed, name), getattr(whole, name))
+
+
+def test_heads_are_named_LxHy_and_the_older_spelling_reads_the_same():
+    from mech_interp.core.head_names import head_name, head_names
+    from mech_interp.studies.heads.named_heads import parse_head_list
+
+    assert parse_head_list("L18H8, 5.1,l0h0") == [(18, 8), (5, 1), (0, 0)]
+    assert head_name(18, 8) == "L18H8" and head_names([(5, 1), (6, 1)]) == "L5H1 L6H1"
+    assert all(parse_head_list(head_name(li, h)) == [(li, h)] for li in (0, 7, 31) for h in (0, 12))

@@ -21,7 +21,7 @@ FAST = ["--n-seqs", "2", "--seq-len", "16"]
 HEAD_3D = ["head-3d", *TINY, "--layer", "1"]  # --layer: the tiny model has no massive entry to find the block by
 ABLATE = ["head-ablation", *TINY, *FAST, "--n-boot", "20", "--head-sets", "{tmp}/h.csv"]
 HEADER = "set,draw,rank,layer,head,score,rank_by\n"  # as head-scores writes head_sets.csv
-ONE_LINE_FORM = "is not allowed: expected LAYER.HEAD, two 0-based decimal integers in ASCII digits 0-9"
+ONE_LINE_FORM = "is not allowed: expected LxHy (block x, head y: 0-based decimal integers in ASCII digits 0-9"
 CELL_FORM = "expected a 0-based integer in ASCII digits 0-9"
 
 
@@ -40,17 +40,21 @@ def _batch(text: str):
 
 # (id, setup(tmp) -> None, args with {tmp} placeholders, expected substring of the one error line, model loads)
 CASES = [
-    # 1. --heads that are no LAYER.HEAD of decimal integers
+    # 1. --heads that are no LxHy (or older LAYER.HEAD) of decimal integers
     ("heads-nan", None, [*HEAD_3D, "--heads", "nan"], f"head 'nan' {ONE_LINE_FORM}", False),
     ("heads-letters", None, [*HEAD_3D, "--heads", "a.b"], f"head 'a.b' {ONE_LINE_FORM}", False),
     ("heads-letter-head", None, [*HEAD_3D, "--heads", "0.1,1.x"], f"head '1.x' {ONE_LINE_FORM}", False),
     ("heads-leading-zero", None, [*HEAD_3D, "--heads", "1.01"], f"head '1.01' {ONE_LINE_FORM}", False),
     ("heads-space-inside", None, [*HEAD_3D, "--heads", "1 . 2"], f"head '1 . 2' {ONE_LINE_FORM}", False),
     ("batch-heads-float", _batch("heads = [1.10]"), ["batch", "{tmp}/b.toml"],
-     "head 1.1 is not allowed: expected the text LAYER.HEAD", False),
+     "head 1.1 is not allowed: expected the text LxHy", False),
     ("heads-float-head-2.5", None, [*HEAD_3D, "--heads", "2.5"],
-     "head 2.5 is out of range for random-gpt2-tiny: expected LAYER 0..3 and HEAD 0..3 (0-based)", True),
-    ("heads-float-head-1.7", None, [*HEAD_3D, "--heads", "0.0,1.7"], "head 1.7 is out of range for random-gpt2-tiny", True),
+     "head L2H5 is out of range for random-gpt2-tiny: expected LAYER 0..3 and HEAD 0..3 (0-based)", True),
+    ("heads-float-head-1.7", None, [*HEAD_3D, "--heads", "0.0,1.7"], "head L1H7 is out of range for random-gpt2-tiny", True),
+    ("heads-named-out-of-range", None, [*HEAD_3D, "--heads", "L0H0,L1H7"], "head L1H7 is out of range for random-gpt2-tiny", True),
+    ("heads-named-leading-zero", None, [*HEAD_3D, "--heads", "L01H2"], f"head 'L01H2' {ONE_LINE_FORM}", False),
+    ("heads-named-half", None, [*HEAD_3D, "--heads", "L1"], f"head 'L1' {ONE_LINE_FORM}", False),
+    ("heads-both-spellings-twice", None, [*HEAD_3D, "--heads", "L1H2,1.2"], "head L1H2 is named twice in --heads", False),
     # 2. digits other than ASCII 0-9
     ("heads-arabic-indic", None, [*HEAD_3D, "--heads", "١.٢"], f"head '١.٢' {ONE_LINE_FORM}", False),
     ("heads-fullwidth", None, [*HEAD_3D, "--heads", "１.２"], f"head '１.２' {ONE_LINE_FORM}", False),
@@ -78,10 +82,10 @@ CASES = [
      "--head-sets '{tmp}/h.csv' is not UTF-8 (byte 0xe9 at offset 58)", False),
     ("csv-is-a-directory", lambda t: (t / "h.csv").mkdir(), ABLATE, "--head-sets '{tmp}/h.csv' is a directory", False),
     ("csv-out-of-range", _csv(HEADER + "top,0,0,9,1,0.5,massive\n"), ABLATE,
-     "row 1 (line 2): head 9.1 is out of range for random-gpt2-tiny: expected LAYER 0..3 and HEAD 0..3", True),
+     "row 1 (line 2): head L9H1 is out of range for random-gpt2-tiny: expected LAYER 0..3 and HEAD 0..3", True),
     # 4. a head named twice in one set
     ("csv-head-twice", _csv(HEADER + "top,0,0,1,1,0.5,massive\ntop,0,1,1,1,0.4,massive\n"), ABLATE,
-     "row 2 (line 3): head 1.1 is named twice in set top draw 0 (also row 1 (line 2)): give each head once per set", False),
+     "row 2 (line 3): head L1H1 is named twice in set top draw 0 (also row 1 (line 2)): give each head once per set", False),
 ]
 
 

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Literal
 import torch
 from jaxtyping import Float, Int
 
+from ..core.head_names import head_name
 from ..core.intervention import Intervention
 from ..core.running_stats import Mean
 from ..models.hook_names import act_name, engine_hooks
@@ -169,7 +170,7 @@ class ZeroOutputSlice(Intervention):
     attention output (after ``W_O``, every head summed). Not a head ablation: kept as a named contrast."""
 
     def __init__(self, layer: int, head: int, d_head: int):
-        super().__init__(f"{SLICE_CONTRAST}_{layer}.{head}", act_name("attn_out", layer))
+        super().__init__(f"{SLICE_CONTRAST}_{head_name(layer, head)}", act_name("attn_out", layer))
         self.layer, self.head, self.d_head = layer, head, d_head
 
     @property

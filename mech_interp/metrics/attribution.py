@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 
+from ..core.head_names import head_name
 from ..core.token_layout import TokenLayout
 from ..models.hook_names import act_name, engine_hooks
 from ..models.hooked_model import HookedModel
@@ -88,7 +89,7 @@ def component_table(model: HookedModel, has_pos: bool, n_prefix: int) -> pd.Data
     if n_prefix:
         rows.append({"component": "prefix", "kind": "prefix", "layer": -1, "head": -1})
     for layer in range(model.cfg.n_layers):
-        rows += [{"component": f"head {layer}.{h}", "kind": "head", "layer": layer, "head": h}
+        rows += [{"component": head_name(layer, h), "kind": "head", "layer": layer, "head": h}
                  for h in range(model.cfg.n_heads)]
         rows.append({"component": f"attn_bias {layer}", "kind": "attn_bias", "layer": layer, "head": -1})
         rows.append({"component": f"mlp {layer}", "kind": "mlp", "layer": layer, "head": -1})
@@ -137,7 +138,7 @@ def direct_writes(model: HookedModel, tokens: Int[torch.Tensor, "batch pos"],
         layer = hook.layer()
         w_o = model.blocks[layer].attn.W_O  # [head_index, d_head, d_model]
         per_head = torch.einsum("ehk,hke->eh", z[b, p].to(w_o.dtype), w_o[:, :, d])  # [entry, head_index]
-        first = index[f"head {layer}.0"]
+        first = index[head_name(layer, 0)]
         writes[:, first:first + cfg.n_heads] = per_head.double().cpu()
         b_o = output_bias(model.blocks[layer].attn, "b_O")
         if b_o is not None:

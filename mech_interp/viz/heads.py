@@ -7,6 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..core.head_names import head_name
+
 HEAD_LAYER_AXIS = "block (0-based TransformerLens block)"
 
 
@@ -29,7 +31,7 @@ def ranking_plot(table: pd.DataFrame, value: str, title: str) -> go.Figure:
         error_y={"type": "data", "symmetric": False, "array": ranked[f"{value}_ci_high"] - ranked[value],
                  "arrayminus": ranked[value] - ranked[f"{value}_ci_low"]},
         marker={"color": ranked["layer"], "colorscale": "Turbo", "showscale": True, "colorbar": {"title": "block"}},
-        text=[f"{r.layer}.{r.head}" for r in ranked.itertuples()],
+        text=[head_name(r.layer, r.head) for r in ranked.itertuples()],
         hovertemplate="head %{text}: %{y:.3f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="rank", yaxis_title=value.replace("_", " "))
     return fig

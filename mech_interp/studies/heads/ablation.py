@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ...core.head_names import head_names
 from ...interventions.heads import SLICE_CONTRAST, ablate_heads, zero_output_slice
 from ...metrics.bootstrap import CI_DEFINITION, bootstrap_ci
 from ...models.context import ModelContext
@@ -89,11 +90,11 @@ def head_ablation(context: ModelContext | StreamedContext, config: HeadAblationC
         for table in (layer_table, entry_table):
             table.insert(0, "condition", label)
             table.insert(1, "draw", draw)
-            table.insert(2, "heads", " ".join(f"{li}.{h}" for li, h in heads))
+            table.insert(2, "heads", head_names(heads))
         by_layer.append(layer_table)
         by_entry.append(entry_table)
         ppl = ablated.ppl()
-        ppl_rows.append({"condition": label, "draw": draw, "heads": " ".join(f"{li}.{h}" for li, h in heads), "how": how,
+        ppl_rows.append({"condition": label, "draw": draw, "heads": head_names(heads), "how": how,
                          "perplexity": ppl, "change_pct": 100 * (ppl / clean.ppl() - 1)})
     layer_table, entry_table, ppl_table = pd.concat(by_layer), pd.concat(by_entry), pd.DataFrame(ppl_rows)
     massive = massive_layers(clean, len(seqs))

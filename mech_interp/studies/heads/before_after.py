@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from ...core.criterion import massive_mask
+from ...core.head_names import head_names
 from ...data.texts import load_text
 from ...data.tokens import windows
 from ...interventions.heads import (
@@ -23,7 +24,7 @@ from ...validation.errors import UsageError
 from ...viz.heads import before_after_3d, difference_heatmap
 from .configs import HeadBeforeAfterConfig
 from .inputs import first_massive, prompt_tokens
-from .named_heads import require_in_model
+from .named_heads import parse_head_list, require_in_model
 from .passes import head_passes
 from .reduced_forward import residual_tokens
 
@@ -45,7 +46,7 @@ def head_before_after(context: ModelContext | StreamedContext, config: HeadBefor
     layer = check_layer(n_layers, config.layer, passes.name) if config.layer is not None else None
     tokens = prompt_tokens(context, config.prompt)
     if config.heads is not None:
-        heads = [tuple(map(int, h.split("."))) for h in config.heads]
+        heads = parse_head_list(config.heads)
         for li, h in heads:
             require_in_model(li, h, n_layers, passes.n_heads, passes.name)
     if layer is None:
@@ -77,7 +78,7 @@ def head_before_after(context: ModelContext | StreamedContext, config: HeadBefor
                              "after": float(kept[1][p, d])} for _, p, d in at.tolist()],
                            columns=["position", "token", "dim", "before", "after"])
     massive["change_pct"] = 100 * (massive["after"] / massive["before"] - 1)
-    named = " ".join(f"{li}.{h}" for li, h in heads)
+    named = head_names(heads)
     what = "residual slices (the earlier study's contrast)" if config.how == SLICE_CONTRAST else f"heads ({config.how} on hook_z)"
     lines = [f"before/after at block {layer} resid_post on {config.prompt!r}, removing {what} {named}:",
              f"  max |a| {before['abs'].max():.1f} -> {after['abs'].max():.1f}; largest |change| "

@@ -1,7 +1,8 @@
 """The head study's parameters: one dataclass per experiment. Imports no torch.
 
 Field names are the CLI flags and batch-file keys; ``__post_init__`` refuses bad values before any
-model loads. Layers are 0-based TransformerLens blocks; heads are written ``LAYER.HEAD`` (0-based).
+model loads. Layers are 0-based TransformerLens blocks; heads are written ``L5H1`` (block 5, head 1;
+0-based; the older ``5.1`` is read the same).
 The defaults keep every experiment to seconds-to-a-minute on 2 CPU cores for SmolLM2-135M: few, short
 sequences (``--n-seqs``, ``--seq-len`` raise them).
 """
@@ -54,9 +55,10 @@ def _check_eps(config) -> None:
 
 def _check_heads(config) -> None:
     if config.heads is not None:
+        from ...core.head_names import head_name
         from .named_heads import parse_head_list
 
-        config.heads = [f"{layer}.{head}" for layer, head in parse_head_list(config.heads)]
+        config.heads = [head_name(layer, head) for layer, head in parse_head_list(config.heads)]
 
 
 @dataclass
@@ -178,7 +180,7 @@ class AttributionConfig(_Sequences):
 class HeadBeforeAfterConfig:
     prompt: str = field(default=FEATURE_VIEW_PROMPT, metadata={"help": "text to run"})
     layer: int | None = field(default=None, metadata={"help": "0-based block whose resid_post is shown (default: first with massive activations)"})
-    heads: list[str] | None = field(default=None, metadata={"help": "LAYER.HEAD pairs, comma-separated (default: the k heads of blocks <= --layer with the highest token-0 score on the prompt)"})
+    heads: list[str] | None = field(default=None, metadata={"help": "heads as LxHy (e.g. L5H1; 0-based; 5.1 also read), comma-separated (default: the k heads of blocks <= --layer with the highest token-0 score on the prompt)"})
     k: int = field(default=3, metadata={"help": "heads in the default set"})
     how: str = field(default="zero", metadata={"help": "zero, mean (over windows of the built-in text) or residual_slice (the earlier study's contrast)"})
 

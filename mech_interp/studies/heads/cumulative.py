@@ -7,6 +7,7 @@ import random
 
 import pandas as pd
 
+from ...core.head_names import head_name
 from ...interventions.heads import ablate_heads
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer
@@ -53,7 +54,7 @@ def head_cumulative(context: ModelContext | StreamedContext, config: HeadCumulat
     rows = [{"order": o, "draw": d, "k": 0, "head_added": "", "massive_value": clean_value,
              "top1": float(clean.top1[layer].mean()), "perplexity": clean.ppl()} for o, d, _ in orders]
     for (order, draw, heads, k), out in zip(steps, ablated):
-        rows.append({"order": order, "draw": draw, "k": k, "head_added": f"{heads[k - 1][0]}.{heads[k - 1][1]}",
+        rows.append({"order": order, "draw": draw, "k": k, "head_added": head_name(*heads[k - 1]),
                      "massive_value": float(out.values[layer].mean()) if has_entries else float("nan"),
                      "top1": float(out.top1[layer].mean()), "perplexity": out.ppl()})
     table = pd.DataFrame(rows)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...core.head_names import head_name
 from ...storage.user_files import decode_utf8, require_file
 from ...validation.errors import UsageError
 from .named_heads import require_in_model
@@ -110,7 +111,7 @@ def _rows(text: str, shown: str) -> list[HeadSetRow]:
                                  "draws other than 0")
             key = (name, row.draw, row.layer, row.head)
             if key in seen:
-                raise UsageError(f"{where}: head {row.layer}.{row.head} is named twice in set {name} draw {row.draw} "
+                raise UsageError(f"{where}: head {head_name(row.layer, row.head)} is named twice in set {name} draw {row.draw} "
                                  f"(also {seen[key].removeprefix(shown + ' ')}): give each head once per set")
             seen[key] = where
             rows.append(row)

@@ -1,5 +1,5 @@
-"""Heads as users name them: ``LAYER.HEAD`` (``--heads``, a batch file's ``heads``), checked against the
-model once it is known. Imports no torch.
+"""Heads as users name them: ``L5H1`` (``--heads``, a batch file's ``heads``), or the older ``5.1``, read the same;
+checked against the model once it is known. Imports no torch.
 
 Only ASCII digits count: ``str.isdigit`` and ``int`` also take Arabic-Indic, fullwidth and other digits
 (and ``isdigit`` superscripts, which ``int`` then rejects), so ``'١.٢'`` would have run as head 1.2.
@@ -11,24 +11,27 @@ from __future__ import annotations
 
 import re
 
+from ...core.head_names import head_name
 from ...validation.errors import UsageError
 
-HEAD_FORM = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
-ACCEPTED = "LAYER.HEAD, two 0-based decimal integers in ASCII digits 0-9 without leading zeros, e.g. 5.1"
+NUMBER = "(0|[1-9][0-9]*)"
+HEAD_FORMS = (re.compile(f"[Ll]{NUMBER}[Hh]{NUMBER}"), re.compile(f"{NUMBER}\\.{NUMBER}"))
+ACCEPTED = ("LxHy (block x, head y: 0-based decimal integers in ASCII digits 0-9 without leading zeros, e.g. L5H1; "
+            "the older 5.1 is read the same)")
 
 
 def parse_head(item: object) -> tuple[int, int]:
     if not isinstance(item, str):
         raise UsageError(f"head {item!r} is not allowed: expected the text {ACCEPTED} (quote it in a batch file: "
                          "a number such as 1.10 is read as 1.1)")
-    match = HEAD_FORM.fullmatch(item.strip())
+    match = next((m for form in HEAD_FORMS if (m := form.fullmatch(item.strip()))), None)
     if match is None:
         raise UsageError(f"head {item.strip()!r} is not allowed: expected {ACCEPTED}")
     return int(match[1]), int(match[2])
 
 
 def parse_head_list(value: object) -> list[tuple[int, int]]:
-    """``"5.1,6.1"`` or ``["5.1", "6.1"]`` -> ``[(5, 1), (6, 1)]``, each head once."""
+    """``"L5H1,L6H1"`` or ``["L5H1", "6.1"]`` -> ``[(5, 1), (6, 1)]``, each head once."""
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list):
@@ -39,7 +42,7 @@ def parse_head_list(value: object) -> list[tuple[int, int]]:
             continue  # "5.1," : an empty item between commas names nothing
         head = parse_head(item)
         if head in heads:
-            raise UsageError(f"head {head[0]}.{head[1]} is named twice in --heads: give each head once")
+            raise UsageError(f"head {head_name(*head)} is named twice in --heads: give each head once")
         heads.append(head)
     if not heads:
         raise UsageError(f"no heads given: expected {ACCEPTED}, comma-separated")
@@ -48,5 +51,5 @@ def parse_head_list(value: object) -> list[tuple[int, int]]:
 
 def require_in_model(layer: int, head: int, n_layers: int, n_heads: int, model: str, where: str = "") -> None:
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
-        raise UsageError(f"{where}head {layer}.{head} is out of range for {model}: expected LAYER 0..{n_layers - 1} "
+        raise UsageError(f"{where}head {head_name(layer, head)} is out of range for {model}: expected LAYER 0..{n_layers - 1} "
                          f"and HEAD 0..{n_heads - 1} (0-based)")

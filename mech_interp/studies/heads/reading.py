@@ -3,6 +3,7 @@ sink share, and the head sets (top-k, bottom-k, random-k) the ablation experimen
 
 from __future__ import annotations
 
+from ...core.head_names import head_name
 from ...models.context import ModelContext
 from ...models.placement.streamed_context import StreamedContext
 from ...runs.experiment import ExperimentResult
@@ -32,7 +33,7 @@ def head_scores_experiment(context: ModelContext | StreamedContext, config: Head
     for set_name in ("top", "bottom"):
         rows = sets[sets["set"] == set_name]
         lines.append(f"  {set_name}-{config.k} by {rank_by} score: " + ", ".join(
-            f"{r.layer}.{r.head} ({r.score:.3f})" for r in rows.itertuples()))
+            f"{head_name(r.layer, r.head)} ({r.score:.3f})" for r in rows.itertuples()))
     value = MASSIVE_SCORE if rank_by == "massive" else FIRST_SCORE
     return ExperimentResult(
         tables={"head_scores": table, "head_sets": sets, "sink_share": sinks, "massive_positions": scores.massive_positions},

@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ...core.criterion import MassiveCriterion, massive_mask
+from ...core.head_names import head_name
 from ...core.token_layout import TokenLayout
 from ...metrics.attention_scores import (
     SINK_DEFINITION,
@@ -224,6 +225,6 @@ def score_lines(scores: HeadScores, table: pd.DataFrame, sink_eps: float, n_boot
         lines.append(f"  attention to key slots: max over heads {float(scores.slot.max()):.3f} (reported apart, never as token 0)")
     ranked = table.dropna(subset=[MASSIVE_SCORE]).sort_values(MASSIVE_SCORE, ascending=False).head(top)
     lines.append("  highest massive scores: " + (", ".join(
-        f"{r.layer}.{r.head} {r.massive_score:.3f} [{r.massive_score_ci_low:.3f}, {r.massive_score_ci_high:.3f}]"
+        f"{head_name(r.layer, r.head)} {r.massive_score:.3f} [{r.massive_score_ci_low:.3f}, {r.massive_score_ci_high:.3f}]"
         for r in ranked.itertuples()) or "none (no massive token at any block's input)"))
     return lines

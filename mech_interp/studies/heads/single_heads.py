@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ...core.head_names import head_name
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer
 from ...runs.experiment import ExperimentResult
@@ -94,9 +95,9 @@ def head_sweep(context: ModelContext, config: HeadSweepConfig, pieces=None) -> E
         lines.append(f"  {name}: clean top-1 at block {layer} {rows['top1_clean'].iloc[0]:.1f}, perplexity "
                      f"{rows['perplexity_clean'].iloc[0]:.3f}")
         lines.append("    heads moving the massive entry most: " + ", ".join(
-            f"{r.layer}.{r.head} {r.massive_change_pct:+.2f}%" for r in top.itertuples()))
+            f"{head_name(r.layer, r.head)} {r.massive_change_pct:+.2f}%" for r in top.itertuples()))
         lines.append("    heads moving perplexity most: " + ", ".join(
-            f"{r.layer}.{r.head} {r.perplexity_change_pct:+.2f}%" for r in worst.itertuples()))
+            f"{head_name(r.layer, r.head)} {r.perplexity_change_pct:+.2f}%" for r in worst.itertuples()))
     return ExperimentResult(
         tables={"sweep_heads": heads, "sweep_entries": entries}, figures=figures,
         summary={"measured_layer": layer, "text": origin, "n_sequences": len(seqs), "how": config.how,
