@@ -1,5 +1,5 @@
 # The two entry points of the README (study, test). Both install what is missing first.
-.PHONY: install study test test-fast docs bench bench-heads bench-train
+.PHONY: install study test test-fast docs notebooks bench bench-heads bench-train
 
 install:
 	@bash scripts/install.sh
@@ -26,6 +26,11 @@ test-fast: install
 # The documentation site from docs/ into site/ (static; open site/index.html from disk). Warnings are errors.
 docs: install
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+
+# The tutorial notebooks executed in place, so that they are stored with the outputs (PNG figures) the site renders.
+# Minutes; run after changing a notebook or what it shows. tests/test_notebook*.py execute their own copies.
+notebooks: install
+	.venv/bin/python scripts/execute_notebooks.py
 
 bench: install
 	.venv/bin/python bench/bench_layer_stats.py
