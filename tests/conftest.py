@@ -58,6 +58,8 @@ from mech_interp.models.planted import (  # noqa: F401
     PLANT_LAYER,
     plant_massive_activation,
 )
+from mech_interp.viz import writing as _writing
+from mech_interp.viz.print_style import untitled_axes
 from mech_interp.viz.writing import PNG_ENV
 
 CPU = torch.device("cpu")
@@ -76,6 +78,19 @@ LOADS_A_MODEL = {"load_model", "load_hf", "hooked_from_hf", "from_pretrained", "
 # in this process and every process it starts (CLI subprocesses, Ray workers), except in the tests
 # marked ``png``, which check the PNGs themselves.
 os.environ[PNG_ENV] = "0"
+
+
+def _titled_write_figure(write):
+    """Every figure any test writes must title each axis it draws on (issue 19: figures fit for papers): checked
+    here, once, on all of them, instead of in a test per figure."""
+    def checked(fig, base, plotly_js_src):
+        untitled = untitled_axes(fig)
+        assert not untitled, f"{Path(base).name}: axes without a title: {untitled}"
+        return write(fig, base, plotly_js_src)
+    return checked
+
+
+_writing.write_figure = _titled_write_figure(_writing.write_figure)
 
 
 @pytest.fixture(autouse=True)

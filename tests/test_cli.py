@@ -348,7 +348,7 @@ def test_a_failed_png_export_keeps_the_run_and_records_it(tmp_path, capsys, monk
     assert code == 0, stderr
     run_dir = out / "random-gpt2-tiny" / "layerwise__n_seqs=2__seq_len=32"
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["missing_png"] == {"layerwise.png": "RuntimeError: ReferenceError: kaleido_scopes is not defined"}
+    assert manifest["missing_figures"] == {"layerwise.png": "RuntimeError: ReferenceError: kaleido_scopes is not defined"}
     assert {"layerwise.parquet", "layerwise.csv", "layerwise.html"} <= set(manifest["files"])
     assert (run_dir / "layerwise.html").is_file() and not (run_dir / "layerwise.png").exists()
 

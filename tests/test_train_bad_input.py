@@ -454,7 +454,7 @@ def test_a_failed_png_export_keeps_the_training_run(tmp_path, capsys, monkeypatc
         code = main(train_args(tmp_path, corpus))
     assert code == 0, capsys.readouterr().err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["missing_png"] == {"loss_curve.png": "ReferenceError: kaleido_scopes is not defined"}
+    assert manifest["missing_figures"] == {"loss_curve.png": "ReferenceError: kaleido_scopes is not defined"}
     assert (tmp_path / "run" / "loss_curve.html").is_file() and not (tmp_path / "run" / "loss_curve.png").exists()
 
 
@@ -523,10 +523,10 @@ def test_a_failed_png_export_keeps_every_analysis(trained, tmp_path, capsys, mon
     captured = capsys.readouterr()
     assert code == 0 and "[failed]" not in captured.out, captured.out + captured.err
     manifests = [json.loads(p.read_text()) for p in (root / "analysis").rglob("manifest.json")]
-    assert len(manifests) == 6 and all(m.get("missing_png") for m in manifests)
+    assert len(manifests) == 6 and all(m.get("missing_figures") for m in manifests)
     assert len(list((root / "analysis").rglob("*.parquet"))) >= 6 and list((root / "analysis").rglob("*.html"))
     comparison = json.loads((root / "comparison" / "manifest.json").read_text())
-    assert set(comparison["missing_png"]) >= {"top1.png", "attn_first_token.png"}
+    assert set(comparison["missing_figures"]) >= {"top1.png", "attn_first_token.png"}
 
 
 @pytest.mark.integration

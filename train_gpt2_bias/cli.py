@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from mech_interp.command_line.exits import OneLineParser, run_main
 from mech_interp.command_line.flags import add_fields, collect
+from mech_interp.command_line.study_commands import add_figure_format
 
 PROG = "train-gpt2-bias"
 EXIT_FAILED = 1  # an experiment ran, but some of its analyses failed
@@ -34,11 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one variant (resumes from the checkpoint in --out)")
     train.add_argument("--config", default=None, help="a TOML or YAML file of TrainConfig fields")
     add_fields(train, TrainConfig)
+    add_figure_format(train)
     experiment = sub.add_parser("experiment", help="train default and attn_bias alike, run the layer-wise, 3D and "
                                                    "attention experiments on each, write the comparison")
     experiment.add_argument("--config", default=None, help="a TOML or YAML file of TrainConfig fields (shared)")
     add_fields(experiment, TrainConfig, skip=("variant", "out", "stop_after"))
     add_fields(experiment, ExperimentConfig)
+    add_figure_format(experiment)
     sub.add_parser("presets", help="list the presets and variants")
     return parser
 

@@ -318,7 +318,7 @@ def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: di
         "seed": config.seed, "engine": trainer_engine(), "packages": package_versions(), "git_commit": git_commit(),
         "files": ["hooked_config.json", "model.safetensors", "tokenizer/", "ckpt.pt", "log.csv", "log.json",
                   "loss_curve.html"],
-        **({"missing_png": {"loss_curve.png": figure.png_error}} if figure.png_error else {}),
+        **({"missing_figures": figure.missing} if figure.missing else {}),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return summary

@@ -36,7 +36,8 @@ def patch_grid_heatmaps(grid: pd.DataFrame, title: str) -> go.Figure:
             row=i // cols + 1,
             col=i % cols + 1,
         )
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(autorange="reversed", title_text="patch row")
+    fig.update_xaxes(title_text="patch column")
     fig.update_layout(title=title)
     return fig
 
@@ -72,7 +73,7 @@ def condition_bars(table: pd.DataFrame, columns: list[str], title: str) -> go.Fi
                 textposition="outside",
             )
         )
-    fig.update_layout(title=title, barmode="group", yaxis_title="value (see the table's definitions)")
+    fig.update_layout(title=title, barmode="group", xaxis_title="condition", yaxis_title="value (see the table's definitions)")
     return fig
 
 
@@ -97,6 +98,6 @@ def head_heatmaps(heads: pd.DataFrame, targets: list[str], title: str) -> go.Fig
             col=i + 1,
         )
         fig.update_xaxes(title_text="head", row=1, col=i + 1)
-    fig.update_yaxes(title_text="block (0-based)", row=1, col=1)
+    fig.update_yaxes(title_text="block (0-based)")
     fig.update_layout(title=title)
     return fig

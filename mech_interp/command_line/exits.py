@@ -63,7 +63,15 @@ def run_main(parser: argparse.ArgumentParser, argv, body: Callable[[argparse.Nam
     ns = parse(parser, argv)
     if isinstance(ns, int):
         return ns
-    return run_command(parser.prog, lambda: body(ns), interrupted, getattr(ns, "out", None) or "")
+
+    def with_figure_format() -> int | None:
+        if getattr(ns, "figure_format", None) is not None:  # checked before anything is read or written
+            from ..viz.writing import set_formats
+
+            set_formats(ns.figure_format)
+        return body(ns)
+
+    return run_command(parser.prog, with_figure_format, interrupted, getattr(ns, "out", None) or "")
 
 
 def one_line(err: Exception) -> str:

@@ -22,6 +22,13 @@ def say(line: str) -> None:
 def add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--force", action="store_true", help="rerun even if the run directory is complete")
+    add_figure_format(p)
+
+
+def add_figure_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--figure-format", default=None,
+                   help="static copies of every figure beside its HTML: png, svg, pdf (comma-separated) or none; "
+                        "PNG at 300 dpi for 11 inches, SVG and PDF vector (default: png)")
 
 
 def add_engine_commands(sub, studies: tuple[str, ...], example: str) -> None:

@@ -1,4 +1,4 @@
-"""Atomic run directories: tables (parquet + CSV), figures (HTML + PNG) and a JSON manifest.
+"""Atomic run directories: tables (parquet + CSV), figures (HTML + PNG/SVG/PDF) and a JSON manifest.
 
 A run is built in ``<run_dir>.partial/`` and renamed to ``<run_dir>`` only once everything, the
 manifest last, is written, so a directory that exists under its final name is complete. One
@@ -78,7 +78,7 @@ class RunWriter:
         self.partial = self.run_dir.with_name(self.run_dir.name + ".partial")
         self.identity = identity
         self.files: list[str] = []
-        self.missing_png: dict[str, str] = {}  # figure file -> why its export failed (its HTML is there)
+        self.missing_figures: dict[str, str] = {}  # static figure file -> why its export failed (its HTML is there)
         self._lock = self._acquire_lock()
         from ..viz.writing import PLOTLY_JS
 
@@ -177,8 +177,7 @@ class RunWriter:
         js = ensure_plotly_js(self.results_root)
         written = write_figure(fig, self._dir() / name, os.path.relpath(js, self.run_dir))
         self.files += [p.name for p in written.paths]
-        if written.png_error is not None:
-            self.missing_png[f"{name}.png"] = written.png_error
+        self.missing_figures.update(written.missing)
 
     def commit(self, manifest: dict[str, Any]) -> Path:
         manifest = {
@@ -186,7 +185,7 @@ class RunWriter:
             **manifest,
             "identity": self.identity,
             "files": sorted(self.files),
-            **({"missing_png": self.missing_png} if self.missing_png else {}),
+            **({"missing_figures": self.missing_figures} if self.missing_figures else {}),
             "packages": package_versions(),
             "git_commit": git_commit(),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

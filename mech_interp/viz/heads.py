@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..core.head_names import head_name
+from .feature_view import scene, stems, token_labels
 
 HEAD_LAYER_AXIS = "block (0-based TransformerLens block)"
 
@@ -60,6 +61,8 @@ def cumulative_plot(table: pd.DataFrame, title: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=rows["k"], y=rows["perplexity"], mode="lines+markers", name=name,
                                  legendgroup=name, showlegend=False, text=rows["head_added"]), row=1, col=2)
     fig.update_xaxes(title_text="heads removed (k)")
+    fig.update_yaxes(title_text="massive |a| (mean over sequences)", row=1, col=1)
+    fig.update_yaxes(title_text="perplexity", row=1, col=2)
     fig.update_layout(title=title)
     return fig
 
@@ -77,27 +80,23 @@ def effect_bars(table: pd.DataFrame, title: str) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("massive entry (prompt)", "perplexity (sequences)"))
     fig.add_trace(go.Bar(x=table["edit"], y=table["massive_value"], name="massive value"), row=1, col=1)
     fig.add_trace(go.Bar(x=table["edit"], y=table["perplexity"], name="perplexity"), row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(title_text="edit")
+    fig.update_yaxes(title_text="massive value (prompt)", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="perplexity (log scale)", row=1, col=2)
     fig.update_layout(title=title, showlegend=False)
     return fig
 
 
 def before_after_3d(before: pd.DataFrame, after: pd.DataFrame, title: str) -> go.Figure:
-    """|a| over (position, dim) before and after, side by side on the same axes."""
+    """|a| over (position, dim) before and after, side by side as stems on one scale: the same value axis, the same
+    colour scale and the same camera in both."""
     fig = make_subplots(rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "scene"}]],
                         subplot_titles=("before", "after"))
     zmax = float(max(before["abs"].max(), after["abs"].max()))
-    labels = None
     for col, grid in ((1, before), (2, after)):
-        pivot = grid.pivot(index="position", columns="dim", values="abs")
-        tokens = grid.drop_duplicates("position").set_index("position")["token"].reindex(pivot.index)
-        labels = [f"{p}: {t!r}" for p, t in tokens.items()]
-        fig.add_trace(go.Surface(z=pivot.values, x=pivot.columns.values, y=np.arange(len(pivot.index)), cmin=0,
-                                 cmax=zmax, colorscale="Viridis", showscale=col == 2,
-                                 hovertemplate="dim %{x}<br>token %{y}<br>|a| %{z:.1f}<extra></extra>"), row=1, col=col)
-    scene = {"xaxis_title": "dim", "zaxis": {"title": "|activation|", "range": [0, zmax * 1.05]},
-             "yaxis": {"title": "token", "tickvals": list(range(len(labels or []))), "ticktext": labels}}
-    fig.update_layout(title=title, scene=scene, scene2=scene)
+        fig.add_trace(stems(grid, zmax, showscale=col == 2), row=1, col=col)
+    shared = scene(token_labels(before), zmax)
+    fig.update_layout(title=title, scene=shared, scene2=shared)
     return fig
 
 
