@@ -35,7 +35,7 @@ from ..models.hooked_model import HookedModel
 
 COMPONENT_KINDS = ("embed", "pos_embed", "prefix", "head", "attn_bias", "mlp")
 WRITE_DEFINITION = ("direct write of a component to entry (position, dim): embed / pos_embed = the embedding "
-                    "hooks; head l.h = z[l][pos, h] @ W_O[l][h][:, dim]; attn_bias l = b_O[l][dim]; mlp l = "
+                    "hooks; head LlHh = z[l][pos, h] @ W_O[l][h][:, dim]; attn_bias l = b_O[l][dim]; mlp l = "
                     "hook_mlp_out[l][pos, dim]; the value after block L is the sum over components of blocks <= L")
 
 
