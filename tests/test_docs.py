@@ -1,8 +1,9 @@
 """The documentation: the site builds with warnings as errors (mkdocs --strict: a broken link or a page left out of the
 navigation fails), every link and image of the built pages resolves inside the site (anchors included), the
 conventions page holds the definitions the runs print, the CLI reference is what the parsers print, every relative
-link of the README names a file of the repository, every page loads in headless Chromium with its images and no console
-error, and the README's library example runs on the embedded model."""
+link of the README names a file of the repository, the tutorial notebooks are stored with the outputs of a run without
+error and are pages of the site with every stored figure, every page (the tutorials too) loads in headless Chromium
+with its images and no console error, and the README's library example runs on the embedded model."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from docs_hooks.notebooks import NOTEBOOKS, heading_problems, stored_problems
 from tests.test_report_browser import browser  # noqa: F401  (headless Chromium, skipped without it)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +72,44 @@ def test_the_site_builds_and_every_internal_link_resolves(site):
             if not target.is_file() or site.resolve() not in target.parents:
                 broken.append(f"{page.relative_to(site)}: {link}")
             elif parts.fragment and target.suffix == ".html" and \
-                    parts.fragment not in parsed.get(target, _parse(target)).ids:
+                    parts.fragment not in (parsed.get(target) or _parse(target)).ids:
                 broken.append(f"{page.relative_to(site)}: {link} (no such anchor)")
     assert not broken, "\n".join(broken)
+
+
+def test_the_notebooks_are_stored_with_the_outputs_of_one_run_without_error():
+    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert len(notebooks) == 4
+    problems = [f"{path.name}: {problem}" for path in notebooks for problem in stored_problems(path)]
+    assert not problems, "\n".join(problems) + "\n(make notebooks stores them executed)"
+
+
+def test_a_notebook_stored_unexecuted_or_with_an_error_or_a_code_heading_is_refused(tmp_path):
+    """What the build's hook warns about (and the strict build fails on)."""
+    import nbformat
+
+    unexecuted = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# About `mi.run`\n```python\n# a comment, `not` a heading\n```"),
+        nbformat.v4.new_code_cell("1 + 1")])
+    failed = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 / 0", execution_count=1, outputs=[
+        nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])])])
+    for name, nb in {"unexecuted": unexecuted, "failed": failed}.items():
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    assert stored_problems(tmp_path / "unexecuted.ipynb") == ["stored unexecuted (no outputs)"]
+    assert [problem.split(" (")[0] for problem in heading_problems(tmp_path / "unexecuted.ipynb")] == \
+        ["cell 0: code in the heading '# About `mi.run`'"]
+    assert stored_problems(tmp_path / "failed.ipynb") == ["cell 0 stored an error: ZeroDivisionError: division by zero"]
+
+
+def test_every_tutorial_is_a_page_with_its_stored_figures(site):
+    """Each notebook is a page of the site (which the Chromium test below opens) showing every PNG it stores."""
+    import nbformat
+
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        stored = sum("image/png" in output.get("data", {})
+                     for cell in nbformat.read(path, as_version=4).cells for output in cell.get("outputs", []))
+        page = (site / "notebooks" / path.name).with_suffix(".html").read_text(encoding="utf-8")
+        assert stored and page.count('src="data:image/png;base64,') == stored, path.name
 
 
 def test_the_conventions_page_holds_the_definitions_the_runs_print():
