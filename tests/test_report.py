@@ -21,11 +21,11 @@ import pytest
 from mech_interp.models.run_options import RunOptions
 from mech_interp.report.discovery import find_runs
 from mech_interp.report.model_page import model_page_path, run_anchor
+from mech_interp.report.rounding import rounded
 from mech_interp.report.tables import MAX_ROWS
 from mech_interp.report.tree import ResultsTree
 from mech_interp.runs.runner import Contexts, execute
 from mech_interp.runs.spec import RunSpec
-from mech_interp.viz import writing
 from tests.cli_runs import assert_refused, files_under, run_cli
 
 FAST = {"n_seqs": 2, "seq_len": 64}
@@ -58,14 +58,12 @@ def results_tree(tmp_path_factory) -> Path:
 
 
 def _build(root: Path) -> Path:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(writing, "png_export_available", lambda: False)  # PNG export takes seconds a figure
-        patch.setattr(writing, "_warned_png", True)
-        for model, runs in RUNS.items():
-            options = RunOptions(model=model, device="cpu")
-            loaded = Contexts()
-            for experiment, params in runs:
-                execute(RunSpec(experiment, options, params), root, loaded)
+    # no PNG (seconds a figure): conftest sets MECH_INTERP_PNG=0 for every test
+    for model, runs in RUNS.items():
+        options = RunOptions(model=model, device="cpu")
+        loaded = Contexts()
+        for experiment, params in runs:
+            execute(RunSpec(experiment, options, params), root, loaded)
     foreign = root / FOREIGN
     foreign.mkdir(parents=True)
     pd.DataFrame({"step": [1, 2, 3], "train_loss": [10.8, 9.1, 8.0]}).to_csv(foreign / "log.csv", index=False)
@@ -205,19 +203,20 @@ def test_comparison_page_compares_both_models(site: Path, results_tree: Path):
     assert "'.'" in planted["tokens"] and planted["feature view"].startswith("block 2: ")
     layerwise = pd.read_parquet(results_tree / "planted-gpt2-tiny" / "layerwise" / "layerwise.parquet")
     at2 = layerwise[layerwise["layer"] == 2].iloc[0]
-    assert float(planted["top-1"]) == pytest.approx(at2["top1"], rel=1e-5)  # the default-settings run, not FAST
-    assert float(planted["top-1/median"]) == pytest.approx(at2["ratio_of_means_top1_median"], rel=1e-5)
+    assert planted["top-1"] == rounded(at2["top1"])  # the default-settings run, not FAST
+    assert planted["top-1/median"] == rounded(at2["ratio_of_means_top1_median"])
     ppl = pd.read_parquet(next((results_tree / "planted-gpt2-tiny").glob("intervention*")) / "perplexity.parquet")
+    text = (site / "compare.html").read_text()
     for condition in ("original", "set_zero", "set_mean"):
-        assert float(planted[f"builtin: {condition}"]) == pytest.approx(ppl[condition].iloc[0], rel=1e-5)
+        assert planted[f"builtin: {condition}"] == rounded(ppl[condition].iloc[0])
+        assert f'data-v="{float(ppl[condition].iloc[0])!r}"' in text  # sorted by every digit
         assert llama[f"builtin: {condition}"] == "-"  # no intervention run on this model
     assert llama["first massive block"] == "none" and llama["massive dims"] == "-" and llama["top-1"] == "-"
     assert llama["largest top-1/median"].endswith(")") and planted["sink share"].endswith("(eps 0.3)")
     shares = pd.read_parquet(results_tree / "random-llama-tiny" / "attention" / "sink_share.parquet")
-    assert llama["sink share"].startswith(f"{shares['n_sink_heads'].sum() / shares['n_heads'].sum():.3g} of "
+    assert llama["sink share"].startswith(f"{rounded(shares['n_sink_heads'].sum() / shares['n_heads'].sum())} of "
                                           f"{shares['n_heads'].sum()} heads")
     assert "layerwise" in planted["runs read"].split(", ")
-    text = (site / "compare.html").read_text()
     for header in page.tables["comparison"]["head"][0][1:]:
         assert f"<dt>{header.split(': ')[-1]}</dt>" in text or header == "runs read", header  # every metric defined
 

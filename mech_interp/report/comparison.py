@@ -13,6 +13,7 @@ from typing import Any
 
 from .discovery import Run
 from .manifest_fields import number
+from .rounding import rounded
 
 PERPLEXITY_CONDITIONS = ("original", "set_zero", "set_mean")
 TOP_SHOWN = 5  # positions and tokens listed per model, most frequent first
@@ -121,6 +122,18 @@ def _listing(pairs: list[tuple[Any, int]], quote: bool = False) -> str:
     return ", ".join(shown) + more
 
 
+def value_text(column: str, value: Any) -> str:
+    """A value of ``column`` as the pages show it (numbers rounded); the tuples of the columns that
+    hold more than one number spelled out."""
+    if column == "largest top-1/median":
+        ratio, layer = value
+        return f"{rounded(ratio)} (block {layer})"
+    if column == "sink share":
+        share, heads, eps = value
+        return f"{rounded(share)} of {heads} heads (eps {', '.join(rounded(e) for e in eps)})"
+    return rounded(value) if number(value) else str(value)
+
+
 def _number_in(section: dict[str, Any], key: str, whole: bool = False) -> int | float | None:
     """A number a manifest section gives, or None where it gives none or something else (edited by hand)."""
     value = section.get(key)
@@ -128,7 +141,7 @@ def _number_in(section: dict[str, Any], key: str, whole: bool = False) -> int | 
 
 
 def _or_unknown(value: int | float | None) -> str:
-    return "?" if value is None else str(value)
+    return "?" if value is None else rounded(value)
 
 
 def _layerwise(result: ModelComparison, run: Run, frame) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .comparison import DEFINITIONS, PERPLEXITY_CONDITIONS, SOURCES, ModelComparison
+from .comparison import DEFINITIONS, PERPLEXITY_CONDITIONS, SOURCES, ModelComparison, value_text
 from .figures import link
 from .model_page import model_page_path, run_anchor
 from .page import render
@@ -20,12 +20,8 @@ MISSING = Cell("-", "")
 def _value(column: str, value) -> Cell:
     if value is None:
         return MISSING
-    if column == "largest top-1/median":
-        ratio, layer = value
-        return Cell(f"{ratio:.6g} (block {layer})", repr(ratio))
-    if column == "sink share":
-        share, heads, eps = value
-        return Cell(f"{share:.3g} of {heads} heads (eps {', '.join(f'{e:g}' for e in eps)})", repr(share))
+    if isinstance(value, tuple):  # sorted by its first number
+        return Cell(html.escape(value_text(column, value)), repr(value[0]))
     return cell(value)
 
 

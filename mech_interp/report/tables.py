@@ -1,5 +1,6 @@
 """Tables as sortable HTML: a click on a header sorts by that column (``sort.js``, by each cell's
-``data-v`` sort value, numeric when every value of the column is a number)."""
+``data-v`` sort value, numeric when every value of the column is a number). Numbers are shown
+rounded (``rounding``) and sorted by their every digit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .rounding import rounded
 MAX_ROWS = 500  # rows shown per table; the whole table is the linked CSV
 
 
@@ -19,21 +21,19 @@ class Cell:
 
 
 def cell(value: Any) -> Cell:
-    """A table value shown plainly: floats to 6 significant digits, NaN, NA and None empty."""
+    """A table value shown plainly: numbers rounded, NaN, NA and None empty."""
     import pandas as pd
 
-    if hasattr(value, "tolist") and not isinstance(value, (int, float, str)):
-        value = value.tolist()  # numpy scalars and arrays (list-valued columns)
+    if hasattr(value, "tolist") and type(value) not in (int, float, str):  # numpy's float64 is a float too
+        value = value.tolist()  # numpy scalars and arrays (list-valued columns): their sort value a plain repr
     if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return Cell("", "")
     if isinstance(value, float) and math.isinf(value):
-        return Cell(f"{value:g}", "Infinity" if value > 0 else "-Infinity")  # what JavaScript's Number() reads
+        return Cell(rounded(value), "Infinity" if value > 0 else "-Infinity")  # what JavaScript's Number() reads
     if isinstance(value, bool):
         return Cell(str(value).lower(), str(value).lower())
-    if isinstance(value, int):
-        return Cell(str(value), str(value))
-    if isinstance(value, float):
-        return Cell(f"{value:.6g}", repr(value))
+    if isinstance(value, (int, float)):
+        return Cell(rounded(value), repr(value))
     if isinstance(value, (list, tuple)):
         text = ", ".join(cell(v).html for v in value)
         return Cell(text, html.unescape(text))
