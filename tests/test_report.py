@@ -9,6 +9,7 @@ cannot run), a run of another writer (a training run: a manifest without ``exper
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from html.parser import HTMLParser
@@ -219,6 +220,73 @@ def test_comparison_page_compares_both_models(site: Path, results_tree: Path):
     assert "layerwise" in planted["runs read"].split(", ")
     for header in page.tables["comparison"]["head"][0][1:]:
         assert f"<dt>{header.split(': ')[-1]}</dt>" in text or header == "runs read", header  # every metric defined
+
+
+def _findings(page: _Page) -> dict[tuple[str, str], tuple[str, str]]:
+    """(run, finding) -> (value, definition) of a page's findings box (a run's name spans its rows)."""
+    found, run = {}, ""
+    for row in page.tables["findings-table"]["rows"]:
+        if len(row) == 4:
+            run, row = row[0], row[1:]
+        found[(run, row[0])] = (row[1], row[2])
+    return found
+
+
+def test_a_model_page_shows_its_runs_in_the_papers_order(site: Path, results_tree: Path):
+    text = (site / "models" / "planted-gpt2-tiny.html").read_text()
+    shown = re.findall(r'<section class="run" id="run-planted-gpt2-tiny/([^"]+)"', text)
+    experiments = [json.loads((results_tree / "planted-gpt2-tiny" / name / "manifest.json").read_text())["experiment"]
+                   for name in shown]
+    # written layerwise, layerwise (FAST), feature_view, attention, intervention; by name attention would lead
+    assert experiments == ["layerwise", "layerwise", "feature_view", "intervention", "attention"]
+    assert shown[0] == "layerwise"  # of one experiment, the default settings first
+    models = {row["model directory"]: row for row in _table(_Page(site / "index.html"), "models")}
+    assert models["planted-gpt2-tiny"]["experiments"] == "layerwise, feature_view, intervention, attention"
+
+
+def test_a_model_page_opens_with_its_findings_each_defined(site: Path, results_tree: Path):
+    from mech_interp.metrics.relative_change import change_text
+    from mech_interp.report.comparison import DEFINITIONS
+
+    path = site / "models" / "planted-gpt2-tiny.html"
+    text = path.read_text()
+    assert text.index('id="findings"') < text.index('<section class="run"')  # at the top
+    found = _findings(_Page(path))
+    tree = results_tree / "planted-gpt2-tiny"
+    layerwise = pd.read_parquet(tree / "layerwise" / "layerwise.parquet").set_index("layer").loc[2]
+    assert found[("layerwise", "first massive block")] == ("2", DEFINITIONS["first massive block"])
+    assert found[("layerwise", "massive dims")] == ("17", DEFINITIONS["massive dims"])
+    assert found[("layerwise", "top-1/median")] == (rounded(layerwise["ratio_of_means_top1_median"]),
+                                                    DEFINITIONS["top-1/median"])
+    view = json.loads((tree / "feature_view" / "manifest.json").read_text())["summary"]
+    assert found[("feature_view", "largest |a|")][0] == (f"block 2: {rounded(view['max_abs'])} "
+                                                         f"(median |a| {rounded(view['median_abs'])})")
+    intervention = next(tree.glob("intervention*"))
+    ppl = pd.read_parquet(intervention / "perplexity.parquet").iloc[0]
+    value, definition = found[(intervention.name, "perplexity, builtin")]
+    assert value == (f"at block 2: original {rounded(ppl['original'])}, set_zero {rounded(ppl['set_zero'])} "
+                     f"({change_text(ppl['set_zero'], ppl['original'])}), set_mean {rounded(ppl['set_mean'])} "
+                     f"({change_text(ppl['set_mean'], ppl['original'])})")
+    assert DEFINITIONS["set_zero"] in definition and "as a factor (x) from 10x up" in definition
+    assert found[("attention", "sink share")][1] == DEFINITIONS["sink share"]
+    llama = _findings(_Page(site / "models" / "random-llama-tiny.html"))
+    assert llama[("layerwise__n_seqs=2__seq_len=64", "first massive block")][0] == "none"
+    assert llama[("layerwise__n_seqs=2__seq_len=64", "largest top-1/median")][0].endswith(")")
+    assert 'id="findings"' not in (site / "models" / "train__tiny.html").read_text()  # nothing it knows to read
+    models = {row["model directory"]: row for row in _table(_Page(site / "index.html"), "models")}
+    assert "first massive block: 2" in models["planted-gpt2-tiny"]["findings"]
+    assert "first massive block: none" in models["random-llama-tiny"]["findings"]
+    assert models["train/tiny"]["findings"] == "-"
+
+
+def test_tables_show_rounded_numbers_and_sort_by_every_digit(site: Path, results_tree: Path):
+    data = pd.read_parquet(results_tree / "planted-gpt2-tiny" / "layerwise" / "layerwise.parquet")
+    text = (site / "models" / "planted-gpt2-tiny.html").read_text()
+    shown = _Page(site / "models" / "planted-gpt2-tiny.html").tables["run-planted-gpt2-tiny/layerwise-table-layerwise"]
+    column = shown["head"][0].index("top1")
+    assert [row[column] for row in shown["rows"]] == [rounded(v) for v in data["top1"]]
+    assert all(f'data-v="{float(v)!r}">{rounded(v)}</td>' in text for v in data["top1"])
+    assert any(len(rounded(v)) < len(repr(float(v))) for v in data["top1"])  # the rounding is exercised
 
 
 def test_every_link_resolves_offline(site: Path):

@@ -163,6 +163,20 @@ def _injected(tmp: Path) -> None:
          {"massive_entries": {"position": [0], "dim": [3], "token": ["<script>alert(15)</script>"]}})
 
 
+def _injected_summaries(tmp: Path) -> None:
+    """Markup in the summaries the findings read: every value and definition they show."""
+    _run(tmp, "m/head_scores", {"study": "heads", "experiment": "head_scores", "summary": {
+        "sink_head_share": 0.5, "sink_eps": 0.3, "definitions": {"sink_share": "<script>alert(30)</script>"},
+        "rank_by": "<img src=x onerror=alert(31)>", "ranked_by_definition": '" onmouseover="alert(32)',
+        "head_sets": [{"set": "top", "draw": 0, "rank": 0, "layer": 1, "head": 2, "score": 0.9}]}})
+    _run(tmp, "m/feature_view", {"experiment": "feature_view", "summary": {
+        "layer": 1, "max_abs": 5.0, "tokens": ["<script>alert(33)</script>"],
+        "massive": [{"position": 0, "dim": 1, "value": 5.0}]}})
+    _run(tmp, "m/head_ablation", {"study": "heads", "experiment": "head_ablation", "summary": {
+        "how": "<b onclick=alert(34)>", "perplexity": [{"condition": "</td><script>alert(35)</script>",
+                                                        "heads": "<i>", "perplexity": 2.0}]}})
+
+
 def _table_shown(run: str, table: str) -> tuple[str, str]:
     """The rows of ``run``'s table on its model page (its name alone is there even when it cannot be read)."""
     return "page", f'id="run-{run}-table-{table}"'
@@ -274,6 +288,9 @@ REPORTED = [
                                       'min_ratio ?">min_abs ?, min_ratio ?</td>' + '<td data-v="">-</td>' * 5)]),
     # markup in every name and value the pages show: escaped (checked on every case below)
     ("markup-in-names-and-values", _injected, [], ("page", "<script>alert(5)</script>")),
+    ("markup-in-summaries", _injected_summaries, [],  # shown as text in the findings (checked: no markup of theirs)
+     [("page", "<script>alert(30)</script>"), ("page", "top heads by <img src=x onerror=alert(31)> score"),
+      ("page", "\'<script>alert(33)</script>\'"), ("page", "</td><script>alert(35)</script> (<i>) 2")]),
     # directories of the report's own beside --out may go
     ("earlier-site-old-replaced", lambda t: (_plain(t), _site(t / "site.old", {"x.html": "old"})), [], NO_WARNING),
     ("empty-out-used", lambda t: (_plain(t), (t / "site").mkdir()), [], NO_WARNING),

@@ -11,10 +11,11 @@ from .tables import MAX_ROWS
 HELP = "write a static HTML site of a results tree (index, one page per model, cross-model comparison)"
 DESCRIPTION = f"""\
 Write a static HTML site of RESULTS_DIR, read from its runs' manifests (mech-interp, vit-hooks and
-train-gpt2-bias runs alike; .partial runs are skipped): index.html lists the models and every run
-(configuration, package versions, git commit, when), models/<model>.html shows every table (sortable,
-the first {MAX_ROWS} rows; the CSV holds all) and figure of a model's runs, compare.html compares where
-massive activations appear. It works offline from file://: the site holds its own plotly.min.js and
+train-gpt2-bias runs alike; .partial runs are skipped): index.html lists the models with their headline
+findings and every run (configuration, package versions, git commit, when), models/<model>.html opens with
+the findings of a model's runs, each defined, then shows every table (sortable, the first {MAX_ROWS} rows;
+the CSV holds all) and figure of its runs in the paper's order, compare.html compares where massive
+activations appear. Numbers are shown to 4 significant digits; the CSV files keep every digit. It works offline from file://: the site holds its own plotly.min.js and
 copies of the runs' manifests, summaries, CSV tables and figures. An earlier site at --out is replaced; a
 directory of the user's at --out, or beside it at --out.partial or --out.old, is refused, never replaced.
 Nothing outside RESULTS_DIR is read: a link leaving it is skipped, with a warning naming it."""

@@ -92,16 +92,19 @@ def _load(run: Run, table: str):
     return frame
 
 
+def _source(run: Run, experiment: str):
+    """``run``'s table for ``experiment``, or None where the run is of another experiment or its table
+    cannot be read here."""
+    table, columns = SOURCES[experiment]
+    if run.experiment != experiment or table not in run.tables:
+        return None
+    frame = _load(run, table)
+    return frame if frame is not None and columns <= set(frame.columns) else None
+
+
 def _pick(runs: list[Run], experiment: str):
     """(run, its table) for ``experiment``, or None."""
-    table, columns = SOURCES[experiment]
-    found = []
-    for run in runs:
-        if run.experiment != experiment or table not in run.tables:
-            continue
-        frame = _load(run, table)
-        if frame is not None and columns <= set(frame.columns):
-            found.append((run, frame))
+    found = [(run, frame) for run in runs if (frame := _source(run, experiment)) is not None]
     if not found:
         return None
     found.sort(key=lambda item: item[0].when, reverse=True)  # the latest first,
@@ -209,6 +212,17 @@ def _attention(result: ModelComparison, run: Run, frame) -> None:
 
 READERS = {"layerwise": _layerwise, "feature_view": _feature_view, "intervention": _intervention,
            "attention": _attention}
+
+
+def read_run(run: Run) -> ModelComparison | None:
+    """What this comparison reads from ``run`` alone (its model page's findings), or None where it
+    reads nothing from it."""
+    frame = _source(run, run.experiment) if run.experiment in READERS else None
+    if frame is None:
+        return None
+    result = ModelComparison(run.model, [run.model_name] if run.model_name else [], {run.experiment: run})
+    READERS[run.experiment](result, run, frame)
+    return result
 
 
 def compare(models: dict[str, list[Run]]) -> list[ModelComparison]:

@@ -1,5 +1,5 @@
-"""The site's front page: the models, then every run with what its manifest records (experiment,
-configuration, package versions, git commit, when it finished)."""
+"""The site's front page: the models with their headline findings, then every run with what its
+manifest records (experiment, configuration, package versions, git commit, when it finished)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from typing import Any
 
 from .discovery import Run
 from .figures import link
+from .findings import Finding
+from .findings_box import headlines
 from .model_page import model_page_path, run_anchor
 from .page import render
+from .rounding import rounded
 from .tables import Cell, sortable_table
 
 MAIN_PACKAGES = ("torch", "transformer-lens", "transformers")
@@ -52,15 +55,17 @@ def _short(commit: str) -> str:
     return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
-def write_index(site: Path, results: Path, models: dict[str, list[Run]]) -> Path:
+def write_index(site: Path, results: Path, models: dict[str, list[Run]], found: dict[str, list[Finding]]) -> Path:
+    """``models``: each model's runs in the order shown; ``found``: each run's findings, by its path."""
     page = site / "index.html"
     model_rows = []
     for model, runs in models.items():
         href = link(model_page_path(site, model), page)
         names = ", ".join(sorted({r.model_name for r in runs if r.model_name})) or "-"
-        experiments = ", ".join(sorted({r.experiment for r in runs}))
+        experiments = ", ".join(dict.fromkeys(r.experiment for r in runs))
         model_rows.append([Cell(f'<a href="{href}">{html.escape(model)}</a>', model), Cell(html.escape(names), names),
-                           Cell(str(len(runs)), str(len(runs))), Cell(html.escape(experiments), experiments)])
+                           Cell(str(len(runs)), str(len(runs))), Cell(*headlines(runs, found)),
+                           Cell(html.escape(experiments), experiments)])
     run_rows = []
     for model, runs in models.items():
         for run in runs:
@@ -75,14 +80,19 @@ def write_index(site: Path, results: Path, models: dict[str, list[Run]]) -> Path
                 Cell(_versions(run), ""),
                 Cell(f'<code title="{html.escape(run.commit)}">{html.escape(_short(run.commit))}</code>', run.commit),
                 Cell(html.escape(run.when), run.when),
-                Cell("-", "") if run.seconds is None else Cell(html.escape(str(run.seconds)), str(run.seconds)),
+                Cell("-", "") if run.seconds is None else Cell(rounded(run.seconds), repr(run.seconds)),
             ])
     n_runs = sum(len(r) for r in models.values())
     body = (f'<p class="note">Results tree <code>{html.escape(str(results))}</code>: {n_runs} runs of {len(models)} '
             f'models, read from their manifests (runs in progress, <code>.partial</code>, are not shown). '
             f'<a href="compare.html">Cross-model comparison</a>.</p>\n'
-            "<h2>Models</h2>\n<p class=\"note\">A model is a directory of runs; click a header to sort.</p>\n"
-            + sortable_table(["model directory", "model (manifest)", "runs", "experiments"], model_rows, "models")
+            "<h2>Models</h2>\n<p class=\"note\">A model is a directory of runs; findings: the headline numbers of "
+            "its runs (hover one for its definition; all of them, defined, at the top of the model's page); "
+            "click a header to sort.</p>\n"
+            + '<div class="wide">'
+            + sortable_table(["model directory", "model (manifest)", "runs", "findings", "experiments"], model_rows,
+                             "models")
+            + "</div>"
             + "\n<h2>Runs</h2>\n<p class=\"note\">options and config: the run's settings as its manifest records them "
               "(hover a cut value for all of it); engine: what ran the model (hooked_transformer or transformer_bridge "
               "with its TransformerLens version, timm); versions: the packages it ran with (hover for all); commit: the "

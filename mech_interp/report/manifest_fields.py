@@ -36,6 +36,7 @@ def _time(value: Any) -> bool:
 # null stands for absent everywhere (git_commit is null outside a git checkout).
 FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("experiment", _text, "text"),
+    ("study", _text, "text"),
     ("finished_at", _time, "an ISO 8601 time"),
     ("git_commit", _text, "text"),
     ("seconds", number, "a number"),

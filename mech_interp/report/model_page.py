@@ -1,5 +1,5 @@
-"""One page per model: each of its runs with its manifest, printed summary, every figure and every
-table (sortable, the first ``MAX_ROWS`` rows)."""
+"""One page per model: the findings of its runs, then each run, in the paper's order, with its
+manifest, printed summary, every figure and every table (sortable, the first ``MAX_ROWS`` rows)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from pathlib import Path
 from ..runs.output import MANIFEST
 from .discovery import Run
 from .figures import figure_html, image_html, link
+from .findings import Finding
+from .findings_box import findings_box
 from .page import render
 from .run_files import run_folder
+from .rounding import DEFINITION as ROUNDING
+from .rounding import rounded
 from .tables import MAX_ROWS, frame_table, read_head
 
 
@@ -38,7 +42,7 @@ def facts(run: Run) -> str:
     parts = [f"experiment <b>{html.escape(run.experiment)}</b>", f"finished {html.escape(run.when)}",
              f"commit <code>{html.escape(run.commit)}</code>"]
     if seconds is not None:
-        parts.append(f"{html.escape(str(seconds))} s")
+        parts.append(f"{rounded(seconds)} s")
     if run.model_name:
         parts.append(f"model {html.escape(run.model_name)}")
     return " · ".join(parts)
@@ -53,7 +57,7 @@ def _table(name: str, path: Path, csv: Path, page: Path, anchor: str) -> str:
              else f"the first {MAX_ROWS} of {total} rows (the whole table is the CSV)")
     csv_link = f' · <a href="{link(csv, page)}">CSV</a>' if csv.is_file() else ""
     return (f'<h3 id="{anchor}-{html.escape(name)}">{html.escape(name)}</h3>\n'
-            f'<p class="note">{total} rows x {len(frame.columns)} columns; showing {shown}; '
+            f'<p class="note">{total} rows x {len(frame.columns)} columns; showing {shown}, rounded; '
             f"click a header to sort{csv_link}</p>\n"
             f'<div class="wide">{frame_table(frame, f"{anchor}-table-{name}")}</div>')
 
@@ -90,14 +94,17 @@ def run_section(run: Run, site: Path, page: Path) -> str:
     return "\n".join(parts)
 
 
-def write_model_page(site: Path, model: str, runs: list[Run]) -> Path:
+def write_model_page(site: Path, model: str, runs: list[Run], found: dict[str, list[Finding]]) -> Path:
+    """``runs`` in the order shown; ``found``: each run's findings, by its path."""
     page = model_page_path(site, model)
     contents = "".join(f'<li><a href="#{run_anchor(r)}">{html.escape(r.name)}</a> ({html.escape(r.experiment)}: '
                        f"{len(r.tables)} tables, {len(r.figures) + len(set(r.images) - set(r.figures))} figures)</li>"
                        for r in runs)
     names = sorted({r.model_name for r in runs if r.model_name})
     intro = (f'<p class="note">results directory <code>{html.escape(model)}</code>'
-             + (f"; model {html.escape(', '.join(names))}" if names else "") + "</p>")
-    body = intro + f"<ul>{contents}</ul>\n" + "\n".join(run_section(r, site, page) for r in runs)
+             + (f"; model {html.escape(', '.join(names))}" if names else "")
+             + f"; runs in the paper's order; {html.escape(ROUNDING)} (each table's CSV holds every digit)</p>")
+    body = (intro + findings_box(runs, found, run_anchor) + f"<h2>Runs</h2><ul>{contents}</ul>\n"
+            + "\n".join(run_section(r, site, page) for r in runs))
     render(page, site, f"Model {model}", body)
     return page

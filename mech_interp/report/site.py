@@ -15,10 +15,12 @@ from .comparison import compare
 from .comparison_page import write_comparison
 from .discovery import Run, by_model, find_runs
 from .figures import copy_plotly_js
+from .findings import findings
 from .index_page import write_index
 from .model_page import write_model_page
 from .ownership import SITE_MARKER, is_ours, mark
 from .page import write_assets
+from .page_order import in_paper_order
 from .run_files import copy_run
 from .tree import ResultsTree
 
@@ -130,7 +132,7 @@ def build_site(results: Path, out: Path | str | None = None) -> Site:
         except UnicodeEncodeError:  # the pages and the closing line could not name it
             raise UsageError(f"{what} {str(path)!r} is not UTF-8: name a directory whose path is") from None
     runs = check_inputs(tree, out)
-    models = by_model(runs)
+    models = {model: in_paper_order(model_runs) for model, model_runs in by_model(runs).items()}
     partial = _partial(out)
     shutil.rmtree(partial, ignore_errors=True)  # what an interrupted report left (checked: the report's own)
     try:
@@ -140,11 +142,12 @@ def build_site(results: Path, out: Path | str | None = None) -> Site:
         plotly_js = copy_plotly_js(tree, partial)
         for run in runs:
             copy_run(run, partial, plotly_js)
+        found = {run.rel: findings(run) for run in runs}
         for model, model_runs in models.items():
-            write_model_page(partial, model, model_runs)
+            write_model_page(partial, model, model_runs, found)
         compared = compare(models)
         write_comparison(partial, compared)
-        write_index(partial, tree.root, models)
+        write_index(partial, tree.root, models, found)
         _swap(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
