@@ -106,7 +106,7 @@ class _Page(HTMLParser):
         attrs = dict(attrs)
         if "id" in attrs:
             self.ids.add(attrs["id"])
-        for key in ("href", "src"):
+        for key in ("href", "src", "data-src"):  # data-src: a figure frame's, set when it comes into view
             if attrs.get(key):
                 self.links.append(attrs[key])
         if tag == "table":

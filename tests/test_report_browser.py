@@ -1,9 +1,11 @@
 """The report site in a real browser: headless Chromium (the Debian ``chromium`` and
 ``chromium-driver`` packages, which scripts/install.sh adds) driven by Selenium opens the index
 from ``file://`` with no network, follows its links to every model page and the comparison page,
-checks that every plotly figure rendered (an SVG or canvas of non-zero size in each figure's
-frame), that a click on a header sorts a table, and that the browser logged no error. A screenshot
-is written to the test's directory and, when ``REPORT_SCREENSHOT`` names a path, there too."""
+checks that a figure far below the window is not loaded until scrolled to, that every plotly figure
+then renders (an SVG or canvas of non-zero size in each figure's frame), that every page fits a
+window 1280 and 800 pixels wide without a horizontal scroll bar, that a click on a header sorts a
+table, and that the browser logged no error. A screenshot is written to the test's directory and,
+when ``REPORT_SCREENSHOT`` names a path, there too."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-us
         # WebGL (the 3D feature view) without a GPU: Chromium's software renderer, which it no longer picks alone
         "--enable-unsafe-swiftshader")
 RENDER_TIMEOUT_S = 30
+WIDTHS = (1280, 800)  # a laptop's window, and half a wide screen's
 
 # Every plotly figure of the frame: drawn when it holds an SVG (2D) or a canvas (WebGL) of non-zero size.
 FIGURES_DRAWN = """
@@ -58,6 +61,7 @@ def _severe(driver) -> list[str]:
 
 def _check_figures(driver, page: str) -> int:
     """Every figure frame of the current page rendered; returns how many there were."""
+    from selenium.common.exceptions import JavascriptException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -66,13 +70,38 @@ def _check_figures(driver, page: str) -> int:
         frame = driver.find_elements(By.CSS_SELECTOR, "figure.plot iframe")[index]
         name = frame.get_attribute("title")
         driver.execute_script("arguments[0].scrollIntoView()", frame)
+        # in view, the frame gets its address (figures.js), then loads it
+        WebDriverWait(driver, RENDER_TIMEOUT_S).until(lambda d: frame.get_attribute("src"),
+                                                      f"{page}: figure {name} was not loaded when scrolled to")
         driver.switch_to.frame(frame)
         try:
-            WebDriverWait(driver, RENDER_TIMEOUT_S).until(lambda d: d.execute_script(FIGURES_DRAWN),
-                                                          f"{page}: figure {name} did not render")
+            WebDriverWait(driver, RENDER_TIMEOUT_S, ignored_exceptions=(JavascriptException,)).until(
+                lambda d: d.execute_script(FIGURES_DRAWN), f"{page}: figure {name} did not render")
         finally:
             driver.switch_to.default_content()
     return len(frames)
+
+
+def _fits(driver, link: str) -> None:
+    """The page at ``link`` has no horizontal scroll bar at any of ``WIDTHS`` (wide tables scroll in their box)."""
+    try:
+        for width in WIDTHS:
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+            driver.get(link)
+            scroll, client = driver.execute_script(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];")
+            assert scroll <= client, f"{link} at {width} px: {scroll} px wide in a window of {client}"
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _unloaded_below(driver) -> tuple[int, int]:
+    """(figure frames far below the window, those of them loaded) on the page as opened."""
+    return tuple(driver.execute_script("""
+        const far = Array.from(document.querySelectorAll('figure.plot iframe'))
+          .filter(f => f.getBoundingClientRect().top > 2 * window.innerHeight);
+        return [far.length, far.filter(f => f.getAttribute('src')).length];"""))
 
 
 def test_the_site_renders_in_chromium(browser, site: Path, tmp_path: Path):  # noqa: F811
@@ -106,10 +135,13 @@ def test_the_site_renders_in_chromium(browser, site: Path, tmp_path: Path):  # n
     numbers = [v for v in values if v and v.replace(".", "", 1).isdigit()]
     assert numbers and "none" in values and values[: len(numbers)] == sorted(numbers, key=float), values
 
-    figures = 0
+    figures, far_away = 0, False
     for link in sorted(links):
         driver.get(link)
         assert driver.find_element(By.TAG_NAME, "h1").text, link
+        far, loaded = _unloaded_below(driver)
+        assert loaded == 0, f"{link}: {loaded} of the {far} figures far below the window loaded on opening"
+        far_away = far_away or far > 0
         figures += _check_figures(driver, link)
         assert not _severe(driver), (link, _severe(driver))
         if "planted" in link:
@@ -123,3 +155,7 @@ def test_the_site_renders_in_chromium(browser, site: Path, tmp_path: Path):  # n
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(shot, target)
     assert figures == len(list((site / "runs").rglob("*.html")))  # every figure, the 3D feature views (WebGL) too
+    assert far_away  # some page holds figures far below the window: their lazy loading was seen
+    for link in sorted(links) + [(site / "index.html").as_uri()]:
+        _fits(driver, link)
+    assert not _severe(driver)

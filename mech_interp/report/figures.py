@@ -1,6 +1,7 @@
 """Figures in the site: each run's figure HTML is copied under ``runs/`` with its plotly.js
 reference (a relative path into the results tree, or a CDN address) rewritten to the site's one
-``plotly.min.js``, and shown in an ``<iframe>``; a PNG without its HTML is shown as an image."""
+``plotly.min.js``, and shown in an ``<iframe>`` that loads when it comes near the window
+(``LAZY_JS``); a PNG without its HTML is shown as an image."""
 
 from __future__ import annotations
 
@@ -42,11 +43,31 @@ def link(target: Path, page: Path) -> str:
     return html.escape(quote(os.path.relpath(target, page.parent).replace(os.sep, "/")))
 
 
+LAZY_FILE = "figures.js"
+# Every frame parses its own 3.5 MB of plotly.js and draws: a page of dozens would open in tens of
+# seconds. A frame gets its address (data-src) only when it comes within LAZY_MARGIN of the window, so
+# what is drawn is what is seen. Chromium's own loading="lazy" loads frames 1250 px or more away.
+LAZY_MARGIN = "300px"
+LAZY_JS = f"""\
+document.addEventListener("DOMContentLoaded", function () {{
+  var frames = document.querySelectorAll("iframe[data-src]");
+  var load = function (frame) {{ frame.src = frame.getAttribute("data-src"); frame.removeAttribute("data-src"); }};
+  if (!("IntersectionObserver" in window)) {{ frames.forEach(load); return; }}
+  var observer = new IntersectionObserver(function (entries) {{
+    entries.forEach(function (entry) {{
+      if (entry.isIntersecting) {{ observer.unobserve(entry.target); load(entry.target); }}
+    }});
+  }}, {{rootMargin: "{LAZY_MARGIN} 0px"}});
+  frames.forEach(function (frame) {{ observer.observe(frame); }});
+}});
+"""
+
+
 def figure_html(name: str, copied: Path, page: Path, png: Path | None = None) -> str:
     href = link(copied, page)
     extra = f' · <a href="{link(png, page)}">PNG</a>' if png is not None else ""
     return (f'<figure class="plot"><figcaption>{html.escape(name)} · <a href="{href}">open alone</a>{extra}'
-            f'</figcaption><iframe src="{href}" title="{html.escape(name)}" loading="lazy"></iframe></figure>')
+            f'</figcaption><iframe data-src="{href}" title="{html.escape(name)}"></iframe></figure>')
 
 
 def image_html(name: str, copied: Path, page: Path) -> str:
