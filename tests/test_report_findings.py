@@ -75,8 +75,8 @@ def test_head_findings_come_with_the_definitions_the_runs_recorded():
         f"clean 27.18; top-3 (L18H8 L18H7 L18H6) 26.75 ({change_text(26.74899666296388, 27.176989653391935)})")
     cumulative = _found(("heads", "head_cumulative"))
     value, definition, _ = cumulative["top heads removed"]
-    assert value == ("after 2, block 27: massive value 21916 "
-                     f"({change_text(21916.4, 21911.69921875)}), perplexity 26.7 ({change_text(26.698, 27.176989653391935)})")
+    assert value == (f"after 2, block 27: massive value 21916 ({change_text(21916.4, 21911.69921875)}), "
+                     f"perplexity 26.7 ({change_text(26.698, 27.176989653391935)})")
     assert definition.startswith(CUMULATIVE)
     attribution = _found(("heads", "attribution"))
     assert attribution["writing MLP"][0] == "block 10 to position 0 dim 507 (massive from block 11), top neuron 1234"
@@ -93,6 +93,9 @@ def test_feature_view_findings_name_each_massive_activation():
     assert view["largest |a|"][0] == "block 11: 23457 (median |a| 0.3)"
     vit = _found(("vit", "layerwise"))
     assert vit["first massive block"][0] == "1" and vit["top-1/median"][0] == "2000 (top-1 500, median 0.25)"
+    none = findings(_run(("vit", "layerwise"), {**SUMMARIES[("vit", "layerwise")], "first_massive_block": None}))
+    assert [(f.label, f.value) for f in none] == [("first massive block", "none")]
+    assert findings(_run(("vit", "layerwise"), {"first_massive_block": "two"})) == []  # not what a run writes
     assert _found(("vit", "feature_view"))["largest |a|"][0] == "block 1: 512.5 at reg0 dim 3 (median |a| 0.5)"
 
 

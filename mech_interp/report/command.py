@@ -15,8 +15,9 @@ train-gpt2-bias runs alike; .partial runs are skipped): index.html lists the mod
 findings and every run (configuration, package versions, git commit, when), models/<model>.html opens with
 the findings of a model's runs, each defined, then shows every table (sortable, the first {MAX_ROWS} rows;
 the CSV holds all) and figure of its runs in the paper's order, compare.html compares where massive
-activations appear. Numbers are shown to 4 significant digits; the CSV files keep every digit. It works offline from file://: the site holds its own plotly.min.js and
-copies of the runs' manifests, summaries, CSV tables and figures. An earlier site at --out is replaced; a
+activations appear. Numbers are shown to 4 significant digits; the CSV files keep every digit. It works
+offline from file://: the site holds its own plotly.min.js and copies of the runs' manifests, summaries,
+CSV tables and figures. An earlier site at --out is replaced; a
 directory of the user's at --out, or beside it at --out.partial or --out.old, is refused, never replaced.
 Nothing outside RESULTS_DIR is read: a link leaving it is skipped, with a warning naming it."""
 

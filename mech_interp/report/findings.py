@@ -21,8 +21,9 @@ from .manifest_fields import number
 from .page_order import placed
 from .rounding import rounded
 
-HEADS = "LxHy: head y of block x (0-based TransformerLens indices)"
-CHANGE = f"in brackets: the change against {{base}}, new / {{base}} - 1, printed as a factor (x) from {FACTOR_FROM:g}x up"
+HEADS = "LxHy: head y of block x, both 0-based TransformerLens indices"
+CHANGE = ("in brackets: the change against {base}, new / {base} - 1, printed as a factor (x) from "
+          f"{FACTOR_FROM:g}x up")
 NOT_RECORDED = "(the run recorded no definition)"
 
 
@@ -109,7 +110,8 @@ def _intervention(run: Run) -> list[Finding]:
         return []
     block = read.values.get("intervention block")
     where = f"at block {block}: " if block is not None else ""
-    definition = "; ".join(f"{c}: {DEFINITIONS[c]}" for c in PERPLEXITY_CONDITIONS) + "; " + CHANGE.format(base="original")
+    definition = ("; ".join(f"{c}: {DEFINITIONS[c]}" for c in PERPLEXITY_CONDITIONS) + "; "
+                  + CHANGE.format(base="original"))
     found = []
     for dataset, values in read.perplexity.items():
         original = values.get("original")
@@ -194,7 +196,8 @@ def _head_cumulative(run: Run) -> list[Finding]:
 
 def _attribution(run: Run) -> list[Finding]:
     summary = run.section("summary")
-    entry, mlp, neuron = summary.get("entry"), _number(summary, "writing_mlp", True), _number(summary, "top_neuron", True)
+    entry, mlp = summary.get("entry"), _number(summary, "writing_mlp", whole=True)
+    neuron = _number(summary, "top_neuron", whole=True)
     first = _number(summary, "first_massive_layer", whole=True)
     found = []
     if mlp is not None:
@@ -234,11 +237,14 @@ def _head_3d(run: Run) -> list[Finding]:
 def _vit_layerwise(run: Run) -> list[Finding]:
     summary = run.section("summary")
     first = _number(summary, "first_massive_block", whole=True)
+    if first is None and not ("first_massive_block" in summary and summary["first_massive_block"] is None):
+        return []  # no block recorded (null: none is massive)
     found = [Finding("first massive block", "none" if first is None else str(first),
                      DEFINITIONS["first massive block"], headline=True)]
     top1, median = summary.get("top1"), summary.get("median")
-    if (first is not None and isinstance(top1, list) and isinstance(median, list) and first < min(len(top1), len(median))
-            and number(top1[first]) and number(median[first]) and median[first]):
+    if (first is not None and isinstance(top1, list) and isinstance(median, list)
+            and 0 <= first < min(len(top1), len(median)) and number(top1[first]) and number(median[first])
+            and median[first]):
         found.append(Finding("top-1/median", f"{rounded(top1[first] / median[first])} (top-1 {rounded(top1[first])}, "
                              f"median {rounded(median[first])})", f"at the first massive block: "
                              f"{_definition(summary, 'ratio_of_means_top1_median')}", headline=True))

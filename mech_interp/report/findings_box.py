@@ -34,8 +34,9 @@ def findings_box(runs: list[Run], found: dict[str, list[Finding]], anchor: Calla
         return ""
     return ('<section class="findings" id="findings"><h2>Findings</h2>\n'
             f'<p class="note">{html.escape(NOTE)}</p>\n<div class="scroll">'
-            '<table class="findings" id="findings-table"><thead><tr><th>run</th><th>finding</th><th>value</th><th>definition</th></tr>'
-            "</thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table></div></section>")
+            '<table class="findings" id="findings-table"><thead><tr>'
+            "<th>run</th><th>finding</th><th>value</th><th>definition</th></tr></thead>\n<tbody>\n"
+            + "\n".join(rows) + "\n</tbody></table></div></section>")
 
 
 def headlines(runs: list[Run], found: dict[str, list[Finding]]) -> tuple[str, str]:
