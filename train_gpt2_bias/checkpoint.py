@@ -10,18 +10,26 @@
   ``hooked_config.json`` (HookedTransformerConfig fields, the variant, and ``"format": "train_gpt2_bias",
   "format_version": 1``, which mech_interp's own table maps to ``model.build_model``), ``model.safetensors`` (the
   state dict) and ``tokenizer/``. So ``mech-interp layerwise --model <run dir>`` works on every variant.
+- ``series/step_<N>/`` (with ``series_interval``): the model at step N, exported as the final model is (its
+  ``hooked_config.json``, ``model.safetensors``, a copy of ``tokenizer/``) plus ``step.json`` (that step's row of the
+  log: step, tokens, lr, train_loss, val_loss or null), every ``series_interval`` steps and at the last step. Each is
+  written as ``step_<N>.tmp`` and renamed, so a directory by its final name is whole. It is never a resume state: a
+  run that starts afresh removes the series, and one that resumes from step S removes the steps after S (a kill left
+  them; the resumed steps compute them again, bit for bit), so the series holds each step it passed once.
 - ``log.csv``, ``log.json``, ``loss_curve.html`` (and ``.png``), ``plotly.min.js``, ``manifest.json``.
 
 ``--out`` must be new, empty, or a directory holding only these (an earlier run, perhaps killed mid-write), each of
-its kind (``tokenizer`` a directory, the others regular files): a training run's files written into another directory
+its kind (``tokenizer`` and ``series`` directories, the others regular files): a training run's files written into another directory
 (a results tree) would hide what is there, and a directory named ``ckpt.pt`` can be neither read nor replaced.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +43,12 @@ STATE = "ckpt.pt"
 HOOKED_CONFIG = "hooked_config.json"
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer"
-RUN_FILES = {STATE, HOOKED_CONFIG, WEIGHTS, TOKENIZER, "log.csv", "log.json", "loss_curve.html", "loss_curve.png",
-             "plotly.min.js", "manifest.json"}
+SERIES = "series"
+SERIES_STEP = "step_{step}"  # mech_interp's checkpoint series reader matches this name (step_<N>) and ignores others
+STEP_FILE = "step.json"
+DIRECTORIES = {TOKENIZER, SERIES}
+RUN_FILES = {STATE, HOOKED_CONFIG, WEIGHTS, TOKENIZER, SERIES, "log.csv", "log.json", "loss_curve.html",
+             "loss_curve.png", "plotly.min.js", "manifest.json"}
 # The types of each entry of a training state ("train_seconds" is absent when unknown: from states of the previous
 # version, and from the states of runs that resumed one).
 STATE_TYPES = {"model": dict, "optimizer": dict, "step": int, "batch_rng": list, "log": list, "identity": dict,
@@ -60,9 +72,9 @@ def check_out(out: Path) -> None:
                          "train run")
     for path, name in entries.items():
         # a link would have the run write through it, to a file or directory outside --out
-        if not path.is_symlink() and (path.is_dir() if name == TOKENIZER else path.is_file()):
+        if not path.is_symlink() and (path.is_dir() if name in DIRECTORIES else path.is_file()):
             continue
-        wanted = "a directory" if name == TOKENIZER else "a regular file"
+        wanted = "a directory" if name in DIRECTORIES else "a regular file"
         raise UsageError(f"--out {str(out)!r} holds {path.name!r}, which is {_kind(path)}: train-gpt2-bias writes "
                          f"{wanted} by that name (reads, replaces or deletes it): remove it, or pass another --out")
 
@@ -149,3 +161,31 @@ def export_model(out: Path, model: torch.nn.Module, model_config: dict[str, Any]
     _atomic(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     tokenizer.save_pretrained(str(out / TOKENIZER))
     _atomic(out / HOOKED_CONFIG, lambda p: p.write_text(json.dumps(model_config, indent=2, default=str)))
+
+
+def export_series_step(out: Path, step: int, model: torch.nn.Module, model_config: dict[str, Any], tokenizer,
+                       row: dict[str, Any]) -> Path:
+    """The model at ``step`` as ``<out>/series/step_<step>/`` (module doc), replacing one a killed attempt left."""
+    final = out / SERIES / SERIES_STEP.format(step=step)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_model(tmp, model, model_config, tokenizer)
+    # NaN (no evaluation at this step) is not JSON: null
+    record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    (tmp / STEP_FILE).write_text(json.dumps(record, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def trim_series(out: Path, last_step: int) -> None:
+    """Remove what a run starting after ``last_step`` (0: afresh) must not keep: the series steps after it, and the
+    ``.tmp`` directories of exports a kill cut short."""
+    series = out / SERIES
+    if not series.is_dir():
+        return
+    for path in series.iterdir():
+        match = re.fullmatch(r"step_(\d+)", path.name)
+        if path.name.endswith(".tmp") or (match is not None and int(match.group(1)) > last_step):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()

@@ -66,6 +66,9 @@ class TrainConfig:
     eval_interval: int | None = field(default=None, metadata={"help": "steps between val-loss evaluations"})
     eval_batches: int | None = field(default=None, metadata={"help": "batches per evaluation"})
     ckpt_interval: int | None = field(default=None, metadata={"help": "steps between checkpoints"})
+    series_interval: int = field(default=0, metadata={
+        "help": "every N steps and at the last step, export a loadable model to <out>/series/step_<N>/ (for "
+                "mech-interp emergence; 0 = off); ckpt.pt stays the only resume state"})
     stop_after: int = field(default=0, metadata={"help": "stop after this step, checkpoint saved, as if killed "
                                                          "(0 = run to max_steps); the same command resumes"})
     resume: bool = field(default=True, metadata={"help": "continue from the checkpoint in --out when its "
@@ -101,7 +104,8 @@ class TrainConfig:
             raise UsageError(f"--corpus {self.corpus!r} is not allowed: expected one or more text sources")
         require_at_least(self, 1, "n_layers", "n_heads", "d_model", "n_ctx", "batch_size", "grad_accum", "max_steps",
                          "eval_interval", "eval_batches", "ckpt_interval")
-        require_at_least(self, 0, "warmup_steps", "lr_decay_steps", "stop_after", "max_corpus_tokens", "seed")
+        require_at_least(self, 0, "warmup_steps", "lr_decay_steps", "stop_after", "max_corpus_tokens", "seed",
+                         "series_interval")
         if self.d_model % self.n_heads:
             raise UsageError(f"--d-model {self.d_model} is not a multiple of --n-heads {self.n_heads}")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip", "val_fraction", "beta1", "beta2"):
@@ -129,8 +133,9 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed: everything that changes the numbers (not the run
-        control: stop_after, resume, progress, device, out)."""
-        skip = {"stop_after", "resume", "progress", "device", "out"}
+        control: stop_after, resume, progress, device, out, series_interval: the series is what the run exports, and
+        states saved before the field existed must still resume)."""
+        skip = {"stop_after", "resume", "progress", "device", "out", "series_interval"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 

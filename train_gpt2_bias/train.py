@@ -31,7 +31,17 @@ import torch.nn.functional as F
 
 from mech_interp.validation.errors import UsageError
 
-from .checkpoint import STATE, check_out, export_model, load_state, restore, save_state, training_summary
+from .checkpoint import (
+    STATE,
+    check_out,
+    export_model,
+    export_series_step,
+    load_state,
+    restore,
+    save_state,
+    training_summary,
+    trim_series,
+)
 from .config import TrainConfig
 from .data import check_block_size, check_sources, data_dir_for, get_batch, load_tokenizer, prepare_data
 from .model import build_model, config_dict, hooked_config
@@ -180,6 +190,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if ddp:
             dist.destroy_process_group()
         return training_summary(out)  # files untouched: analyses stay valid
+    if master:
+        trim_series(out, start_step)  # the steps after the resumed one are computed (and exported) again
     train_model = torch.compile(model) if config.compile else model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
@@ -250,6 +262,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{lr:.2e}",
                             **({"val": f"{row['val_loss']:.3f}"} if not math.isnan(row["val_loss"]) else {}))
         last = step
+        # The series step before the state: a kill between them leaves a state whose steps are all exported (a
+        # resume trims the ones after its state and exports them again).
+        if config.series_interval and (step % config.series_interval == 0 or step == config.max_steps):
+            require_finite_weights(model, step, lr, config)
+            if master:
+                export_series_step(out, step, model, model_config, tokenizer, row)
         if step % config.ckpt_interval == 0 or step == config.max_steps or step == config.stop_after:
             require_finite_weights(model, step, lr, config)
             save(step)
@@ -317,7 +335,7 @@ def write_outputs(out: Path, config: TrainConfig, log: list[dict], data_meta: di
         "device": str(device), "precision": "bfloat16 autocast" if use_bf16 else "float32", "processes": world,
         "seed": config.seed, "engine": trainer_engine(), "packages": package_versions(), "git_commit": git_commit(),
         "files": ["hooked_config.json", "model.safetensors", "tokenizer/", "ckpt.pt", "log.csv", "log.json",
-                  "loss_curve.html"],
+                  "loss_curve.html", *(["series/"] if config.series_interval else [])],
         **({"missing_figures": figure.missing} if figure.missing else {}),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
