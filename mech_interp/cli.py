@@ -35,10 +35,11 @@ from .models.placement.command import add_plan_parser, plan_main
 from .report.command import add_report_parser, report_main
 from .runs.studies import get_study
 
-STUDIES = ("lm", "heads")  # the studies mech-interp serves (runs.studies.STUDIES names every study)
+STUDIES = ("lm", "heads", "followups")  # the studies mech-interp serves (runs.studies.STUDIES names every study)
 STUDY_HELP = {
     "lm": "the paper's four experiments (layer-wise statistics, 3D feature view, intervention, attention)",
     "heads": "the head study's experiments: which heads read, write and remove the massive activation",
+    "followups": "follow-up experiments of later papers: super weights (Yu et al. 2024)",
 }
 
 

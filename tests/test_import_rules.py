@@ -23,6 +23,7 @@ MODEL_LIBRARIES = ("transformer_lens", "transformers", "timm")
 STUDIES = {
     "lm": ("mech_interp.studies.lm",),
     "heads": ("mech_interp.studies.heads",),
+    "followups": ("mech_interp.studies.followups",),
     "vit": ("vit_hooks",),
     "trainer": ("train_gpt2_bias",),
 }

@@ -17,10 +17,11 @@ from .study import Study
 STUDIES = {
     "lm": "mech_interp.studies.lm",
     "heads": "mech_interp.studies.heads",
+    "followups": "mech_interp.studies.followups",
     "vit": "vit_hooks.study",
     "trainer": "train_gpt2_bias.study",
 }
-DEFAULT_STUDIES = ("lm", "heads")  # mech-interp's: the paper's experiments first, so they lead the command list
+DEFAULT_STUDIES = ("lm", "heads", "followups")  # mech-interp's: the paper's experiments first, so they lead the command list
 
 
 def get_study(name: str) -> Study:
