@@ -7,7 +7,8 @@ series; ``study followups`` runs the first kind.
 """
 
 from ...runs.experiment import Experiment
-from .series_study import FollowupsStudy
+from .emergence_config import EmergenceConfig
+from .series_study import FollowupsStudy, SeriesExperiment
 from .super_weight_config import SuperWeightsConfig
 
 EXPERIMENTS = [
@@ -16,6 +17,9 @@ EXPERIMENTS = [
     Experiment("super_weights", SuperWeightsConfig, "mech_interp.studies.followups.super_weights:super_weights",
                "super weights (Yu et al. 2024): every block's MLP down-projection spikes in one forward, the top "
                "candidates zeroed / restored / scaled", sites=("mlp_out", "resid_pre", "resid_post")),
+    SeriesExperiment("emergence", EmergenceConfig, "mech_interp.studies.followups.emergence:emergence",
+                     "over a checkpoint series (--series: a trainer's --series-interval output; or --models): first "
+                     "massive layer, top1/median, sink share and attention to token 0 per checkpoint, over steps"),
 ]
 
 STUDY = FollowupsStudy("followups", "follow-up experiments (attention sinks, super weights, emergence)", EXPERIMENTS)
