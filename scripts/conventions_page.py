@@ -24,6 +24,7 @@ SOURCES = [
     ("Single-head sweep (`head-sweep`)", "mech_interp.studies.heads.single_heads", "DEFINITIONS"),
     ("Cumulative removal (`head-cumulative`)", "mech_interp.studies.heads.cumulative", "DEFINITION"),
     ("Attribution (`attribution`)", "mech_interp.studies.heads.attribution", "DEFINITIONS"),
+    ("Super weights (`super-weights`)", "mech_interp.studies.followups.super_weights", "DEFINITIONS"),
     ("Confidence intervals", "mech_interp.metrics.bootstrap", "CI_DEFINITION"),
     ("The report's comparison page", "mech_interp.report.comparison", "DEFINITIONS"),
     ("Vision: token roles (`vit-hooks layerwise`)", "vit_hooks.experiments.layerwise", "ROLE_DEFINITIONS"),
