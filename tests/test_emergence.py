@@ -104,6 +104,16 @@ def test_a_resumed_run_continues_the_series_without_duplicating_or_losing_steps(
         assert all(torch.equal(whole[k], resumed[k]) for k in whole), step
 
 
+def test_an_out_holding_series_as_a_file_is_refused_before_training(tmp_path):
+    from train_gpt2_bias.checkpoint import check_out
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "series").write_text("x")
+    with pytest.raises(UsageError, match="holds 'series', which is a regular file: train-gpt2-bias writes a "
+                                         "directory by that name"):
+        check_out(tmp_path / "run")
+
+
 def test_series_interval_is_a_count_and_never_part_of_the_resume_identity():
     from train_gpt2_bias.config import TrainConfig
 
