@@ -9,6 +9,7 @@ series; ``study followups`` runs the first kind.
 from ...runs.experiment import Experiment
 from .emergence_config import EmergenceConfig
 from .series_study import FollowupsStudy, SeriesExperiment
+from .sink_window_config import SinkWindowConfig
 from .super_weight_config import SuperWeightsConfig
 
 EXPERIMENTS = [
@@ -17,6 +18,9 @@ EXPERIMENTS = [
     Experiment("super_weights", SuperWeightsConfig, "mech_interp.studies.followups.super_weights:super_weights",
                "super weights (Yu et al. 2024): every block's MLP down-projection spikes in one forward, the top "
                "candidates zeroed / restored / scaled", sites=("mlp_out", "resid_pre", "resid_post")),
+    Experiment("sink_window", SinkWindowConfig, "mech_interp.studies.followups.sink_window:sink_window",
+               "attention sinks (Xiao et al. 2024): perplexity under window attention W, alone, with the first S "
+               "tokens, with the massive tokens, or with the sinks' massive entries reset", sites=("attn_scores", "resid_post")),
     SeriesExperiment("emergence", EmergenceConfig, "mech_interp.studies.followups.emergence:emergence",
                      "over a checkpoint series (--series: a trainer's --series-interval output; or --models): first "
                      "massive layer, top1/median, sink share and attention to token 0 per checkpoint, over steps"),
