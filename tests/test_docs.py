@@ -133,15 +133,35 @@ def test_every_relative_link_of_the_readme_names_a_file():
     assert not [link for link in relative if not (ROOT / link.split("#")[0]).exists()]
 
 
-def test_the_readme_library_example_runs(smollm2):
-    """The README's one Python block, as written, on the embedded model (which the fixture has cached)."""
-    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+RUNNABLE = re.compile(r"<!-- runnable -->\s*\n```python\n(.*?)```", re.S)  # a Python block the tests execute
+
+
+def _runnable(page: Path) -> list[str]:
+    return RUNNABLE.findall(page.read_text(encoding="utf-8"))
+
+
+def test_the_readme_library_example_runs(smollm2, tmp_path, monkeypatch):
+    """The README's Python block, as written, on the embedded model (which the fixture has cached)."""
+    (block,) = _runnable(ROOT / "README.md")
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["L"] == 11, "SmolLM2's massive entry appears at block 11"
     assert namespace["stats"].summary.set_index("layer").loc[11, "top1"] > 10_000
     assert namespace["zeroed"] > 100 * namespace["clean"], "zeroing the entry wrecks the model"
     assert len(namespace["heads"]) == 30 * 9, "a score for every head"
+
+
+DOC_BLOCKS = [pytest.param(page, i, block, id=f"{page.relative_to(ROOT)}-{i}")
+              for page in sorted((ROOT / "docs").rglob("*.md")) for i, block in enumerate(_runnable(page))]
+
+
+@pytest.mark.parametrize("page, index, block", DOC_BLOCKS)
+def test_every_docs_block_marked_runnable_runs(page, index, block, smollm2, tmp_path, monkeypatch):
+    """A Python block of the docs preceded by ``<!-- runnable -->`` runs as written, in a fresh directory (what it writes
+    stays there); the other blocks are sketches that name objects they do not build."""
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, f"{page.relative_to(ROOT)} block {index}", "exec"), {})
 
 
 def test_every_page_loads_in_chromium_with_its_images_and_no_console_error(site, browser):  # noqa: F811
