@@ -23,7 +23,7 @@ def emergence_lines(table: pd.DataFrame, x: str, x_title: str, title: str) -> go
     share and the attention to the first token."""
     table = table.sort_values(x)
     xs, ticks = _x(table, x)
-    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.09, subplot_titles=(
+    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.15, subplot_titles=(
         "top1 / median |a|", "first massive block", "attention to token 0"))
     fig.add_trace(go.Scatter(x=xs, y=table["top1_over_median"], mode="lines+markers", name="top1/median at the first "
                              "massive block (else the last)", text=table["measured_block"],
@@ -42,7 +42,7 @@ def emergence_lines(table: pd.DataFrame, x: str, x_title: str, title: str) -> go
     n_layers = int(table["n_layers"].max())
     fig.update_yaxes(title_text="block (0-based)", range=[-0.5, n_layers - 0.5], row=2, col=1)
     fig.update_yaxes(title_text="share / attention", range=[0, 1.05], row=3, col=1)
-    fig.update_layout(title=title, height=900, legend={"orientation": "h", "y": -0.12})
+    fig.update_layout(title=title, height=1050, legend={"orientation": "h", "y": -0.1})
     return fig
 
 
