@@ -49,11 +49,19 @@ class Experiment:
         return getattr(importlib.import_module(module), function)
 
     def run(self, context: Any, config: Any, pieces: Any = None) -> ExperimentResult:
+        """The experiment's result, its figures in the print style (``viz.print_style``) however they are then used:
+        written by a run, returned by ``mi.run``, shown in a notebook."""
+        from ..viz.print_style import print_style
+
         fn = self.fn
         if not self.needs_model:
-            return fn(config)
-        kwargs = {"pieces": pieces} if pieces is not None and "pieces" in inspect.signature(fn).parameters else {}
-        return fn(context, config, **kwargs)
+            result = fn(config)
+        else:
+            kwargs = {"pieces": pieces} if pieces is not None and "pieces" in inspect.signature(fn).parameters else {}
+            result = fn(context, config, **kwargs)
+        for fig in result.figures.values():
+            print_style(fig)
+        return result
 
     def make_config(self, params: dict[str, Any]) -> Any:
         names = [f.name for f in dataclasses.fields(self.config_cls)]
