@@ -14,6 +14,7 @@ import inspect
 # (section, module, constant): a string, or a dict of name -> definition
 SOURCES = [
     ("Blocks and layers", "mech_interp.models.language_study", "LAYER_CONVENTION"),
+    ("Heads", "mech_interp.core.head_names", None),
     ("The massive criterion", "mech_interp.core.criterion", "MassiveCriterion"),
     ("Token layout: prefix positions and key slots", "mech_interp.core.token_layout", None),
     ("Layer-wise statistics (`layerwise`, `vit-hooks layerwise`)", "mech_interp.core.layer_stats",
@@ -26,6 +27,8 @@ SOURCES = [
     ("Attribution (`attribution`)", "mech_interp.studies.heads.attribution", "DEFINITIONS"),
     ("Super weights (`super-weights`)", "mech_interp.studies.followups.super_weights", "DEFINITIONS"),
     ("Confidence intervals", "mech_interp.metrics.bootstrap", "CI_DEFINITION"),
+    ("Changes: percentages and factors", "mech_interp.metrics.relative_change", "DEFINITION"),
+    ("Numbers on the report's pages", "mech_interp.report.rounding", "DEFINITION"),
     ("The report's comparison page", "mech_interp.report.comparison", "DEFINITIONS"),
     ("Vision: token roles (`vit-hooks layerwise`)", "vit_hooks.experiments.layerwise", "ROLE_DEFINITIONS"),
     ("Vision: attention to token sets (`vit-hooks attention`)", "vit_hooks.experiments.attention", "DEFINITION"),

@@ -7,6 +7,9 @@ the same and only that. The tables keep the exact percentage (``*_change_pct``);
 from __future__ import annotations
 
 FACTOR_FROM = 10.0  # at least 10x (or at most a tenth) of the original: printed as a factor
+DEFINITION = (f"change of new against old = new / old - 1, printed as a signed percentage (+0.05%); from {FACTOR_FROM:g}x "
+              f"up (or at most 1/{FACTOR_FROM:g}) as the factor new / old instead (x3.05e+05); the tables keep the exact "
+              "percentage (columns *_change_pct)")
 
 
 def change_text(new: float, old: float) -> str:
