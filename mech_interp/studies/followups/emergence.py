@@ -173,7 +173,7 @@ def _lines(table: pd.DataFrame, config: EmergenceConfig, seq_len: int, text: str
     lines = [f"emergence over {len(table)} checkpoints ({what}): {config.n_seqs} sequences x {seq_len} tokens of "
              f"{text} each; massive: |a| > {config.min_abs:g} and >= {config.min_ratio:g} x the median |a| of its "
              "hidden state"]
-    lines += [f"  {name}: {text}" for name, text in DEFINITIONS.items()]
+    lines += [f"  {name}: {definition}" for name, definition in DEFINITIONS.items()]
     lines.append(f"  (sink_share with eps = {config.sink_eps:g})")
     width = max(10, *(len(c) for c in table["checkpoint"]))
     lines.append(f"  {'checkpoint':<{width}} {'step':>7} {'first':>5} {'block':>5} {'top1':>9} {'median':>8} "
