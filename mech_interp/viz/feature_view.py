@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 HOVER = "dim %{x}<br>token %{y}<br>|a| %{z:.4g}<extra></extra>"
 # Looking from the high-dim, first-token corner, a little above: token labels face the reader, stems stand upright.
-CAMERA = {"eye": {"x": 1.75, "y": -2.05, "z": 0.85}, "center": {"x": 0.05, "y": 0.1, "z": -0.05}}
+CAMERA = {"eye": {"x": 1.8, "y": -2.2, "z": 0.9}, "center": {"x": 0.05, "y": 0.15, "z": -0.05}}
 ASPECT = {"x": 2.0, "y": 1.2, "z": 0.9}
 
 
