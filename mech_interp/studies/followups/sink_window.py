@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from ...core.criterion import massive_mask
@@ -117,7 +117,8 @@ class _Forwards:
 
     def __init__(self, context: ModelContext, seqs: Int[torch.Tensor, "seq pos"], config: SinkWindowConfig,
                  layer: int | None, means: MassiveMeans | None, bar: tqdm) -> None:
-        self.model, self.seqs, self.config, self.layer, self.means, self.bar = context.model, seqs, config, layer, means, bar
+        self.model, self.seqs, self.config, self.bar = context.model, seqs, config, bar
+        self.layer, self.means = layer, means
         self.criterion, self.n_prefix = context.options.criterion, context.layout.n_prefix_tokens
         self.first_scored = config.windows[-1]  # queries 0..W_max-1 keep every token under some window of the sweep
 
@@ -174,8 +175,9 @@ def _means_pass(context: ModelContext, config: SinkWindowConfig):
                                 criterion=options.criterion, total=-(-len(seqs) // config.batch_size),
                                 layout=context.layout)
     layer = layer if layer is not None else stats.first_massive_layer()
-    means = MassiveMeans.from_stats(stats, resid_post(layer)) if layer is not None and "set_mean" in config.resets else None
-    return source, layer, means, stats
+    wants_means = layer is not None and "set_mean" in config.resets
+    means = MassiveMeans.from_stats(stats, resid_post(layer)) if wants_means else None
+    return source, layer, means
 
 
 def sink_window(context: ModelContext, config: SinkWindowConfig, pieces=None) -> ExperimentResult:
@@ -185,7 +187,7 @@ def sink_window(context: ModelContext, config: SinkWindowConfig, pieces=None) ->
     source = load_text(config.text)
     seqs = windows(context.tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name,
                    context.n_ctx, add_special_tokens=source.special_tokens)
-    mean_source, layer, means, _ = _means_pass(context, config)
+    mean_source, layer, means = _means_pass(context, config)
     todo = conditions(config, massive=layer is not None)
     keys = {c: {"condition": c.name, "window": c.window, "sinks": c.sinks, "layer": layer} for c in todo}
     done = {c: pieces.load_piece(keys[c]) if pieces is not None else None for c in todo}
@@ -242,7 +244,7 @@ def _massive_tokens(context: ModelContext, seqs: Int[torch.Tensor, "seq pos"],
 def _lines(context, config: SinkWindowConfig, source, seqs, layer, mean_source, table: pd.DataFrame,
            massive_tokens: pd.DataFrame, full: dict) -> list[str]:
     criterion = context.options.criterion
-    lines = [f"sink-window on {len(seqs)} sequences x {seqs.shape[1]} tokens of {source.name}; "
+    lines = [f"sink-window on {_count(len(seqs), 'sequence')} x {seqs.shape[1]} tokens of {source.name}; "
              f"{full['n_tokens']} predicted tokens scored in every condition"]
     lines += [f"  {name}: {text}" for name, text in DEFINITIONS.items()
               if layer is not None or name not in ("massive", "sinks_set_zero", "sinks_set_mean", "block")]
@@ -251,10 +253,11 @@ def _lines(context, config: SinkWindowConfig, source, seqs, layer, mean_source, 
                      f"{mean_source.name} by |a| > {criterion.min_abs:g} and >= {criterion.min_ratio:g} x median: "
                      "pass --layer or loosen the criterion")
     else:
-        counts = Counter(zip(massive_tokens["position"], massive_tokens["token"]))
-        found = ", ".join(f"{p} {t!r} in {n}" for (p, t), n in counts.most_common(5)) or "none"
-        lines.append(f"  L = block {layer}; massive tokens (d) keeps, position and token in how many of the "
-                     f"{len(seqs)} sequences: {found}")
+        counts = Counter(massive_tokens["position"])
+        tokens = massive_tokens.groupby("position")["token"].unique()
+        found = "; ".join(f"position {p} in {n} of {_count(len(seqs), 'sequence')} "
+                          f"({', '.join(map(repr, tokens[p][:3]))})" for p, n in counts.most_common(5)) or "none"
+        lines.append(f"  L = block {layer}; the massive tokens (d) keeps: {found}")
     full_value = table.loc[table["condition"] == "full", "perplexity"].item()
     lines.append(f"  perplexity, full attention (a): {full_value:.4g}")
     columns = [(c, s) for c, s in dict.fromkeys(zip(table["condition"], table["sinks"])) if c != "full"]
@@ -265,3 +268,7 @@ def _lines(context, config: SinkWindowConfig, source, seqs, layer, mean_source, 
         at = table[table["window"] == w].set_index(["condition", "sinks"])["perplexity"]
         lines.append("  " + str(w).rjust(6) + "".join(f"{at[c, s]:.4g}".rjust(width) for c, s in columns))
     return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

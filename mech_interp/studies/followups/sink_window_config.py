@@ -1,8 +1,8 @@
 """The ``sink-window`` experiment's parameters. Imports no torch.
 
 Field names are the CLI flags and batch-file keys; ``__post_init__`` refuses bad values in one line before any model
-loads. The defaults keep a run to about two minutes on 2 CPU cores for SmolLM2-135M: every condition is one forward
-per sequence on the explicit attention path (the fused kernel never forms the scores the mask acts on).
+loads. The defaults keep a run of SmolLM2-135M to about two minutes on 2 busy CPU cores: every condition is one forward
+per sequence on the explicit attention path (the fused kernel never forms the scores the mask acts on), 17 of them.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ def _text(config, name: str) -> None:
 @dataclass
 class SinkWindowConfig:
     text: str = field(default="wikitext2", metadata={"help": f"the text whose perplexity is measured: {TEXTS_ACCEPTED}"})
-    n_seqs: int = field(default=2, metadata={"help": "sequences (consecutive windows of --text; fewer if it is shorter)"})
+    n_seqs: int = field(default=1, metadata={"help": "sequences (consecutive windows of --text; fewer if it is shorter)"})
     seq_len: int = field(default=512, metadata={"help": "tokens per sequence: at most the model's context, at least the largest --windows + 2"})
     windows: list[int] = field(default_factory=lambda: [32, 128], metadata={"help": "W: keys each query keeps, itself included (the last W tokens)"})
     sinks: list[int] = field(default_factory=lambda: [1, 4], metadata={"help": "S: first tokens of the sequence kept besides the window, each at most every W"})
     resets: list[str] = field(default_factory=lambda: list(RESETS), metadata={"help": "the sinks' massive entries, under window W + S sinks, set to: set_zero, set_mean"})
     layer: int | None = field(default=None, metadata={"help": "0-based block whose resid_post gives the massive tokens and is reset (default: the first block with massive activations on --mean-text)"})
     mean_text: str = field(default="builtin", metadata={"help": "text whose sequences give the first massive block and the set_mean values"})
-    n_mean_seqs: int = field(default=4, metadata={"help": "sequences of --mean-text (fewer if it is shorter)"})
+    n_mean_seqs: int = field(default=2, metadata={"help": "sequences of --mean-text (fewer if it is shorter)"})
     batch_size: int = field(default=1, metadata={"help": "sequences per forward"})
 
     def __post_init__(self) -> None:
