@@ -26,6 +26,8 @@ SOURCES = [
     ("Cumulative removal (`head-cumulative`)", "mech_interp.studies.heads.cumulative", "DEFINITION"),
     ("Attribution (`attribution`)", "mech_interp.studies.heads.attribution", "DEFINITIONS"),
     ("Super weights (`super-weights`)", "mech_interp.studies.followups.super_weights", "DEFINITIONS"),
+    ("Emergence over training (`emergence`)", "mech_interp.studies.followups.emergence", "DEFINITIONS"),
+    ("Window attention and sinks (`sink-window`)", "mech_interp.studies.followups.sink_window", "DEFINITIONS"),
     ("Confidence intervals", "mech_interp.metrics.bootstrap", "CI_DEFINITION"),
     ("Changes: percentages and factors", "mech_interp.metrics.relative_change", "DEFINITION"),
     ("Numbers on the report's pages", "mech_interp.report.rounding", "DEFINITION"),
