@@ -335,7 +335,8 @@ def test_no_command_is_one_line_on_stderr(capsys):
     assert code == 2 and not stdout
     assert stderr.strip().splitlines() == [
         "mech-interp: error: no command given: expected one of study, feature-view, layerwise, intervention, "
-        "attention, head-scores, head-ablation, head-sweep, head-cumulative, attribution, head-3d, batch, models, report, plan "
+        "attention, head-scores, head-ablation, head-sweep, head-cumulative, attribution, head-3d, super-weights, "
+        "sink-window, emergence, batch, models, report, plan "
         "(mech-interp --help explains each)"]
 
 
