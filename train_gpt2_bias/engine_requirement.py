@@ -6,20 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from mech_interp.models.engines import (
-    HOOKED_TRANSFORMER,
-    PIN_HINT,
-    engine_record,
-    transformer_lens_major,
-    transformer_lens_version,
-)
+from mech_interp.models import engines
+from mech_interp.models.engines import HOOKED_TRANSFORMER, PIN_HINT, engine_record
 from mech_interp.validation.errors import UsageError
 
 
 def require_hooked_transformer() -> None:
-    if transformer_lens_major() >= 4:
+    if engines.transformer_lens_major() >= 4:  # both read through the module, so the check and the message agree
         raise UsageError(f"train-gpt2-bias builds its variants as HookedTransformers, which TransformerLens 4.0 "
-                         f"removed (installed: {transformer_lens_version()}): train where {PIN_HINT[HOOKED_TRANSFORMER]} "
+                         f"removed (installed: {engines.transformer_lens_version()}): train where {PIN_HINT[HOOKED_TRANSFORMER]} "
                          f"(scripts/install.sh's .venv); default-variant checkpoints load on the transformer_bridge "
                          f"engine too")
 
