@@ -14,15 +14,9 @@ ENGINE_TESTS = tests/test_engines.py tests/test_engine_parity.py tests/test_arch
 
 # Every tier: unit, integration (tiny models), acceptance (real SmolLM2, ../shared/data, the notebook), on the
 # default engine (.venv, TransformerLens 3.x); then the engine tests on the other one (.venv-tl4, 4.x).
-# The two environments run side by side, one torch thread each (two threads each on two cores would make every
-# OpenMP barrier wait on a descheduled thread); the second one's output is printed when both are done.
 test: install
-	@log=$$(mktemp); \
-	MECH_INTERP_TEST_THREADS=1 .venv-tl4/bin/python -m pytest -q $(ENGINE_TESTS) > $$log 2>&1 & other=$$!; \
-	MECH_INTERP_TEST_THREADS=1 .venv/bin/python -m pytest -q; main=$$?; \
-	wait $$other; tl4=$$?; \
-	echo "== the engine tests again in .venv-tl4 (TransformerLens 4.x) =="; cat $$log; rm -f $$log; \
-	test $$main -eq 0 -a $$tl4 -eq 0
+	.venv/bin/python -m pytest -q
+	.venv-tl4/bin/python -m pytest -q $(ENGINE_TESTS)
 
 # Unit and integration tiers only (a few minutes): for the edit-test loop.
 test-fast: install

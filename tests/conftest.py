@@ -103,9 +103,7 @@ def _png_where_marked(request, monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_threads():
-    """Two torch threads at most, or ``MECH_INTERP_TEST_THREADS`` (``make test`` runs the two environments' suites side
-    by side with one each)."""
-    torch.set_num_threads(int(os.environ.get("MECH_INTERP_TEST_THREADS", 0)) or max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def shared_data(relative: str) -> Path:
