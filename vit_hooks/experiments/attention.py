@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 
 from mech_interp.core.criterion import massive_mask
+from mech_interp.core.head_names import head_name
 from mech_interp.runs.experiment import ExperimentResult
 
 from .. import hook_names
@@ -99,7 +100,7 @@ def run(session: Session, config: AttentionConfig) -> ExperimentResult:
             best = heads.sort_values(t, ascending=False).head(3)
             lines.append(
                 f"  heads attending most to {t}: "
-                + ", ".join(f"{r.layer}.{r.head} ({getattr(r, t):.2f})" for r in best.itertuples())
+                + ", ".join(f"{head_name(r.layer, r.head)} ({getattr(r, t):.2f})" for r in best.itertuples())
             )
     shown = [
         t

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from transformer_lens.hook_points import HookPoint
 
+from ...core.head_names import head_name
 from ...data.tokens import encode
 from ...metrics.attention_scores import (
     SINK_DEFINITION,
@@ -138,7 +139,7 @@ def attention(context: ModelContext, config: AttentionConfig) -> ExperimentResul
         lines.append(f"  attention to key slots (apart, never token 0): max over heads {heads['slot_attention'].max():.3f}")
     top_heads = heads.dropna(subset=[MASSIVE_SCORE]).sort_values(MASSIVE_SCORE, ascending=False).head(5)
     lines.append("  heads with the highest massive-set score: " + (", ".join(
-        f"{r.layer}.{r.head} ({getattr(r, MASSIVE_SCORE):.2f})" for r in top_heads.itertuples()) or "none (no massive tokens)"))
+        f"{head_name(r.layer, r.head)} ({getattr(r, MASSIVE_SCORE):.2f})" for r in top_heads.itertuples()) or "none (no massive tokens)"))
     title = f"{model.cfg.model_name}: head-averaged attention logits, block {layer}"
     return ExperimentResult(
         tables={"attention_logits": logit_table, "head_attention": heads, "sink_share": sinks,
