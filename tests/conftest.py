@@ -101,6 +101,18 @@ def _png_where_marked(request, monkeypatch):
         monkeypatch.delenv(PNG_ENV)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``), the session's
+    count given back after it: tiny forwards gain nothing from a second thread, which on a loaded 2-core machine waits
+    at every OpenMP barrier (40x slower per op measured), and golden and resumed runs are bit-exact for one thread
+    count only."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_threads():
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

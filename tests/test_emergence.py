@@ -20,20 +20,11 @@ from mech_interp.validation.errors import UsageError
 
 from .cli_runs import assert_refused, run_cli
 
-pytestmark = pytest.mark.filterwarnings("ignore:no Chromium found")
+pytestmark = [pytest.mark.filterwarnings("ignore:no Chromium found"),
+              pytest.mark.usefixtures("one_torch_thread")]  # tests/conftest.py says why
 
 SERIES_STEPS = [3, 6, 7]  # every 3 steps, and the last
 SEQ_LEN, N_SEQS = 16, 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread is faster than two on a loaded machine, and the resumed run must compute as the
-    uninterrupted one did, bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from pandas.testing import assert_frame_equal
 
 import mech_interp.cli
@@ -65,15 +64,7 @@ EXCLUDED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread whatever the machine: the goldens are bit-exact for one thread count, and a single thread
-    waits on no OpenMP barrier when other processes share the cores (with two, the module ran about 4x slower on
-    a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py says why
 
 
 def _run(main, args: list, capsys) -> None:

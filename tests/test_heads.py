@@ -42,15 +42,7 @@ from .cli_runs import assert_refused, run_cli
 from .conftest import MARKER_DIM, PLANT_DIM, PLANT_LAYER, PLANT_PROMPT
 from .test_attention import trainer_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tests run many tiny forwards; a second torch thread only adds synchronisation (40x slower
-    # per op on a loaded 2-core machine), so they run on one and give the session's setting back.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py says why
 
 
 LOOSE = MassiveCriterion(min_abs=0.0, min_ratio=5.0)  # random-init LLaMA: top |a| ~0.15, ~8x its median

@@ -37,13 +37,7 @@ CPU = torch.device("cpu")
 PLANT = (1, 77, 21)  # block, W_out row (hidden neuron), W_out col (residual dim) of the planted super weight
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny forwards: a second torch thread only adds synchronisation on a loaded 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py says why
 
 
 def planted_hf():

@@ -23,7 +23,8 @@ from .cli_runs import run_cli
 from .conftest import shared_data
 from .support.plain_gpt import from_hooked
 
-pytestmark = pytest.mark.filterwarnings("ignore:no Chromium found")
+pytestmark = [pytest.mark.filterwarnings("ignore:no Chromium found"),
+              pytest.mark.usefixtures("one_torch_thread")]  # tests/conftest.py says why
 
 VOCAB = 61
 CTX = 12
@@ -47,15 +48,6 @@ def corpus(tmp_path_factory) -> Path:
     for i in range(16):  # sixteen documents: the hash split puts 4 of them in val
         (root / f"doc{i:02d}.txt").write_text(text[i * len(text) // 16:(i + 1) * len(text) // 16])
     return root
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread is faster than two on a loaded machine (no OpenMP barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_config(corpus: Path, out: Path, **overrides) -> TrainConfig:
