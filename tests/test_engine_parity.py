@@ -32,12 +32,13 @@ import mech_interp.cli
 from mech_interp.models.engines import TRANSFORMER_BRIDGE, resolve_engine
 
 from .conftest import shared_data
-from .test_golden import GOLDEN, TABLES, _compared, _one_thread, _run, _tables  # noqa: F401 (autouse fixture)
+from .test_golden import GOLDEN, TABLES, _compared, _run, _tables
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     resolve_engine("auto") != TRANSFORMER_BRIDGE,
     reason="the bridge's parity runs in .venv-tl4 (TransformerLens 4.x), where make test runs this module; here the "
-           "HookedTransformer writes the golden tables themselves (tests/test_golden.py)")
+           "HookedTransformer writes the golden tables themselves (tests/test_golden.py)"),
+              pytest.mark.usefixtures("one_torch_thread")]  # tests/conftest.py says why
 
 LAYER_STATS = {"top1", "top2", "top3", "median", "mean_abs"}  # in layerwise.parquet and mean_pass_layerwise.parquet
 PERPLEXITIES = {"perplexity", "perplexity_clean", "original", "set_zero", "set_mean"}
