@@ -27,6 +27,7 @@ from ...runs.experiment import ExperimentResult
 from ...validation.errors import UsageError
 from ...viz.emergence import block_heatmap, emergence_lines
 from .checkpoint_series import SeriesCheckpoint, check_hub, load, read_series
+from .default_series import DEFAULT_SERIES, ensure_trained, is_trained
 from .emergence_config import MAX_DEFAULT_SEQ_LEN, EmergenceConfig
 
 DEFINITIONS = {
@@ -45,10 +46,20 @@ STEP_AXIS = "optimizer step"
 ORDER_AXIS = "checkpoint (in the order of --models)"
 
 
+def series_of(config: EmergenceConfig) -> list[SeriesCheckpoint]:
+    """The checkpoints ``config`` names: its ``--series`` or ``--models``, or the default series (``default_series``,
+    read as the trainer left it)."""
+    if config.uses_default_series:
+        return read_series(DEFAULT_SERIES, None)
+    return read_series(config.series, config.models)
+
+
 def checked_series(config: EmergenceConfig, check_devices: bool = True) -> list[SeriesCheckpoint]:
     """The series, refused in one line before any checkpoint loads when it cannot be measured (``read_series``, the
-    hub, the text, the sequence length, and, unless the run goes to another machine, the device)."""
-    checkpoints = read_series(config.series, config.models)
+    hub, the text, the sequence length, and, unless the run goes to another machine, the device). The default series
+    before it is trained: the text and the device only (the trainer checks the rest when it trains it)."""
+    untrained = config.uses_default_series and not is_trained()
+    checkpoints = [] if untrained else series_of(config)
     check_hub(checkpoints)
     for checkpoint in checkpoints:
         if config.seq_len and checkpoint.n_ctx is not None and config.seq_len > checkpoint.n_ctx:
@@ -71,6 +82,8 @@ def sequence_length(config: EmergenceConfig, checkpoints: list[SeriesCheckpoint]
 def emergence(config: EmergenceConfig, pieces=None) -> ExperimentResult:
     """Every checkpoint of the series measured (its row from ``pieces`` when a killed run saved it), then the table,
     the figures and the printed lines."""
+    if config.uses_default_series:
+        ensure_trained()
     checkpoints = checked_series(config)
     seq_len = sequence_length(config, checkpoints)
     source = load_text(config.text)
@@ -98,7 +111,8 @@ def emergence(config: EmergenceConfig, pieces=None) -> ExperimentResult:
     x, x_title = ("step", STEP_AXIS) if known_steps else ("order", ORDER_AXIS)
     table.insert(0, "order", range(len(table)))
     per_block["order"] = per_block["checkpoint"].map(dict(zip(table["checkpoint"], table["order"])))
-    what = f"series {config.series}" if config.series.strip() else f"{len(checkpoints)} models"
+    what = (f"default series {DEFAULT_SERIES}" if config.uses_default_series
+            else f"series {config.series}" if config.series.strip() else f"{len(checkpoints)} models")
     title = f"{what}: {len(checkpoints)} checkpoints, {config.n_seqs} x {seq_len} tokens of {source.name}"
     return ExperimentResult(
         tables={"emergence": table, "per_block": per_block},

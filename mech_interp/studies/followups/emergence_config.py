@@ -17,13 +17,17 @@ from ...validation.errors import UsageError
 
 SINK_EPS = 0.3  # Gu et al. 2024: a head is a sink head when its mean attention to token 0 exceeds this
 MAX_DEFAULT_SEQ_LEN = 512  # --seq-len 0: the checkpoints' context, at most this (the layerwise experiment's default)
-EMPTY_SERIES = "empty checkpoint series: give --series DIR (a train-gpt2-bias --out) or --models A,B,..."
+EMPTY_SERIES = ("empty checkpoint series: give --series DIR (a train-gpt2-bias --out) or --models A,B,... (or "
+                "neither, for the default series)")
 
 
 @dataclass
 class EmergenceConfig:
     series: str = field(default="", metadata={"help": "a train-gpt2-bias --out: its checkpoints <DIR>/series/step_<N>/ "
-                                                      "(trained with --series-interval N), by step"})
+                                                      "(trained with --series-interval N), by step; with neither "
+                                                      "--series nor --models, the default series: the trainer's cpu "
+                                                      "preset every 10 steps in results/train/cpu-series/default, "
+                                                      "trained on first use (minutes)"})
     models: list[str] | None = field(default=None, metadata={
         "help": "the checkpoints in training order instead of --series: registered names, local checkpoint or HF "
                 "directories (one named step_<N> gives the step), .gguf files, or a hub model's revisions "
@@ -54,7 +58,7 @@ class EmergenceConfig:
             self.models = [m.strip() for m in self.models if m.strip()]
         if self.series.strip() and self.models is not None:
             raise UsageError("--series and --models both name the checkpoints: give one")
-        if not self.series.strip() and not self.models:
+        if self.models == []:
             raise UsageError(EMPTY_SERIES)
         for name in ("device", "dtype"):
             require_type(self, name, str, "a string")
@@ -72,6 +76,11 @@ class EmergenceConfig:
         require_type(self, "sink_eps", (int, float), "a number in [0, 1)")
         if not 0 <= self.sink_eps < 1:  # NaN fails too
             raise UsageError(f"--sink-eps {self.sink_eps} is not allowed: expected a number in [0, 1)")
+
+    @property
+    def uses_default_series(self) -> bool:
+        """Neither ``--series`` nor ``--models``: the default series (``default_series``)."""
+        return not self.series.strip() and self.models is None
 
     @property
     def criterion(self):

@@ -4,7 +4,7 @@ series of checkpoints (``SeriesExperiment``), which take no ``--model``: their c
 
 For such a run the study checks the series before anything loads (``emergence.checked_series``), makes every
 checkpoint's size and mtime part of the run's identity (a series trained further, or a checkpoint written again, makes
-a finished run stale), writes its results under ``<out>/checkpoint-series/`` and records the checkpoints in the
+a finished run stale; the default series is named by its recipe, ``default_series``), writes its results under ``<out>/checkpoint-series/`` and records the checkpoints in the
 manifest. ``study followups`` runs the experiments that take a model; a series is asked for by name.
 """
 
@@ -49,29 +49,31 @@ class FollowupsStudy(LanguageModelStudy):
     def identity(self, experiment: Experiment, options: Any, config: Any, model: Any) -> dict[str, Any]:
         if model is not None:
             return super().identity(experiment, options, config, model)
-        from .checkpoint_series import read_series
+        from .default_series import recipe
+        from .emergence import series_of
 
-        return {"experiment": experiment.name, "config": asdict(config),
-                "checkpoints": [c.identity() for c in read_series(config.series, config.models)]}
+        checkpoints = {"default_series": recipe()} if config.uses_default_series else \
+            [c.identity() for c in series_of(config)]
+        return {"experiment": experiment.name, "config": asdict(config), "checkpoints": checkpoints}
 
     def manifest(self, context, run: ResolvedRun) -> dict[str, Any]:
         if run.model is not None:
             return super().manifest(context, run)
-        from .checkpoint_series import read_series
+        from .emergence import series_of
 
         config = run.config
-        return {"series": [{"checkpoint": c.label, "step": c.step, "source": c.source}
-                           for c in read_series(config.series, config.models)],
+        return {"series": [{"checkpoint": c.label, "step": c.step, "source": c.source} for c in series_of(config)],
                 "criterion": asdict(config.criterion), "tokenization": {"prepend_bos": config.prepend_bos},
                 "layer_convention": LAYER_CONVENTION}
 
     def local_inputs(self, run: ResolvedRun) -> dict[str, int | None]:
         if run.model is not None:
             return super().local_inputs(run)
-        from .checkpoint_series import read_series
+        if run.config.uses_default_series:
+            return {}  # a node trains its own copy of the recipe where it has none
+        from .emergence import series_of
 
-        return {c.source: None for c in read_series(run.config.series, run.config.models) if c.spec is not None
-                and c.spec.path is not None}
+        return {c.source: None for c in series_of(run.config) if c.spec is not None and c.spec.path is not None}
 
     def weight_bytes(self, run: ResolvedRun) -> int | None:
         return super().weight_bytes(run) if run.model is not None else None  # one checkpoint at a time, unknown
