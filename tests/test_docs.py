@@ -79,7 +79,7 @@ def test_the_site_builds_and_every_internal_link_resolves(site):
 
 def test_the_notebooks_are_stored_with_the_outputs_of_one_run_without_error():
     notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    assert len(notebooks) == 4
+    assert len(notebooks) == 5
     problems = [f"{path.name}: {problem}" for path in notebooks for problem in stored_problems(path)]
     assert not problems, "\n".join(problems) + "\n(make notebooks stores them executed)"
 

@@ -348,3 +348,53 @@ def test_a_vit_batch_runs_on_ray_as_locally_and_shows_in_the_report(local_ray, t
         assert table in page
     figures = [p.name for p in (out / "planted-vit-tiny-reg4").rglob("*.html")]
     assert figures and all(name in page for name in figures), figures
+
+
+FOLLOWUPS = """
+[defaults]
+device = "cpu"
+[[runs]]
+models = ["random:llama-tiny"]
+experiments = ["super_weights"]
+params = { n_seqs = 1, seq_len = 16, top_k = 1, scales = [2.0] }
+[[runs]]
+models = ["random:llama-tiny"]
+experiments = ["sink_window"]
+params = { text = "builtin", seq_len = 24, windows = [8], sinks = [1], mean_text = "builtin", n_mean_seqs = 1 }
+[[runs]]
+experiments = ["emergence"]
+params = { models = "{series}", n_seqs = 2, seq_len = 16 }
+"""
+
+
+@pytest.mark.acceptance
+def test_the_followup_experiments_run_on_ray_as_locally_and_show_in_the_report(local_ray, tmp_path, capsys):
+    """super-weights, sink-window and emergence (a series of two saved checkpoints, no --model) on the common engine:
+    the same tables from Ray as from a local batch, and a report page for each."""
+    import mech_interp as mi
+
+    series = []
+    for step in (100, 200):
+        hf = mi.load_hf("random:gpt2-tiny")
+        hf.model.save_pretrained(tmp_path / "saved" / f"step_{step}")
+        hf.tokenizer.save_pretrained(tmp_path / "saved" / f"step_{step}")
+        series.append(str(tmp_path / "saved" / f"step_{step}"))
+    config = tmp_path / "followups.toml"
+    config.write_text(FOLLOWUPS.replace("{series}", ",".join(series)))
+    out, local = tmp_path / "ray", tmp_path / "local"
+    code, stdout, err = run_cli(["batch", config, "--out", out, "--backend", "ray"], capsys)
+    assert code == 0 and "3 runs: 3 run now, 0 already complete, 0 failed" in stdout, stdout + err
+    code, stdout, err = run_cli(["batch", config, "--out", local], capsys)
+    assert code == 0, err
+    ray_tables, local_tables = _tables(out), _tables(local)
+    assert sorted(ray_tables) == sorted(local_tables)
+    assert {name.split("/")[-1] for name in local_tables} >= {"spikes.parquet", "effects.parquet",
+                                                               "perplexity.parquet", "emergence.parquet"}
+    for name, table in local_tables.items():
+        pd.testing.assert_frame_equal(ray_tables[name], table, check_exact=True, obj=name)
+
+    code, stdout, err = run_cli(["report", out], capsys)
+    assert code == 0, stdout + err
+    pages = {p.stem: p.read_text() for p in (out / "report" / "models").glob("*.html")}
+    assert "effects" in pages["random-llama-tiny"] and "perplexity" in pages["random-llama-tiny"]
+    assert "emergence" in pages["checkpoint-series"] and "per_block" in pages["checkpoint-series"]
