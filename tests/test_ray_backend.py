@@ -398,3 +398,7 @@ def test_the_followup_experiments_run_on_ray_as_locally_and_show_in_the_report(l
     pages = {p.stem: p.read_text() for p in (out / "report" / "models").glob("*.html")}
     assert "effects" in pages["random-llama-tiny"] and "perplexity" in pages["random-llama-tiny"]
     assert "emergence" in pages["checkpoint-series"] and "per_block" in pages["checkpoint-series"]
+    top = next(t for name, t in local_tables.items() if name.endswith("spikes.parquet")).iloc[0]
+    assert f"block {top.layer} W_out[{top.row}, {top.col}]" in pages["random-llama-tiny"]  # the findings box
+    assert "perplexity, window W = 8" in pages["random-llama-tiny"]
+    assert "first checkpoint with a massive activation" in pages["checkpoint-series"]

@@ -266,6 +266,61 @@ def _vit_feature_view(run: Run) -> list[Finding]:
                     headline=True)]
 
 
+# --- the follow-up study: its summaries ------------------------------------------------------------
+
+def _super_weights(run: Run) -> list[Finding]:
+    summary = run.section("summary")
+    candidates = [c for c in _records(summary, "candidates") if all(number(c.get(k), True) for k in
+                                                                    ("layer", "row", "col", "hf_row", "hf_col"))]
+    if not candidates:
+        return []
+    top = candidates[0]
+    found = [Finding("super weight (rank 1)", f"block {top['layer']} W_out[{top['row']}, {top['col']}] (HF "
+                     f"down_proj.weight[{top['hf_row']}, {top['hf_col']}])",
+                     f"candidate: {_definition(summary, 'candidate')}; ranked by |write|: "
+                     f"{_definition(summary, 'write')}", headline=True)]
+    edits = [e for e in _records(summary, "effects") if e.get("layer") == top["layer"] and e.get("row") == top["row"]
+             and e.get("col") == top["col"] and isinstance(e.get("condition"), str)]
+    clean = _number(summary, "clean_perplexity")
+    shown = [f"{e['condition']} {_changed(e.get('perplexity'), clean)}" for e in edits]
+    if shown and clean is not None:
+        found.append(Finding("perplexity, that weight edited", f"clean {rounded(clean)}; " + "; ".join(shown),
+                             f"perplexity: {_definition(summary, 'perplexity')}; zero / xS: "
+                             f"{_definition(summary, 'zero / xS')}; zero, spike restored: "
+                             f"{_definition(summary, 'zero, spike restored')}; " + CHANGE.format(base="clean"),
+                             headline=True))
+    return found
+
+
+def _sink_window(run: Run) -> list[Finding]:
+    summary = run.section("summary")
+    full = _number(summary, "full_attention")
+    rows = [r for r in _records(summary, "perplexity") if isinstance(r.get("label"), str)
+            and number(r.get("window"), True)]
+    if full is None or not rows:
+        return []
+    found = []
+    for window in dict.fromkeys(r["window"] for r in rows):
+        shown = [("window only" if r.get("condition") == "window" else r["label"].replace("window + ", "+"))
+                 + f" {_changed(r.get('perplexity'), full)}" for r in rows if r["window"] == window]
+        found.append(Finding(f"perplexity, window W = {window}", f"full attention {rounded(full)}; " + _more(shown),
+                             f"perplexity: {_definition(summary, 'perplexity')}; mask: {_definition(summary, 'mask')}; "
+                             + CHANGE.format(base="full attention"), headline=True))
+    return found
+
+
+def _emergence(run: Run) -> list[Finding]:
+    summary = run.section("summary")
+    first = summary.get("first_massive_layer")
+    if not isinstance(first, dict) or not first:
+        return []
+    emerged = next(((name, layer) for name, layer in first.items() if number(layer, True)), None)
+    value = (f"{emerged[0]} (block {emerged[1]})" if emerged is not None
+             else f"none of the {len(first)} checkpoints")
+    return [Finding("first checkpoint with a massive activation", value,
+                    f"first_massive_layer: {_definition(summary, 'first_massive_layer')}", headline=True)]
+
+
 # (study, experiment) -> its findings; the experiments not here show none
 READERS: dict[tuple[str, str], Callable[[Run], list[Finding]]] = {
     ("lm", "layerwise"): _layerwise,
@@ -279,6 +334,9 @@ READERS: dict[tuple[str, str], Callable[[Run], list[Finding]]] = {
     ("heads", "head_3d"): _head_3d,
     ("vit", "layerwise"): _vit_layerwise,
     ("vit", "feature_view"): _vit_feature_view,
+    ("followups", "super_weights"): _super_weights,
+    ("followups", "sink_window"): _sink_window,
+    ("followups", "emergence"): _emergence,
 }
 
 
