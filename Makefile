@@ -10,7 +10,8 @@ study: install
 # The tests that run on either engine, run again in .venv-tl4 (TransformerLens 4.x: the transformer_bridge engine),
 # with the language-model notebooks (01, 02), whose kernel is that environment's Python there.
 ENGINE_TESTS = tests/test_engines.py tests/test_engine_parity.py tests/test_architectures.py tests/test_bad_input.py \
-	tests/test_device_maps.py tests/test_notebook.py tests/test_heads_notebook.py
+	tests/test_device_maps.py tests/test_notebook.py tests/test_heads_notebook.py tests/test_super_weights.py \
+	tests/test_sink_window.py
 
 # Every tier: unit, integration (tiny models), acceptance (real SmolLM2, ../shared/data, the notebook), on the
 # default engine (.venv, TransformerLens 3.x); then the engine tests on the other one (.venv-tl4, 4.x).
