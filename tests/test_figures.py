@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -83,7 +84,7 @@ def test_a_bad_figure_format_is_refused(value):
 
 
 def test_bad_figure_format_on_the_command_line_writes_nothing(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv(writing.FORMAT_ENV, "png")  # restored after: the flag sets it for the whole process
+    monkeypatch.setenv(writing.FORMAT_ENV, "png")
     code, _, err = run_cli(["layerwise", "--model", "random:gpt2-tiny", "--figure-format", "tiff",
                             "--out", tmp_path / "r"], capsys)
     assert code == 2 and err.strip().splitlines() == [
@@ -106,3 +107,4 @@ def test_figures_are_written_as_svg_and_pdf_when_asked(tmp_path, capsys, monkeyp
     assert (run_dir / "layerwise.pdf").read_bytes()[:5] == b"%PDF-" and not (run_dir / "layerwise.png").exists()
     files = json.loads((run_dir / "manifest.json").read_text())["files"]
     assert {"layerwise.html", "layerwise.svg", "layerwise.pdf"} <= set(files)
+    assert os.environ[writing.FORMAT_ENV] == "png"  # the flag was the command's: a later command in-process is as before

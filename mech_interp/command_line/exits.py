@@ -65,11 +65,19 @@ def run_main(parser: argparse.ArgumentParser, argv, body: Callable[[argparse.Nam
         return ns
 
     def with_figure_format() -> int | None:
-        if getattr(ns, "figure_format", None) is not None:  # checked before anything is read or written
-            from ..viz.writing import set_formats
+        if getattr(ns, "figure_format", None) is None:
+            return body(ns)
+        from ..viz.writing import FORMAT_ENV, set_formats
 
-            set_formats(ns.figure_format)
-        return body(ns)
+        before = os.environ.get(FORMAT_ENV)
+        set_formats(ns.figure_format)  # checked before anything is read or written
+        try:
+            return body(ns)
+        finally:  # the command's alone: a main() called in-process (a notebook, a test) leaves the process as it was
+            if before is None:
+                os.environ.pop(FORMAT_ENV, None)
+            else:
+                os.environ[FORMAT_ENV] = before
 
     return run_command(parser.prog, with_figure_format, interrupted, getattr(ns, "out", None) or "")
 
