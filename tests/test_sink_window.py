@@ -10,7 +10,10 @@
   HF with explicit masks and the planted entry zeroed by hand;
 - one forward per condition and batch; a killed run resumes at the next condition;
 - bad input refused in one line, exit 2, nothing written, before the model loads;
-- SmolLM2: the massive token is position 0, so keeping the massive tokens is keeping one sink.
+- SmolLM2: the massive token is position 0, so keeping the massive tokens is keeping one sink;
+- ``--positions cache`` (StreamingLLM's positions within the cache): under W = 1 the sinks and the query at cache
+  positions 0..S in HF; and the whole experiment against a token-by-token streaming run in plain PyTorch (a cache of
+  pre-rotary keys, the middle evicted, every key rotated by its index in the cache at every step).
 """
 
 from __future__ import annotations
@@ -197,7 +200,8 @@ def test_the_experiment_on_a_planted_model_is_hf_with_explicit_masks(tmp_path):
             assert row["sink_massive_entries"] == 2  # one per sequence: position 0's dim 17
     assert table["sinks_set_zero", 3, 2]["perplexity"] != pytest.approx(table["sinks", 3, 2]["perplexity"], rel=1e-3)
     assert any("perplexity: exp(sum of next-token NLL" in line for line in result.lines)
-    assert any("positions: original absolute positions" in line for line in result.lines)
+    assert any("positions (text): --positions text: token t keeps position t" in line for line in result.lines)
+    assert not any("positions (cache)" in line for line in result.lines)
 
 
 def by_condition(table) -> dict[tuple, dict]:
@@ -261,6 +265,7 @@ def test_one_forward_per_condition_and_batch_and_a_killed_run_resumes(tmp_path):
     ({"windows": [8, 8]}, "--windows names 8 twice"),
     ({"resets": ["set_one"]}, "unknown reset type 'set_one'"),
     ({"seq_len": 2}, "--seq-len 2 is not allowed"),
+    ({"positions": "rope"}, "--positions 'rope' is not allowed: expected one of text, cache"),
 ])
 def test_bad_values_are_refused_before_anything_loads(params, needle):
     with pytest.raises(UsageError, match=None) as err:
@@ -276,6 +281,7 @@ def test_bad_values_are_refused_before_anything_loads(params, needle):
     (["--seq-len", "600"], "--seq-len 600 is longer than the model's context of 512 tokens", False),
     (["--layer", "9"], "layer 9 out of range", False),
     (["--text", "{tmp}/short.txt"], "has 5 tokens, fewer than one window of --seq-len 64", True),
+    (["--positions", "cache"], "--positions cache needs a HookedTransformer with rotary positions", True),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, monkeypatch, args, needle, loads):
     if not loads:
@@ -322,3 +328,112 @@ def test_smollm2_keeps_position_0_as_its_massive_token(smollm2):
     assert table["massive"] == pytest.approx(table["sinks"], rel=1e-5)
     assert table["window"] > 10 * table["sinks"]  # printed here: 16683 against 52.6 (full attention 42.6)
     assert table["sinks_set_zero"] > 10 * table["sinks"]
+
+
+# --- StreamingLLM's positions within the cache ---------------------------------------------------------------------
+
+CACHE_ENGINE = pytest.mark.skipif("hooked_transformer" not in AVAILABLE,
+                                  reason="--positions cache runs on the HookedTransformer (TransformerLens 3.x)")
+
+
+@CACHE_ENGINE
+@pytest.mark.parametrize("n_sinks", [1, 2])
+def test_cache_positions_under_a_one_token_window_are_the_sinks_and_the_query_at_0_to_s(n_sinks):
+    """With W = 1, query q sees the S sinks and itself, and each sink only the sinks before it: its logits are the
+    last ones of the text [t0 .. t(S-1), tq] at positions 0..S, HF's forward with those position_ids, where the
+    text's positions (0..S-1, q) give other logits."""
+    from mech_interp.studies.followups.cache_positions import cache_score_hooks
+
+    model = mi.load_model("random:llama-tiny", device="cpu", engine="hooked_transformer", fast_paths=True)
+    hf = mi.load_hf("random:llama-tiny").model
+    hf.config._attn_implementation = "eager"
+    torch.manual_seed(1)
+    tokens = torch.randint(0, 256, (1, 12))
+    allowed = allowed_keys(12, 1, n_sinks)
+    hooks = cache_score_hooks(model, allowed, 1) + [m.as_hook() for m in window_masks(model.cfg.n_layers, allowed)]
+    with torch.inference_mode(), engine_hooks(model, hooks):
+        streamed = model(tokens, return_type="logits")
+    for q in (n_sinks + 1, 7, 11):
+        context = tokens[:, [*range(n_sinks), q]]
+        with torch.no_grad():
+            in_cache = hf(context, position_ids=torch.arange(n_sinks + 1)[None]).logits[0, -1]
+            in_text = hf(context, position_ids=torch.tensor([[*range(n_sinks), q]])).logits[0, -1]
+        torch.testing.assert_close(streamed[0, q], in_cache, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(streamed[0, q], in_text, atol=1e-4)
+
+
+def streaming_nll(hf_model, tokens: torch.Tensor, window: int, n_sinks: int) -> list[float]:
+    """StreamingLLM run token by token in plain PyTorch on an HF LLaMA: each layer caches every token's pre-rotary
+    key and value when that token is the query; step t keeps the first ``n_sinks`` tokens and the last ``window``
+    (t included), rotates the kept keys by their index in that cache and the query by its own (the last), and
+    attends. -log p(token t+1) for every t."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    inner, cfg = hf_model.model, hf_model.config
+    n_heads, n_kv, d_head = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    cache = [{} for _ in inner.layers]  # layer -> token index -> (k, v), each [n_kv, d_head], before rotary
+    losses = []
+    with torch.no_grad():
+        for t in range(tokens.shape[0] - 1):
+            kept = sorted(set(range(min(n_sinks, t + 1))) | set(range(max(0, t - window + 1), t + 1)))
+            h = inner.embed_tokens(tokens[t:t + 1])[None]  # [1, 1, d_model]
+            for layer, block in enumerate(inner.layers):
+                x = block.input_layernorm(h)
+                attn = block.self_attn
+                q = attn.q_proj(x).view(1, 1, n_heads, d_head).transpose(1, 2)
+                cache[layer][t] = (attn.k_proj(x).view(n_kv, d_head), attn.v_proj(x).view(n_kv, d_head))
+                k = torch.stack([cache[layer][j][0] for j in kept], 1)[None]  # [1, n_kv, kept, d_head]
+                v = torch.stack([cache[layer][j][1] for j in kept], 1)[None]
+                cos, sin = inner.rotary_emb(v, torch.arange(len(kept))[None])
+                q_rot, _ = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])  # the query: the cache's last index
+                _, k_rot = apply_rotary_pos_emb(k, k, cos, sin)
+                k_rot, v = (z.repeat_interleave(n_heads // n_kv, dim=1) for z in (k_rot, v))
+                weights = torch.softmax(q_rot @ k_rot.transpose(-1, -2) / d_head ** 0.5, dim=-1)
+                z = (weights @ v).transpose(1, 2).reshape(1, 1, n_heads * d_head)
+                h = h + attn.o_proj(z)
+                h = h + block.mlp(block.post_attention_layernorm(h))
+            logits = hf_model.lm_head(inner.norm(h))[0, 0].double()
+            losses.append(-torch.log_softmax(logits, -1)[tokens[t + 1]].item())
+    return losses
+
+
+@CACHE_ENGINE
+def test_cache_positions_equal_a_token_by_token_streaming_run(tmp_path):
+    """The experiment under --positions cache against streaming_nll, every (W, S): the sums of the scored tokens'
+    NLL agree to 2e-5 (float32 rounding: ~1e-6 here), while the text's positions are off by 1e-3 and more wherever
+    a sink lies outside the window (a random model attends nearly uniformly, so the positions move little)."""
+    text = tmp_path / "text.txt"
+    text.write_text(load_text("builtin").text[:4000], encoding="utf-8")
+    config = SinkWindowConfig(text=str(text), n_seqs=2, seq_len=20, windows=[3, 6], sinks=[1, 2],
+                              mean_text=str(text), n_mean_seqs=1, batch_size=2, positions="cache")
+    context = _context("random:llama-tiny", mi.load_model("random:llama-tiny", device="cpu",
+                                                          engine="hooked_transformer", fast_paths=True))
+    result = sink_window(context, config)
+    in_cache = by_condition(result.tables["perplexity"])
+    in_text = by_condition(sink_window(context, SinkWindowConfig(**{**config.__dict__, "positions": "text"}))
+                           .tables["perplexity"])
+    assert result.summary["layer"] is None and result.summary["positions"] == "cache"  # random: (d), (e) not run
+    assert any(line.startswith("  positions (cache): --positions cache") for line in result.lines)
+    hf = mi.load_hf("random:llama-tiny")
+    seqs = windows(hf.tokenizer, load_text(str(text)).text, 20, 2)
+    first = config.windows[-1]
+    for w in config.windows:
+        for s in (0, *config.sinks):
+            losses = [streaming_nll(hf.model, seq, w, s)[first:] for seq in seqs]
+            key = ("sinks" if s else "window", w, s)
+            expected = sum(map(sum, losses))
+            assert in_cache[key]["n_tokens"] == sum(map(len, losses))
+            assert in_cache[key]["nll_sum"] == pytest.approx(expected, abs=2e-5), key
+            if s:
+                assert abs(in_text[key]["nll_sum"] - expected) > 5e-4, key
+            else:  # no kept key outside the window: the cache's positions are the text's
+                assert in_text[key]["nll_sum"] == pytest.approx(expected, abs=2e-5), key
+
+
+@pytest.mark.skipif("transformer_bridge" not in AVAILABLE, reason="needs the bridge engine")
+def test_cache_positions_on_the_bridge_are_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "results"
+    code, _, stderr = run_cli(["sink-window", "--model", "random:llama-tiny", "--engine", "transformer_bridge",
+                               "--device", "cpu", "--text", "builtin", "--seq-len", "24", "--windows", "4",
+                               "--sinks", "1", "--positions", "cache", "--out", out], capsys)
+    assert_refused(code, stderr, "--positions cache needs a HookedTransformer with rotary positions", out)

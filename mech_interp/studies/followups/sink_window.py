@@ -35,7 +35,9 @@ from ...metrics.perplexity import Perplexity, next_token_nll
 from ...models.context import ModelContext
 from ...models.hook_names import check_layer, engine_hooks, resid_post
 from ...runs.experiment import ExperimentResult
+from ...validation.errors import UsageError
 from ...viz.sink_window import sink_window_lines
+from .cache_positions import cache_score_hooks, check_cache_positions
 from .sink_window_config import SinkWindowConfig
 from .window_mask import allowed_keys, window_masks
 
@@ -54,11 +56,13 @@ DEFINITIONS = {
                       "entry whose kind was never seen there is left as it is",
     "block": "L: the first 0-based block whose resid_post holds a massive activation in at least half the "
              "--mean-text sequences, or --layer",
-    "positions": "original absolute positions: token t keeps position t in every condition (rotary angles and learned "
-                 "position embeddings unchanged). StreamingLLM re-assigns positions inside its cache, which moves only "
-                 "the sinks (their distance to a query q becomes W + S - 1 - k instead of q - k; window keys keep "
-                 "q - k): that needs other sink scores for every query, or other position embeddings, which one "
-                 "forward through the model's own attention cannot give",
+    "positions (text)": "--positions text: token t keeps position t in every condition (rotary angles and learned "
+                        "position embeddings unchanged), so a kept key outside the window keeps its distance q - k",
+    "positions (cache)": "--positions cache, StreamingLLM's positions within the cache: a query and its window keys "
+                         "keep their distance q - k; the kept keys outside the window sit first in the cache, a key of "
+                         "rank r among the n of them at distance n + W - 1 - r (W + S - 1 - k for sink k once the "
+                         "window has passed it), its score recomputed at that distance from the block's hook_q and "
+                         "hook_rot_k (rotary models, HookedTransformer)",
     "perplexity": "exp(sum of next-token NLL / predicted tokens) over the tokens predicted from query positions "
                   "q >= the largest W (every window of the sweep cuts those queries off), the same tokens in every "
                   "condition",
@@ -140,6 +144,8 @@ class _Forwards:
                     for row, positions in enumerate(massive_positions[start:start + len(batch)]):
                         kept[row, positions] = True
                 allowed = allowed_keys(n_pos, condition.window, condition.sinks, kept, device)
+                if self.config.positions == "cache":  # the kept keys' scores first, then the mask of the rest
+                    hooks += cache_score_hooks(model, allowed, condition.window)
                 hooks += [mask.as_hook() for mask in window_masks(model.cfg.n_layers, allowed)]
             if reset is not None:
                 hooks.append(reset.as_hook())
@@ -184,12 +190,21 @@ def sink_window(context: ModelContext, config: SinkWindowConfig, pieces=None) ->
     """Perplexity under window attention with and without sinks, massive tokens, or sinks whose massive entries are
     reset (StreamingLLM's experiment, with the massive activations' part in it)."""
     options = context.options
+    if config.positions == "cache":
+        try:
+            check_cache_positions(context.model)
+        except ValueError as err:
+            raise UsageError(f"{err}: {context.name} is not one; use --positions text") from None
+        if context.layout.n_prefix_tokens:
+            raise UsageError(f"--positions cache: {context.name} has learned prefix positions, which no cache "
+                             "holds; use --positions text")
     source = load_text(config.text)
     seqs = windows(context.tokenizer, source.text, config.seq_len, config.n_seqs, options.prepend_bos, source.name,
                    context.n_ctx, add_special_tokens=source.special_tokens)
     mean_source, layer, means = _means_pass(context, config)
     todo = conditions(config, massive=layer is not None)
-    keys = {c: {"condition": c.name, "window": c.window, "sinks": c.sinks, "layer": layer} for c in todo}
+    keys = {c: {"condition": c.name, "window": c.window, "sinks": c.sinks, "layer": layer, "positions": config.positions}
+            for c in todo}
     done = {c: pieces.load_piece(keys[c]) if pieces is not None else None for c in todo}
     n_batches = -(-len(seqs) // config.batch_size)
     with torch.inference_mode(), tqdm(total=n_batches * sum(v is None for v in done.values()), desc="sink-window",
@@ -212,6 +227,7 @@ def sink_window(context: ModelContext, config: SinkWindowConfig, pieces=None) ->
                    f"{source.name}")},
         summary={"text": source.origin, "n_seqs": len(seqs), "seq_len": int(seqs.shape[1]),
                  "first_scored_query": config.windows[-1], "n_scored_tokens": full["n_tokens"], "layer": layer,
+                 "positions": config.positions,
                  "mean_text": mean_source.origin, "set_mean": means.describe() if means is not None else None,
                  "full_attention": Perplexity(full["nll_sum"], full["n_tokens"], len(seqs)).value,
                  "perplexity": table.to_dict("records"), "definitions": DEFINITIONS},
@@ -246,8 +262,9 @@ def _lines(context, config: SinkWindowConfig, source, seqs, layer, mean_source, 
     criterion = context.options.criterion
     lines = [f"sink-window on {_count(len(seqs), 'sequence')} x {seqs.shape[1]} tokens of {source.name}; "
              f"{full['n_tokens']} predicted tokens scored in every condition"]
-    lines += [f"  {name}: {text}" for name, text in DEFINITIONS.items()
-              if layer is not None or name not in ("massive", "sinks_set_zero", "sinks_set_mean", "block")]
+    unused = {"positions (text)", "positions (cache)"} - {f"positions ({config.positions})"}
+    lines += [f"  {name}: {text}" for name, text in DEFINITIONS.items() if name not in unused and
+              (layer is not None or name not in ("massive", "sinks_set_zero", "sinks_set_mean", "block"))]
     if layer is None:
         lines.append(f"  (d), (e) not run: no block holds massive activations in half the sequences of "
                      f"{mean_source.name} by |a| > {criterion.min_abs:g} and >= {criterion.min_ratio:g} x median: "

@@ -13,6 +13,7 @@ from ...core.reset_kinds import RESETS
 from ...validation.checks import MAX_COUNT, require_at_least, require_type
 from ...validation.errors import UsageError
 
+POSITIONS = ("text", "cache")
 TEXTS_ACCEPTED = "builtin, wikitext2, c4, pg19, hf:NAME[:CONFIG[:SPLIT]] or a text file"
 
 
@@ -53,10 +54,16 @@ class SinkWindowConfig:
     mean_text: str = field(default="builtin", metadata={"help": "text whose sequences give the first massive block and the set_mean values"})
     n_mean_seqs: int = field(default=2, metadata={"help": "sequences of --mean-text (fewer if it is shorter)"})
     batch_size: int = field(default=1, metadata={"help": "sequences per forward"})
+    positions: str = field(default="text", metadata={"help": "text: every token at its position in the text; cache: "
+                                                            "StreamingLLM's positions within its cache, the kept keys "
+                                                            "outside the window first (rotary models, "
+                                                            "HookedTransformer engine)"})
 
     def __post_init__(self) -> None:
         _text(self, "text")
         _text(self, "mean_text")
+        if self.positions not in POSITIONS:
+            raise UsageError(f"--positions {self.positions!r} is not allowed: expected one of {', '.join(POSITIONS)}")
         require_at_least(self, 1, "n_seqs", "n_mean_seqs", "batch_size")
         require_at_least(self, 3, "seq_len")
         if self.layer is not None:
