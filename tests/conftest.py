@@ -36,7 +36,7 @@ TYPECHECKED = (
     "mech_interp.storage.tensor_files",
     *(f"mech_interp.studies.heads.{m}" for m in ("reduced_forward", "scores", "sweep", "inputs", "neuron_edits")),  # head study
     *(f"mech_interp.studies.followups.{m}" for m in ("down_proj_scan", "down_proj_edits", "scan_inputs", "emergence",
-                                                       "sink_window", "window_mask")),  # follow-up experiments
+                                                       "sink_window", "window_mask", "cache_positions")),  # follow-up experiments
     "vit_hooks.hooks", "vit_hooks.token_roles", "vit_hooks.embedded_onnx", "vit_hooks.parity", "vit_hooks.images",
     "vit_hooks.preprocessing", "vit_hooks.layer_stats", "vit_hooks.register_means", "vit_hooks.fix_reg_mean",
     "vit_hooks.linear_head", "vit_hooks.evaluation", "vit_hooks.experiments", "vit_hooks.image_file",  # vision
