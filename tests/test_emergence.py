@@ -197,29 +197,30 @@ def test_a_planted_massive_activation_shows_as_the_first_massive_layer_at_its_ch
 @pytest.mark.integration  # a tiny series trained by the trainer's command, in a child process
 def test_with_no_series_the_default_one_is_trained_once_then_measured(corpus, tmp_path, monkeypatch, capsys):
     """No --series or --models: the trainer's command trains the default series where the guide's command puts it
-    (the cpu preset here shrunk to the tiny one, for time), then it is measured; run again, it is read as it is."""
+    (its cpu preset and default variant, here 6 steps on a small corpus with the byte tokenizer, exported every 3),
+    then it is measured; run again, it is read as it is."""
     from mech_interp.studies.followups import default_series
 
-    tiny = ["--preset", "tiny", "--variant", "attn_bias", "--corpus", str(corpus), "--tokenizer", "byte",
-            "--data-dir", str(tmp_path / "data"), "--val-fraction", "0.3", "--max-steps", "7", "--eval-interval", "7",
-            "--ckpt-interval", "4", "--n-ctx", "24", "--series-interval", "3", "--no-progress"]
-    monkeypatch.setattr(default_series, "TRAIN_ARGS", tiny)
+    short = ["--preset", "cpu", "--variant", "default", "--corpus", str(corpus), "--tokenizer", "byte",
+             "--data-dir", str(tmp_path / "data"), "--val-fraction", "0.3", "--max-steps", "6", "--eval-interval", "6",
+             "--series-interval", "3", "--no-progress"]
+    monkeypatch.setattr(default_series, "TRAIN_ARGS", short)
     monkeypatch.chdir(tmp_path)
     args = ["emergence", "--n-seqs", "2", "--seq-len", "16", "--device", "cpu", "--figure-format", "none"]
     code, stdout, stderr = run_cli(args, capsys)
     assert code == 0, stderr
-    assert "training the default series first (train-gpt2-bias train --preset tiny" in stdout
-    assert (tmp_path / default_series.DEFAULT_SERIES / "series" / "step_7").is_dir()
+    assert "training the default series first (train-gpt2-bias train --preset cpu --variant default" in stdout
+    assert (tmp_path / default_series.DEFAULT_SERIES / "series" / "step_6").is_dir()
     [run_dir] = (tmp_path / "results" / "checkpoint-series").glob("emergence__*")
     table = pd.read_csv(run_dir / "emergence.csv")
-    assert table["step"].tolist() == SERIES_STEPS
-    assert "emergence over 3 checkpoints (default series results/train/cpu-series/default)" in stdout
+    assert table["step"].tolist() == [3, 6] and table["n_layers"].tolist() == [4, 4]  # the cpu preset's 4 blocks
+    assert "emergence over 2 checkpoints (default series results/train/cpu-series/default)" in stdout
 
-    weights = tmp_path / default_series.DEFAULT_SERIES / "series" / "step_7" / "model.safetensors"
+    weights = tmp_path / default_series.DEFAULT_SERIES / "series" / "step_6" / "model.safetensors"
     written = weights.stat().st_mtime_ns
     code, stdout, stderr = run_cli([*args, "--force"], capsys)
     assert code == 0 and "training the default series" not in stdout, stderr  # the trainer was not started
-    assert weights.stat().st_mtime_ns == written and "emergence over 3 checkpoints" in stdout
+    assert weights.stat().st_mtime_ns == written and "emergence over 2 checkpoints" in stdout
 
 
 def test_a_refusal_of_the_trainer_is_a_refusal_of_the_default_series(tmp_path, monkeypatch, capsys):
