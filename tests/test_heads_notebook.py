@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+from .support.notebook_runs import execute_with_probe, plotly_figures
+
+pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
 
 pytestmark = pytest.mark.acceptance
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_attention_heads.ipynb"
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 PROBE = """
 import json as _json
@@ -31,21 +31,13 @@ print("PROBE " + _json.dumps({
 
 @pytest.fixture(scope="module")
 def executed():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    with pytest.MonkeyPatch.context() as env:
-        # the kernel's torch: one thread (a second only adds synchronisation to these small forwards on a busy CPU)
-        env.setenv("OMP_NUM_THREADS", "1")
-        client.execute()
-    probe = next(o["text"] for o in nb.cells[-1].outputs if o.get("name") == "stdout" and "PROBE " in o["text"])
-    return nb, json.loads(probe.split("PROBE ", 1)[1])
+    # the kernel's torch: one thread (a second only adds synchronisation to these small forwards on a busy CPU)
+    return execute_with_probe(NOTEBOOK, PROBE, env={"OMP_NUM_THREADS": "1"})
 
 
 def test_notebook_runs_and_draws_every_figure(executed):
     nb, probe = executed
-    figures = sum(PLOTLY_MIME in out.get("data", {}) for c in nb.cells if c.cell_type == "code" for out in c.outputs)
+    figures = plotly_figures(nb)
     assert figures == 6, figures
     assert probe["sink_share"] > 0.5  # most of SmolLM2's heads are sink heads
 
