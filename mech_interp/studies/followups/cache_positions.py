@@ -9,11 +9,14 @@ among them) its distance is n + W - 1 - r instead of q - k. Every state a query 
 the query, with the cache of that step, which is what the masked forward computes for every position at once; so the
 one forward equals the token-by-token streaming run when those scores alone are recomputed.
 
-A rotary score depends on the distance only: <R(a) q, R(b) k> = <R(a - b) q, k>. The recomputed score of query q
-and kept key k is the query's pre-rotary vector rotated to position P = distance + k against the key as the model
-rotated it (at k): ``hook_q`` and ``hook_rot_k`` are read in the same forward, the query rotated by the layer's own
-``apply_rotary``, and the product scaled (and soft-capped) as ``calculate_attention_scores`` does. TransformerLens'
-HookedTransformer only: the bridge runs HF's attention, whose rotary is not a hook point.
+A rotary score depends on the distance only, and rotations compose (R(d) R(b) = R(b + d)), so the score of query q
+(rotated at q) and kept key k at cache distance D is the model's rotated query against the model's rotated key turned
+further by d = (q - k) - D >= 0 (a kept key is never
+nearer in the text than in the cache): ``hook_rot_q`` and ``hook_rot_k`` are read in the same forward (after any q/k
+norm or clipping the model applies), the key turned by the layer's own rotary tables, and the product scaled (and
+soft-capped) as ``calculate_attention_scores`` does. TransformerLens' HookedTransformer only: the bridge runs HF's
+attention, whose rotary is not a hook point; and only where the rotation is all that depends on position (no log-n
+query scaling, no rotary rescaled with the length).
 """
 
 from __future__ import annotations
@@ -29,71 +32,79 @@ REFUSED = "--positions cache needs a HookedTransformer with rotary positions (St
           "their index in the cache)"
 
 
-def cache_positions(allowed: Bool[torch.Tensor, "batch query_pos key_pos"],
+def cache_distances(allowed: Bool[torch.Tensor, "batch query_pos key_pos"],
                     window: int) -> Int[torch.Tensor, "batch query_pos key_pos"]:
-    """For each allowed key outside its query's window, the position its query is rotated to so that their score is
-    the one at their distance in StreamingLLM's cache (``P = n + W - 1 - r + k``); -1 everywhere else."""
+    """For each allowed key outside its query's window, its distance to the query in StreamingLLM's cache
+    (``n + W - 1 - r``); -1 everywhere else."""
     n_pos = allowed.shape[-1]
     q = torch.arange(n_pos, device=allowed.device)[:, None]
     k = torch.arange(n_pos, device=allowed.device)[None, :]
     outside = allowed & (q - k >= window)  # kept keys the window does not hold: they sit first in the cache
     rank = outside.long().cumsum(-1) - 1
     n = outside.sum(-1, keepdim=True)
-    return torch.where(outside, n + window - 1 - rank + k, torch.full_like(rank, -1))
+    return torch.where(outside, n + window - 1 - rank, torch.full_like(rank, -1))
 
 
 class CacheScores:
     """One block's attention scores of the kept keys outside the window, recomputed at their cache distance: hooks
-    on ``hook_q`` and ``hook_rot_k`` keep the block's queries and rotated keys, and the one on ``hook_attn_scores``
-    replaces those scores (before the window's mask, which leaves them as they are)."""
+    on ``hook_rot_q`` and ``hook_rot_k`` keep the block's rotated queries and keys, and the one on
+    ``hook_attn_scores`` replaces those scores (before the window's mask, which leaves them as they are)."""
 
-    def __init__(self, attn: Any, layer: int, positions: Int[torch.Tensor, "batch query_pos key_pos"]) -> None:
-        self.attn, self.layer, self.positions = attn, layer, positions
-        self.q: torch.Tensor | None = None
+    def __init__(self, attn: Any, layer: int, distances: Int[torch.Tensor, "batch query_pos key_pos"]) -> None:
+        self.attn, self.layer, self.distances = attn, layer, distances
+        self.rot_q: torch.Tensor | None = None
         self.rot_k: torch.Tensor | None = None
 
     def hooks(self) -> list[tuple[str, Any]]:
-        return [(act_name("q", self.layer), self._keep_q), (act_name("rot_k", self.layer), self._keep_rot_k),
+        return [(act_name("rot_q", self.layer), self._keep_q), (act_name("rot_k", self.layer), self._keep_k),
                 (act_name("attn_scores", self.layer), self._rescore)]
 
     def _keep_q(self, q: Float[torch.Tensor, "batch pos head_index d_head"], hook: Any = None) -> None:
-        self.q = q
+        self.rot_q = q
 
-    def _keep_rot_k(self, k: Float[torch.Tensor, "batch pos kv_head_index d_head"], hook: Any = None) -> None:
+    def _keep_k(self, k: Float[torch.Tensor, "batch pos kv_head_index d_head"], hook: Any = None) -> None:
         self.rot_k = k
+
+    def _turned(self, x: Float[torch.Tensor, "entries kv_head_index d_head"],
+                by: Int[torch.Tensor, " entries"]) -> Float[torch.Tensor, "entries kv_head_index d_head"]:
+        """``x`` rotated further by ``by`` positions, as the layer's ``apply_rotary`` rotates (its tables, its pairing
+        of dims, its rotary part of d_head)."""
+        attn, dims = self.attn, self.attn.cfg.rotary_dim
+        part, rest = x[..., :dims], x[..., dims:]
+        cos = attn.rotary_cos[by.to(attn.rotary_cos.device)][:, None, :].to(x.device)
+        sin = attn.rotary_sin[by.to(attn.rotary_sin.device)][:, None, :].to(x.device)
+        return torch.cat([part * cos + attn.rotate_every_two(part) * sin, rest], dim=-1).to(x.dtype)
 
     def _rescore(self, scores: Float[torch.Tensor, "batch head_index query_pos key_pos"],
                  hook: Any = None) -> Float[torch.Tensor, "batch head_index query_pos key_pos"]:
-        attn, q, k = self.attn, self.q, self.rot_k
-        self.q = self.rot_k = None
-        if scores.shape[-2:] != self.positions.shape[-2:]:  # learned prefix positions or key slots: not rotary text
-            raise ValueError(f"scores {tuple(scores.shape)} do not match the text's positions {tuple(self.positions.shape)}")
-        positions = self.positions.to(scores.device).expand(scores.shape[0], -1, -1)
+        attn, q, k = self.attn, self.rot_q, self.rot_k
+        self.rot_q = self.rot_k = None
+        if scores.shape[-2:] != self.distances.shape[-2:]:  # learned prefix positions or key slots: not rotary text
+            raise ValueError(f"scores {tuple(scores.shape)} do not match the text's positions "
+                             f"{tuple(self.distances.shape)}")
+        distances = self.distances.to(scores.device).expand(scores.shape[0], -1, -1)
+        b, qi, ki = (distances >= 0).nonzero(as_tuple=True)
+        key = self._turned(k[b, ki], (qi - ki) - distances[b, qi, ki])  # [entries, kv_head_index, d_head]
+        query = q[b, qi]  # [entries, head_index, d_head]
+        if key.shape[1] != query.shape[1]:  # grouped keys serve head_index // kv_head_index queries each
+            key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+        new = (query * key.to(query.dtype)).sum(-1) / attn.attn_scale  # [entries, head_index]
+        cap = attn.cfg.attn_scores_soft_cap
+        if cap and cap > 0:
+            new = cap * torch.tanh(new / cap)
         scores = scores.clone()
-        for position in positions.unique().tolist():
-            if position < 0:
-                continue
-            b, qi, ki = (positions == position).nonzero(as_tuple=True)
-            query = attn.apply_rotary(q[b, qi][:, None], position)[:, 0]  # [entries, head_index, d_head]
-            key = k[b, ki]  # [entries, kv_head_index, d_head]
-            if key.shape[1] != query.shape[1]:  # grouped keys serve head_index // kv_head_index queries each
-                key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
-            new = (query * key.to(query.dtype)).sum(-1) / attn.attn_scale  # [entries, head_index]
-            cap = attn.cfg.attn_scores_soft_cap
-            if cap and cap > 0:
-                new = cap * torch.tanh(new / cap)
-            scores[b, :, qi, ki] = new.to(scores.dtype)
+        scores[b, :, qi, ki] = new.to(scores.dtype)
         return scores
 
 
 def cache_score_hooks(model: Any, allowed: Bool[torch.Tensor, "batch query_pos key_pos"],
                       window: int) -> list[tuple[str, Any]]:
     """The hooks of every block (``CacheScores``), to go with the window's mask in one forward."""
-    positions = cache_positions(allowed, window)
-    if not bool((positions >= 0).any()):
+    distances = cache_distances(allowed, window)
+    if not bool((distances >= 0).any()):
         return []  # no kept key outside any window: the text's positions are the cache's
     return [hook for layer, block in enumerate(model.blocks)
-            for hook in CacheScores(block.attn, layer, positions).hooks()]
+            for hook in CacheScores(block.attn, layer, distances).hooks()]
 
 
 def check_cache_positions(model: Any) -> None:

@@ -61,8 +61,8 @@ DEFINITIONS = {
     "positions (cache)": "--positions cache, StreamingLLM's positions within the cache: a query and its window keys "
                          "keep their distance q - k; the kept keys outside the window sit first in the cache, a key of "
                          "rank r among the n of them at distance n + W - 1 - r (W + S - 1 - k for sink k once the "
-                         "window has passed it), its score recomputed at that distance from the block's hook_q and "
-                         "hook_rot_k (rotary models, HookedTransformer)",
+                         "window has passed it), its score recomputed at that distance from the block's hook_rot_q "
+                         "and hook_rot_k (rotary models, HookedTransformer)",
     "perplexity": "exp(sum of next-token NLL / predicted tokens) over the tokens predicted from query positions "
                   "q >= the largest W (every window of the sweep cuts those queries off), the same tokens in every "
                   "condition",
